@@ -1,0 +1,78 @@
+// Plain baselines: what the machine costs before any runtime is involved.
+// Every backend's figure in the report is read against these, measured in
+// the same run.
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+#include "benchmark/benchmark.h"
+
+namespace {
+
+// Reads or writes exactly `size` bytes; aborts the benchmark on a socket
+// error, which would make every figure meaningless.
+void WriteFully(int fd, const void* data, size_t size) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = write(fd, p, size);
+    if (n < 0) {
+      std::perror("baseline write");
+      std::abort();
+    }
+    p += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+bool ReadFully(int fd, void* data, size_t size) {
+  char* p = static_cast<char*>(data);
+  while (size > 0) {
+    ssize_t n = read(fd, p, size);
+    if (n == 0) return false;
+    if (n < 0) {
+      std::perror("baseline read");
+      std::abort();
+    }
+    p += n;
+    size -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// One round trip: 8 bytes to an echo thread over an AF_UNIX stream socketpair
+// and back. Kore's channel is such a socketpair, so this is the floor for a
+// Kore round trip.
+void BM_RoundTrip_RawSocketpair(benchmark::State& state) {
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) != 0) {
+    state.SkipWithError("socketpair failed");
+    return;
+  }
+  std::thread echo([fd = fds[1]] {
+    uint64_t value;
+    while (ReadFully(fd, &value, sizeof value)) WriteFully(fd, &value, sizeof value);
+  });
+  uint64_t value = 0;
+  for (auto _ : state) {
+    ++value;
+    WriteFully(fds[0], &value, sizeof value);
+    uint64_t echoed = 0;
+    ReadFully(fds[0], &echoed, sizeof echoed);
+    if (echoed != value) {
+      state.SkipWithError("echo mismatch");
+      break;
+    }
+  }
+  shutdown(fds[0], SHUT_WR);
+  echo.join();
+  close(fds[0]);
+  close(fds[1]);
+}
+BENCHMARK(BM_RoundTrip_RawSocketpair)->Name("round_trip/raw_socketpair")->UseRealTime();
+
+}  // namespace
