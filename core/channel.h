@@ -1,0 +1,125 @@
+#ifndef TASKRT_CORE_CHANNEL_H_
+#define TASKRT_CORE_CHANNEL_H_
+
+// Channel: an ordered, message-preserving, bidirectional pipe between a task
+// and its owner. A backend (channels/<name>/) creates a connected pair of
+// ends; each end sends to and receives from the other.
+//
+// Messages
+//   Message boundaries and order are kept. A zero-length message is a
+//   message. A message longer than the pair's max_message_size is refused
+//   with kResourceExhausted and nothing is sent. A receive into a buffer
+//   shorter than the message copies the prefix, returns the message's full
+//   length, and drops the rest of that message: the next receive returns the
+//   next message (Kore's stream falls out of step here; ours does not).
+//
+// Non-blocking core, blocking calls on top
+//   Each backend supplies only non-blocking TrySend / TryFlush / TryReceive,
+//   which return WouldBlock() (errors.h) when they cannot make progress, and
+//   a readiness target (fd + poll events) to wait on before retrying. The
+//   blocking Send() and Receive() below are written once, here, on top of
+//   those and wait through the current ExecutionContext, so a cooperative
+//   scheduler suspends only the calling task.
+//
+// Closing
+//   Close() (or destroying the end) ends this side. The peer can still
+//   receive every message sent before the close, then gets kOutOfRange
+//   ("closed and drained"); its sends fail with kFailedPrecondition. Calls on
+//   an end after its own Close() get kFailedPrecondition. Nothing aborts.
+//
+// Thread safety
+//   The two ends of a pair may be used concurrently from different threads.
+//   One end is not internally synchronised: calls on the same end must not
+//   overlap (the task uses its end; the owner's thread uses the other).
+//
+// Errors
+//   WouldBlock()         (kUnavailable, empty message) retry after readiness
+//   kResourceExhausted   message over max_message_size; nothing sent
+//   kOutOfRange          receive on a channel the peer closed, once drained
+//   kFailedPrecondition  send to a closed peer; any call after Close()
+//   kDataLoss            the peer broke the wire format (closed mid-message,
+//                        or announced an oversized message)
+//   others               the system refused; the message says which call
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace taskrt {
+
+struct ChannelOptions {
+  // Largest message either end accepts, in bytes.
+  size_t max_message_size = size_t{1} << 20;
+};
+
+// Where to wait before retrying a non-blocking call: poll() `fd` for `events`.
+struct Readiness {
+  int fd = -1;
+  short events = 0;
+};
+
+class ChannelEnd {
+ public:
+  virtual ~ChannelEnd() = default;
+
+  // Accepts one whole message or nothing. OK means accepted: the message will
+  // reach the peer in order, though part of it may still sit in this end
+  // until TryFlush() (or the blocking Send()) pushes it out.
+  virtual absl::Status TrySend(absl::Span<const char> message) = 0;
+
+  // Pushes out accepted bytes still held by this end. OK when none remain.
+  virtual absl::Status TryFlush() = 0;
+
+  // Receives one message into `out` (truncating as described above) and
+  // returns its full length.
+  virtual absl::StatusOr<size_t> TryReceive(absl::Span<char> out) = 0;
+
+  // What to wait on after TrySend/TryFlush or TryReceive returned
+  // WouldBlock(). The fd stays valid until the end is destroyed.
+  virtual Readiness send_readiness() const = 0;
+  virtual Readiness receive_readiness() const = 0;
+
+  // True when a whole message is already held inside this end, so a
+  // receive would succeed without the fd becoming ready.
+  virtual bool HasBufferedMessage() const = 0;
+
+  // Ends this side; see "Closing" above. Unflushed bytes of a message that
+  // TrySend accepted are discarded; the blocking Send() never leaves any.
+  virtual void Close() = 0;
+
+  virtual size_t max_message_size() const = 0;
+};
+
+struct ChannelPair {
+  std::unique_ptr<ChannelEnd> task_end;
+  std::unique_ptr<ChannelEnd> owner_end;
+};
+
+// Creates connected pairs. Thread-safe.
+class ChannelFactory {
+ public:
+  virtual ~ChannelFactory() = default;
+
+  // kInvalidArgument for options the backend cannot honour (e.g. a maximum
+  // beyond the wire format's 32-bit length); system errors otherwise.
+  virtual absl::StatusOr<ChannelPair> CreatePair(const ChannelOptions& options) = 0;
+
+  virtual std::string name() const = 0;
+};
+
+// Sends one whole message, waiting through the current execution context
+// while the end cannot take it, and returns once every byte has left the end.
+absl::Status Send(ChannelEnd& end, absl::Span<const char> message);
+
+// Receives one message into `out`, waiting through the current execution
+// context until one arrives; returns the message's full length.
+absl::StatusOr<size_t> Receive(ChannelEnd& end, absl::Span<char> out);
+
+}  // namespace taskrt
+
+#endif  // TASKRT_CORE_CHANNEL_H_

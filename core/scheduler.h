@@ -1,0 +1,67 @@
+#ifndef TASKRT_CORE_SCHEDULER_H_
+#define TASKRT_CORE_SCHEDULER_H_
+
+// Scheduler: runs units of work. One interface, several backends
+// (schedulers/<name>/); the conformance suite holds every backend to this
+// contract.
+//
+// Work
+//   A unit of work is a move-only callable. Schedule() takes ownership and
+//   never runs the work inline before it returns, so a caller may hold its
+//   own locks while scheduling. Work runs exactly once, on one of the
+//   scheduler's threads, with the scheduler's execution context installed
+//   (see execution_context.h). Work should not throw; an exception escaping
+//   work terminates the process, as with std::thread.
+//
+// Thread safety
+//   Schedule() may be called from any thread, including from inside work
+//   running on this scheduler (nested scheduling). Shutdown() may be called
+//   from any thread that is not one of the scheduler's own.
+//
+// Lifetime and shutdown
+//   Shutdown() refuses new work, runs every unit already accepted, joins the
+//   scheduler's threads and returns. Work that tries to schedule more during
+//   the drain gets kFailedPrecondition. Calling Shutdown() from inside one of
+//   the scheduler's own units is refused with kFailedPrecondition (it would
+//   wait for itself); it is never a deadlock. A second Shutdown() is a no-op.
+//   The destructor shuts down if Shutdown() was not called, so a scheduler
+//   must not be destroyed from one of its own threads.
+//
+// Errors
+//   Schedule: kFailedPrecondition after shutdown began; kInvalidArgument for
+//   empty work. Construction (each backend's Create): kInvalidArgument for a
+//   bad configuration such as zero workers.
+
+#include <cstddef>
+#include <string>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+
+namespace taskrt {
+
+using Work = absl::AnyInvocable<void() &&>;
+
+class Scheduler {
+ public:
+  virtual ~Scheduler() = default;
+
+  // Queues `work` to run later on one of this scheduler's threads.
+  virtual absl::Status Schedule(Work work) = 0;
+
+  // Drains and stops; see the contract above.
+  virtual absl::Status Shutdown() = 0;
+
+  // True when called from work running on this scheduler.
+  virtual bool IsCurrentThreadOwned() const = 0;
+
+  // How many units can run at once (the number of worker threads).
+  virtual size_t concurrency() const = 0;
+
+  // Backend name and configuration, e.g. "thread_pool(4)".
+  virtual std::string name() const = 0;
+};
+
+}  // namespace taskrt
+
+#endif  // TASKRT_CORE_SCHEDULER_H_

@@ -1,0 +1,204 @@
+#include "core/task.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/errors.h"
+
+namespace taskrt {
+
+// State shared by the owner's Task and the scheduled entry. The entry's
+// closure holds a reference, so a destroyed (detached) Task frees nothing
+// the entry still uses.
+struct TaskContext::Shared {
+  TaskEntry entry;
+  ChannelPair channel;  // task_end: the entry's; owner_end: the owner's
+  std::atomic<bool> cancel{false};
+  std::atomic<bool> entry_done{false};
+  int result = 0;  // written before entry_done is released
+  TaskContext context{this};
+};
+
+namespace {
+thread_local TaskContext* current_task_context = nullptr;
+}  // namespace
+
+const char* TaskStateName(TaskState state) {
+  switch (state) {
+    case TaskState::kCreated:
+      return "created";
+    case TaskState::kRunning:
+      return "running";
+    case TaskState::kFinished:
+      return "finished";
+  }
+  return "unknown";
+}
+
+absl::Status TaskContext::Write(absl::Span<const char> message) {
+  return Send(*shared_->channel.task_end, message);
+}
+
+absl::StatusOr<size_t> TaskContext::Read(absl::Span<char> out) {
+  return Receive(*shared_->channel.task_end, out);
+}
+
+bool TaskContext::cancel_requested() const {
+  return shared_->cancel.load(std::memory_order_acquire);
+}
+
+TaskContext* TaskContext::Current() { return current_task_context; }
+
+absl::StatusOr<std::unique_ptr<Task>> Task::Create(TaskEntry entry) {
+  if (!entry) return absl::InvalidArgumentError("Task::Create: the entry is empty");
+  return std::unique_ptr<Task>(new Task(std::move(entry)));
+}
+
+Task::Task(TaskEntry entry) : shared_(std::make_shared<TaskContext::Shared>()) {
+  shared_->entry = std::move(entry);
+}
+
+Task::~Task() {
+  shared_->cancel.store(true, std::memory_order_release);
+  if (watch_ != 0) {
+    // Cannot fail for a watch we hold; nothing to report from a destructor.
+    loop_->Unwatch(watch_).IgnoreError();
+  }
+  // The entry keeps the shared state alive; closing our end makes its writes
+  // fail and its reads end instead of waiting for an owner that is gone.
+  if (shared_->channel.owner_end != nullptr) shared_->channel.owner_end->Close();
+}
+
+absl::Status Task::Run(const TaskEnvironment& env) {
+  if (env.scheduler == nullptr || env.channels == nullptr || env.loop == nullptr) {
+    return absl::InvalidArgumentError(
+        "Task::Run: the environment needs a scheduler, a channel factory and an event loop");
+  }
+  TaskState expected = TaskState::kCreated;
+  if (!state_.compare_exchange_strong(expected, TaskState::kRunning)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("Task::Run: the task was already run (state: ", TaskStateName(expected), ")"));
+  }
+  absl::StatusOr<ChannelPair> pair = env.channels->CreatePair(env.channel_options);
+  if (!pair.ok()) {
+    state_.store(TaskState::kCreated);
+    return pair.status();
+  }
+  shared_->channel = *std::move(pair);
+  loop_ = env.loop;
+  absl::StatusOr<WatchId> watch =
+      loop_->Watch(shared_->channel.owner_end->receive_readiness(), [this] { OnChannelEvent(); });
+  if (!watch.ok()) {
+    shared_->channel = ChannelPair{};
+    state_.store(TaskState::kCreated);
+    return watch.status();
+  }
+  watch_ = *watch;
+
+  absl::Status scheduled = env.scheduler->Schedule([shared = shared_] {
+    TaskContext* const previous = current_task_context;
+    current_task_context = &shared->context;
+    const int result = shared->entry(shared->context);
+    current_task_context = previous;
+    shared->entry = nullptr;  // free what the entry captured, here and now
+    shared->result = result;
+    shared->entry_done.store(true, std::memory_order_release);
+    // The owner's loop sees this close and marks the task finished.
+    shared->channel.task_end->Close();
+  });
+  if (!scheduled.ok()) {
+    loop_->Unwatch(watch_).IgnoreError();
+    watch_ = 0;
+    shared_->channel = ChannelPair{};
+    state_.store(TaskState::kCreated);
+    return scheduled;
+  }
+  return absl::OkStatus();
+}
+
+void Task::OnChannelEvent() {
+  if (finished()) return;
+  if (shared_->entry_done.load(std::memory_order_acquire)) {
+    result_ = shared_->result;
+    state_.store(TaskState::kFinished, std::memory_order_release);
+    loop_->Unwatch(watch_).IgnoreError();
+    watch_ = 0;
+  }
+  std::shared_ptr<Callback> callback;
+  std::shared_ptr<Resumable> request;
+  {
+    MutexLock lock(&binding_mu_);
+    callback = callback_;
+    request = request_.lock();
+  }
+  // Either may destroy this Task: touch nothing of it afterwards.
+  if (callback != nullptr) {
+    (*callback)(*this);
+  } else if (request != nullptr) {
+    request->Resume();
+  }
+}
+
+absl::Status Task::BindCallback(Callback callback) {
+  if (!callback) return absl::InvalidArgumentError("Task::BindCallback: the callback is empty");
+  if (finished()) return absl::FailedPreconditionError("Task::BindCallback: the task has finished");
+  MutexLock lock(&binding_mu_);
+  if (request_bound_) {
+    return absl::FailedPreconditionError(
+        "Task::BindCallback: a request is already bound to this task; a task has one binding");
+  }
+  callback_ = std::make_shared<Callback>(std::move(callback));
+  return absl::OkStatus();
+}
+
+absl::Status Task::BindRequest(std::weak_ptr<Resumable> request) {
+  if (request.expired()) return absl::InvalidArgumentError("Task::BindRequest: the request is gone");
+  if (finished()) return absl::FailedPreconditionError("Task::BindRequest: the task has finished");
+  MutexLock lock(&binding_mu_);
+  if (callback_ != nullptr) {
+    return absl::FailedPreconditionError(
+        "Task::BindRequest: a callback is already bound to this task; a task has one binding");
+  }
+  request_ = std::move(request);
+  request_bound_ = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> Task::result() const {
+  if (!finished()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("Task::result: the task has not finished (state: ", TaskStateName(state()), ")"));
+  }
+  return result_;
+}
+
+ChannelEnd* Task::owner_end() const { return shared_->channel.owner_end.get(); }
+
+absl::Status Task::Write(absl::Span<const char> message) {
+  if (owner_end() == nullptr) return absl::FailedPreconditionError("Task::Write: the task has not been run");
+  return Send(*owner_end(), message);
+}
+
+absl::StatusOr<size_t> Task::Read(absl::Span<char> out) {
+  if (owner_end() == nullptr) return absl::FailedPreconditionError("Task::Read: the task has not been run");
+  return Receive(*owner_end(), out);
+}
+
+absl::StatusOr<size_t> Task::TryRead(absl::Span<char> out) {
+  if (owner_end() == nullptr) {
+    return absl::FailedPreconditionError("Task::TryRead: the task has not been run");
+  }
+  return owner_end()->TryReceive(out);
+}
+
+void Task::RequestCancel() { shared_->cancel.store(true, std::memory_order_release); }
+
+bool Task::cancel_requested() const { return shared_->cancel.load(std::memory_order_acquire); }
+
+bool Task::IsCurrentTask() const { return current_task_context == &shared_->context; }
+
+TaskContext* Task::context() {
+  return shared_->channel.task_end != nullptr ? &shared_->context : nullptr;
+}
+
+}  // namespace taskrt

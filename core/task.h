@@ -1,0 +1,173 @@
+#ifndef TASKRT_CORE_TASK_H_
+#define TASKRT_CORE_TASK_H_
+
+// Task: Kore's background task, in C++.
+//
+// A task runs an entry function on a Scheduler and talks to its owner over a
+// Channel. The owner is whoever runs the EventLoop the task was started on;
+// the loop calls the owner's bound callback (or resumes a bound request) on
+// the loop thread when the task writes, and once more when it finishes.
+//
+// Life
+//   kCreated   after Create().
+//   kRunning   after Run() succeeded.
+//   kFinished  after the entry returned *and* the owner's loop has seen the
+//              task's end of the channel close (as in Kore). result() is
+//              available from then on.
+//
+// Notifications (on the loop thread)
+//   A bound callback is called when the task writes; several writes may be
+//   coalesced into one call, and no message is lost: what a call leaves
+//   unread stays queued, in order, for later reads. When the task has
+//   finished, the callback is called exactly once more, as the last call,
+//   with finished() true; every message the task wrote is still readable
+//   then. A bound request (a Resumable) is resumed on the same events.
+//   Binding both a callback and a request is refused (Kore aborts here).
+//   Rebinding the same kind replaces the binding.
+//
+// The channel
+//   Owner side: Write() / Read() / TryRead() on this object. Task side: the
+//   TaskContext handed to the entry. Rules in core/channel.h: boundaries,
+//   order, truncation that keeps the stream in step, zero-length messages,
+//   the maximum size, and kOutOfRange on a closed, drained channel.
+//
+// Destruction and cancellation
+//   Destroying a Task is safe at any point, including from its own callback.
+//   A running task is asked to cancel (TaskContext::cancel_requested()) and
+//   detached: its channel to the owner is closed, so its writes fail with
+//   kFailedPrecondition and its reads with kOutOfRange, and its state is
+//   freed only when its entry returns. RequestCancel() asks without
+//   destroying.
+//
+// Thread safety
+//   The owner-side methods are for the owner: the loop thread, or any one
+//   thread while the loop is not running. state(), finished() and
+//   cancel_requested() may be read from any thread. TaskContext belongs to
+//   the entry that received it.
+
+#include <atomic>
+#include <cstddef>
+#include <functional>
+#include <memory>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "core/channel.h"
+#include "core/event_loop.h"
+#include "core/mutex.h"
+#include "core/scheduler.h"
+
+namespace taskrt {
+
+enum class TaskState { kCreated = 1, kRunning = 2, kFinished = 3 };
+
+const char* TaskStateName(TaskState state);
+
+// Anything the loop can resume when a task writes or finishes, such as a
+// request's state machine. Bound through a weak_ptr: a request that is gone
+// is simply not resumed.
+class Resumable {
+ public:
+  virtual ~Resumable() = default;
+  virtual void Resume() = 0;
+};
+
+// Where a task runs: all three must outlive the task's run (the scheduler
+// until the entry returned, the loop until the task is destroyed).
+struct TaskEnvironment {
+  Scheduler* scheduler = nullptr;
+  ChannelFactory* channels = nullptr;
+  EventLoop* loop = nullptr;
+  ChannelOptions channel_options;
+};
+
+// The task's own view, handed to its entry.
+class TaskContext {
+ public:
+  // Sends one message to the owner; blocks (through the execution context)
+  // until it has left the task's end.
+  absl::Status Write(absl::Span<const char> message);
+  // Receives one message from the owner; blocks until one arrives.
+  absl::StatusOr<size_t> Read(absl::Span<char> out);
+  // True once the owner asked the task to stop (RequestCancel or destroy).
+  bool cancel_requested() const;
+
+  // The context of the task whose entry is running on this thread, or null.
+  static TaskContext* Current();
+
+ private:
+  friend class Task;
+  struct Shared;
+  explicit TaskContext(Shared* shared) : shared_(shared) {}
+  Shared* shared_;
+};
+
+using TaskEntry = absl::AnyInvocable<int(TaskContext&)>;
+
+class Task {
+ public:
+  using Callback = absl::AnyInvocable<void(Task&)>;
+
+  // kInvalidArgument for an empty entry.
+  static absl::StatusOr<std::unique_ptr<Task>> Create(TaskEntry entry);
+
+  ~Task();
+  Task(const Task&) = delete;
+  Task& operator=(const Task&) = delete;
+
+  // Creates the channel, watches the owner's end on env.loop and schedules
+  // the entry. kFailedPrecondition if already run; kInvalidArgument for a
+  // missing scheduler, factory or loop; the backend's error if the channel
+  // cannot be created or the scheduler refuses (the task stays kCreated).
+  absl::Status Run(const TaskEnvironment& env);
+
+  absl::Status BindCallback(Callback callback);
+  absl::Status BindRequest(std::weak_ptr<Resumable> request);
+
+  TaskState state() const { return state_.load(std::memory_order_acquire); }
+  bool finished() const { return state() == TaskState::kFinished; }
+
+  // The entry's return value; kFailedPrecondition until finished.
+  absl::StatusOr<int> result() const;
+
+  // Owner -> task, blocking. kFailedPrecondition before Run().
+  absl::Status Write(absl::Span<const char> message);
+  // Task -> owner, blocking: waits for a message. kFailedPrecondition
+  // before Run(); kOutOfRange once the task ended and all was read.
+  absl::StatusOr<size_t> Read(absl::Span<char> out);
+  // As Read, but returns WouldBlock() instead of waiting: for callbacks that
+  // drain what has arrived without stalling the loop.
+  absl::StatusOr<size_t> TryRead(absl::Span<char> out);
+
+  void RequestCancel();
+  bool cancel_requested() const;
+
+  // True when called from inside this task's own entry.
+  bool IsCurrentTask() const;
+  // The task's side of the channel, for callers inside the entry (the C
+  // facade chooses the end by who calls). Null before Run().
+  TaskContext* context();
+
+ private:
+  explicit Task(TaskEntry entry);
+  void OnChannelEvent();
+  ChannelEnd* owner_end() const;
+
+  std::shared_ptr<TaskContext::Shared> shared_;
+  std::atomic<TaskState> state_{TaskState::kCreated};
+  EventLoop* loop_ = nullptr;
+  WatchId watch_ = 0;
+  int result_ = 0;
+
+  // Bindings are set by the owner and read on the loop thread.
+  mutable Mutex binding_mu_;
+  std::shared_ptr<Callback> callback_ ABSL_GUARDED_BY(binding_mu_);
+  std::weak_ptr<Resumable> request_ ABSL_GUARDED_BY(binding_mu_);
+  bool request_bound_ ABSL_GUARDED_BY(binding_mu_) = false;
+};
+
+}  // namespace taskrt
+
+#endif  // TASKRT_CORE_TASK_H_

@@ -1,0 +1,222 @@
+#include "event_loops/epoll/epoll_loop.h"
+
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <deque>
+#include <thread>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "core/errors.h"
+#include "core/mutex.h"
+
+namespace taskrt {
+namespace {
+
+// epoll_event.data of the eventfd that wakes the loop for posted work.
+constexpr WatchId kWakeId = 0;
+constexpr int kMaxEventsPerWait = 64;
+
+uint32_t ToEpollEvents(short poll_events) {
+  uint32_t events = EPOLLET | EPOLLRDHUP;
+  if (poll_events & POLLIN) events |= EPOLLIN;
+  if (poll_events & POLLOUT) events |= EPOLLOUT;
+  return events;
+}
+
+class EpollLoop final : public EventLoop {
+ public:
+  EpollLoop(int epoll_fd, int wake_fd) : epoll_fd_(epoll_fd), wake_fd_(wake_fd) {}
+  ~EpollLoop() override {
+    close(wake_fd_);
+    close(epoll_fd_);
+  }
+
+  absl::StatusOr<WatchId> Watch(Readiness readiness, std::function<void()> callback) override {
+    if (!callback) return absl::InvalidArgumentError("epoll loop: Watch got an empty callback");
+    if (readiness.fd < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("epoll loop: Watch got a bad file descriptor ", readiness.fd));
+    }
+    auto shared_callback = std::make_shared<std::function<void()>>(std::move(callback));
+    MutexLock lock(&mu_);
+    const WatchId id = next_id_++;
+    epoll_event event{};
+    event.events = ToEpollEvents(readiness.events);
+    event.data.u64 = id;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, readiness.fd, &event) != 0) {
+      return ErrnoError("epoll loop: epoll_ctl(ADD)", errno);
+    }
+    watches_[id] = {readiness.fd, std::move(shared_callback)};
+    return id;
+  }
+
+  absl::Status Unwatch(WatchId id) override {
+    MutexLock lock(&mu_);
+    auto it = watches_.find(id);
+    if (it == watches_.end()) {
+      return absl::NotFoundError(absl::StrCat("epoll loop: Unwatch of unknown watch ", id));
+    }
+    // The fd may already be closed by its owner; EBADF/ENOENT then mean the
+    // kernel dropped it already, which is what we want.
+    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, it->second.fd, nullptr);
+    watches_.erase(it);
+    return absl::OkStatus();
+  }
+
+  absl::Status Post(Work work) override {
+    if (!work) return absl::InvalidArgumentError("epoll loop: Post got empty work");
+    {
+      MutexLock lock(&mu_);
+      posted_.push_back(std::move(work));
+    }
+    Wake();
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<int> RunOnce(absl::Duration timeout) override {
+    if (absl::Status owner = ClaimLoopThread("RunOnce"); !owner.ok()) return owner;
+    if (timeout < absl::ZeroDuration()) {
+      return absl::InvalidArgumentError("epoll loop: RunOnce got a negative timeout");
+    }
+    const int timeout_ms = timeout == absl::InfiniteDuration()
+                               ? -1
+                               : static_cast<int>(absl::ToInt64Milliseconds(absl::Ceil(
+                                     timeout, absl::Milliseconds(1))));
+    return Dispatch(timeout_ms);
+  }
+
+  absl::Status Run() override {
+    if (absl::Status owner = ClaimLoopThread("Run"); !owner.ok()) return owner;
+    if (running_) return absl::FailedPreconditionError("epoll loop: Run re-entered from a callback");
+    running_ = true;
+    absl::Status status;
+    while (!stop_requested_.exchange(false, std::memory_order_acq_rel)) {
+      absl::StatusOr<int> ran = Dispatch(-1);
+      if (!ran.ok()) {
+        status = ran.status();
+        break;
+      }
+    }
+    running_ = false;
+    return status;
+  }
+
+  void Stop() override {
+    stop_requested_.store(true, std::memory_order_release);
+    Wake();
+  }
+
+  bool IsLoopThread() const override {
+    return loop_thread_.load(std::memory_order_acquire) == std::this_thread::get_id();
+  }
+
+  std::string name() const override { return "epoll"; }
+
+ private:
+  struct WatchEntry {
+    int fd;
+    std::shared_ptr<std::function<void()>> callback;
+  };
+
+  absl::Status ClaimLoopThread(const char* operation) {
+    std::thread::id expected{};
+    const std::thread::id self = std::this_thread::get_id();
+    if (loop_thread_.compare_exchange_strong(expected, self) || expected == self) {
+      return absl::OkStatus();
+    }
+    return absl::PermissionDeniedError(absl::StrCat(
+        "epoll loop: ", operation,
+        " called from a thread that is not the loop thread (the first thread to run the loop)"));
+  }
+
+  void Wake() {
+    const uint64_t one = 1;
+    // A full counter (EAGAIN) already means "wake up"; nothing else can fail
+    // on a valid eventfd.
+    [[maybe_unused]] ssize_t written = write(wake_fd_, &one, sizeof one);
+  }
+
+  absl::StatusOr<int> Dispatch(int timeout_ms) {
+    epoll_event events[kMaxEventsPerWait];
+    int ready;
+    do {
+      ready = epoll_wait(epoll_fd_, events, kMaxEventsPerWait, timeout_ms);
+    } while (ready < 0 && errno == EINTR);
+    if (ready < 0) return ErrnoError("epoll loop: epoll_wait", errno);
+
+    int ran = 0;
+    for (int i = 0; i < ready; ++i) {
+      const WatchId id = events[i].data.u64;
+      if (id == kWakeId) {
+        uint64_t count;
+        [[maybe_unused]] ssize_t got = read(wake_fd_, &count, sizeof count);
+        continue;
+      }
+      std::shared_ptr<std::function<void()>> callback;
+      {
+        MutexLock lock(&mu_);
+        auto it = watches_.find(id);
+        if (it == watches_.end()) continue;  // unwatched by an earlier callback
+        callback = it->second.callback;
+      }
+      (*callback)();
+      ++ran;
+    }
+    ran += RunPosted();
+    return ran;
+  }
+
+  int RunPosted() {
+    std::deque<Work> batch;
+    {
+      MutexLock lock(&mu_);
+      batch.swap(posted_);
+    }
+    const int count = static_cast<int>(batch.size());
+    for (Work& work : batch) std::move(work)();
+    return count;
+  }
+
+  const int epoll_fd_;
+  const int wake_fd_;
+  std::atomic<std::thread::id> loop_thread_{};
+  std::atomic<bool> stop_requested_{false};
+  bool running_ = false;  // loop thread only
+
+  Mutex mu_;
+  WatchId next_id_ ABSL_GUARDED_BY(mu_) = kWakeId + 1;
+  absl::flat_hash_map<WatchId, WatchEntry> watches_ ABSL_GUARDED_BY(mu_);
+  std::deque<Work> posted_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<EventLoop>> NewEpollLoop() {
+  const int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd < 0) return ErrnoError("epoll loop: epoll_create1", errno);
+  const int wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd < 0) {
+    const int error = errno;
+    close(epoll_fd);
+    return ErrnoError("epoll loop: eventfd", error);
+  }
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.u64 = kWakeId;
+  if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &event) != 0) {
+    const int error = errno;
+    close(wake_fd);
+    close(epoll_fd);
+    return ErrnoError("epoll loop: epoll_ctl(ADD eventfd)", error);
+  }
+  return std::make_unique<EpollLoop>(epoll_fd, wake_fd);
+}
+
+}  // namespace taskrt

@@ -1,0 +1,19 @@
+#ifndef TASKRT_EVENT_LOOPS_EPOLL_EPOLL_LOOP_H_
+#define TASKRT_EVENT_LOOPS_EPOLL_EPOLL_LOOP_H_
+
+// Event-loop backend on epoll, edge-triggered as Kore's loop is. Posted work
+// wakes the loop through an eventfd. Contract: core/event_loop.h.
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "core/event_loop.h"
+
+namespace taskrt {
+
+// A system error if epoll or the eventfd cannot be created.
+absl::StatusOr<std::unique_ptr<EventLoop>> NewEpollLoop();
+
+}  // namespace taskrt
+
+#endif  // TASKRT_EVENT_LOOPS_EPOLL_EPOLL_LOOP_H_

@@ -1,0 +1,113 @@
+#include "schedulers/thread_pool/thread_pool.h"
+
+#include <deque>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/mutex.h"
+
+namespace taskrt {
+namespace {
+
+class ThreadPool final : public Scheduler {
+ public:
+  ThreadPool() = default;
+  ~ThreadPool() override { Shutdown().IgnoreError(); }
+
+  absl::Status Start(size_t num_threads) {
+    threads_.reserve(num_threads);
+    for (size_t i = 0; i < num_threads; ++i) {
+      try {
+        threads_.emplace_back([this] { WorkerLoop(); });
+      } catch (const std::system_error& e) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("thread_pool: could not start worker ", i, ": ", e.what()));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Schedule(Work work) override {
+    if (!work) return absl::InvalidArgumentError("thread_pool: Schedule got empty work");
+    {
+      MutexLock lock(&mu_);
+      if (shutting_down_) {
+        return absl::FailedPreconditionError("thread_pool: Schedule after Shutdown began");
+      }
+      queue_.push_back(std::move(work));
+    }
+    work_available_.Signal();
+    return absl::OkStatus();
+  }
+
+  absl::Status Shutdown() override {
+    if (IsCurrentThreadOwned()) {
+      return absl::FailedPreconditionError(
+          "thread_pool: Shutdown called from one of the pool's own workers; it would wait for "
+          "itself. Call it from outside the pool");
+    }
+    MutexLock shutdown_lock(&shutdown_mu_);
+    {
+      MutexLock lock(&mu_);
+      shutting_down_ = true;
+    }
+    work_available_.SignalAll();
+    for (std::thread& thread : threads_) {
+      if (thread.joinable()) thread.join();
+    }
+    return absl::OkStatus();
+  }
+
+  bool IsCurrentThreadOwned() const override { return current_pool == this; }
+  size_t concurrency() const override { return threads_.size(); }
+  std::string name() const override { return absl::StrCat("thread_pool(", threads_.size(), ")"); }
+
+ private:
+  void WorkerLoop() {
+    current_pool = this;
+    while (true) {
+      Work work;
+      {
+        MutexLock lock(&mu_);
+        work_available_.Wait(&mu_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return !queue_.empty() || shutting_down_;
+        });
+        // Drain before exiting: accepted work always runs.
+        if (queue_.empty()) break;
+        work = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      std::move(work)();
+    }
+    current_pool = nullptr;
+  }
+
+  static thread_local const ThreadPool* current_pool;
+
+  Mutex mu_;
+  CondVar work_available_;
+  std::deque<Work> queue_ ABSL_GUARDED_BY(mu_);
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+
+  // Serialises Shutdown() callers; threads_ is fixed after Start().
+  Mutex shutdown_mu_;
+  std::vector<std::thread> threads_;
+};
+
+thread_local const ThreadPool* ThreadPool::current_pool = nullptr;
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Scheduler>> NewThreadPool(size_t num_threads) {
+  if (num_threads == 0) {
+    return absl::InvalidArgumentError("thread_pool: needs at least one thread, got 0");
+  }
+  auto pool = std::make_unique<ThreadPool>();
+  if (absl::Status started = pool->Start(num_threads); !started.ok()) return started;
+  return pool;
+}
+
+}  // namespace taskrt
