@@ -41,6 +41,8 @@
 //                        or announced an oversized message)
 //   others               the system refused; the message says which call
 
+#include <poll.h>  // POLLIN, POLLOUT: the events of a Readiness
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>

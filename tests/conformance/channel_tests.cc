@@ -1,0 +1,226 @@
+// Conformance group: the Channel contract (core/channel.h). The task side of
+// each pair is driven from work on the scheduler under test, the owner side
+// from the test's thread.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/channel.h"
+#include "core/errors.h"
+#include "gtest/gtest.h"
+#include "tests/conformance/conformance.h"
+
+namespace taskrt::conformance {
+namespace {
+
+class ChannelConformance : public ConformanceTest {
+ protected:
+  ChannelPair MakePair(size_t max_message_size = size_t{1} << 20) {
+    ChannelOptions options;
+    options.max_message_size = max_message_size;
+    absl::StatusOr<ChannelPair> pair = channels_->CreatePair(options);
+    EXPECT_TRUE(pair.ok()) << pair.status();
+    return pair.ok() ? *std::move(pair) : ChannelPair{};
+  }
+
+  // Receives one message of any length up to `limit` as a string.
+  static absl::StatusOr<std::string> ReceiveString(ChannelEnd& end, size_t limit = 1 << 20) {
+    std::string buffer(limit, '\0');
+    absl::StatusOr<size_t> length = Receive(end, absl::MakeSpan(buffer));
+    if (!length.ok()) return length.status();
+    buffer.resize(std::min(*length, limit));
+    return buffer;
+  }
+
+  static std::string Pattern(size_t size, uint32_t seed) {
+    std::string data(size, '\0');
+    uint32_t x = seed * 2654435761u + 1;
+    for (char& c : data) {
+      x = x * 1103515245u + 12345u;
+      c = static_cast<char>(x >> 24);
+    }
+    return data;
+  }
+};
+
+absl::Span<const char> Bytes(const std::string& s) { return absl::MakeConstSpan(s); }
+
+TEST_P(ChannelConformance, KeepsBoundariesAndOrder) {
+  ChannelPair pair = MakePair();
+  constexpr int kMessages = 500;
+  Notification sent;
+  ASSERT_TRUE(scheduler_->Schedule([&] {
+    for (int i = 0; i < kMessages; ++i) {
+      ASSERT_TRUE(Send(*pair.task_end, Bytes(Pattern(static_cast<size_t>(i * 7 % 300), i))).ok());
+    }
+    sent.Notify();
+  }).ok());
+  for (int i = 0; i < kMessages; ++i) {
+    absl::StatusOr<std::string> got = ReceiveString(*pair.owner_end);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(*got, Pattern(static_cast<size_t>(i * 7 % 300), i)) << "message " << i;
+  }
+  EXPECT_TRUE(sent.WaitForNotification());
+}
+
+TEST_P(ChannelConformance, ShortBufferTruncatesAndKeepsTheStreamInStep) {
+  ChannelPair pair = MakePair();
+  ASSERT_TRUE(Send(*pair.task_end, Bytes(std::string("hello world"))).ok());
+  ASSERT_TRUE(Send(*pair.task_end, Bytes(std::string("next"))).ok());
+  char small[5];
+  absl::StatusOr<size_t> length = Receive(*pair.owner_end, absl::MakeSpan(small));
+  ASSERT_TRUE(length.ok()) << length.status();
+  EXPECT_EQ(*length, 11u) << "returns the message's original length";
+  EXPECT_EQ(std::string(small, 5), "hello");
+  absl::StatusOr<std::string> next = ReceiveString(*pair.owner_end);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(*next, "next") << "the rest of the truncated message was dropped";
+}
+
+TEST_P(ChannelConformance, ZeroLengthMessageIsAMessage) {
+  ChannelPair pair = MakePair();
+  ASSERT_TRUE(Send(*pair.task_end, {}).ok());
+  ASSERT_TRUE(Send(*pair.task_end, Bytes(std::string("after"))).ok());
+  absl::StatusOr<std::string> empty = ReceiveString(*pair.owner_end);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(*empty, "");
+  absl::StatusOr<std::string> after = ReceiveString(*pair.owner_end);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(*after, "after");
+}
+
+TEST_P(ChannelConformance, OversizedMessageIsRefusedAndNothingIsSent) {
+  ChannelPair pair = MakePair(/*max_message_size=*/1024);
+  absl::Status refused = Send(*pair.task_end, Bytes(std::string(1025, 'x')));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_NE(refused.message().find("1025"), absl::string_view::npos) << refused;
+  absl::Status refused_owner = Send(*pair.owner_end, Bytes(std::string(4096, 'x')));
+  EXPECT_EQ(refused_owner.code(), absl::StatusCode::kResourceExhausted) << refused_owner;
+
+  ASSERT_TRUE(Send(*pair.task_end, Bytes(std::string(1024, 'y'))).ok()) << "exactly the maximum";
+  absl::StatusOr<std::string> got = ReceiveString(*pair.owner_end);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, std::string(1024, 'y'));
+  char byte;
+  EXPECT_TRUE(IsWouldBlock(pair.owner_end->TryReceive(absl::MakeSpan(&byte, 1)).status()))
+      << "nothing of the refused message arrived";
+}
+
+TEST_P(ChannelConformance, NonBlockingReceiveOnEmptyChannelWouldBlock) {
+  ChannelPair pair = MakePair();
+  char byte;
+  EXPECT_TRUE(IsWouldBlock(pair.owner_end->TryReceive(absl::MakeSpan(&byte, 1)).status()));
+  EXPECT_FALSE(pair.owner_end->HasBufferedMessage());
+  EXPECT_TRUE(pair.owner_end->TryFlush().ok()) << "nothing to flush";
+}
+
+TEST_P(ChannelConformance, CloseDeliversWhatWasSentThenReportsEndOfStream) {
+  ChannelPair pair = MakePair();
+  Notification closed;
+  ASSERT_TRUE(scheduler_->Schedule([&] {
+    EXPECT_TRUE(Send(*pair.task_end, Bytes(std::string("one"))).ok());
+    EXPECT_TRUE(Send(*pair.task_end, Bytes(std::string("two"))).ok());
+    pair.task_end->Close();
+    closed.Notify();
+  }).ok());
+  ASSERT_TRUE(closed.WaitForNotification());
+  EXPECT_EQ(*ReceiveString(*pair.owner_end), "one");
+  EXPECT_EQ(*ReceiveString(*pair.owner_end), "two");
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<std::string> end = ReceiveString(*pair.owner_end);
+    EXPECT_EQ(end.status().code(), absl::StatusCode::kOutOfRange) << end.status();
+  }
+  absl::Status to_closed = Send(*pair.owner_end, Bytes(std::string("late")));
+  EXPECT_EQ(to_closed.code(), absl::StatusCode::kFailedPrecondition) << to_closed;
+  // The closed end itself refuses calls with an error, not a crash.
+  absl::Status after_close = pair.task_end->TrySend(Bytes(std::string("x")));
+  EXPECT_EQ(after_close.code(), absl::StatusCode::kFailedPrecondition) << after_close;
+  char byte;
+  EXPECT_EQ(pair.task_end->TryReceive(absl::MakeSpan(&byte, 1)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_P(ChannelConformance, WorksInBothDirections) {
+  ChannelPair pair = MakePair();
+  constexpr int kRounds = 200;
+  Notification echoed;
+  ASSERT_TRUE(scheduler_->Schedule([&] {
+    for (int i = 0; i < kRounds; ++i) {
+      absl::StatusOr<std::string> got = ReceiveString(*pair.task_end);
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_TRUE(Send(*pair.task_end, Bytes(*got + "!")).ok());
+    }
+    echoed.Notify();
+  }).ok());
+  for (int i = 0; i < kRounds; ++i) {
+    const std::string message = absl::StrCat("ping ", i);
+    ASSERT_TRUE(Send(*pair.owner_end, Bytes(message)).ok());
+    absl::StatusOr<std::string> reply = ReceiveString(*pair.owner_end);
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    ASSERT_EQ(*reply, message + "!");
+  }
+  EXPECT_TRUE(echoed.WaitForNotification());
+}
+
+TEST_P(ChannelConformance, MessagesLargerThanTheSocketBufferWork) {
+  constexpr size_t kSize = 4 << 20;  // far above any default socket buffer
+  ChannelPair pair = MakePair(/*max_message_size=*/kSize);
+  const std::string big_up = Pattern(kSize, 1);
+  const std::string big_down = Pattern(kSize - 3, 2);
+  Notification done;
+  ASSERT_TRUE(scheduler_->Schedule([&] {
+    EXPECT_TRUE(Send(*pair.task_end, Bytes(big_up)).ok());
+    absl::StatusOr<std::string> got = ReceiveString(*pair.task_end, kSize);
+    EXPECT_TRUE(got.ok()) << got.status();
+    EXPECT_TRUE(got.ok() && *got == big_down) << "task received a corrupted large message";
+    done.Notify();
+  }).ok());
+  absl::StatusOr<std::string> got = ReceiveString(*pair.owner_end, kSize);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(*got == big_up) << "owner received a corrupted large message";
+  ASSERT_TRUE(Send(*pair.owner_end, Bytes(big_down)).ok());
+  EXPECT_TRUE(done.WaitForNotification());
+}
+
+TEST_P(ChannelConformance, ManyWritersToOneOwner) {
+  constexpr int kWriters = 32;
+  constexpr int kMessages = 100;
+  std::vector<ChannelPair> pairs;
+  for (int w = 0; w < kWriters; ++w) pairs.push_back(MakePair());
+  CountDown writers_done(kWriters);
+  for (int w = 0; w < kWriters; ++w) {
+    ASSERT_TRUE(scheduler_->Schedule([&, w] {
+      for (int i = 0; i < kMessages; ++i) {
+        EXPECT_TRUE(Send(*pairs[w].task_end, Bytes(absl::StrCat(w, ":", i))).ok());
+      }
+      pairs[w].task_end->Close();
+      writers_done.Decrement();
+    }).ok());
+  }
+  for (int w = 0; w < kWriters; ++w) {
+    for (int i = 0; i < kMessages; ++i) {
+      absl::StatusOr<std::string> got = ReceiveString(*pairs[w].owner_end);
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_EQ(*got, absl::StrCat(w, ":", i));
+    }
+    EXPECT_EQ(ReceiveString(*pairs[w].owner_end).status().code(), absl::StatusCode::kOutOfRange);
+  }
+  EXPECT_TRUE(writers_done.Wait()) << "the pairs outlive the work that uses them";
+}
+
+TEST_P(ChannelConformance, DestroyingOneEndEndsThePeersStream) {
+  ChannelPair pair = MakePair();
+  ASSERT_TRUE(Send(*pair.task_end, Bytes(std::string("last words"))).ok());
+  pair.task_end.reset();
+  EXPECT_EQ(*ReceiveString(*pair.owner_end), "last words");
+  EXPECT_EQ(ReceiveString(*pair.owner_end).status().code(), absl::StatusCode::kOutOfRange);
+}
+
+INSTANTIATE_TEST_SUITE_P(Conformance, ChannelConformance, ::testing::ValuesIn(WorkerCounts()),
+                         WorkerCountName);
+
+}  // namespace
+}  // namespace taskrt::conformance

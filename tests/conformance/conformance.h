@@ -1,0 +1,113 @@
+#ifndef TASKRT_TESTS_CONFORMANCE_CONFORMANCE_H_
+#define TASKRT_TESTS_CONFORMANCE_CONFORMANCE_H_
+
+// The one conformance suite, after gRPC's EventEngine test suite: each group
+// of tests (scheduler, channel, task, event loop) is a testonly, alwayslink
+// library; each backend combination is a small test target whose main()
+// registers factories with RunConformanceSuite() and links the groups it
+// supports. Every group runs once per worker count of the combination, and
+// every test prints which backends it ran on.
+//
+// A backend that cannot run here (its factory returns kUnavailable, such as
+// io_uring refused by the kernel) makes each test skip with that reason
+// printed; it never passes silently.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/channel.h"
+#include "core/event_loop.h"
+#include "core/scheduler.h"
+#include "gtest/gtest.h"
+
+namespace taskrt::conformance {
+
+struct Backends {
+  std::function<absl::StatusOr<std::unique_ptr<Scheduler>>(size_t workers)> make_scheduler;
+  std::function<absl::StatusOr<std::unique_ptr<ChannelFactory>>()> make_channels;
+  std::function<absl::StatusOr<std::unique_ptr<EventLoop>>()> make_loop;
+  // Each group runs once per entry: one worker, and several.
+  std::vector<size_t> worker_counts = {1, 4};
+};
+
+// Registers `backends` and runs every linked test group. Call from main().
+int RunConformanceSuite(int argc, char** argv, Backends backends);
+
+// The worker counts registered; for INSTANTIATE_TEST_SUITE_P.
+std::vector<size_t> WorkerCounts();
+
+// Base fixture: builds the scheduler (with GetParam() workers), the channel
+// factory and the loop, prints them, and skips with the reason when a
+// backend is unavailable here. TearDown shuts the scheduler down.
+class ConformanceTest : public ::testing::TestWithParam<size_t> {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  // Runs the loop on this thread until `done()` or a generous bound (a hang
+  // guard, not a speed check); returns whether `done()` became true.
+  bool PumpUntil(const std::function<bool()>& done);
+
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<ChannelFactory> channels_;
+  std::unique_ptr<EventLoop> loop_;
+};
+
+// Prints "Workers1", "Workers4": parameterised test names say the config.
+std::string WorkerCountName(const ::testing::TestParamInfo<size_t>& info);
+
+// A one-shot event built on std primitives (visible to ThreadSanitizer).
+class Notification {
+ public:
+  void Notify() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    notified_ = true;
+    cv_.notify_all();
+  }
+  bool HasBeenNotified() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return notified_;
+  }
+  // Waits; false if the hang guard expired first.
+  bool WaitForNotification() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    return cv_.wait_for(lock, kHangGuard, [this] { return notified_; });
+  }
+
+  static constexpr std::chrono::seconds kHangGuard{120};
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool notified_ = false;
+};
+
+// Counts down to zero; Wait returns false if the hang guard expired first.
+class CountDown {
+ public:
+  explicit CountDown(int count) : count_(count) {}
+  void Decrement() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (--count_ == 0) cv_.notify_all();
+  }
+  bool Wait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    return cv_.wait_for(lock, Notification::kHangGuard, [this] { return count_ <= 0; });
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  int count_;
+};
+
+}  // namespace taskrt::conformance
+
+#endif  // TASKRT_TESTS_CONFORMANCE_CONFORMANCE_H_
