@@ -1,0 +1,98 @@
+/*
+ * Kore's tasks API as a C facade over taskrt, so Kore-style C code runs
+ * unchanged on any scheduler, channel and event-loop backend.
+ *
+ * The eight functions of Kore's reference keep their exact signatures. What
+ * differs from Kore, each time for safety:
+ *   - nothing aborts: binding both a request and a callback, writing to a
+ *     destroyed task, oversized messages and the like are refused, the call
+ *     does nothing, and kore_task_last_error() says why;
+ *   - a read into a short buffer returns the original length and drops the
+ *     rest of that message, so the stream stays in step;
+ *   - kore_task_destroy() is safe at any point; a running task is asked to
+ *     cancel (kore_task_cancel_requested()) and detached.
+ *
+ * Additions: choosing the backends (kore_task_runtime_init), pumping the
+ * owner's loop from C (kore_task_loop_run_once), kore_task_state,
+ * kore_task_result, and the request-resume hook for bind_request.
+ *
+ * Threads: the owner's calls (create, run, bind, destroy, the owner side of
+ * the channel, the loop pump) come from one thread, the owner's. As in Kore,
+ * kore_task_channel_write/read pick the channel end by who calls: inside the
+ * task's entry they talk to the owner, anywhere else to the task.
+ */
+#ifndef TASKRT_KORE_KORE_TASKS_H_
+#define TASKRT_KORE_KORE_TASKS_H_
+
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KORE_TASK_STATE_CREATED 1
+#define KORE_TASK_STATE_RUNNING 2
+#define KORE_TASK_STATE_FINISHED 3
+#define KORE_TASK_STATE_ABORT 4 /* never set, as in Kore */
+
+/* Kore's request type; the facade only passes pointers to the resume hook. */
+struct http_request;
+
+/* Allocated by the caller, as in Kore (usually embedded in a larger struct). */
+struct kore_task {
+	void *impl; /* owned by the runtime; NULL before create and after destroy */
+	void *arg;  /* free for the caller */
+};
+
+/* Kore's API. */
+void kore_task_create(struct kore_task *t, int (*entry)(struct kore_task *));
+void kore_task_run(struct kore_task *t);
+void kore_task_bind_request(struct kore_task *t, struct http_request *req);
+void kore_task_bind_callback(struct kore_task *t, void (*cb)(struct kore_task *));
+void kore_task_destroy(struct kore_task *t);
+int kore_task_finished(struct kore_task *t);
+void kore_task_channel_write(struct kore_task *t, void *data, u_int32_t length);
+u_int32_t kore_task_channel_read(struct kore_task *t, void *out, u_int32_t length);
+
+/* KORE_TASK_STATE_*; 0 for a task that was never created or was destroyed. */
+int kore_task_state(struct kore_task *t);
+/* The entry's return value once finished; 0 before. */
+int kore_task_result(struct kore_task *t);
+/* 1 once the owner asked the task to stop (destroy); for the task's entry. */
+int kore_task_cancel_requested(struct kore_task *t);
+
+/*
+ * Chooses the backends by name and the number of worker threads. Without
+ * this call the first kore_task_run() uses Kore's defaults: "thread_pool"
+ * with 2 threads, "socketpair", "epoll". Returns 0, or -1 with
+ * kore_task_last_error() set (unknown name, zero workers, already running).
+ */
+int kore_task_runtime_init(const char *scheduler, const char *channel, const char *loop,
+			   unsigned int workers);
+/*
+ * Lets the running entries finish, stops the threads and frees the runtime.
+ * Refused (kore_task_last_error() set) while any task still exists.
+ */
+void kore_task_runtime_shutdown(void);
+
+/*
+ * Runs the owner's event loop once: waits up to timeout_ms (-1: no limit)
+ * for task events, runs bound callbacks and resumes bound requests. Returns
+ * how many it ran, or -1 with kore_task_last_error() set.
+ */
+int kore_task_loop_run_once(int timeout_ms);
+
+/* Called with the bound request when its task writes or finishes. */
+void kore_task_set_request_resume(void (*resume)(struct http_request *));
+
+/*
+ * Why the calling thread's last facade call failed, or NULL if it
+ * succeeded. Valid until this thread's next facade call.
+ */
+const char *kore_task_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TASKRT_KORE_KORE_TASKS_H_ */
