@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -44,18 +45,37 @@ bool ReadFully(int fd, void* data, size_t size) {
   return true;
 }
 
+// Returns once `fd` has data (or EOF), peeking for up to 50 us before the
+// blocking read that follows takes over.
+void SpinUntilReadable(int fd) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+  char byte;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) >= 0) return;
+  }
+}
+
 // One round trip: 8 bytes to an echo thread over an AF_UNIX stream socketpair
 // and back. Kore's channel is such a socketpair, so this is the floor for a
 // Kore round trip.
-void BM_RoundTrip_RawSocketpair(benchmark::State& state) {
+//
+// With `spin`, the echo thread first retries a non-blocking recv for up to
+// 50 us before it blocks: the same spin-then-park the runtime's OS-thread
+// context uses (core/execution_context.cc), so the report shows the floor
+// for both waiting policies.
+void RoundTripRawSocketpair(benchmark::State& state, bool spin) {
   int fds[2];
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) != 0) {
     state.SkipWithError("socketpair failed");
     return;
   }
-  std::thread echo([fd = fds[1]] {
+  std::thread echo([fd = fds[1], spin] {
     uint64_t value;
-    while (ReadFully(fd, &value, sizeof value)) WriteFully(fd, &value, sizeof value);
+    while (true) {
+      if (spin) SpinUntilReadable(fd);
+      if (!ReadFully(fd, &value, sizeof value)) break;
+      WriteFully(fd, &value, sizeof value);
+    }
   });
   uint64_t value = 0;
   for (auto _ : state) {
@@ -73,6 +93,11 @@ void BM_RoundTrip_RawSocketpair(benchmark::State& state) {
   close(fds[0]);
   close(fds[1]);
 }
-BENCHMARK(BM_RoundTrip_RawSocketpair)->Name("round_trip/raw_socketpair")->UseRealTime();
+BENCHMARK_CAPTURE(RoundTripRawSocketpair, blocking, false)
+    ->Name("round_trip/raw_socketpair")
+    ->UseRealTime();
+BENCHMARK_CAPTURE(RoundTripRawSocketpair, spin, true)
+    ->Name("round_trip/raw_socketpair_spin")
+    ->UseRealTime();
 
 }  // namespace

@@ -3,7 +3,8 @@
 // baseline and to the fastest backend.
 //
 // Benchmark names follow "job/backend"; a backend whose name starts with
-// "raw_" is a baseline (no runtime involved). Each benchmark is repeated and
+// "raw_" is a baseline (no runtime involved). Each benchmark is repeated, repetitions of different benchmarks interleaved in random order (so slow
+// drift of a shared machine hits every backend alike), and
 // the report reads the median of the repetitions, so the ratios compare
 // figures measured in the same run.
 
@@ -40,42 +41,53 @@ class CompareReporter : public benchmark::ConsoleReporter {
   }
 
   void PrintTables() const {
-    for (const auto& [job, rows] : jobs_) {
-      double baseline = 0;
-      double best = 0;
-      std::string best_backend;
+    for (const auto& [job, unsorted_rows] : jobs_) {
+      std::vector<Row> rows = unsorted_rows;
+      // Baselines first, then backends from fastest to slowest.
+      std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
+        if (IsBaseline(a) != IsBaseline(b)) return IsBaseline(a);
+        return a.median_ns < b.median_ns;
+      });
+      std::vector<const Row*> baselines;
+      const Row* best = nullptr;
       for (const Row& row : rows) {
-        if (row.backend.rfind("raw_", 0) == 0) {
-          if (baseline == 0 || row.median_ns < baseline) baseline = row.median_ns;
-        } else if (best == 0 || row.median_ns < best) {
-          best = row.median_ns;
-          best_backend = row.backend;
+        if (IsBaseline(row)) {
+          baselines.push_back(&row);
+        } else if (best == nullptr) {
+          best = &row;
         }
       }
       std::printf("\n== %s (median of repetitions, real time)\n", job.c_str());
-      std::printf("%-36s %14s %12s %10s\n", "backend", "median", "x baseline", "x best");
+      std::printf("%-32s %12s", "backend", "median");
+      for (const Row* baseline : baselines) {
+        std::printf(" %20s", ("x " + baseline->backend).c_str());
+      }
+      std::printf(" %8s\n", "x best");
       for (const Row& row : rows) {
-        const bool is_baseline = row.backend.rfind("raw_", 0) == 0;
-        std::printf("%-36s %11.0f ns", row.backend.c_str(), row.median_ns);
-        if (baseline > 0) {
-          std::printf(" %11.2fx", row.median_ns / baseline);
-        } else {
-          std::printf(" %12s", "-");
+        std::printf("%-32s %9.0f ns", row.backend.c_str(), row.median_ns);
+        for (const Row* baseline : baselines) {
+          std::printf(" %19.2fx", row.median_ns / baseline->median_ns);
         }
-        if (!is_baseline && best > 0) {
-          std::printf(" %9.2fx\n", row.median_ns / best);
+        if (!IsBaseline(row) && best != nullptr) {
+          std::printf(" %7.2fx\n", row.median_ns / best->median_ns);
         } else {
-          std::printf(" %10s\n", "-");
+          std::printf(" %8s\n", "-");
         }
       }
-      if (!best_backend.empty() && baseline > 0) {
-        std::printf("fastest backend: %s, %.2fx the raw baseline\n", best_backend.c_str(),
-                    best / baseline);
+      if (best != nullptr) {
+        std::printf("fastest backend: %s", best->backend.c_str());
+        for (const Row* baseline : baselines) {
+          std::printf(", %.2fx %s", best->median_ns / baseline->median_ns,
+                      baseline->backend.c_str());
+        }
+        std::printf("\n");
       }
     }
   }
 
  private:
+  static bool IsBaseline(const Row& row) { return row.backend.rfind("raw_", 0) == 0; }
+
   std::map<std::string, std::vector<Row>> jobs_;
 };
 
@@ -84,10 +96,12 @@ class CompareReporter : public benchmark::ConsoleReporter {
 int main(int argc, char** argv) {
   // Defaults first so that flags given on the command line override them.
   std::vector<char*> args = {argv[0]};
-  std::string repetitions = "--benchmark_repetitions=5";
+  std::string repetitions = "--benchmark_repetitions=10";
+  std::string interleave = "--benchmark_enable_random_interleaving=true";
   std::string aggregates = "--benchmark_report_aggregates_only=true";
   args.push_back(repetitions.data());
   args.push_back(aggregates.data());
+  args.push_back(interleave.data());
   for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
   int args_count = static_cast<int>(args.size());
   benchmark::Initialize(&args_count, args.data());

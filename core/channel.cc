@@ -1,35 +1,61 @@
 #include "core/channel.h"
 
+#include <chrono>
+
 #include "core/errors.h"
 #include "core/execution_context.h"
 
 namespace taskrt {
 namespace {
 
-absl::Status WaitFor(Readiness readiness) {
-  return CurrentExecutionContext().WaitFd(readiness.fd, readiness.events);
+const absl::Status& StatusOf(const absl::Status& status) { return status; }
+template <typename T>
+const absl::Status& StatusOf(const absl::StatusOr<T>& status_or) {
+  return status_or.status();
+}
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Runs the non-blocking `attempt` until it stops returning WouldBlock():
+// first spinning for the execution context's spin budget, then waiting for
+// `readiness` through the context between attempts.
+template <typename Attempt>
+auto RetryUntilReady(Attempt attempt, Readiness readiness) -> decltype(attempt()) {
+  auto result = attempt();
+  if (!IsWouldBlock(StatusOf(result))) return result;
+  ExecutionContext& context = CurrentExecutionContext();
+  if (const auto spin = context.spin_before_wait(); spin.count() > 0) {
+    const auto deadline = std::chrono::steady_clock::now() + spin;
+    do {
+      CpuRelax();
+      result = attempt();
+      if (!IsWouldBlock(StatusOf(result))) return result;
+    } while (std::chrono::steady_clock::now() < deadline);
+  }
+  while (true) {
+    if (absl::Status wait = context.WaitFd(readiness.fd, readiness.events); !wait.ok()) return wait;
+    result = attempt();
+    if (!IsWouldBlock(StatusOf(result))) return result;
+  }
 }
 
 }  // namespace
 
 absl::Status Send(ChannelEnd& end, absl::Span<const char> message) {
-  absl::Status status;
-  while (IsWouldBlock(status = end.TrySend(message))) {
-    if (absl::Status wait = WaitFor(end.send_readiness()); !wait.ok()) return wait;
-  }
+  absl::Status status =
+      RetryUntilReady([&] { return end.TrySend(message); }, end.send_readiness());
   if (!status.ok()) return status;
-  while (IsWouldBlock(status = end.TryFlush())) {
-    if (absl::Status wait = WaitFor(end.send_readiness()); !wait.ok()) return wait;
-  }
-  return status;
+  return RetryUntilReady([&] { return end.TryFlush(); }, end.send_readiness());
 }
 
 absl::StatusOr<size_t> Receive(ChannelEnd& end, absl::Span<char> out) {
-  while (true) {
-    absl::StatusOr<size_t> received = end.TryReceive(out);
-    if (!IsWouldBlock(received.status())) return received;
-    if (absl::Status wait = WaitFor(end.receive_readiness()); !wait.ok()) return wait;
-  }
+  return RetryUntilReady([&] { return end.TryReceive(out); }, end.receive_readiness());
 }
 
 }  // namespace taskrt

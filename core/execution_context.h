@@ -16,6 +16,8 @@
 
 #include <poll.h>
 
+#include <chrono>
+
 #include "absl/status/status.h"
 
 namespace taskrt {
@@ -29,6 +31,13 @@ class ExecutionContext {
   // by retrying its non-blocking operation. Returns an error only when
   // waiting itself failed (a bad fd, or a context that is shutting down).
   virtual absl::Status WaitFd(int fd, short poll_events) = 0;
+
+  // How long a blocking call retries its non-blocking operation before it
+  // waits. On this project's machines a park-and-wake costs tens of
+  // microseconds, so an OS thread that expects a quick answer (a round trip)
+  // is faster spinning briefly first; a cooperative task should instead let
+  // the others run at once (zero).
+  virtual std::chrono::nanoseconds spin_before_wait() const { return std::chrono::nanoseconds(0); }
 
   // A short name for messages and test output ("os_thread", ...).
   virtual const char* name() const = 0;
