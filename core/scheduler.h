@@ -42,12 +42,34 @@ namespace taskrt {
 
 using Work = absl::AnyInvocable<void() &&>;
 
+// A unit of work that owns itself, for hot paths such as fork-join spawns:
+// one allocation per unit, no type-erasure box around it. RunAndDelete()
+// runs the unit and destroys it.
+class Job {
+ public:
+  virtual ~Job() = default;
+  virtual void RunAndDelete() = 0;
+};
+
 class Scheduler {
  public:
   virtual ~Scheduler() = default;
 
   // Queues `work` to run later on one of this scheduler's threads.
   virtual absl::Status Schedule(Work work) = 0;
+
+  // As Schedule, for a self-owning Job. On success the scheduler owns `job`
+  // and runs it exactly once; on error the caller still owns it. Backends
+  // with a cheaper path for jobs override this.
+  virtual absl::Status ScheduleJob(Job* job) {
+    return Schedule([job] { job->RunAndDelete(); });
+  }
+
+  // Helping: runs one unit of queued work on the calling thread, if there is
+  // one, and returns whether it did. Only for the scheduler's own threads
+  // (false elsewhere). A fork-join wait inside a worker calls this instead
+  // of blocking the thread, so recursive fork-join on one worker finishes.
+  virtual bool RunPendingWork() { return false; }
 
   // Drains and stops; see the contract above.
   virtual absl::Status Shutdown() = 0;

@@ -61,6 +61,22 @@ class ThreadPool final : public Scheduler {
     return absl::OkStatus();
   }
 
+  bool RunPendingWork() override {
+    if (!IsCurrentThreadOwned()) return false;
+    Work work;
+    {
+      MutexLock lock(&mu_);
+      if (queue_.empty()) return false;
+      // Newest first: most likely the helper's own children. Helping with
+      // the oldest would expand fork-join breadth-first, one stack frame per
+      // pending unit, and overflow the stack.
+      work = std::move(queue_.back());
+      queue_.pop_back();
+    }
+    std::move(work)();
+    return true;
+  }
+
   bool IsCurrentThreadOwned() const override { return current_pool == this; }
   size_t concurrency() const override { return threads_.size(); }
   std::string name() const override { return absl::StrCat("thread_pool(", threads_.size(), ")"); }

@@ -1,0 +1,304 @@
+#include "schedulers/work_stealing/work_stealing.h"
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/mutex.h"
+#include "schedulers/work_stealing/chase_lev_deque.h"
+
+namespace taskrt {
+namespace {
+
+using work_stealing_internal::ChaseLevDeque;
+
+// Wraps a Work closure as a Job, for Schedule().
+class WorkJob final : public Job {
+ public:
+  explicit WorkJob(Work work) : work_(std::move(work)) {}
+  void RunAndDelete() override {
+    Work work = std::move(work_);
+    delete this;
+    std::move(work)();
+  }
+
+ private:
+  Work work_;
+};
+
+constexpr uint32_t kFairnessInterval = 61;  // as Go's and Tokio's schedulers
+constexpr int kSpinRounds = 64;             // full scans before parking
+constexpr size_t kMaxInjectionBatch = 32;
+
+class WorkStealingPool final : public Scheduler {
+ public:
+  explicit WorkStealingPool(size_t num_workers) {
+    workers_.reserve(num_workers);
+    for (size_t i = 0; i < num_workers; ++i) {
+      workers_.push_back(std::make_unique<Worker>(i));
+    }
+  }
+
+  ~WorkStealingPool() override { Shutdown().IgnoreError(); }
+
+  absl::Status Start() {
+    for (auto& worker : workers_) {
+      try {
+        worker->thread = std::thread([this, w = worker.get()] { WorkerLoop(w); });
+      } catch (const std::system_error& e) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("work_stealing: could not start worker ", worker->index, ": ", e.what()));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Schedule(Work work) override {
+    if (!work) return absl::InvalidArgumentError("work_stealing: Schedule got empty work");
+    auto* job = new WorkJob(std::move(work));
+    absl::Status status = ScheduleJob(job);
+    if (!status.ok()) delete job;
+    return status;
+  }
+
+  absl::Status ScheduleJob(Job* job) override {
+    if (job == nullptr) return absl::InvalidArgumentError("work_stealing: ScheduleJob got null");
+    Worker* self = current_worker;
+    if (self != nullptr && self->pool == this) {
+      if (stopping_.load(std::memory_order_acquire)) return ShuttingDownError();
+      if (self->deque.Push(job)) {
+        WakeOneIfSleeping();
+        return absl::OkStatus();
+      }
+      // Full deque: overflow to the injection queue below.
+    }
+    {
+      MutexLock lock(&injection_mu_);
+      if (stopping_.load(std::memory_order_relaxed)) return ShuttingDownError();
+      injected_.push_back(job);
+      injected_size_.store(injected_.size(), std::memory_order_seq_cst);
+    }
+    WakeOneIfSleeping();
+    return absl::OkStatus();
+  }
+
+  bool RunPendingWork() override {
+    Worker* self = current_worker;
+    if (self == nullptr || self->pool != this) return false;
+    // Depth-first and without the fairness picks: helping with old work
+    // would stack one unrelated subtree on top of another.
+    Job* job = self->deque.Pop();
+    if (job == nullptr) job = StealFromOthers(self);
+    if (job == nullptr) job = TakeInjected(self);
+    if (job == nullptr) return false;
+    job->RunAndDelete();
+    return true;
+  }
+
+  absl::Status Shutdown() override {
+    if (IsCurrentThreadOwned()) {
+      return absl::FailedPreconditionError(
+          "work_stealing: Shutdown called from one of the pool's own workers; it would wait for "
+          "itself. Call it from outside the pool");
+    }
+    MutexLock shutdown_lock(&shutdown_mu_);
+    {
+      // Under injection_mu_, so no outside Schedule slips in after workers
+      // decided that everything is drained.
+      MutexLock lock(&injection_mu_);
+      stopping_.store(true, std::memory_order_seq_cst);
+    }
+    WakeAll();
+    for (auto& worker : workers_) {
+      if (worker->thread.joinable()) worker->thread.join();
+    }
+    return absl::OkStatus();
+  }
+
+  bool IsCurrentThreadOwned() const override {
+    return current_worker != nullptr && current_worker->pool == this;
+  }
+  size_t concurrency() const override { return workers_.size(); }
+  std::string name() const override {
+    return absl::StrCat("work_stealing(", workers_.size(), ")");
+  }
+
+ private:
+  struct Worker {
+    explicit Worker(size_t i) : index(i), rng_state(0x9E3779B97F4A7C15ull * (i + 1)) {}
+    const size_t index;
+    const WorkStealingPool* pool = nullptr;
+    ChaseLevDeque<Job> deque;
+    std::thread thread;
+    uint64_t rng_state;
+    uint32_t tick = 0;
+  };
+
+  static absl::Status ShuttingDownError() {
+    return absl::FailedPreconditionError("work_stealing: Schedule after Shutdown began");
+  }
+
+  uint64_t NextRandom(Worker* w) {  // xorshift64
+    uint64_t x = w->rng_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return w->rng_state = x;
+  }
+
+  // Takes a batch from the injection queue: runs the first, queues the rest
+  // locally (where other workers can steal them).
+  Job* TakeInjected(Worker* w) {
+    if (injected_size_.load(std::memory_order_seq_cst) == 0) return nullptr;
+    Job* batch[kMaxInjectionBatch];
+    size_t count = 0;
+    {
+      MutexLock lock(&injection_mu_);
+      const size_t share = injected_.size() / workers_.size() + 1;
+      while (count < kMaxInjectionBatch && count < share && !injected_.empty()) {
+        batch[count++] = injected_.front();
+        injected_.pop_front();
+      }
+      injected_size_.store(injected_.size(), std::memory_order_seq_cst);
+    }
+    if (count == 0) return nullptr;
+    for (size_t i = 1; i < count; ++i) {
+      if (!w->deque.Push(batch[i])) {
+        MutexLock lock(&injection_mu_);
+        injected_.push_front(batch[i]);
+        injected_size_.store(injected_.size(), std::memory_order_seq_cst);
+      }
+    }
+    if (count > 1) WakeOneIfSleeping();
+    return batch[0];
+  }
+
+  Job* StealFromOthers(Worker* w) {
+    const size_t n = workers_.size();
+    if (n == 1) return nullptr;
+    const size_t start = NextRandom(w) % n;
+    for (size_t i = 0; i < n; ++i) {
+      Worker* victim = workers_[(start + i) % n].get();
+      if (victim == w) continue;
+      if (Job* job = victim->deque.Steal()) return job;
+    }
+    return nullptr;
+  }
+
+  Job* FindWork(Worker* w) {
+    if (++w->tick % kFairnessInterval == 0) {
+      // Fairness: the oldest outside work, then the oldest local work.
+      if (Job* job = TakeInjected(w)) return job;
+      if (Job* job = w->deque.Steal()) return job;
+    }
+    if (Job* job = w->deque.Pop()) return job;
+    if (Job* job = TakeInjected(w)) return job;
+    return StealFromOthers(w);
+  }
+
+  bool AnyVisibleWork() const {
+    if (injected_size_.load(std::memory_order_seq_cst) > 0) return true;
+    for (const auto& worker : workers_) {
+      if (worker->deque.LooksNonEmpty()) return true;
+    }
+    return false;
+  }
+
+  void WakeOneIfSleeping() {
+    if (sleepers_.load(std::memory_order_seq_cst) == 0) return;
+    {
+      MutexLock lock(&park_mu_);
+      ++wake_epoch_;
+    }
+    park_cv_.Signal();
+  }
+
+  void WakeAll() {
+    {
+      MutexLock lock(&park_mu_);
+      ++wake_epoch_;
+    }
+    park_cv_.SignalAll();
+  }
+
+  // Sleeps until woken, unless work or shutdown shows up after this worker
+  // announced itself as a sleeper (the announcement is what schedulers read,
+  // so nothing published after it goes unnoticed).
+  void Park() {
+    uint64_t epoch;
+    {
+      MutexLock lock(&park_mu_);
+      epoch = wake_epoch_;
+      sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    }
+    if (!AnyVisibleWork() && !stopping_.load(std::memory_order_seq_cst)) {
+      MutexLock lock(&park_mu_);
+      park_cv_.Wait(&park_mu_, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(park_mu_) {
+        return wake_epoch_ != epoch;
+      });
+    }
+    sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+  }
+
+  void WorkerLoop(Worker* w) {
+    w->pool = this;
+    current_worker = w;
+    while (true) {
+      Job* job = FindWork(w);
+      for (int round = 0; job == nullptr && round < kSpinRounds; ++round) {
+        std::this_thread::yield();
+        job = FindWork(w);
+      }
+      if (job != nullptr) {
+        job->RunAndDelete();
+        continue;
+      }
+      if (stopping_.load(std::memory_order_seq_cst)) {
+        // New work is refused now; a last scan found nothing, so whatever
+        // was accepted has been taken by a worker that will run it.
+        if ((job = FindWork(w)) != nullptr) {
+          job->RunAndDelete();
+          continue;
+        }
+        break;
+      }
+      Park();
+    }
+    current_worker = nullptr;
+  }
+
+  static thread_local Worker* current_worker;
+
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<bool> stopping_{false};
+  Mutex shutdown_mu_;
+
+  Mutex injection_mu_;
+  std::deque<Job*> injected_ ABSL_GUARDED_BY(injection_mu_);
+  std::atomic<size_t> injected_size_{0};  // injected_.size(), read without the lock
+
+  Mutex park_mu_;
+  CondVar park_cv_;
+  uint64_t wake_epoch_ ABSL_GUARDED_BY(park_mu_) = 0;
+  std::atomic<int> sleepers_{0};
+};
+
+thread_local WorkStealingPool::Worker* WorkStealingPool::current_worker = nullptr;
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Scheduler>> NewWorkStealingPool(size_t num_workers) {
+  if (num_workers == 0) {
+    return absl::InvalidArgumentError("work_stealing: needs at least one worker, got 0");
+  }
+  auto pool = std::make_unique<WorkStealingPool>(num_workers);
+  if (absl::Status started = pool->Start(); !started.ok()) return started;
+  return pool;
+}
+
+}  // namespace taskrt
