@@ -12,11 +12,28 @@
 #include <cstdio>
 #include <map>
 #include <string>
+#include <string>
 #include <vector>
 
 #include "benchmark/benchmark.h"
 
 namespace {
+
+// "812 ns", "34.1 us", "138 ms": three significant figures, readable units.
+std::string FormatDuration(double ns) {
+  char text[32];
+  const char* unit = "ns";
+  double value = ns;
+  if (ns >= 1e9) {
+    value = ns / 1e9, unit = "s";
+  } else if (ns >= 1e6) {
+    value = ns / 1e6, unit = "ms";
+  } else if (ns >= 1e3) {
+    value = ns / 1e3, unit = "us";
+  }
+  std::snprintf(text, sizeof text, value >= 100 ? "%.0f %s" : "%.3g %s", value, unit);
+  return text;
+}
 
 struct Row {
   std::string backend;
@@ -64,7 +81,7 @@ class CompareReporter : public benchmark::ConsoleReporter {
       }
       std::printf(" %8s\n", "x best");
       for (const Row& row : rows) {
-        std::printf("%-32s %9.0f ns", row.backend.c_str(), row.median_ns);
+        std::printf("%-32s %12s", row.backend.c_str(), FormatDuration(row.median_ns).c_str());
         for (const Row* baseline : baselines) {
           std::printf(" %19.2fx", row.median_ns / baseline->median_ns);
         }

@@ -1,6 +1,7 @@
 #include "schedulers/thread_pool/thread_pool.h"
 
 #include <deque>
+#include <iterator>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -21,7 +22,7 @@ class ThreadPool final : public Scheduler {
     threads_.reserve(num_threads);
     for (size_t i = 0; i < num_threads; ++i) {
       try {
-        threads_.emplace_back([this] { WorkerLoop(); });
+        threads_.emplace_back([this, i] { WorkerLoop(i); });
       } catch (const std::system_error& e) {
         return absl::ResourceExhaustedError(
             absl::StrCat("thread_pool: could not start worker ", i, ": ", e.what()));
@@ -37,7 +38,7 @@ class ThreadPool final : public Scheduler {
       if (shutting_down_) {
         return absl::FailedPreconditionError("thread_pool: Schedule after Shutdown began");
       }
-      queue_.push_back(std::move(work));
+      queue_.push_back({std::move(work), current_pool == this ? current_worker_id : kOutside});
     }
     work_available_.Signal();
     return absl::OkStatus();
@@ -66,12 +67,18 @@ class ThreadPool final : public Scheduler {
     Work work;
     {
       MutexLock lock(&mu_);
-      if (queue_.empty()) return false;
-      // Newest first: most likely the helper's own children. Helping with
-      // the oldest would expand fork-join breadth-first, one stack frame per
-      // pending unit, and overflow the stack.
-      work = std::move(queue_.back());
-      queue_.pop_back();
+      // Only work this worker queued itself, newest first: its own
+      // fork-join children. Helping with other workers' units would nest
+      // unrelated subtrees on this stack without bound (fib(30) overflowed
+      // 8 MiB that way); when none is queued the caller waits instead, for
+      // children that other workers are running.
+      auto it = queue_.rbegin();
+      for (size_t scanned = 0; it != queue_.rend() && scanned < kHelpScanLimit; ++it, ++scanned) {
+        if (it->owner == current_worker_id) break;
+      }
+      if (it == queue_.rend() || it->owner != current_worker_id) return false;
+      work = std::move(it->work);
+      queue_.erase(std::next(it).base());
     }
     std::move(work)();
     return true;
@@ -82,8 +89,9 @@ class ThreadPool final : public Scheduler {
   std::string name() const override { return absl::StrCat("thread_pool(", threads_.size(), ")"); }
 
  private:
-  void WorkerLoop() {
+  void WorkerLoop(size_t id) {
     current_pool = this;
+    current_worker_id = id;
     while (true) {
       Work work;
       {
@@ -93,7 +101,7 @@ class ThreadPool final : public Scheduler {
         });
         // Drain before exiting: accepted work always runs.
         if (queue_.empty()) break;
-        work = std::move(queue_.front());
+        work = std::move(queue_.front().work);
         queue_.pop_front();
       }
       std::move(work)();
@@ -101,11 +109,19 @@ class ThreadPool final : public Scheduler {
     current_pool = nullptr;
   }
 
+  struct QueuedWork {
+    Work work;
+    size_t owner;  // the worker that queued it, or kOutside
+  };
+  static constexpr size_t kOutside = ~size_t{0};
+  static constexpr size_t kHelpScanLimit = 64;
+
   static thread_local const ThreadPool* current_pool;
+  static thread_local size_t current_worker_id;
 
   Mutex mu_;
   CondVar work_available_;
-  std::deque<Work> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<QueuedWork> queue_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
 
   // Serialises Shutdown() callers; threads_ is fixed after Start().
@@ -114,6 +130,7 @@ class ThreadPool final : public Scheduler {
 };
 
 thread_local const ThreadPool* ThreadPool::current_pool = nullptr;
+thread_local size_t ThreadPool::current_worker_id = ThreadPool::kOutside;
 
 }  // namespace
 

@@ -33,7 +33,7 @@ class WorkJob final : public Job {
 
 constexpr uint32_t kFairnessInterval = 61;  // as Go's and Tokio's schedulers
 constexpr int kSpinRounds = 64;             // full scans before parking
-constexpr size_t kMaxInjectionBatch = 32;
+constexpr size_t kMaxInjectionBatch = 256;
 
 class WorkStealingPool final : public Scheduler {
  public:
@@ -209,8 +209,12 @@ class WorkStealingPool final : public Scheduler {
     return false;
   }
 
+  // Called after publishing work. A worker that is still searching will
+  // find it, so the (costly) wake-up is only for a pool where every idle
+  // worker already sleeps.
   void WakeOneIfSleeping() {
     if (sleepers_.load(std::memory_order_seq_cst) == 0) return;
+    if (searching_.load(std::memory_order_seq_cst) > 0) return;
     {
       MutexLock lock(&park_mu_);
       ++wake_epoch_;
@@ -250,9 +254,16 @@ class WorkStealingPool final : public Scheduler {
     current_worker = w;
     while (true) {
       Job* job = FindWork(w);
-      for (int round = 0; job == nullptr && round < kSpinRounds; ++round) {
-        std::this_thread::yield();
-        job = FindWork(w);
+      if (job == nullptr) {
+        searching_.fetch_add(1, std::memory_order_seq_cst);
+        for (int round = 0; job == nullptr && round < kSpinRounds; ++round) {
+          std::this_thread::yield();
+          job = FindWork(w);
+        }
+        // Before Park() re-checks the queues: work published while this
+        // worker still counted as searching is seen by that re-check.
+        searching_.fetch_sub(1, std::memory_order_seq_cst);
+        if (job != nullptr) WakeOneIfSleeping();  // maybe more where it came from
       }
       if (job != nullptr) {
         job->RunAndDelete();
@@ -286,6 +297,7 @@ class WorkStealingPool final : public Scheduler {
   CondVar park_cv_;
   uint64_t wake_epoch_ ABSL_GUARDED_BY(park_mu_) = 0;
   std::atomic<int> sleepers_{0};
+  std::atomic<int> searching_{0};  // workers spinning through FindWork
 };
 
 thread_local WorkStealingPool::Worker* WorkStealingPool::current_worker = nullptr;
