@@ -4,7 +4,6 @@
 // (baselines.cc), measured in the same run.
 
 #include <cstdint>
-#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -14,7 +13,6 @@
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
 #include "channels/socketpair/socketpair_channel.h"
-#include "core/errors.h"
 #include "core/task.h"
 #include "event_loops/epoll/epoll_loop.h"
 #include "schedulers/thread_pool/thread_pool.h"
