@@ -3,6 +3,9 @@
 #include <poll.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
 
 #include "core/errors.h"
 
@@ -37,6 +40,49 @@ OsThreadContext os_thread_context;
 thread_local ExecutionContext* current_context = nullptr;
 
 }  // namespace
+
+void ExecutionContext::Yield() { std::this_thread::yield(); }
+
+void ExecutionContext::Park(Parker& parker) {
+  MutexLock lock(&parker.mutex_);
+  parker.unparked_cv_.Wait(&parker.mutex_, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(parker.mutex_) {
+    return parker.unparked_;
+  });
+}
+
+bool ExecutionContext::RegisterWaker(Parker& parker, void* token) {
+  MutexLock lock(&parker.mutex_);
+  if (parker.unparked_) return false;
+  parker.waker_ = this;
+  parker.waker_token_ = token;
+  return true;
+}
+
+void ExecutionContext::Wake(void*) {
+  std::fprintf(stderr, "taskrt: %s registered a waker but cannot wake\n", name());
+  std::abort();
+}
+
+void Parker::Park() { CurrentExecutionContext().Park(*this); }
+
+void Parker::Unpark() {
+  ExecutionContext* waker;
+  void* token;
+  {
+    MutexLock lock(&mutex_);
+    unparked_ = true;
+    waker = waker_;
+    token = waker_token_;
+    // Signalled under the lock: a sleeping Park() cannot return (and its
+    // caller free this Parker) before this call is done with it.
+    unparked_cv_.Signal();
+  }
+  // A suspended task cannot resume, and so cannot free the Parker, before
+  // Wake() makes it runnable; nothing here touches the Parker any more.
+  if (waker != nullptr) waker->Wake(token);
+}
+
+void Yield() { CurrentExecutionContext().Yield(); }
 
 ExecutionContext& CurrentExecutionContext() {
   return current_context != nullptr ? *current_context : os_thread_context;

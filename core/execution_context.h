@@ -11,16 +11,50 @@
 // makes every channel backend work on every scheduler.
 //
 // Thread safety: the current context is per thread (per stackful task once a
-// scheduler switches contexts); WaitFd is called only by the code that is
-// running in that context.
+// scheduler switches contexts); WaitFd, Yield and Park are called only by
+// the code that is running in that context. Parker::Unpark may be called
+// from any thread.
 
 #include <poll.h>
 
 #include <chrono>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "core/mutex.h"
 
 namespace taskrt {
+
+class ExecutionContext;
+
+// A one-shot wake-up for one blocked caller, in any execution context: the
+// primitive under joins and waits. Park() blocks the caller until Unpark()
+// has been called (at once if it already was); an OS thread sleeps, a
+// stackful task suspends and its scheduler runs the others.
+//
+// Rules: Park() at most once, by one caller; Unpark() at most once, from any
+// thread. The Parker must outlive both calls: keep it where the parked
+// caller lives (its stack), as Unpark() is done with it before Park()
+// returns.
+class Parker {
+ public:
+  Parker() = default;
+  Parker(const Parker&) = delete;
+  Parker& operator=(const Parker&) = delete;
+
+  void Park();
+  void Unpark();
+
+ private:
+  friend class ExecutionContext;
+
+  Mutex mutex_;
+  CondVar unparked_cv_;
+  bool unparked_ ABSL_GUARDED_BY(mutex_) = false;
+  // Set by a suspending context: whom Unpark() must ask to resume the caller.
+  ExecutionContext* waker_ ABSL_GUARDED_BY(mutex_) = nullptr;
+  void* waker_token_ ABSL_GUARDED_BY(mutex_) = nullptr;
+};
 
 class ExecutionContext {
  public:
@@ -39,9 +73,37 @@ class ExecutionContext {
   // the others run at once (zero).
   virtual std::chrono::nanoseconds spin_before_wait() const { return std::chrono::nanoseconds(0); }
 
+  // Lets other work of the same scheduler run, if any is ready, and
+  // returns. On an OS thread it yields the processor (std::this_thread).
+  virtual void Yield();
+
+  // Blocks until parker.Unpark(); see Parker. The default sleeps the thread.
+  virtual void Park(Parker& parker);
+
+  // True when blocking calls suspend only the calling task and let other
+  // work run on the same thread (stackful tasks); false when they park the
+  // OS thread.
+  virtual bool suspends_task() const { return false; }
+
   // A short name for messages and test output ("os_thread", ...).
   virtual const char* name() const = 0;
+
+ protected:
+  // For contexts that suspend in Park(): makes Unpark() call Wake(token)
+  // instead of signalling a sleeping thread. Returns false, registering
+  // nothing, when Unpark() already happened (do not suspend then).
+  bool RegisterWaker(Parker& parker, void* token);
+
+  // Resumes the caller that parked with `token`. Called from whichever
+  // thread runs Unpark(), exactly once per suspended Park().
+  virtual void Wake(void* token);
+
+ private:
+  friend class Parker;
 };
+
+// Yields the current execution context: CurrentExecutionContext().Yield().
+void Yield();
 
 // The context of the calling code: the one installed by the innermost live
 // ScopedExecutionContext on this thread, or else the OS-thread context,

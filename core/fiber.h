@@ -1,0 +1,94 @@
+#ifndef TASKRT_CORE_FIBER_H_
+#define TASKRT_CORE_FIBER_H_
+
+// FiberContext: the user-space context switch under stackful tasks.
+//
+// A context is either a thread's own stack (the default constructor) or a
+// fiber that runs a start function on a Stack from stack.h. Switch() saves
+// the running context and continues another in the same thread, without a
+// system call. Schedulers build on it; user code does not call it.
+//
+// Implementations
+//   kAssembly: hand-written for x86-64 (context_switch_x86_64.S); it saves
+//   only the callee-saved registers, MXCSR and the x87 control word.
+//   kUcontext: POSIX swapcontext, the portable fallback (it also saves the
+//   signal mask, a system call per switch). Both are always built where
+//   kAssembly exists, so the tests cover the fallback too.
+//
+// Sanitizers
+//   Every switch tells AddressSanitizer (__sanitizer_start_switch_fiber /
+//   __sanitizer_finish_switch_fiber) and ThreadSanitizer (__tsan_*_fiber)
+//   which stack is current, so the asan and tsan builds check code running
+//   on fibers and report truthfully.
+//
+// Rules
+//   - The start function must never return: a fiber ends by switching away
+//     with SwitchForLast(). Returning terminates the process (a bug in the
+//     runtime, not something user input can cause).
+//   - A context is switched to only on the thread that switched away from
+//     it, and a thread context only on its own thread.
+//   - A stack overflow hits the stack's guard page (SIGSEGV).
+//
+// Thread safety: none; a context belongs to one thread at a time.
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/stack.h"
+
+namespace taskrt {
+
+enum class ContextSwitchKind { kAssembly, kUcontext };
+
+// kAssembly where this build has it (x86-64), else kUcontext.
+ContextSwitchKind DefaultContextSwitch();
+bool ContextSwitchAvailable(ContextSwitchKind kind);
+const char* ContextSwitchName(ContextSwitchKind kind);
+
+class FiberContext {
+ public:
+  using StartFunction = void (*)(void* arg);
+
+  // The calling thread's own stack.
+  explicit FiberContext(ContextSwitchKind kind = DefaultContextSwitch());
+  // A fiber that runs start(arg) on `stack` (which the caller owns and
+  // keeps alive) when first switched to.
+  FiberContext(const Stack& stack, StartFunction start, void* arg,
+               ContextSwitchKind kind = DefaultContextSwitch());
+  ~FiberContext();
+  FiberContext(const FiberContext&) = delete;
+  FiberContext& operator=(const FiberContext&) = delete;
+
+  // Makes a fiber that finished (or never ran) start over with start(arg).
+  void Reset(StartFunction start, void* arg);
+
+  // Saves the running context into `from` and continues `to`. Returns when
+  // something switches back to `from`.
+  static void Switch(FiberContext& from, FiberContext& to);
+
+  // As Switch, for a `from` whose start function is done: it never resumes,
+  // and AddressSanitizer frees its fake stack.
+  [[noreturn]] static void SwitchForLast(FiberContext& from, FiberContext& to);
+
+  ContextSwitchKind kind() const { return kind_; }
+
+ private:
+  static void Start(void* self);
+  static void Jump(FiberContext& from, FiberContext& to, bool from_is_finished);
+  void Prepare();
+  static void* MakeUcontext(const Stack& stack, uintptr_t top, FiberContext* self);
+  void FinishSwitch();
+
+  const ContextSwitchKind kind_;
+  void* saved_ = nullptr;  // stack pointer (kAssembly) or ucontext_t*
+  Stack stack_;            // a thread context learns its own for ASan
+  StartFunction start_ = nullptr;
+  void* arg_ = nullptr;
+  bool is_thread_ = false;
+  void* asan_fake_stack_ = nullptr;
+  void* tsan_fiber_ = nullptr;
+};
+
+}  // namespace taskrt
+
+#endif  // TASKRT_CORE_FIBER_H_
