@@ -1,0 +1,55 @@
+#ifndef TASKRT_SCHEDULERS_COOPERATIVE_COOPERATIVE_H_
+#define TASKRT_SCHEDULERS_COOPERATIVE_COOPERATIVE_H_
+
+// Scheduler backend: one OS thread runs many stackful tasks, switched in
+// user space (core/fiber.h) on stacks from a pool (core/stack.h).
+//
+//   - Every unit of work runs as its own stackful task, so it may block
+//     anywhere in its call stack. A blocking call (a channel's Send or
+//     Receive, Parker::Park, TaskGroup::Wait) suspends only the calling task;
+//     the others keep running on the same thread.
+//   - Yield() (core/execution_context.h) switches straight to the next ready
+//     task, without passing through the scheduler's own loop.
+//   - A task waiting on a file descriptor is parked in the scheduler's epoll
+//     set. When no task is ready the thread sleeps in epoll_wait, so a task
+//     blocked on a channel wakes when data arrives, with no busy polling.
+//     An event loop run from one of the tasks (EventLoop::Run) shares the
+//     thread the same way: it suspends while it waits.
+//   - Order: ready tasks run first-in, first-out. Work scheduled from other
+//     threads and file-descriptor readiness are picked up at least every 61
+//     switches, so tasks that keep yielding cannot starve them.
+//   - A unit gets its stack when it first runs, so queued work costs a small
+//     object, not a stack. Finished tasks hand their stacks to the next.
+//   - concurrency() is 1: one unit runs at a time. Work that blocks the OS
+//     thread itself (a raw system call, std::mutex held across a wait) stops
+//     every task of this scheduler.
+//
+// Contract: core/scheduler.h. Shutdown waits for every task, including
+// suspended ones, so a task blocked forever on a descriptor nobody writes
+// keeps Shutdown waiting (as a blocked thread-pool worker does).
+//
+// Errors: NewCooperativeScheduler returns the stack options' error
+// (kInvalidArgument) or kResourceExhausted when the thread or its epoll set
+// cannot be created. WaitFd on a descriptor epoll refuses (a regular file,
+// a closed fd) returns that error to the waiting task.
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "core/fiber.h"
+#include "core/scheduler.h"
+#include "core/stack.h"
+
+namespace taskrt {
+
+struct CooperativeOptions {
+  StackOptions stack;
+  ContextSwitchKind context_switch = DefaultContextSwitch();
+};
+
+absl::StatusOr<std::unique_ptr<Scheduler>> NewCooperativeScheduler(
+    const CooperativeOptions& options = {});
+
+}  // namespace taskrt
+
+#endif  // TASKRT_SCHEDULERS_COOPERATIVE_COOPERATIVE_H_
