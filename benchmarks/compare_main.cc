@@ -12,7 +12,7 @@
 #include <cstdio>
 #include <map>
 #include <string>
-#include <string>
+#include <utility>
 #include <vector>
 
 #include "benchmark/benchmark.h"
@@ -38,6 +38,7 @@ std::string FormatDuration(double ns) {
 struct Row {
   std::string backend;
   double median_ns = 0;
+  std::map<std::string, double> counters;  // a job's own figures (rss_MiB, p99_ns, ...)
 };
 
 class CompareReporter : public benchmark::ConsoleReporter {
@@ -53,7 +54,9 @@ class CompareReporter : public benchmark::ConsoleReporter {
       const double ns = run.GetAdjustedRealTime() *
                         benchmark::GetTimeUnitMultiplier(benchmark::kNanosecond) /
                         benchmark::GetTimeUnitMultiplier(run.time_unit);
-      jobs_[job].push_back({backend, ns});
+      Row row{backend, ns, {}};
+      for (const auto& [counter, value] : run.counters) row.counters[counter] = value.value;
+      jobs_[job].push_back(std::move(row));
     }
   }
 
@@ -83,13 +86,17 @@ class CompareReporter : public benchmark::ConsoleReporter {
       for (const Row& row : rows) {
         std::printf("%-32s %12s", row.backend.c_str(), FormatDuration(row.median_ns).c_str());
         for (const Row* baseline : baselines) {
-          std::printf(" %19.2fx", row.median_ns / baseline->median_ns);
+          std::printf(" %19.3gx", row.median_ns / baseline->median_ns);
         }
         if (!IsBaseline(row) && best != nullptr) {
-          std::printf(" %7.2fx\n", row.median_ns / best->median_ns);
+          std::printf(" %7.2fx", row.median_ns / best->median_ns);
         } else {
-          std::printf(" %8s\n", "-");
+          std::printf(" %8s", "-");
         }
+        for (const auto& [counter, value] : row.counters) {
+          std::printf("  %s=%.4g", counter.c_str(), value);
+        }
+        std::printf("\n");
       }
       if (best != nullptr) {
         std::printf("fastest backend: %s", best->backend.c_str());

@@ -2,7 +2,10 @@
 
 #include <poll.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
+#include <limits>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
@@ -16,12 +19,20 @@ namespace {
 // after which the caller retries.
 class OsThreadContext final : public ExecutionContext {
  public:
-  absl::Status WaitFd(int fd, short poll_events) override {
+  absl::Status WaitFdUntil(int fd, short poll_events, absl::Time deadline) override {
     pollfd entry{.fd = fd, .events = poll_events, .revents = 0};
     while (true) {
-      const int ready = poll(&entry, 1, -1);
-      if (ready >= 0) break;
-      if (errno != EINTR) return ErrnoError("poll", errno);
+      int timeout_ms = -1;
+      if (deadline != absl::InfiniteFuture()) {
+        const absl::Duration left = deadline - absl::Now();
+        if (left <= absl::ZeroDuration()) return absl::DeadlineExceededError("WaitFd: deadline");
+        timeout_ms = static_cast<int>(
+            std::min<int64_t>(absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))),
+                              std::numeric_limits<int>::max()));
+      }
+      const int ready = poll(&entry, 1, timeout_ms);
+      if (ready > 0) break;
+      if (ready < 0 && errno != EINTR) return ErrnoError("poll", errno);
     }
     if (entry.revents & POLLNVAL) {
       return absl::InvalidArgumentError("WaitFd: file descriptor is not open");

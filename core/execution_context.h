@@ -21,6 +21,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "core/mutex.h"
 
 namespace taskrt {
@@ -64,7 +65,12 @@ class ExecutionContext {
   // POLLOUT), or an error or hang-up condition, which the caller discovers
   // by retrying its non-blocking operation. Returns an error only when
   // waiting itself failed (a bad fd, or a context that is shutting down).
-  virtual absl::Status WaitFd(int fd, short poll_events) = 0;
+  absl::Status WaitFd(int fd, short poll_events) {
+    return WaitFdUntil(fd, poll_events, absl::InfiniteFuture());
+  }
+
+  // As WaitFd, giving up at `deadline` with kDeadlineExceeded.
+  virtual absl::Status WaitFdUntil(int fd, short poll_events, absl::Time deadline) = 0;
 
   // How long a blocking call retries its non-blocking operation before it
   // waits. On this project's machines a park-and-wake costs tens of

@@ -14,6 +14,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "core/errors.h"
+#include "core/execution_context.h"
 #include "core/mutex.h"
 
 namespace taskrt {
@@ -144,6 +145,18 @@ class EpollLoop final : public EventLoop {
   }
 
   absl::StatusOr<int> Dispatch(int timeout_ms) {
+    if (timeout_ms != 0) {
+      // In a stackful task, wait the task's way (the epoll fd is readable
+      // while events are pending) so other tasks on the thread keep running.
+      ExecutionContext& context = CurrentExecutionContext();
+      if (context.suspends_task()) {
+        const absl::Time deadline = timeout_ms < 0 ? absl::InfiniteFuture()
+                                                   : absl::Now() + absl::Milliseconds(timeout_ms);
+        absl::Status waited = context.WaitFdUntil(epoll_fd_, POLLIN, deadline);
+        if (!waited.ok() && !absl::IsDeadlineExceeded(waited)) return waited;
+        timeout_ms = 0;
+      }
+    }
     epoll_event events[kMaxEventsPerWait];
     int ready;
     do {

@@ -3,6 +3,10 @@
 
 // Event-loop backend on epoll, edge-triggered as Kore's loop is. Posted work
 // wakes the loop through an eventfd. Contract: core/event_loop.h.
+//
+// Run from a stackful task (the cooperative scheduler), the loop waits
+// through the task's execution context: it suspends on the epoll fd, so the
+// loop and the tasks share one thread, as Kore's worker loop does.
 
 #include <memory>
 

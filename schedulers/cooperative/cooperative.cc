@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <optional>
 #include <system_error>
 #include <thread>
@@ -16,6 +17,8 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "core/errors.h"
 #include "core/execution_context.h"
 #include "core/mutex.h"
@@ -45,6 +48,11 @@ struct CoTask {
   Job* job = nullptr;
   FiberSlot* slot = nullptr;
   CoTask* next_ready = nullptr;
+  // While waiting on a descriptor with a deadline.
+  int waiting_fd = -1;
+  bool has_timer = false;
+  bool timed_out = false;
+  std::multimap<absl::Time, CoTask*>::iterator timer;
 };
 
 thread_local CooperativeScheduler* current_scheduler = nullptr;
@@ -118,8 +126,8 @@ class CooperativeScheduler final : public Scheduler {
   class TaskContext final : public ExecutionContext {
    public:
     explicit TaskContext(CooperativeScheduler* scheduler) : scheduler_(scheduler) {}
-    absl::Status WaitFd(int fd, short poll_events) override {
-      return scheduler_->WaitFd(fd, poll_events);
+    absl::Status WaitFdUntil(int fd, short poll_events, absl::Time deadline) override {
+      return scheduler_->WaitFdUntil(fd, poll_events, deadline);
     }
     void Yield() override { scheduler_->YieldCurrent(); }
     void Park(Parker& parker) override {
@@ -341,11 +349,12 @@ class CooperativeScheduler final : public Scheduler {
     }
   }
 
-  absl::Status WaitFd(int fd, short poll_events) {
+  absl::Status WaitFdUntil(int fd, short poll_events, absl::Time deadline) {
     CoTask* self = current_;
     if (self == nullptr || current_scheduler != this) {
       return absl::FailedPreconditionError("cooperative: WaitFd outside one of its tasks");
     }
+    if (deadline <= absl::Now()) return absl::DeadlineExceededError("WaitFd: deadline");
     std::vector<FdWaiter>& waiters = fd_waiters_[fd];
     waiters.push_back({self, static_cast<uint32_t>(poll_events)});
     if (absl::Status armed = ArmFd(fd, waiters); !armed.ok()) {
@@ -354,8 +363,56 @@ class CooperativeScheduler final : public Scheduler {
       return armed;
     }
     ++fd_waiter_count_;
+    self->waiting_fd = fd;
+    self->timed_out = false;
+    if (deadline != absl::InfiniteFuture()) {
+      self->timer = timers_.emplace(deadline, self);
+      self->has_timer = true;
+    }
     SuspendCurrent();
+    self->waiting_fd = -1;
+    if (self->timed_out) return absl::DeadlineExceededError("WaitFd: deadline");
     return absl::OkStatus();
+  }
+
+  // Wakes the waiters whose deadline passed; they stop waiting on their fd.
+  void ExpireTimers() {
+    if (timers_.empty()) return;
+    const absl::Time now = absl::Now();
+    while (!timers_.empty() && timers_.begin()->first <= now) {
+      CoTask* task = timers_.begin()->second;
+      timers_.erase(timers_.begin());
+      task->has_timer = false;
+      task->timed_out = true;
+      auto it = fd_waiters_.find(task->waiting_fd);
+      if (it != fd_waiters_.end()) {
+        std::vector<FdWaiter>& waiters = it->second;
+        for (size_t i = 0; i < waiters.size(); ++i) {
+          if (waiters[i].task == task) {
+            waiters.erase(waiters.begin() + static_cast<std::ptrdiff_t>(i));
+            --fd_waiter_count_;
+            break;
+          }
+        }
+        // A one-shot interest left armed for nobody would only wake the
+        // loop once for nothing; re-arm for those still waiting.
+        if (waiters.empty()) {
+          fd_waiters_.erase(it);
+        } else {
+          ArmFd(task->waiting_fd, waiters).IgnoreError();
+        }
+      }
+      PushReady(task);
+    }
+  }
+
+  // How long the loop may sleep: until the next deadline, or for ever.
+  int SleepTimeoutMs() const {
+    if (timers_.empty()) return -1;
+    const absl::Duration left = timers_.begin()->first - absl::Now();
+    if (left <= absl::ZeroDuration()) return 0;
+    return static_cast<int>(std::min<int64_t>(
+        absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))), 1 << 30));
   }
 
   // One-shot interest in the union of what the fd's waiters want.
@@ -408,6 +465,7 @@ class CooperativeScheduler final : public Scheduler {
       for (FdWaiter& waiter : waiters) {
         if (wake_all || (waiter.events & happened) != 0) {
           --fd_waiter_count_;
+          CancelTimer(waiter.task);
           PushReady(waiter.task);
         } else {
           waiters[kept++] = waiter;
@@ -418,11 +476,20 @@ class CooperativeScheduler final : public Scheduler {
         fd_waiters_.erase(it);
       } else if (absl::Status rearmed = ArmFd(fd, waiters); !rearmed.ok()) {
         // The others retry and report the error themselves.
-        for (FdWaiter& waiter : waiters) PushReady(waiter.task);
+        for (FdWaiter& waiter : waiters) {
+          CancelTimer(waiter.task);
+          PushReady(waiter.task);
+        }
         fd_waiter_count_ -= waiters.size();
         fd_waiters_.erase(fd);
       }
     }
+  }
+
+  void CancelTimer(CoTask* task) {
+    if (!task->has_timer) return;
+    timers_.erase(task->timer);
+    task->has_timer = false;
   }
 
   // Moves work and wake-ups from other threads into the ready queue.
@@ -467,6 +534,7 @@ class CooperativeScheduler final : public Scheduler {
     }
     while (true) {
       DrainInbox();
+      ExpireTimers();
       if (ready_head_ != nullptr) {
         if (fd_waiter_count_ > 0) PollFds(0);
         CoTask* next = TakeRunnable();
@@ -474,7 +542,7 @@ class CooperativeScheduler final : public Scheduler {
           // Every ready unit still needs a stack and the kernel refuses
           // one (EnsureSlot reported why): wait for a suspended task to
           // wake and finish, or retry the allocation a little later.
-          PollFds(live_tasks_ > CountQueuedNew() ? -1 : 100);
+          PollFds(live_tasks_ > CountQueuedNew() ? SleepTimeoutMs() : 100);
           continue;
         }
         current_ = next;
@@ -485,7 +553,7 @@ class CooperativeScheduler final : public Scheduler {
       }
       if (stopping_.load(std::memory_order_seq_cst) && live_tasks_ == 0 && InboxEmpty()) break;
       sleeping_.store(true, std::memory_order_seq_cst);
-      if (!inbox_pending_.load(std::memory_order_seq_cst)) PollFds(-1);
+      if (!inbox_pending_.load(std::memory_order_seq_cst)) PollFds(SleepTimeoutMs());
       sleeping_.store(false, std::memory_order_seq_cst);
     }
     for (FiberSlot* slot : free_slots_) {
@@ -557,6 +625,7 @@ class CooperativeScheduler final : public Scheduler {
   std::vector<CoTask*> free_tasks_;
   absl::flat_hash_map<int, std::vector<FdWaiter>> fd_waiters_;
   absl::flat_hash_map<int, bool> registered_fds_;
+  std::multimap<absl::Time, CoTask*> timers_;
   size_t fd_waiter_count_ = 0;
 };
 
