@@ -15,7 +15,9 @@
 #include "channels/socketpair/socketpair_channel.h"
 #include "core/task.h"
 #include "event_loops/epoll/epoll_loop.h"
+#include "schedulers/cooperative/cooperative.h"
 #include "schedulers/thread_pool/thread_pool.h"
+#include "schedulers/work_stealing/work_stealing.h"
 
 namespace taskrt {
 namespace {
@@ -73,6 +75,10 @@ void KoreRoundTrip(benchmark::State& state, const BackendPair& backends) {
 const std::vector<BackendPair>& Pairs() {
   static const auto* pairs = new std::vector<BackendPair>{
       {"thread_pool+socketpair", [] { return NewThreadPool(2); }, NewSocketpairChannelFactory},
+      {"work_stealing+socketpair", [] { return NewWorkStealingPool(2); },
+       NewSocketpairChannelFactory},
+      {"cooperative+socketpair", [] { return NewCooperativeScheduler(); },
+       NewSocketpairChannelFactory},
   };
   return *pairs;
 }

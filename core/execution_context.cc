@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
-#include <limits>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <thread>
 
 #include "core/errors.h"
@@ -55,18 +55,25 @@ thread_local ExecutionContext* current_context = nullptr;
 void ExecutionContext::Yield() { std::this_thread::yield(); }
 
 void ExecutionContext::Park(Parker& parker) {
-  MutexLock lock(&parker.mutex_);
-  parker.unparked_cv_.Wait(&parker.mutex_, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(parker.mutex_) {
-    return parker.unparked_;
+  MutexLock lock(&parker.sleep_mutex_);
+  uint32_t expected = Parker::kIdle;
+  if (!parker.state_.compare_exchange_strong(expected, Parker::kThreadSleeping,
+                                             std::memory_order_acq_rel)) {
+    return;  // already unparked
+  }
+  // Unpark() takes sleep_mutex_ before signalling, so the signal cannot
+  // come between the exchange above and this wait.
+  parker.sleep_cv_.Wait(&parker.sleep_mutex_, [&] {
+    return parker.state_.load(std::memory_order_acquire) == Parker::kUnparked;
   });
 }
 
 bool ExecutionContext::RegisterWaker(Parker& parker, void* token) {
-  MutexLock lock(&parker.mutex_);
-  if (parker.unparked_) return false;
   parker.waker_ = this;
   parker.waker_token_ = token;
-  return true;
+  uint32_t expected = Parker::kIdle;
+  return parker.state_.compare_exchange_strong(expected, Parker::kTaskSuspended,
+                                               std::memory_order_acq_rel);
 }
 
 void ExecutionContext::Wake(void*) {
@@ -77,20 +84,22 @@ void ExecutionContext::Wake(void*) {
 void Parker::Park() { CurrentExecutionContext().Park(*this); }
 
 void Parker::Unpark() {
-  ExecutionContext* waker;
-  void* token;
-  {
-    MutexLock lock(&mutex_);
-    unparked_ = true;
-    waker = waker_;
-    token = waker_token_;
-    // Signalled under the lock: a sleeping Park() cannot return (and its
-    // caller free this Parker) before this call is done with it.
-    unparked_cv_.Signal();
+  uint32_t state = state_.load(std::memory_order_acquire);
+  while (true) {
+    if (state == kThreadSleeping) {
+      // Under the mutex, which the sleeper holds whenever it checks the
+      // state: it cannot see kUnparked, return and free this Parker before
+      // this call is done with it.
+      MutexLock lock(&sleep_mutex_);
+      state_.store(kUnparked, std::memory_order_release);
+      sleep_cv_.Signal();
+      return;
+    }
+    if (state_.compare_exchange_weak(state, kUnparked, std::memory_order_acq_rel)) break;
   }
-  // A suspended task cannot resume, and so cannot free the Parker, before
-  // Wake() makes it runnable; nothing here touches the Parker any more.
-  if (waker != nullptr) waker->Wake(token);
+  // The task cannot resume, and so cannot free this Parker, before Wake()
+  // makes it runnable.
+  if (state == kTaskSuspended) waker_->Wake(waker_token_);
 }
 
 void Yield() { CurrentExecutionContext().Yield(); }

@@ -17,7 +17,9 @@
 
 #include <poll.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -49,12 +51,20 @@ class Parker {
  private:
   friend class ExecutionContext;
 
-  Mutex mutex_;
-  CondVar unparked_cv_;
-  bool unparked_ ABSL_GUARDED_BY(mutex_) = false;
-  // Set by a suspending context: whom Unpark() must ask to resume the caller.
-  ExecutionContext* waker_ ABSL_GUARDED_BY(mutex_) = nullptr;
-  void* waker_token_ ABSL_GUARDED_BY(mutex_) = nullptr;
+  // The whole hand-off is one atomic: a suspended task is woken with one
+  // exchange and no lock; only a sleeping OS thread needs the mutex.
+  enum State : uint32_t {
+    kIdle,            // neither side has come yet
+    kTaskSuspended,   // a suspending context registered waker_
+    kThreadSleeping,  // an OS thread waits on sleep_cv_
+    kUnparked,
+  };
+  std::atomic<uint32_t> state_{kIdle};
+  // Written before state_ becomes kTaskSuspended, read after Unpark() sees it.
+  ExecutionContext* waker_ = nullptr;
+  void* waker_token_ = nullptr;
+  Mutex sleep_mutex_;
+  CondVar sleep_cv_;
 };
 
 class ExecutionContext {
