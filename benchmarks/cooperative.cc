@@ -33,6 +33,7 @@
 
 #include "absl/status/statusor.h"
 #include "benchmark/benchmark.h"
+#include "channels/memory/memory_channel.h"
 #include "channels/socketpair/socketpair_channel.h"
 #include "core/channel.h"
 #include "core/execution_context.h"
@@ -51,6 +52,10 @@ struct ChannelSpec {
 
 std::vector<ChannelSpec> Channels() {
   return {
+      {"memory",
+       []() -> absl::StatusOr<std::unique_ptr<ChannelFactory>> {
+         return NewMemoryChannelFactory();
+       }},
       {"socketpair",
        []() -> absl::StatusOr<std::unique_ptr<ChannelFactory>> {
          return NewSocketpairChannelFactory();

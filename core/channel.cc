@@ -23,14 +23,15 @@ inline void CpuRelax() {
 }
 
 // Runs the non-blocking `attempt` until it stops returning WouldBlock():
-// first spinning for the execution context's spin budget, then waiting for
-// `readiness` through the context between attempts.
+// first spinning for the execution context's spin budget, then waiting
+// through the end (see ChannelEnd::WaitUntilReady) between attempts.
 template <typename Attempt>
-auto RetryUntilReady(Attempt attempt, Readiness readiness) -> decltype(attempt()) {
+auto RetryUntilReady(Attempt attempt, ChannelEnd& end, ChannelDirection direction)
+    -> decltype(attempt()) {
   auto result = attempt();
-  if (!IsWouldBlock(StatusOf(result))) return result;
-  ExecutionContext& context = CurrentExecutionContext();
-  if (const auto spin = context.spin_before_wait(); spin.count() > 0) {
+  // ok() is inline; Debian's Abseil keeps code() out of line.
+  if (result.ok() || !IsWouldBlock(StatusOf(result))) return result;
+  if (const auto spin = CurrentExecutionContext().spin_before_wait(); spin.count() > 0) {
     const auto deadline = std::chrono::steady_clock::now() + spin;
     do {
       CpuRelax();
@@ -39,23 +40,29 @@ auto RetryUntilReady(Attempt attempt, Readiness readiness) -> decltype(attempt()
     } while (std::chrono::steady_clock::now() < deadline);
   }
   while (true) {
-    if (absl::Status wait = context.WaitFd(readiness.fd, readiness.events); !wait.ok()) return wait;
+    if (absl::Status wait = end.WaitUntilReady(direction); !wait.ok()) return wait;
     result = attempt();
-    if (!IsWouldBlock(StatusOf(result))) return result;
+    if (result.ok() || !IsWouldBlock(StatusOf(result))) return result;
   }
 }
 
 }  // namespace
 
+absl::Status ChannelEnd::WaitUntilReady(ChannelDirection direction) {
+  const Readiness readiness =
+      direction == ChannelDirection::kSend ? send_readiness() : receive_readiness();
+  return CurrentExecutionContext().WaitFd(readiness.fd, readiness.events);
+}
+
 absl::Status Send(ChannelEnd& end, absl::Span<const char> message) {
   absl::Status status =
-      RetryUntilReady([&] { return end.TrySend(message); }, end.send_readiness());
+      RetryUntilReady([&] { return end.TrySend(message); }, end, ChannelDirection::kSend);
   if (!status.ok()) return status;
-  return RetryUntilReady([&] { return end.TryFlush(); }, end.send_readiness());
+  return RetryUntilReady([&] { return end.TryFlush(); }, end, ChannelDirection::kSend);
 }
 
 absl::StatusOr<size_t> Receive(ChannelEnd& end, absl::Span<char> out) {
-  return RetryUntilReady([&] { return end.TryReceive(out); }, end.receive_readiness());
+  return RetryUntilReady([&] { return end.TryReceive(out); }, end, ChannelDirection::kReceive);
 }
 
 }  // namespace taskrt

@@ -57,7 +57,13 @@ namespace taskrt {
 struct ChannelOptions {
   // Largest message either end accepts, in bytes.
   size_t max_message_size = size_t{1} << 20;
+  // Bytes buffered per direction by backends that buffer in their own
+  // memory (channels/memory); 0 picks the backend's default. Messages larger
+  // than the buffer still pass, in pieces.
+  size_t buffer_bytes = 0;
 };
+
+enum class ChannelDirection { kSend, kReceive };
 
 // Where to wait before retrying a non-blocking call: poll() `fd` for `events`.
 struct Readiness {
@@ -81,10 +87,18 @@ class ChannelEnd {
   // returns its full length.
   virtual absl::StatusOr<size_t> TryReceive(absl::Span<char> out) = 0;
 
-  // What to wait on after TrySend/TryFlush or TryReceive returned
-  // WouldBlock(). The fd stays valid until the end is destroyed.
+  // What an event loop watches: the fd becomes ready (edge) after
+  // TrySend/TryFlush or TryReceive returned WouldBlock() and progress became
+  // possible. The fd stays valid until the end is destroyed.
   virtual Readiness send_readiness() const = 0;
   virtual Readiness receive_readiness() const = 0;
+
+  // Blocks, through the current execution context, until a send or receive
+  // may make progress again (or the channel closed); the blocking Send()
+  // and Receive() call it between attempts. The default waits on the
+  // readiness fd; a backend with a cheaper wake-up (no system call for a
+  // task on the same thread) overrides it. Errors only when waiting failed.
+  virtual absl::Status WaitUntilReady(ChannelDirection direction);
 
   // True when a whole message is already held inside this end, so a
   // receive would succeed without the fd becoming ready.

@@ -1,6 +1,9 @@
 #include "core/execution_context.h"
 
+#include <linux/futex.h>
 #include <poll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -55,17 +58,16 @@ thread_local ExecutionContext* current_context = nullptr;
 void ExecutionContext::Yield() { std::this_thread::yield(); }
 
 void ExecutionContext::Park(Parker& parker) {
-  MutexLock lock(&parker.sleep_mutex_);
-  uint32_t expected = Parker::kIdle;
-  if (!parker.state_.compare_exchange_strong(expected, Parker::kThreadSleeping,
+  uint32_t state = Parker::kIdle;
+  if (!parker.state_.compare_exchange_strong(state, Parker::kThreadSleeping,
                                              std::memory_order_acq_rel)) {
     return;  // already unparked
   }
-  // Unpark() takes sleep_mutex_ before signalling, so the signal cannot
-  // come between the exchange above and this wait.
-  parker.sleep_cv_.Wait(&parker.sleep_mutex_, [&] {
-    return parker.state_.load(std::memory_order_acquire) == Parker::kUnparked;
-  });
+  while (parker.state_.load(std::memory_order_acquire) != Parker::kUnparked) {
+    // Returns at once if Unpark() changed the state in between.
+    syscall(SYS_futex, &parker.state_, FUTEX_WAIT_PRIVATE, Parker::kThreadSleeping, nullptr,
+            nullptr, 0);
+  }
 }
 
 bool ExecutionContext::RegisterWaker(Parker& parker, void* token) {
@@ -84,22 +86,17 @@ void ExecutionContext::Wake(void*) {
 void Parker::Park() { CurrentExecutionContext().Park(*this); }
 
 void Parker::Unpark() {
-  uint32_t state = state_.load(std::memory_order_acquire);
-  while (true) {
-    if (state == kThreadSleeping) {
-      // Under the mutex, which the sleeper holds whenever it checks the
-      // state: it cannot see kUnparked, return and free this Parker before
-      // this call is done with it.
-      MutexLock lock(&sleep_mutex_);
-      state_.store(kUnparked, std::memory_order_release);
-      sleep_cv_.Signal();
-      return;
-    }
-    if (state_.compare_exchange_weak(state, kUnparked, std::memory_order_acq_rel)) break;
+  const uint32_t previous = state_.exchange(kUnparked, std::memory_order_acq_rel);
+  if (previous == kTaskSuspended) {
+    // The task cannot resume, and so cannot free this Parker, before
+    // Wake() makes it runnable.
+    waker_->Wake(waker_token_);
+  } else if (previous == kThreadSleeping) {
+    // The sleeper may already have seen kUnparked, returned and freed this
+    // Parker: a private futex wake only names the address, the kernel never
+    // reads it (glibc's mutexes rely on the same).
+    syscall(SYS_futex, &state_, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
   }
-  // The task cannot resume, and so cannot free this Parker, before Wake()
-  // makes it runnable.
-  if (state == kTaskSuspended) waker_->Wake(waker_token_);
 }
 
 void Yield() { CurrentExecutionContext().Yield(); }

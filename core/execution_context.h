@@ -21,10 +21,8 @@
 #include <chrono>
 #include <cstdint>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "core/mutex.h"
 
 namespace taskrt {
 
@@ -52,19 +50,17 @@ class Parker {
   friend class ExecutionContext;
 
   // The whole hand-off is one atomic: a suspended task is woken with one
-  // exchange and no lock; only a sleeping OS thread needs the mutex.
+  // exchange, a sleeping OS thread with one exchange and a futex wake.
   enum State : uint32_t {
     kIdle,            // neither side has come yet
     kTaskSuspended,   // a suspending context registered waker_
-    kThreadSleeping,  // an OS thread waits on sleep_cv_
+    kThreadSleeping,  // an OS thread sleeps in futex_wait on state_
     kUnparked,
   };
   std::atomic<uint32_t> state_{kIdle};
   // Written before state_ becomes kTaskSuspended, read after Unpark() sees it.
   ExecutionContext* waker_ = nullptr;
   void* waker_token_ = nullptr;
-  Mutex sleep_mutex_;
-  CondVar sleep_cv_;
 };
 
 class ExecutionContext {

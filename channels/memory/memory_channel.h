@@ -1,0 +1,46 @@
+#ifndef TASKRT_CHANNELS_MEMORY_MEMORY_CHANNEL_H_
+#define TASKRT_CHANNELS_MEMORY_MEMORY_CHANNEL_H_
+
+// Channel backend: two lock-free single-producer, single-consumer byte
+// rings in memory, one per direction. Contract: core/channel.h.
+//
+// Fast path
+//   A message is a record in the ring: an 8-byte header (length, flags)
+//   and the payload, padded to 8 bytes. Sending copies the record in and
+//   publishes the new tail; receiving copies it out and publishes the new
+//   head (at the latest when the ring looks empty or a quarter has been
+//   read). Neither makes a system call.
+//
+// Capacity
+//   Each direction holds ChannelOptions::buffer_bytes (default 64 KiB,
+//   rounded up to a power of two). A message larger than a quarter of the
+//   ring travels as several records: TrySend accepts it whole, and
+//   TryFlush (or the blocking Send) pushes the pieces in as the reader
+//   frees space; the reader reassembles it. So any message up to
+//   max_message_size passes, whatever the ring size.
+//
+// Waiting
+//   A blocked Send or Receive (WaitUntilReady) registers a Parker with the
+//   ring and the other side unparks it after it publishes: a stackful task
+//   on the same cooperative thread is resumed with no system call at all,
+//   an OS thread with one futex wake.
+//   Readiness for an event loop is an eventfd per direction, created when
+//   send_readiness() / receive_readiness() is first asked for. The other
+//   side writes it only when the watcher has drained the ring (its last
+//   TryReceive returned WouldBlock) — one system call per burst, none per
+//   message while the owner is busy.
+//
+// Thread safety: as core/channel.h. Each ring has one producer (one end)
+// and one consumer (the other end); the ends may run on different threads.
+
+#include <memory>
+
+#include "core/channel.h"
+
+namespace taskrt {
+
+std::unique_ptr<ChannelFactory> NewMemoryChannelFactory();
+
+}  // namespace taskrt
+
+#endif  // TASKRT_CHANNELS_MEMORY_MEMORY_CHANNEL_H_

@@ -1,0 +1,17 @@
+// The conformance suite on cooperative x memory x epoll.
+
+#include "channels/memory/memory_channel.h"
+#include "event_loops/epoll/epoll_loop.h"
+#include "schedulers/cooperative/cooperative.h"
+#include "tests/conformance/conformance.h"
+
+int main(int argc, char** argv) {
+  taskrt::conformance::Backends backends;
+  backends.make_scheduler = [](size_t) { return taskrt::NewCooperativeScheduler(); };
+  backends.make_channels = []() -> absl::StatusOr<std::unique_ptr<taskrt::ChannelFactory>> {
+    return taskrt::NewMemoryChannelFactory();
+  };
+  backends.make_loop = [] { return taskrt::NewEpollLoop(); };
+  backends.worker_counts = {1};
+  return taskrt::conformance::RunConformanceSuite(argc, argv, std::move(backends));
+}
