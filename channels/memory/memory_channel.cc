@@ -109,12 +109,14 @@ struct Ring {
   const size_t capacity;
   const size_t mask;
   const std::unique_ptr<char[]> data;
+  // Each word on its own cache line: the hot ones move between the two
+  // threads' caches once per message at most, the closing flags never.
   alignas(64) std::atomic<uint64_t> tail{0};  // written by the producer
-  std::atomic<bool> producer_closed{false};
   alignas(64) std::atomic<uint64_t> head{0};  // written by the consumer
+  alignas(64) std::atomic<bool> producer_closed{false};
   std::atomic<bool> consumer_closed{false};
   alignas(64) WaitPoint consumer;  // waits for data
-  WaitPoint producer;              // waits for space
+  alignas(64) WaitPoint producer;  // waits for space
 };
 
 struct PairState {
@@ -187,7 +189,6 @@ class MemoryEnd final : public ChannelEnd {
       if (read_position_ == known_tail_) {
         known_tail_ = ring.tail.load(std::memory_order_acquire) & ~kWaiterBit;
         if (read_position_ == known_tail_) {
-          PublishHead();
           // A close is published after the producer's last record, so a
           // close seen here, with the tail re-read after it, is final.
           if (ring.producer_closed.load(std::memory_order_acquire)) {
@@ -228,11 +229,10 @@ class MemoryEnd final : public ChannelEnd {
         delivered = length;
       }
       read_position_ += kHeaderSize + RoundUp8(length);
-      // Publish lazily: when the ring looks drained, or a quarter was read.
-      if (read_position_ == known_tail_ ||
-          read_position_ - published_head_ >= ring.capacity / 4) {
-        PublishHead();
-      }
+      // Publish lazily, once a quarter of the ring was read: the producer
+      // needs the head only when it runs out of space, and with less than a
+      // quarter unpublished a caught-up reader always leaves it room.
+      if (read_position_ - published_head_ >= ring.capacity / 4) PublishHead();
       if (delivered.has_value()) return *delivered;
     }
   }

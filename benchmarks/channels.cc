@@ -1,0 +1,306 @@
+// Channel backends between OS threads, with plain baselines in the same run:
+//   cross_thread_ping_pong  one 8-byte round trip between the benchmark
+//                           thread and an echo thread, both using blocking
+//                           Send/Receive (spin 50 us, then park); counters
+//                           p50_ns and p99_ns of single round trips.
+//                           Baselines: raw_atomic_spin (two threads spinning
+//                           on one atomic: the hardware floor), raw_futex
+//                           (flip a word, futex wake/wait, no spinning).
+//   stream_8B, stream_4KiB  one thread sends, the benchmark thread receives;
+//                           one iteration = one message.
+//   fan_in_1000             1,000 Kore tasks each write 10 messages to one
+//                           owner whose event loop reads them through bound
+//                           callbacks; one iteration = all 10,000 messages.
+//                           Rows are <loop>+<channel>, tasks on
+//                           work_stealing(2).
+// Every channel backend that is built registers here; a backend that is
+// unavailable on this machine (io_uring refused) reports an error row.
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "benchmark/benchmark.h"
+#include "channels/memory/memory_channel.h"
+#include "channels/socketpair/socketpair_channel.h"
+#include "core/channel.h"
+#include "core/event_loop.h"
+#include "core/task.h"
+#include "event_loops/epoll/epoll_loop.h"
+#include "schedulers/work_stealing/work_stealing.h"
+
+namespace taskrt {
+namespace {
+
+struct ChannelSpec {
+  std::string name;
+  std::function<absl::StatusOr<std::unique_ptr<ChannelFactory>>()> make;
+};
+
+struct LoopSpec {
+  std::string name;
+  std::function<absl::StatusOr<std::unique_ptr<EventLoop>>()> make;
+};
+
+std::vector<ChannelSpec> ChannelBackends() {
+  return {
+      {"memory",
+       []() -> absl::StatusOr<std::unique_ptr<ChannelFactory>> {
+         return NewMemoryChannelFactory();
+       }},
+      {"socketpair",
+       []() -> absl::StatusOr<std::unique_ptr<ChannelFactory>> {
+         return NewSocketpairChannelFactory();
+       }},
+  };
+}
+
+std::vector<LoopSpec> LoopBackends() {
+  return {
+      {"epoll", [] { return NewEpollLoop(); }},
+  };
+}
+
+absl::StatusOr<ChannelPair> MakePair(benchmark::State& state, const ChannelSpec& spec) {
+  absl::StatusOr<std::unique_ptr<ChannelFactory>> factory = spec.make();
+  if (!factory.ok()) {
+    state.SkipWithError(factory.status().ToString().c_str());
+    return factory.status();
+  }
+  absl::StatusOr<ChannelPair> pair = (*factory)->CreatePair(ChannelOptions{});
+  if (!pair.ok()) state.SkipWithError(pair.status().ToString().c_str());
+  return pair;
+}
+
+// Records single round trips and reports their median and 99th percentile.
+class Percentiles {
+ public:
+  void Reserve(size_t n) { samples_.reserve(n); }
+  void Add(std::chrono::steady_clock::duration d) {
+    samples_.push_back(std::chrono::duration<double, std::nano>(d).count());
+  }
+  void Report(benchmark::State& state) {
+    if (samples_.empty()) return;
+    std::sort(samples_.begin(), samples_.end());
+    state.counters["p50_ns"] = samples_[samples_.size() / 2];
+    state.counters["p99_ns"] = samples_[samples_.size() * 99 / 100];
+  }
+
+ private:
+  std::vector<double> samples_;
+};
+
+void CrossThreadPingPong(benchmark::State& state, const ChannelSpec& spec) {
+  absl::StatusOr<ChannelPair> pair = MakePair(state, spec);
+  if (!pair.ok()) return;
+  std::thread echo([end = pair->task_end.get()] {
+    uint64_t value;
+    auto buffer = absl::MakeSpan(reinterpret_cast<char*>(&value), sizeof value);
+    while (Receive(*end, buffer).ok()) {
+      if (!Send(*end, buffer).ok()) break;
+    }
+  });
+  uint64_t value = 0;
+  auto buffer = absl::MakeSpan(reinterpret_cast<char*>(&value), sizeof value);
+  Percentiles percentiles;
+  percentiles.Reserve(state.max_iterations);
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    ++value;
+    if (!Send(*pair->owner_end, buffer).ok() || !Receive(*pair->owner_end, buffer).ok()) {
+      state.SkipWithError("round trip failed");
+      break;
+    }
+    percentiles.Add(std::chrono::steady_clock::now() - start);
+  }
+  pair->owner_end->Close();  // the echo thread's Receive ends
+  echo.join();
+  percentiles.Report(state);
+}
+
+void PingPongAtomicSpin(benchmark::State& state) {
+  std::atomic<uint64_t> ball{0};  // odd: at the echo thread; even: back
+  std::atomic<bool> stop{false};
+  std::thread echo([&] {
+    uint64_t seen = 0;
+    while (!stop.load(std::memory_order_relaxed)) {
+      const uint64_t now = ball.load(std::memory_order_acquire);
+      if (now != seen && (now & 1) == 1) {
+        seen = now + 1;
+        ball.store(seen, std::memory_order_release);
+      }
+    }
+  });
+  uint64_t next = 1;
+  Percentiles percentiles;
+  percentiles.Reserve(state.max_iterations);
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    ball.store(next, std::memory_order_release);
+    while (ball.load(std::memory_order_acquire) != next + 1) {
+    }
+    next += 2;
+    percentiles.Add(std::chrono::steady_clock::now() - start);
+  }
+  stop = true;
+  echo.join();
+  percentiles.Report(state);
+}
+
+long Futex(std::atomic<uint32_t>* word, int op, uint32_t value) {
+  return syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), op, value, nullptr, nullptr, 0);
+}
+
+void PingPongFutex(benchmark::State& state) {
+  // 0: nobody's turn yet; 1: the echo thread's turn; 2: ours; 3: stop.
+  std::atomic<uint32_t> turn{0};
+  std::thread echo([&] {
+    while (true) {
+      uint32_t now;
+      while ((now = turn.load(std::memory_order_acquire)) != 1 && now != 3) {
+        Futex(&turn, FUTEX_WAIT_PRIVATE, now);
+      }
+      if (now == 3) return;
+      turn.store(2, std::memory_order_release);
+      Futex(&turn, FUTEX_WAKE_PRIVATE, 1);
+    }
+  });
+  Percentiles percentiles;
+  percentiles.Reserve(state.max_iterations);
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    turn.store(1, std::memory_order_release);
+    Futex(&turn, FUTEX_WAKE_PRIVATE, 1);
+    uint32_t now;
+    while ((now = turn.load(std::memory_order_acquire)) != 2) {
+      Futex(&turn, FUTEX_WAIT_PRIVATE, now);
+    }
+    percentiles.Add(std::chrono::steady_clock::now() - start);
+  }
+  turn.store(3, std::memory_order_release);
+  Futex(&turn, FUTEX_WAKE_PRIVATE, 1);
+  echo.join();
+  percentiles.Report(state);
+}
+
+void Stream(benchmark::State& state, const ChannelSpec& spec, size_t message_size) {
+  absl::StatusOr<ChannelPair> pair = MakePair(state, spec);
+  if (!pair.ok()) return;
+  const int64_t messages = state.max_iterations;
+  std::thread producer([end = pair->task_end.get(), messages, message_size] {
+    std::string message(message_size, 'x');
+    for (int64_t i = 0; i < messages; ++i) {
+      if (!Send(*end, absl::MakeConstSpan(message)).ok()) return;
+    }
+  });
+  std::string buffer(message_size, '\0');
+  for (auto _ : state) {
+    absl::StatusOr<size_t> got = Receive(*pair->owner_end, absl::MakeSpan(buffer));
+    if (!got.ok() || *got != message_size) {
+      state.SkipWithError("stream broke");
+      break;
+    }
+  }
+  pair->owner_end->Close();
+  producer.join();
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(message_size));
+}
+
+void FanIn(benchmark::State& state, const LoopSpec& loop_spec, const ChannelSpec& channel_spec) {
+  constexpr int kTasks = 1000;
+  constexpr int kMessagesEach = 10;
+  absl::StatusOr<std::unique_ptr<EventLoop>> loop = loop_spec.make();
+  absl::StatusOr<std::unique_ptr<ChannelFactory>> channels = channel_spec.make();
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = NewWorkStealingPool(2);
+  if (!loop.ok() || !channels.ok() || !scheduler.ok()) {
+    state.SkipWithError("backend unavailable");
+    return;
+  }
+  for (auto _ : state) {
+    int received = 0;
+    int finished = 0;
+    std::vector<std::unique_ptr<Task>> tasks;
+    tasks.reserve(kTasks);
+    for (int t = 0; t < kTasks; ++t) {
+      absl::StatusOr<std::unique_ptr<Task>> task = Task::Create([](TaskContext& self) {
+        const uint64_t value = 42;
+        for (int m = 0; m < kMessagesEach; ++m) {
+          if (!self.Write(absl::MakeConstSpan(reinterpret_cast<const char*>(&value), 8)).ok()) {
+            return 1;
+          }
+        }
+        return 0;
+      });
+      if (!task.ok()) {
+        state.SkipWithError("task create failed");
+        return;
+      }
+      (void)(*task)->BindCallback([&](Task& self) {
+        uint64_t value;
+        while (self.TryRead(absl::MakeSpan(reinterpret_cast<char*>(&value), 8)).ok()) ++received;
+        if (self.finished()) ++finished;
+      });
+      tasks.push_back(*std::move(task));
+    }
+    TaskEnvironment env{scheduler->get(), channels->get(), loop->get(), {}};
+    for (auto& task : tasks) {
+      if (!task->Run(env).ok()) {
+        state.SkipWithError("task run failed");
+        return;
+      }
+    }
+    while (finished < kTasks) (void)(*loop)->RunOnce(absl::InfiniteDuration());
+    if (received != kTasks * kMessagesEach) {
+      state.SkipWithError("messages lost");
+      return;
+    }
+  }
+  (void)(*scheduler)->Shutdown();
+}
+
+void Register() {
+  for (const ChannelSpec& spec : ChannelBackends()) {
+    benchmark::RegisterBenchmark(("cross_thread_ping_pong/" + spec.name).c_str(),
+                                 CrossThreadPingPong, spec)
+        ->UseRealTime()
+        ->Iterations(20000);
+    benchmark::RegisterBenchmark(("stream_8B/" + spec.name).c_str(), Stream, spec, size_t{8})
+        ->UseRealTime()
+        ->Iterations(1000000);
+    benchmark::RegisterBenchmark(("stream_4KiB/" + spec.name).c_str(), Stream, spec,
+                                 size_t{4096})
+        ->UseRealTime()
+        ->Iterations(100000);
+    for (const LoopSpec& loop : LoopBackends()) {
+      benchmark::RegisterBenchmark(("fan_in_1000/" + loop.name + "+" + spec.name).c_str(), FanIn,
+                                   loop, spec)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond)
+          ->Iterations(3);
+    }
+  }
+  benchmark::RegisterBenchmark("cross_thread_ping_pong/raw_atomic_spin", PingPongAtomicSpin)
+      ->UseRealTime()
+      ->Iterations(20000);
+  benchmark::RegisterBenchmark("cross_thread_ping_pong/raw_futex", PingPongFutex)
+      ->UseRealTime()
+      ->Iterations(5000);
+}
+
+const bool registered = (Register(), true);
+
+}  // namespace
+}  // namespace taskrt
