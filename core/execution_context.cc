@@ -57,6 +57,13 @@ thread_local ExecutionContext* current_context = nullptr;
 
 void ExecutionContext::Yield() { std::this_thread::yield(); }
 
+namespace {
+thread_local void* thread_task_local = nullptr;
+}  // namespace
+
+void* ExecutionContext::task_local() const { return thread_task_local; }
+void ExecutionContext::set_task_local(void* value) { thread_task_local = value; }
+
 void ExecutionContext::Park(Parker& parker) {
   uint32_t state = Parker::kIdle;
   if (!parker.state_.compare_exchange_strong(state, Parker::kThreadSleeping,

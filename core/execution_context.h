@@ -97,6 +97,13 @@ class ExecutionContext {
   // OS thread.
   virtual bool suspends_task() const { return false; }
 
+  // One pointer of task-local storage for modules built on top (the SPL
+  // module keeps its task record here): per stackful task under a
+  // cooperative scheduler, per thread otherwise. Null until set; a new task
+  // starts with null.
+  virtual void* task_local() const;
+  virtual void set_task_local(void* value);
+
   // A short name for messages and test output ("os_thread", ...).
   virtual const char* name() const = 0;
 

@@ -51,6 +51,7 @@ struct CoTask {
   Job* job = nullptr;
   FiberSlot* slot = nullptr;
   CoTask* next_ready = nullptr;
+  void* task_local = nullptr;  // ExecutionContext::task_local()
   // While waiting on a descriptor with a deadline.
   int waiting_fd = -1;
   bool has_timer = false;
@@ -143,6 +144,17 @@ class CooperativeScheduler final : public Scheduler {
       scheduler_->SuspendCurrent();
     }
     bool suspends_task() const override { return true; }
+    void* task_local() const override {
+      CoTask* task = scheduler_->current_;
+      return task != nullptr ? task->task_local : ExecutionContext::task_local();
+    }
+    void set_task_local(void* value) override {
+      if (CoTask* task = scheduler_->current_) {
+        task->task_local = value;
+      } else {
+        ExecutionContext::set_task_local(value);
+      }
+    }
     const char* name() const override { return "cooperative_task"; }
 
    protected:
@@ -212,6 +224,7 @@ class CooperativeScheduler final : public Scheduler {
     if (free_tasks_.empty()) return new CoTask;
     CoTask* task = free_tasks_.back();
     free_tasks_.pop_back();
+    task->task_local = nullptr;
     return task;
   }
 

@@ -1,0 +1,649 @@
+#include "spl/spl_task.h"
+
+#include <algorithm>
+#include <atomic>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/execution_context.h"
+#include "core/mutex.h"
+
+namespace taskrt::spl {
+
+const std::string& Value::as_string() const {
+  static const std::string* const empty = new std::string;
+  return is_string() ? std::get<std::string>(value_) : *empty;
+}
+
+std::string Value::DebugString() const {
+  if (is_int()) return absl::StrCat(as_int());
+  if (is_float()) return absl::StrCat(as_float());
+  if (is_string()) return absl::StrCat("\"", as_string(), "\"");
+  return "null";
+}
+
+namespace {
+
+// Unwinds a killed task's stack up to its entry. Not a std::exception, so
+// `catch (const std::exception&)` in task code does not swallow it.
+struct TaskKilled {};
+
+enum class WaitKind { kNone, kPause, kGate, kEval };
+
+}  // namespace
+
+struct Record {
+  Runtime::Impl* owner = nullptr;
+  uint64_t id = 0;
+  std::string name;  // empty: unnamed
+  Code code;
+  std::shared_ptr<Context> context;
+
+  // Guarded by Impl::mu_.
+  bool started = false;
+  bool finished = false;
+  bool killed = false;
+  bool late_kill = false;
+  bool pause_requested = false;
+  bool wake_pending = false;  // continued while not paused: the next pause returns at once
+  bool is_public = false;
+  WaitKind waiting = WaitKind::kNone;
+  Parker* wait_parker = nullptr;
+  std::weak_ptr<Record> co_caller;  // waits in CoCall for this task's CoReturn
+  std::weak_ptr<Record> co_callee;  // whom this task waits for in CoCall
+  std::optional<absl::StatusOr<Value>> co_result;
+  std::string co_default;
+  // Eval: where the value goes and who waits for it.
+  absl::StatusOr<Value>* eval_result = nullptr;
+  Parker* eval_parker = nullptr;
+};
+
+class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
+ public:
+  explicit Impl(Scheduler& scheduler) : scheduler_(scheduler) {}
+
+  // ---- creation ----
+
+  absl::StatusOr<std::shared_ptr<Record>> Create(absl::string_view name, Code code,
+                                                 std::shared_ptr<Context> context) {
+    if (!code) {
+      return absl::InvalidArgumentError("task_create: the task's code is empty");
+    }
+    auto record = std::make_shared<Record>();
+    record->owner = this;
+    record->name = std::string(name);
+    record->code = std::move(code);
+    if (context == nullptr) {
+      Record* creator = Current();
+      context = creator != nullptr ? creator->context : root_context_;
+    }
+    record->context = std::move(context);
+    {
+      MutexLock lock(&mu_);
+      if (!record->name.empty() && names_.contains(record->name)) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("task_create: a task named '", record->name, "' is alive"));
+      }
+      record->id = ++last_id_;
+      if (!record->name.empty()) names_[record->name] = record;
+      live_[record->id] = record;
+    }
+    absl::Status scheduled = scheduler_.Schedule(
+        [self = shared_from_this(), record] { self->RunTask(record); });
+    if (!scheduled.ok()) {
+      MutexLock lock(&mu_);
+      Forget(*record);
+      return scheduled;
+    }
+    return record;
+  }
+
+  // ---- pause / continue ----
+
+  absl::Status PauseCurrent() {
+    Record* self = Current();
+    if (self == nullptr) return NoCurrentTask("task_pause()");
+    PauseSelf(self);  // throws when killed
+    return absl::OkStatus();
+  }
+
+  absl::Status PauseNamed(absl::string_view name) {
+    if (absl::Status inside = RequireInside("task_pause"); !inside.ok()) return inside;
+    Record* self = Current();
+    {
+      MutexLock lock(&mu_);
+      Record* target = Lookup(name);
+      if (target == nullptr) return UnknownTask("task_pause", name);
+      if (target != self) {
+        // Another task pauses at its next suspension point of this module.
+        if (target->waiting != WaitKind::kPause) target->pause_requested = true;
+        return absl::OkStatus();
+      }
+    }
+    PauseSelf(self);
+    return absl::OkStatus();
+  }
+
+  absl::Status ContinueCurrent() {
+    Record* self = Current();
+    if (self == nullptr) return NoCurrentTask("task_continue()");
+    std::vector<Parker*> wake;
+    {
+      MutexLock lock(&mu_);
+      if (system_ == self) ClearSystem(wake);
+    }
+    for (Parker* parker : wake) parker->Unpark();
+    return absl::OkStatus();
+  }
+
+  absl::Status ContinueNamed(absl::string_view name) {
+    const bool outside = !scheduler_.IsCurrentThreadOwned();
+    Parker* wake = nullptr;
+    {
+      MutexLock lock(&mu_);
+      Record* target = Lookup(name);
+      if (target == nullptr) return UnknownTask("task_continue", name);
+      if (outside && !target->is_public) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            "task_continue: task '", name,
+            "' is not public; only public tasks can be continued from outside the runtime "
+            "(task_public)"));
+      }
+      wake = WakeLocked(*target);
+    }
+    if (wake != nullptr) wake->Unpark();
+    return absl::OkStatus();
+  }
+
+  // ---- flags ----
+
+  absl::Status SetSystem(absl::string_view name, bool current) {
+    if (absl::Status inside = RequireInside("task_system"); !inside.ok()) return inside;
+    Record* self = Current();
+    MutexLock lock(&mu_);
+    Record* target = current ? self : Lookup(name);
+    if (target == nullptr) {
+      return current ? NoCurrentTask("task_system()") : UnknownTask("task_system", name);
+    }
+    if (system_ != nullptr && system_ != target) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "task_system: task '", Describe(*system_), "' holds the SYSTEM flag"));
+    }
+    system_ = target;
+    return absl::OkStatus();
+  }
+
+  absl::Status SetPublic(absl::string_view name, bool current) {
+    if (absl::Status inside = RequireInside("task_public"); !inside.ok()) return inside;
+    Record* self = Current();
+    MutexLock lock(&mu_);
+    Record* target = current ? self : Lookup(name);
+    if (target == nullptr) {
+      return current ? NoCurrentTask("task_public()") : UnknownTask("task_public", name);
+    }
+    target->is_public = true;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::string> CurrentName() {
+    Record* self = Current();
+    if (self == nullptr) return NoCurrentTask("task_getname()");
+    return self->name;
+  }
+
+  bool Exists(absl::string_view name) {
+    MutexLock lock(&mu_);
+    return Lookup(name) != nullptr;
+  }
+
+  size_t task_count() {
+    MutexLock lock(&mu_);
+    return live_.size();
+  }
+
+  // ---- kill ----
+
+  absl::Status Kill(absl::string_view name, bool current, bool late) {
+    const char* what = late ? "task_late_kill" : "task_kill";
+    if (absl::Status inside = RequireInside(what); !inside.ok()) return inside;
+    Record* self = Current();
+    std::vector<Parker*> wake;
+    bool kill_self = false;
+    {
+      MutexLock lock(&mu_);
+      Record* target = current ? self : Lookup(name);
+      if (target == nullptr) {
+        return current ? NoCurrentTask(what) : UnknownTask(what, name);
+      }
+      if (late && target->waiting != WaitKind::kPause) {
+        target->late_kill = true;  // when it next pauses
+        return absl::OkStatus();
+      }
+      KillLocked(*target, wake);
+      kill_self = target == self;
+    }
+    for (Parker* parker : wake) parker->Unpark();
+    if (kill_self) throw TaskKilled{};
+    return absl::OkStatus();
+  }
+
+  // ---- switch and co-routines ----
+
+  absl::Status SwitchTo(absl::string_view name) {
+    if (absl::Status inside = RequireInside("task_switch"); !inside.ok()) return inside;
+    Record* self = Current();
+    if (self == nullptr) return NoCurrentTask("task_switch");
+    std::shared_ptr<Record> target;
+    {
+      MutexLock lock(&mu_);
+      Record* found = Lookup(name);
+      if (found == nullptr) return UnknownTask("task_switch", name);
+      if (found == self) {
+        return absl::InvalidArgumentError("task_switch: a task cannot switch to itself");
+      }
+      target = live_[found->id];
+    }
+    SwitchToRecord(self, *target);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<Value> CoCall(absl::string_view name) {
+    if (absl::Status inside = RequireInside("task_co_call"); !inside.ok()) return inside;
+    Record* self = Current();
+    if (self == nullptr) return NoCurrentTask("task_co_call");
+    std::shared_ptr<Record> target;
+    {
+      MutexLock lock(&mu_);
+      Record* found = Lookup(name);
+      if (found == nullptr) return UnknownTask("task_co_call", name);
+      if (found == self) {
+        return absl::InvalidArgumentError("task_co_call: a task cannot co-call itself");
+      }
+      if (std::shared_ptr<Record> busy = found->co_caller.lock()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "task_co_call: task '", name, "' is already in a co-routine call from '",
+            Describe(*busy), "'"));
+      }
+      target = live_[found->id];
+      target->co_caller = live_[self->id];
+      self->co_callee = target;
+      self->co_result.reset();
+    }
+    SwitchToRecord(self, *target);
+    MutexLock lock(&mu_);
+    absl::StatusOr<Value> result =
+        self->co_result.has_value()
+            ? *std::move(self->co_result)
+            : absl::FailedPreconditionError(absl::StrCat(
+                  "task_co_call: continued before task '", name, "' called task_co_return"));
+    if (target->co_caller.lock().get() == self) target->co_caller.reset();
+    self->co_callee.reset();
+    self->co_result.reset();
+    return result;
+  }
+
+  absl::Status CoReturn(Value value) {
+    if (absl::Status inside = RequireInside("task_co_return"); !inside.ok()) return inside;
+    Record* self = Current();
+    if (self == nullptr) return NoCurrentTask("task_co_return");
+    std::shared_ptr<Record> target;
+    {
+      MutexLock lock(&mu_);
+      std::shared_ptr<Record> caller = self->co_caller.lock();
+      if (caller != nullptr && !caller->finished && caller->co_callee.lock().get() == self) {
+        caller->co_result = std::move(value);
+        self->co_caller.reset();
+        target = std::move(caller);
+      } else if (!self->co_default.empty()) {
+        Record* fallback = Lookup(self->co_default);
+        if (fallback == nullptr) {
+          return UnknownTask("task_co_return (default task)", self->co_default);
+        }
+        target = live_[fallback->id];
+      } else {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "task_co_return: task '", Describe(*self),
+            "' was not entered through task_co_call and has no default task "
+            "(task_co_setdefault)"));
+      }
+    }
+    SwitchToRecord(self, *target);
+    return absl::OkStatus();
+  }
+
+  absl::Status SetCoReturnDefault(absl::string_view name, absl::string_view default_task) {
+    if (absl::Status inside = RequireInside("task_co_setdefault"); !inside.ok()) return inside;
+    MutexLock lock(&mu_);
+    Record* target = Lookup(name);
+    if (target == nullptr) return UnknownTask("task_co_setdefault", name);
+    target->co_default = std::string(default_task);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<Value> Eval(Code code, std::shared_ptr<Context> context) {
+    if (!code) return absl::InvalidArgumentError("task_eval: the code is empty");
+    Record* self = Current();
+    absl::StatusOr<Value> result = absl::UnknownError("task_eval: no result");
+    Parker done;
+    // Registered before the task can run: it delivers into these.
+    auto record = std::make_shared<Record>();
+    record->owner = this;
+    record->code = std::move(code);
+    record->context =
+        context != nullptr ? std::move(context) : (self != nullptr ? self->context : root_context_);
+    record->eval_result = &result;
+    record->eval_parker = &done;
+    {
+      MutexLock lock(&mu_);
+      record->id = ++last_id_;
+      live_[record->id] = record;
+      if (self != nullptr) {
+        self->waiting = WaitKind::kEval;
+        self->wait_parker = &done;
+      }
+    }
+    absl::Status scheduled = scheduler_.Schedule(
+        [impl = shared_from_this(), record] { impl->RunTask(record); });
+    if (!scheduled.ok()) {
+      MutexLock lock(&mu_);
+      Forget(*record);
+      if (self != nullptr) {
+        self->waiting = WaitKind::kNone;
+        self->wait_parker = nullptr;
+      }
+      return scheduled;
+    }
+    done.Park();
+    if (self != nullptr) {
+      {
+        MutexLock lock(&mu_);
+        self->waiting = WaitKind::kNone;
+        self->wait_parker = nullptr;
+      }
+      ResumePoint(self);
+    }
+    return result;
+  }
+
+  absl::Status YieldCurrent() {
+    Record* self = Current();
+    if (self == nullptr) return NoCurrentTask("Yield()");
+    taskrt::Yield();
+    ResumePoint(self);
+    return absl::OkStatus();
+  }
+
+  // Kills every live task (the runtime handle is going away).
+  void KillAll() {
+    std::vector<Parker*> wake;
+    {
+      MutexLock lock(&mu_);
+      for (auto& [id, record] : live_) {
+        if (!record->killed) KillLocked(*record, wake);
+      }
+    }
+    for (Parker* parker : wake) parker->Unpark();
+  }
+
+ private:
+  // The current task of this runtime, or null (outside any task, or in a
+  // task of another runtime or none).
+  Record* Current() const {
+    if (!scheduler_.IsCurrentThreadOwned()) return nullptr;
+    auto* record = static_cast<Record*>(CurrentExecutionContext().task_local());
+    return record != nullptr && record->owner == this ? record : nullptr;
+  }
+
+  absl::Status RequireInside(const char* what) const {
+    if (scheduler_.IsCurrentThreadOwned()) return absl::OkStatus();
+    return absl::PermissionDeniedError(absl::StrCat(
+        what, ": called from outside the runtime; from outside only task_create, task_check, "
+              "task_eval and task_continue of a public task are allowed"));
+  }
+
+  static absl::Status NoCurrentTask(const char* what) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, " needs a current task: call it from a task of this runtime"));
+  }
+  static absl::Status UnknownTask(const char* what, absl::string_view name) {
+    return absl::NotFoundError(absl::StrCat(what, ": no live task named '", name, "'"));
+  }
+  static std::string Describe(const Record& record) {
+    return record.name.empty() ? absl::StrCat("#", record.id) : record.name;
+  }
+
+  Record* Lookup(absl::string_view name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (name.empty()) return nullptr;
+    auto it = names_.find(std::string(name));
+    return it == names_.end() ? nullptr : it->second.get();
+  }
+
+  void Forget(Record& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    gate_.erase(std::remove(gate_.begin(), gate_.end(), &record), gate_.end());
+    if (!record.name.empty()) {
+      auto it = names_.find(record.name);
+      if (it != names_.end() && it->second.get() == &record) names_.erase(it);
+    }
+    live_.erase(record.id);
+  }
+
+  // Continues `record`: returns its pause's Parker to unpark, or leaves a
+  // pending wake-up for its next pause (so a continue that comes first,
+  // such as an outside event racing the pause, is not lost).
+  static Parker* WakeLocked(Record& record) {
+    record.pause_requested = false;
+    if (record.waiting == WaitKind::kPause) return TakeWaiter(record);
+    record.wake_pending = true;
+    return nullptr;
+  }
+
+  static Parker* TakeWaiter(Record& record) {
+    Parker* parker = record.wait_parker;
+    record.wait_parker = nullptr;
+    record.waiting = WaitKind::kNone;
+    return parker;
+  }
+
+  // Clears SYSTEM and releases the tasks held back at the gate, in the
+  // order they arrived there.
+  void ClearSystem(std::vector<Parker*>& wake) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    system_ = nullptr;
+    for (Record* record : gate_) {
+      if (record->waiting == WaitKind::kGate) wake.push_back(TakeWaiter(*record));
+    }
+    gate_.clear();
+  }
+
+  // Marks `record` killed, frees its name, ends its SYSTEM flag and answers
+  // its co-routine caller; a waiting task is woken to unwind.
+  void KillLocked(Record& record, std::vector<Parker*>& wake)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    record.killed = true;
+    if (!record.name.empty()) {
+      auto it = names_.find(record.name);
+      if (it != names_.end() && it->second.get() == &record) names_.erase(it);
+    }
+    if (system_ == &record) ClearSystem(wake);
+    AnswerCoCaller(record, absl::AbortedError(absl::StrCat(
+                               "task_co_call: task '", Describe(record), "' was killed")),
+                   wake);
+    if (record.waiting != WaitKind::kNone && record.waiting != WaitKind::kEval) {
+      wake.push_back(TakeWaiter(record));
+    }
+  }
+
+  // A task that will not co_return any more: its caller gets `error`.
+  void AnswerCoCaller(Record& record, absl::Status error, std::vector<Parker*>& wake)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::shared_ptr<Record> caller = record.co_caller.lock();
+    record.co_caller.reset();
+    if (caller == nullptr || caller->co_callee.lock().get() != &record) return;
+    caller->co_result = std::move(error);
+    if (caller->waiting == WaitKind::kPause) wake.push_back(TakeWaiter(*caller));
+  }
+
+  // After any wait of this module: dies if killed, pauses if asked to, and
+  // waits while another task holds SYSTEM.
+  void ResumePoint(Record* self) {
+    while (true) {
+      Parker gate;
+      bool gated = false;
+      {
+        MutexLock lock(&mu_);
+        if (self->killed) throw TaskKilled{};
+        if (self->pause_requested) {
+          self->pause_requested = false;
+        } else if (system_ == nullptr || system_ == self) {
+          return;
+        } else {
+          gated = true;
+          self->waiting = WaitKind::kGate;
+          self->wait_parker = &gate;
+          gate_.push_back(self);
+        }
+      }
+      if (!gated) {
+        PauseSelf(self);
+        return;
+      }
+      gate.Park();
+    }
+  }
+
+  // Pauses the current task until continued; dies first if a late kill is
+  // pending, and drops SYSTEM.
+  void PauseSelf(Record* self) {
+    Parker parker;
+    std::vector<Parker*> wake;
+    bool dies = false;
+    bool woken_already = false;
+    {
+      MutexLock lock(&mu_);
+      if (self->late_kill || self->killed) {
+        if (!self->killed) KillLocked(*self, wake);
+        dies = true;
+      } else {
+        if (system_ == self) ClearSystem(wake);
+        if (self->wake_pending) {
+          self->wake_pending = false;
+          woken_already = true;
+        } else {
+          self->waiting = WaitKind::kPause;
+          self->wait_parker = &parker;
+        }
+      }
+    }
+    for (Parker* p : wake) p->Unpark();
+    if (dies) throw TaskKilled{};
+    if (!woken_already) parker.Park();
+    ResumePoint(self);
+  }
+
+  // Pauses `self` and continues `target` as one step: SYSTEM keeps every
+  // other task out between the two.
+  void SwitchToRecord(Record* self, Record& target) {
+    Parker* wake = nullptr;
+    {
+      MutexLock lock(&mu_);
+      system_ = self;
+      wake = WakeLocked(target);
+    }
+    if (wake != nullptr) wake->Unpark();
+    PauseSelf(self);
+  }
+
+  void RunTask(const std::shared_ptr<Record>& record) {
+    CurrentExecutionContext().set_task_local(record.get());
+    absl::StatusOr<Value> outcome = Value();
+    try {
+      {
+        MutexLock lock(&mu_);
+        record->started = true;
+      }
+      ResumePoint(record.get());
+      outcome = record->code(*record->context);
+    } catch (const TaskKilled&) {
+      outcome = absl::AbortedError(absl::StrCat("task '", Describe(*record), "' was killed"));
+    }
+    std::vector<Parker*> wake;
+    {
+      MutexLock lock(&mu_);
+      record->finished = true;
+      if (system_ == record.get()) ClearSystem(wake);
+      AnswerCoCaller(*record,
+                     absl::AbortedError(absl::StrCat("task_co_call: task '", Describe(*record),
+                                                     "' ended without task_co_return")),
+                     wake);
+      if (record->eval_result != nullptr) {
+        *record->eval_result = std::move(outcome);
+        wake.push_back(record->eval_parker);
+      }
+      Forget(*record);
+    }
+    CurrentExecutionContext().set_task_local(nullptr);
+    for (Parker* parker : wake) parker->Unpark();
+  }
+
+  Scheduler& scheduler_;
+  const std::shared_ptr<Context> root_context_ = std::make_shared<Context>();
+  Mutex mu_;
+  uint64_t last_id_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, std::shared_ptr<Record>> names_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::shared_ptr<Record>> live_ ABSL_GUARDED_BY(mu_);
+  Record* system_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::vector<Record*> gate_ ABSL_GUARDED_BY(mu_);  // held back by SYSTEM, in arrival order
+};
+
+absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(Scheduler& scheduler) {
+  if (scheduler.name() != "cooperative") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "spl: the task module runs on the cooperative scheduler, not on ", scheduler.name()));
+  }
+  return std::unique_ptr<Runtime>(new Runtime(std::make_shared<Impl>(scheduler)));
+}
+
+Runtime::Runtime(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Runtime::~Runtime() { impl_->KillAll(); }
+
+absl::Status Runtime::CreateTask(absl::string_view name, Code code,
+                                 std::shared_ptr<Context> context) {
+  if (name.empty()) {
+    return absl::InvalidArgumentError(
+        "task_create: an empty name; use CreateUnnamedTask for a task without a name");
+  }
+  return impl_->Create(name, std::move(code), std::move(context)).status();
+}
+absl::Status Runtime::CreateUnnamedTask(Code code, std::shared_ptr<Context> context) {
+  return impl_->Create("", std::move(code), std::move(context)).status();
+}
+absl::Status Runtime::Pause() { return impl_->PauseCurrent(); }
+absl::Status Runtime::Pause(absl::string_view name) { return impl_->PauseNamed(name); }
+absl::Status Runtime::Continue() { return impl_->ContinueCurrent(); }
+absl::Status Runtime::Continue(absl::string_view name) { return impl_->ContinueNamed(name); }
+absl::Status Runtime::SetSystem() { return impl_->SetSystem("", true); }
+absl::Status Runtime::SetSystem(absl::string_view name) { return impl_->SetSystem(name, false); }
+absl::Status Runtime::SetPublic() { return impl_->SetPublic("", true); }
+absl::Status Runtime::SetPublic(absl::string_view name) { return impl_->SetPublic(name, false); }
+absl::StatusOr<std::string> Runtime::CurrentName() const { return impl_->CurrentName(); }
+bool Runtime::Exists(absl::string_view name) const { return impl_->Exists(name); }
+absl::Status Runtime::Kill() { return impl_->Kill("", true, false); }
+absl::Status Runtime::Kill(absl::string_view name) { return impl_->Kill(name, false, false); }
+absl::Status Runtime::LateKill() { return impl_->Kill("", true, true); }
+absl::Status Runtime::LateKill(absl::string_view name) { return impl_->Kill(name, false, true); }
+absl::Status Runtime::SwitchTo(absl::string_view name) { return impl_->SwitchTo(name); }
+absl::StatusOr<Value> Runtime::CoCall(absl::string_view name) { return impl_->CoCall(name); }
+absl::Status Runtime::CoReturn(Value value) { return impl_->CoReturn(std::move(value)); }
+absl::Status Runtime::SetCoReturnDefault(absl::string_view name,
+                                         absl::string_view default_task) {
+  return impl_->SetCoReturnDefault(name, default_task);
+}
+absl::StatusOr<Value> Runtime::Eval(Code code, std::shared_ptr<Context> context) {
+  return impl_->Eval(std::move(code), std::move(context));
+}
+absl::Status Runtime::Yield() { return impl_->YieldCurrent(); }
+size_t Runtime::task_count() const { return impl_->task_count(); }
+
+}  // namespace taskrt::spl

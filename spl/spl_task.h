@@ -1,0 +1,180 @@
+#ifndef TASKRT_SPL_SPL_TASK_H_
+#define TASKRT_SPL_SPL_TASK_H_
+
+// SPL's task module (seed: shared/seeds/004) in C++: named cooperative
+// tasks with pause and continue, a SYSTEM flag, public tasks, kill and late
+// kill, switch, co-routine calls and eval.
+//
+// Mapping from SPL
+//   task_create(name, code, ctx)   Runtime::CreateTask(name, code, ctx)
+//                                  (CreateUnnamedTask for an undefined name)
+//   task_pause(name)               Pause(name)      task_pause()      Pause()
+//   task_continue(name)            Continue(name)   task_continue()   Continue()
+//   task_system(name)              SetSystem(name)  task_system()     SetSystem()
+//   task_public(name)              SetPublic(name)  task_public()     SetPublic()
+//   task_getname()                 CurrentName()
+//   task_check(name)               Exists(name)
+//   task_kill(name)                Kill(name)       task_kill()       Kill()
+//   task_late_kill(name)           LateKill(name)   task_late_kill()  LateKill()
+//   task_switch(name)              SwitchTo(name)
+//   task_co_call(name)             CoCall(name)
+//   task_co_return(retval)         CoReturn(value)
+//   task_co_setdefault(name, def)  SetCoReturnDefault(name, def)
+//   task_eval(code, ctx)           Eval(code, ctx)
+//
+// Where it runs
+//   On the cooperative scheduler (schedulers/cooperative) only: every task
+//   is one of its stackful tasks, and all of them share its thread, as SPL
+//   tasks share the interpreter. Create() refuses any other scheduler.
+//
+// Tasks and code
+//   Code is a callable taking the Context it runs in and returning a Value.
+//   Empty code is refused at creation (SPL reports a compile error there).
+//   Without a context the code gets its creator's (the runtime's root
+//   context when created from outside any task). A task's name is freed
+//   when it ends or is killed; a live duplicate is refused. An unnamed task
+//   runs but cannot be addressed.
+//
+// Values
+//   Value carries null, integer, float or string: what co_call, co_return
+//   and eval hand over.
+//
+// Pausing and continuing
+//   Pause() suspends the current task until Continue(name) (or an outside
+//   Continue of a public task). Pause(name) on another task makes it pause
+//   at its next suspension point of this module. Continue(name) of a task
+//   that is not paused is remembered: its next pause returns at once, so a
+//   wake-up that races the pause (an outside event, a co_call to a task
+//   still starting) is never lost. Continue() with no name clears the
+//   current task's SYSTEM flag.
+//
+// SYSTEM
+//   While one task has the flag, no other task of this runtime runs user
+//   code: tasks woken meanwhile wait at their next suspension point of this
+//   module (pause, switch, co_call, co_return, eval, Yield) until it is
+//   cleared by Continue(), Pause() or Kill() of the holder. A task blocked
+//   in a channel call when the flag is taken finishes that call first.
+//
+// Public tasks
+//   From outside the runtime (another OS thread, an external event) only
+//   Continue(name) of a task marked public is allowed, plus CreateTask,
+//   Exists and Eval; anything else is kPermissionDenied.
+//
+// Kill and late kill
+//   Kill() of the current task ends it at once: it unwinds its stack (with
+//   an internal exception that task code must not swallow; catch (...)
+//   blocks must rethrow). Kill(name) of another task frees its name at
+//   once and ends it at its next suspension point of this module (at once
+//   if it is paused or has not started). A task waiting in CoCall() for a
+//   killed task gets kAborted. LateKill(name) kills the task when it next
+//   pauses, or at once if it is paused already.
+//
+// Co-routine calls
+//   CoCall(name) switches to the task and returns the Value it passes to
+//   CoReturn(). CoReturn() by a task not entered through CoCall() switches
+//   to its default task (SetCoReturnDefault), dropping the value; with no
+//   default it is kFailedPrecondition and nothing happens. CoCall returns
+//   kFailedPrecondition if the caller is continued before the callee
+//   returns, and kAborted if the callee is killed.
+//
+// Errors: kNotFound for unknown or dead names, kAlreadyExists for a live
+// duplicate, kInvalidArgument for empty code or switching to oneself,
+// kFailedPrecondition for calls that need a current task from outside one,
+// kPermissionDenied for the public rule. Nothing aborts.
+//
+// Thread safety: calls from the runtime's tasks run on its thread; the
+// outside calls listed above are thread-safe.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <variant>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/scheduler.h"
+
+namespace taskrt::spl {
+
+// null, integer, float or string.
+class Value {
+ public:
+  Value() = default;
+  Value(int64_t i) : value_(i) {}  // NOLINT: implicit, as SPL converts
+  Value(int i) : value_(int64_t{i}) {}  // NOLINT
+  Value(double d) : value_(d) {}  // NOLINT
+  Value(std::string s) : value_(std::move(s)) {}  // NOLINT
+  Value(const char* s) : value_(std::string(s)) {}  // NOLINT
+
+  bool is_null() const { return std::holds_alternative<std::monostate>(value_); }
+  bool is_int() const { return std::holds_alternative<int64_t>(value_); }
+  bool is_float() const { return std::holds_alternative<double>(value_); }
+  bool is_string() const { return std::holds_alternative<std::string>(value_); }
+  int64_t as_int() const { return is_int() ? std::get<int64_t>(value_) : 0; }
+  double as_float() const { return is_float() ? std::get<double>(value_) : 0.0; }
+  const std::string& as_string() const;
+  std::string DebugString() const;
+
+  friend bool operator==(const Value& a, const Value& b) { return a.value_ == b.value_; }
+
+ private:
+  std::variant<std::monostate, int64_t, double, std::string> value_;
+};
+
+// The variables a task's code runs with; shared between the tasks given the
+// same context.
+struct Context {
+  absl::flat_hash_map<std::string, Value> variables;
+};
+
+using Code = std::function<Value(Context&)>;
+
+class Runtime {
+ public:
+  // `scheduler` must be a cooperative scheduler and outlive the runtime.
+  static absl::StatusOr<std::unique_ptr<Runtime>> Create(Scheduler& scheduler);
+  ~Runtime();
+
+  absl::Status CreateTask(absl::string_view name, Code code,
+                          std::shared_ptr<Context> context = nullptr);
+  absl::Status CreateUnnamedTask(Code code, std::shared_ptr<Context> context = nullptr);
+
+  absl::Status Pause();
+  absl::Status Pause(absl::string_view name);
+  absl::Status Continue();
+  absl::Status Continue(absl::string_view name);
+  absl::Status SetSystem();
+  absl::Status SetSystem(absl::string_view name);
+  absl::Status SetPublic();
+  absl::Status SetPublic(absl::string_view name);
+  absl::StatusOr<std::string> CurrentName() const;
+  bool Exists(absl::string_view name) const;
+  absl::Status Kill();
+  absl::Status Kill(absl::string_view name);
+  absl::Status LateKill();
+  absl::Status LateKill(absl::string_view name);
+  absl::Status SwitchTo(absl::string_view name);
+  absl::StatusOr<Value> CoCall(absl::string_view name);
+  absl::Status CoReturn(Value value);
+  absl::Status SetCoReturnDefault(absl::string_view name, absl::string_view default_task);
+  absl::StatusOr<Value> Eval(Code code, std::shared_ptr<Context> context = nullptr);
+
+  // Lets the other tasks run (and honours SYSTEM and pending pauses).
+  absl::Status Yield();
+
+  // Live tasks, named or not.
+  size_t task_count() const;
+
+  class Impl;
+
+ private:
+  explicit Runtime(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;  // shared with the tasks, which may outlive this handle
+};
+
+}  // namespace taskrt::spl
+
+#endif  // TASKRT_SPL_SPL_TASK_H_

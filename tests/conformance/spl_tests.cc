@@ -1,0 +1,556 @@
+// Conformance group: SPL's task module (spl/spl_task.h), one test per
+// sentence of the seed (shared/seeds/004) and the edge cases of issue 7.
+// All tasks of a runtime share the cooperative scheduler's thread, so the
+// order they log in is the order they ran in.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gtest/gtest.h"
+#include "spl/spl_task.h"
+#include "tests/conformance/conformance.h"
+
+namespace taskrt::conformance {
+namespace {
+
+using spl::Context;
+using spl::Runtime;
+using spl::Value;
+
+class SplConformance : public ConformanceTest {
+ protected:
+  void SetUp() override {
+    ConformanceTest::SetUp();
+    if (IsSkipped()) return;
+    absl::StatusOr<std::unique_ptr<Runtime>> runtime = Runtime::Create(*scheduler_);
+    ASSERT_TRUE(runtime.ok()) << runtime.status();
+    runtime_ = *std::move(runtime);
+  }
+  void TearDown() override {
+    runtime_.reset();  // kills what is left, so the scheduler can drain
+    ConformanceTest::TearDown();
+  }
+
+  // Appends to the log; only tasks call it, all on the scheduler's thread.
+  void Log(std::string entry) { log_.push_back(std::move(entry)); }
+  std::string LogLine() const { return absl::StrJoin(log_, " "); }
+
+  // Creates a task whose code is `body`, asserting success.
+  void Spawn(const std::string& name, std::function<void()> body) {
+    ASSERT_TRUE(runtime_
+                    ->CreateTask(name,
+                                 [body = std::move(body)](Context&) {
+                                   body();
+                                   return Value();
+                                 })
+                    .ok());
+  }
+
+  std::unique_ptr<Runtime> runtime_;
+  std::vector<std::string> log_;
+  Notification done_;
+};
+
+// "This function creates a new task. The 1st parameter is the name ... the
+// 2nd is the program code ... The third option is the context in which the
+// task should be executed."
+TEST_P(SplConformance, CreateRunsTheCodeInTheGivenContext) {
+  auto context = std::make_shared<Context>();
+  context->variables["greeting"] = Value("hello");
+  ASSERT_TRUE(runtime_
+                  ->CreateTask("greeter",
+                               [&](Context& ctx) {
+                                 Log(ctx.variables["greeting"].as_string());
+                                 EXPECT_EQ(*runtime_->CurrentName(), "greeter");
+                                 done_.Notify();
+                                 return Value();
+                               },
+                               context)
+                  .ok());
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "hello");
+}
+
+// "The 2nd parameter will be compiled when executing the function": empty
+// code is refused at create time.
+TEST_P(SplConformance, EmptyCodeIsRefusedAtCreate) {
+  absl::Status status = runtime_->CreateTask("nothing", spl::Code());
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_FALSE(runtime_->Exists("nothing"));
+}
+
+// "If the task name is undefined, the task won't have a name attached to it
+// and it won't be possible to access it later."
+TEST_P(SplConformance, AnUnnamedTaskRunsButCannotBeAddressed) {
+  ASSERT_TRUE(runtime_
+                  ->CreateUnnamedTask([&](Context&) {
+                    Log(absl::StrCat("name='", *runtime_->CurrentName(), "'"));
+                    EXPECT_FALSE(runtime_->Exists(""));
+                    EXPECT_EQ(runtime_->Continue("").code(), absl::StatusCode::kNotFound);
+                    done_.Notify();
+                    return Value();
+                  })
+                  .ok());
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "name=''");
+}
+
+// "If the context is omitted, the task will run in the same context as the
+// function which called this function."
+TEST_P(SplConformance, WithoutAContextTheCodeGetsItsCreators) {
+  auto context = std::make_shared<Context>();
+  context->variables["x"] = Value(7);
+  ASSERT_TRUE(runtime_
+                  ->CreateTask("parent",
+                               [&](Context& ctx) {
+                                 ctx.variables["x"] = Value(8);
+                                 EXPECT_TRUE(runtime_
+                                                 ->CreateTask("child",
+                                                              [&](Context& inherited) {
+                                                                Log(inherited.variables["x"]
+                                                                        .DebugString());
+                                                                done_.Notify();
+                                                                return Value();
+                                                              })
+                                                 .ok());
+                                 return Value();
+                               },
+                               context)
+                  .ok());
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "8");
+  EXPECT_EQ(context->variables["x"], Value(8)) << "the very same context, shared";
+}
+
+TEST_P(SplConformance, ADuplicateLiveNameIsRefusedAndFreedWhenTheTaskEnds) {
+  Spawn("worker", [&] {
+    absl::Status duplicate = runtime_->CreateTask("worker", [](Context&) { return Value(); });
+    EXPECT_EQ(duplicate.code(), absl::StatusCode::kAlreadyExists) << duplicate;
+    Log("first");
+  });
+  Spawn("after", [&] {
+    // "worker" ended before this task started (FIFO order): its name is free.
+    EXPECT_FALSE(runtime_->Exists("worker"));
+    EXPECT_TRUE(runtime_
+                    ->CreateTask("worker",
+                                 [&](Context&) {
+                                   Log("second");
+                                   done_.Notify();
+                                   return Value();
+                                 })
+                    .ok());
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "first second");
+}
+
+// "This function pauses the specified task until it is woken up by
+// task_continue()." "If the task name is omitted, the current task will be
+// affected."
+TEST_P(SplConformance, PauseWaitsForContinue) {
+  Spawn("sleeper", [&] {
+    Log("sleeper pauses");
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("sleeper continued");
+    done_.Notify();
+  });
+  Spawn("waker", [&] {
+    Log("waker runs");
+    EXPECT_TRUE(runtime_->Continue("sleeper").ok());
+    Log("waker done");
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "sleeper pauses waker runs waker done sleeper continued");
+}
+
+// task_pause(name) on another task: it pauses at its next suspension point.
+TEST_P(SplConformance, PausingAnotherTaskStopsItAtItsNextSuspensionPoint) {
+  Spawn("busy", [&] {
+    Log("busy 1");
+    EXPECT_TRUE(runtime_->Yield().ok());  // paused here by "boss"
+    Log("busy 2");
+    done_.Notify();
+  });
+  Spawn("boss", [&] {
+    EXPECT_TRUE(runtime_->Pause("busy").ok());
+    EXPECT_TRUE(runtime_->Yield().ok());
+    EXPECT_TRUE(runtime_->Yield().ok());
+    Log("boss continues busy");
+    EXPECT_TRUE(runtime_->Continue("busy").ok());
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "busy 1 boss continues busy busy 2");
+}
+
+// "This function sets the SYSTEM flag ... the scheduler will not schedule
+// any other task until the system flag is removed again using
+// task_continue() ..." and "It also can be used to remove the SYSTEM flag
+// from the current task."
+TEST_P(SplConformance, SystemFlagHoldsOtherTasksUntilContinue) {
+  Spawn("other", [&] {
+    Log("other paused");
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("other runs");
+  });
+  Spawn("system", [&] {
+    EXPECT_TRUE(runtime_->SetSystem().ok());
+    EXPECT_TRUE(runtime_->Continue("other").ok());  // woken, but held back
+    for (int i = 1; i <= 3; ++i) {
+      EXPECT_TRUE(runtime_->Yield().ok());
+      Log(absl::StrCat("system ", i));
+    }
+    EXPECT_TRUE(runtime_->Continue().ok());  // clears SYSTEM
+    EXPECT_TRUE(runtime_->Yield().ok());
+    Log("system after");
+    done_.Notify();
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "other paused system 1 system 2 system 3 other runs system after")
+      << "no other task ran while SYSTEM was set";
+}
+
+// "... or the task is paused (task_pause()) or killed (task_kill())."
+TEST_P(SplConformance, SystemFlagEndsWithPauseAndWithKill) {
+  Spawn("a", [&] {
+    Log("a waits");
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("a after pause-of-system");
+    Spawn("killer", [&] {
+      EXPECT_TRUE(runtime_->SetSystem().ok());
+      EXPECT_TRUE(runtime_->Continue("a").ok());
+      EXPECT_TRUE(runtime_->Yield().ok());
+      Log("killer dies");
+      (void)runtime_->Kill();  // ends SYSTEM
+      ADD_FAILURE() << "code after task_kill() ran";
+    });
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("a after kill-of-system");
+    done_.Notify();
+  });
+  Spawn("pauser", [&] {
+    EXPECT_TRUE(runtime_->SetSystem().ok());
+    EXPECT_TRUE(runtime_->Continue("a").ok());
+    EXPECT_TRUE(runtime_->Yield().ok());
+    Log("pauser pauses");
+    EXPECT_TRUE(runtime_->Pause().ok());  // ends SYSTEM; never continued
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(),
+            "a waits pauser pauses a after pause-of-system killer dies a after kill-of-system");
+}
+
+// "This function is used to set the PUBLIC flag on a task. This is e.g.
+// needed when the task should be woken up by WebSPL" — only public tasks can
+// be continued from outside the runtime.
+TEST_P(SplConformance, OnlyPublicTasksCanBeContinuedFromOutside) {
+  Notification first_pause;
+  Notification second_pause;
+  Spawn("private", [&] {
+    Log("private pauses");
+    first_pause.Notify();
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("private continued");
+    EXPECT_TRUE(runtime_->SetPublic().ok());
+    second_pause.Notify();
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("public continued");
+    done_.Notify();
+  });
+  ASSERT_TRUE(first_pause.WaitForNotification());
+  // From this thread, outside the runtime: refused while not public.
+  absl::Status refused = runtime_->Continue("private");
+  EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied) << refused;
+  // A task inside the runtime may continue it.
+  Spawn("insider", [&] { EXPECT_TRUE(runtime_->Continue("private").ok()); });
+  ASSERT_TRUE(second_pause.WaitForNotification());
+  // Public now: the outside continue is allowed (and not lost if it comes
+  // before the pause).
+  absl::Status allowed = runtime_->Continue("private");
+  EXPECT_TRUE(allowed.ok()) << allowed;
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "private pauses private continued public continued");
+}
+
+TEST_P(SplConformance, OperationsOtherThanContinueAreRefusedFromOutside) {
+  Spawn("target", [&] { EXPECT_TRUE(runtime_->Pause().ok()); });
+  EXPECT_EQ(runtime_->Pause("target").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(runtime_->Kill("target").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(runtime_->SwitchTo("target").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(runtime_->SetSystem("target").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(runtime_->CoCall("target").status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(runtime_->CoReturn(Value(1)).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(runtime_->CurrentName().status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// "Returns the name of the current task." / "Returns 1 if the specified
+// task exists and 0 otherwise."
+TEST_P(SplConformance, GetNameAndCheck) {
+  Spawn("named", [&] {
+    Log(*runtime_->CurrentName());
+    Log(runtime_->Exists("named") ? "1" : "0");
+    Log(runtime_->Exists("ghost") ? "1" : "0");
+    done_.Notify();
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "named 1 0");
+}
+
+// "This function kills the specified task. If the task name is omitted, the
+// current task will be affected."
+TEST_P(SplConformance, KillingTheCurrentTaskEndsItAtOnce) {
+  Spawn("suicidal", [&] {
+    Log("before");
+    (void)runtime_->Kill();
+    Log("after");
+  });
+  Spawn("observer", [&] {
+    Log(runtime_->Exists("suicidal") ? "alive" : "gone");
+    done_.Notify();
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "before gone");
+}
+
+TEST_P(SplConformance, KillingAnotherTaskFreesIt) {
+  Spawn("victim", [&] {
+    Log("victim pauses");
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("victim resumed");
+  });
+  Spawn("killer", [&] {
+    EXPECT_TRUE(runtime_->Kill("victim").ok());
+    Log(runtime_->Exists("victim") ? "alive" : "gone");
+    EXPECT_EQ(runtime_->Continue("victim").code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(runtime_->Kill("victim").code(), absl::StatusCode::kNotFound) << "dead task";
+    EXPECT_TRUE(runtime_->Yield().ok());  // let the victim unwind
+    Log(absl::StrCat("tasks=", runtime_->task_count()));
+    done_.Notify();
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "victim pauses gone tasks=1");
+}
+
+// "The task will be killed when becomes paused the next time ... If the task
+// is already paused, it will be killed immediately."
+TEST_P(SplConformance, LateKillOfAPausedTaskKillsAtOnce) {
+  Spawn("paused", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("paused resumed");
+  });
+  Spawn("killer", [&] {
+    EXPECT_TRUE(runtime_->LateKill("paused").ok());
+    Log(runtime_->Exists("paused") ? "alive" : "gone");
+    done_.Notify();
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "gone");
+}
+
+TEST_P(SplConformance, LateKillOfARunningTaskKillsItWhenItNextPauses) {
+  Spawn("worker", [&] {
+    Log("work 1");
+    EXPECT_TRUE(runtime_->Yield().ok());  // the late kill arrives meanwhile
+    Log("work 2");
+    (void)runtime_->Pause();
+    Log("after pause");
+  });
+  Spawn("killer", [&] {
+    EXPECT_TRUE(runtime_->LateKill("worker").ok());
+    Log(runtime_->Exists("worker") ? "still alive" : "gone");
+    EXPECT_TRUE(runtime_->Yield().ok());
+    EXPECT_TRUE(runtime_->Yield().ok());
+    Log(runtime_->Exists("worker") ? "still alive" : "gone");
+    done_.Notify();
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "work 1 still alive work 2 gone");
+}
+
+// "This function pauses the current task and wakes up the specified one."
+TEST_P(SplConformance, SwitchPausesTheCurrentTaskAndContinuesTheNamedOne) {
+  Spawn("b", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("b runs");
+    EXPECT_TRUE(runtime_->SwitchTo("a").ok());
+    Log("b again");
+    done_.Notify();
+  });
+  Spawn("a", [&] {
+    Log("a switches");
+    EXPECT_TRUE(runtime_->SwitchTo("b").ok());
+    Log("a back");
+    EXPECT_TRUE(runtime_->Continue("b").ok());
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "a switches b runs a back b again");
+}
+
+// "It is using task_system() to make the operation atomic": a third task
+// woken at the same time does not run between the two.
+TEST_P(SplConformance, SwitchIsAtomic) {
+  Spawn("bystander", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("bystander");
+  });
+  Spawn("target", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("target");
+    done_.Notify();
+  });
+  Spawn("switcher", [&] {
+    EXPECT_TRUE(runtime_->Continue("bystander").ok());  // ready before the target
+    EXPECT_TRUE(runtime_->SwitchTo("target").ok());
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_FALSE(log_.empty());
+  EXPECT_EQ(log_.back(), "target") << LogLine();
+}
+
+TEST_P(SplConformance, SwitchToAnUnknownNameFailsAndDoesNotPause) {
+  Spawn("lonely", [&] {
+    absl::Status status = runtime_->SwitchTo("nobody");
+    EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+    EXPECT_EQ(runtime_->SwitchTo("lonely").code(), absl::StatusCode::kInvalidArgument);
+    Log("still running");
+    done_.Notify();
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "still running");
+}
+
+// "when the specified task call task_co_return(), the calling task will be
+// woken up again and the parameter to task_co_return() will be returned".
+TEST_P(SplConformance, CoCallReturnsTheValueOfCoReturn) {
+  Spawn("callee", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    EXPECT_TRUE(runtime_->CoReturn(Value(42)).ok());
+    EXPECT_TRUE(runtime_->CoReturn(Value(2.5)).ok());
+    EXPECT_TRUE(runtime_->CoReturn(Value("text")).ok());
+    EXPECT_TRUE(runtime_->CoReturn(Value()).ok());
+  });
+  Spawn("caller", [&] {
+    for (int i = 0; i < 4; ++i) {
+      absl::StatusOr<Value> got = runtime_->CoCall("callee");
+      ASSERT_TRUE(got.ok()) << got.status();
+      Log(got->DebugString());
+    }
+    done_.Notify();
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "42 2.5 \"text\" null");
+}
+
+// "If the current task was not entered using this mechanism, control is
+// passed to the task specified by task_co_setdefault()".
+TEST_P(SplConformance, CoReturnWithoutACallerGoesToTheDefaultTask) {
+  Spawn("home", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("home continued");
+    done_.Notify();
+  });
+  Spawn("wanderer", [&] {
+    EXPECT_TRUE(runtime_->SetCoReturnDefault("wanderer", "home").ok());
+    Log("wanderer returns");
+    EXPECT_TRUE(runtime_->CoReturn(Value(1)).ok());
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "wanderer returns home continued");
+}
+
+// "... or a runtime error is triggered if no default has been defined."
+TEST_P(SplConformance, CoReturnWithoutACallerOrDefaultIsAnError) {
+  Spawn("orphan", [&] {
+    absl::Status status = runtime_->CoReturn(Value(1));
+    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+    Log("orphan continues");
+    done_.Notify();
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "orphan continues");
+}
+
+TEST_P(SplConformance, CoCallIntoATaskThatGetsKilledReturnsAborted) {
+  Spawn("callee", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("callee entered");
+    (void)runtime_->Kill();  // never co_returns
+  });
+  Spawn("caller", [&] {
+    absl::StatusOr<Value> got = runtime_->CoCall("callee");
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kAborted) << got.status();
+    Log("caller answered");
+    done_.Notify();
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "callee entered caller answered");
+}
+
+TEST_P(SplConformance, CoCallIntoATaskKilledByAThirdReturnsAborted) {
+  Spawn("callee", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("callee entered");
+    Spawn("killer", [&] {
+      Log("killer");
+      EXPECT_TRUE(runtime_->Kill("callee").ok());
+    });
+    EXPECT_TRUE(runtime_->Pause().ok());  // killed while paused here
+    ADD_FAILURE() << "a killed task resumed";
+  });
+  Spawn("caller", [&] {
+    absl::StatusOr<Value> got = runtime_->CoCall("callee");
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kAborted) << got.status();
+    Log("caller answered");
+    done_.Notify();
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "callee entered killer caller answered");
+}
+
+// "An eval, implemented as own task ... allows you to specify a different
+// function context in which the code should be executed."
+TEST_P(SplConformance, EvalRunsCodeAsItsOwnTaskAndReturnsItsValue) {
+  auto context = std::make_shared<Context>();
+  context->variables["n"] = Value(20);
+  Spawn("evaluator", [&] {
+    absl::StatusOr<Value> got = runtime_->Eval(
+        [&](Context& ctx) {
+          Log(absl::StrCat("eval task named '", *runtime_->CurrentName(), "'"));
+          return Value(ctx.variables["n"].as_int() + 1);
+        },
+        context);
+    ASSERT_TRUE(got.ok()) << got.status();
+    Log(got->DebugString());
+    done_.Notify();
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+  EXPECT_EQ(LogLine(), "eval task named '' 21");
+  // And from outside the runtime, blocking the calling thread.
+  absl::StatusOr<Value> outside = runtime_->Eval([](Context&) { return Value("out"); });
+  ASSERT_TRUE(outside.ok()) << outside.status();
+  EXPECT_EQ(outside->as_string(), "out");
+  EXPECT_EQ(runtime_->Eval(spl::Code()).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_P(SplConformance, UnknownNamesAreNotFound) {
+  Spawn("asker", [&] {
+    EXPECT_EQ(runtime_->Continue("ghost").code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(runtime_->Pause("ghost").code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(runtime_->Kill("ghost").code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(runtime_->LateKill("ghost").code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(runtime_->SetSystem("ghost").code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(runtime_->SetPublic("ghost").code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(runtime_->CoCall("ghost").status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(runtime_->SetCoReturnDefault("ghost", "x").code(), absl::StatusCode::kNotFound);
+    done_.Notify();
+  });
+  ASSERT_TRUE(done_.WaitForNotification());
+}
+
+INSTANTIATE_TEST_SUITE_P(Conformance, SplConformance, ::testing::ValuesIn(WorkerCounts()),
+                         WorkerCountName);
+
+}  // namespace
+}  // namespace taskrt::conformance
