@@ -27,10 +27,11 @@ class SplConformance : public ConformanceTest {
     if (IsSkipped()) return;
     absl::StatusOr<std::unique_ptr<Runtime>> runtime = Runtime::Create(*scheduler_);
     ASSERT_TRUE(runtime.ok()) << runtime.status();
-    runtime_ = *std::move(runtime);
+    owned_runtime_ = *std::move(runtime);
+    runtime_ = owned_runtime_.get();
   }
   void TearDown() override {
-    runtime_.reset();  // kills what is left, so the scheduler can drain
+    owned_runtime_.reset();  // kills what is left, so the scheduler can drain
     ConformanceTest::TearDown();
   }
 
@@ -38,20 +39,46 @@ class SplConformance : public ConformanceTest {
   void Log(std::string entry) { log_.push_back(std::move(entry)); }
   std::string LogLine() const { return absl::StrJoin(log_, " "); }
 
-  // Creates a task whose code is `body`, asserting success.
+  // Creates a task whose code is `body`. From inside the runtime it is
+  // created at once; from the test's thread it is created by Go(), with the
+  // others, in order, from one task, so the tasks start in the order they
+  // were spawned.
   void Spawn(const std::string& name, std::function<void()> body) {
-    ASSERT_TRUE(runtime_
-                    ->CreateTask(name,
-                                 [body = std::move(body)](Context&) {
-                                   body();
-                                   return Value();
-                                 })
-                    .ok());
+    spl::Code code = [body = std::move(body)](Context&) {
+      body();
+      return Value();
+    };
+    if (!scheduler_->IsCurrentThreadOwned()) {
+      to_create_.emplace_back(name, std::move(code));
+      return;
+    }
+    absl::Status created = runtime_->CreateTask(name, std::move(code));
+    EXPECT_TRUE(created.ok()) << created;
+  }
+  void Go() {
+    absl::StatusOr<Value> created = runtime_->Eval([&](Context&) {
+      for (auto& [name, code] : to_create_) {
+        absl::Status status = runtime_->CreateTask(name, std::move(code));
+        EXPECT_TRUE(status.ok()) << status;
+      }
+      return Value();
+    });
+    EXPECT_TRUE(created.ok()) << created.status();
+    to_create_.clear();
+  }
+  // Go(), then wait until a task calls done_.Notify().
+  bool RunAndWait() {
+    Go();
+    return done_.WaitForNotification();
   }
 
-  std::unique_ptr<Runtime> runtime_;
+  // Tasks read runtime_, which never changes after SetUp; TearDown
+  // destroys the runtime through the other pointer.
+  Runtime* runtime_ = nullptr;
+  std::unique_ptr<Runtime> owned_runtime_;
   std::vector<std::string> log_;
   Notification done_;
+  std::vector<std::pair<std::string, spl::Code>> to_create_;
 };
 
 // "This function creates a new task. The 1st parameter is the name ... the
@@ -70,7 +97,7 @@ TEST_P(SplConformance, CreateRunsTheCodeInTheGivenContext) {
                                },
                                context)
                   .ok());
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "hello");
 }
 
@@ -94,7 +121,7 @@ TEST_P(SplConformance, AnUnnamedTaskRunsButCannotBeAddressed) {
                     return Value();
                   })
                   .ok());
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "name=''");
 }
 
@@ -120,7 +147,7 @@ TEST_P(SplConformance, WithoutAContextTheCodeGetsItsCreators) {
                                },
                                context)
                   .ok());
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "8");
   EXPECT_EQ(context->variables["x"], Value(8)) << "the very same context, shared";
 }
@@ -143,7 +170,7 @@ TEST_P(SplConformance, ADuplicateLiveNameIsRefusedAndFreedWhenTheTaskEnds) {
                                  })
                     .ok());
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "first second");
 }
 
@@ -162,7 +189,7 @@ TEST_P(SplConformance, PauseWaitsForContinue) {
     EXPECT_TRUE(runtime_->Continue("sleeper").ok());
     Log("waker done");
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "sleeper pauses waker runs waker done sleeper continued");
 }
 
@@ -181,7 +208,7 @@ TEST_P(SplConformance, PausingAnotherTaskStopsItAtItsNextSuspensionPoint) {
     Log("boss continues busy");
     EXPECT_TRUE(runtime_->Continue("busy").ok());
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "busy 1 boss continues busy busy 2");
 }
 
@@ -207,7 +234,7 @@ TEST_P(SplConformance, SystemFlagHoldsOtherTasksUntilContinue) {
     Log("system after");
     done_.Notify();
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "other paused system 1 system 2 system 3 other runs system after")
       << "no other task ran while SYSTEM was set";
 }
@@ -237,7 +264,7 @@ TEST_P(SplConformance, SystemFlagEndsWithPauseAndWithKill) {
     Log("pauser pauses");
     EXPECT_TRUE(runtime_->Pause().ok());  // ends SYSTEM; never continued
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(),
             "a waits pauser pauses a after pause-of-system killer dies a after kill-of-system");
 }
@@ -259,23 +286,26 @@ TEST_P(SplConformance, OnlyPublicTasksCanBeContinuedFromOutside) {
     Log("public continued");
     done_.Notify();
   });
+  Go();
   ASSERT_TRUE(first_pause.WaitForNotification());
   // From this thread, outside the runtime: refused while not public.
   absl::Status refused = runtime_->Continue("private");
   EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied) << refused;
   // A task inside the runtime may continue it.
   Spawn("insider", [&] { EXPECT_TRUE(runtime_->Continue("private").ok()); });
+  Go();
   ASSERT_TRUE(second_pause.WaitForNotification());
   // Public now: the outside continue is allowed (and not lost if it comes
   // before the pause).
   absl::Status allowed = runtime_->Continue("private");
   EXPECT_TRUE(allowed.ok()) << allowed;
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "private pauses private continued public continued");
 }
 
 TEST_P(SplConformance, OperationsOtherThanContinueAreRefusedFromOutside) {
   Spawn("target", [&] { EXPECT_TRUE(runtime_->Pause().ok()); });
+  Go();
   EXPECT_EQ(runtime_->Pause("target").code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(runtime_->Kill("target").code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(runtime_->SwitchTo("target").code(), absl::StatusCode::kPermissionDenied);
@@ -294,7 +324,7 @@ TEST_P(SplConformance, GetNameAndCheck) {
     Log(runtime_->Exists("ghost") ? "1" : "0");
     done_.Notify();
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "named 1 0");
 }
 
@@ -310,7 +340,7 @@ TEST_P(SplConformance, KillingTheCurrentTaskEndsItAtOnce) {
     Log(runtime_->Exists("suicidal") ? "alive" : "gone");
     done_.Notify();
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "before gone");
 }
 
@@ -329,7 +359,7 @@ TEST_P(SplConformance, KillingAnotherTaskFreesIt) {
     Log(absl::StrCat("tasks=", runtime_->task_count()));
     done_.Notify();
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "victim pauses gone tasks=1");
 }
 
@@ -345,7 +375,7 @@ TEST_P(SplConformance, LateKillOfAPausedTaskKillsAtOnce) {
     Log(runtime_->Exists("paused") ? "alive" : "gone");
     done_.Notify();
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "gone");
 }
 
@@ -365,7 +395,7 @@ TEST_P(SplConformance, LateKillOfARunningTaskKillsItWhenItNextPauses) {
     Log(runtime_->Exists("worker") ? "still alive" : "gone");
     done_.Notify();
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "work 1 still alive work 2 gone");
 }
 
@@ -384,7 +414,7 @@ TEST_P(SplConformance, SwitchPausesTheCurrentTaskAndContinuesTheNamedOne) {
     Log("a back");
     EXPECT_TRUE(runtime_->Continue("b").ok());
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "a switches b runs a back b again");
 }
 
@@ -404,7 +434,7 @@ TEST_P(SplConformance, SwitchIsAtomic) {
     EXPECT_TRUE(runtime_->Continue("bystander").ok());  // ready before the target
     EXPECT_TRUE(runtime_->SwitchTo("target").ok());
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   ASSERT_FALSE(log_.empty());
   EXPECT_EQ(log_.back(), "target") << LogLine();
 }
@@ -417,7 +447,7 @@ TEST_P(SplConformance, SwitchToAnUnknownNameFailsAndDoesNotPause) {
     Log("still running");
     done_.Notify();
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "still running");
 }
 
@@ -439,7 +469,7 @@ TEST_P(SplConformance, CoCallReturnsTheValueOfCoReturn) {
     }
     done_.Notify();
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "42 2.5 \"text\" null");
 }
 
@@ -456,7 +486,7 @@ TEST_P(SplConformance, CoReturnWithoutACallerGoesToTheDefaultTask) {
     Log("wanderer returns");
     EXPECT_TRUE(runtime_->CoReturn(Value(1)).ok());
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "wanderer returns home continued");
 }
 
@@ -468,7 +498,7 @@ TEST_P(SplConformance, CoReturnWithoutACallerOrDefaultIsAnError) {
     Log("orphan continues");
     done_.Notify();
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "orphan continues");
 }
 
@@ -484,7 +514,7 @@ TEST_P(SplConformance, CoCallIntoATaskThatGetsKilledReturnsAborted) {
     Log("caller answered");
     done_.Notify();
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "callee entered caller answered");
 }
 
@@ -505,7 +535,7 @@ TEST_P(SplConformance, CoCallIntoATaskKilledByAThirdReturnsAborted) {
     Log("caller answered");
     done_.Notify();
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "callee entered killer caller answered");
 }
 
@@ -525,7 +555,7 @@ TEST_P(SplConformance, EvalRunsCodeAsItsOwnTaskAndReturnsItsValue) {
     Log(got->DebugString());
     done_.Notify();
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "eval task named '' 21");
   // And from outside the runtime, blocking the calling thread.
   absl::StatusOr<Value> outside = runtime_->Eval([](Context&) { return Value("out"); });
@@ -546,7 +576,7 @@ TEST_P(SplConformance, UnknownNamesAreNotFound) {
     EXPECT_EQ(runtime_->SetCoReturnDefault("ghost", "x").code(), absl::StatusCode::kNotFound);
     done_.Notify();
   });
-  ASSERT_TRUE(done_.WaitForNotification());
+  ASSERT_TRUE(RunAndWait());
 }
 
 INSTANTIATE_TEST_SUITE_P(Conformance, SplConformance, ::testing::ValuesIn(WorkerCounts()),
