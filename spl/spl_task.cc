@@ -51,8 +51,10 @@ struct Record {
   bool is_public = false;
   WaitKind waiting = WaitKind::kNone;
   Parker* wait_parker = nullptr;
-  std::weak_ptr<Record> co_caller;  // waits in CoCall for this task's CoReturn
-  std::weak_ptr<Record> co_callee;  // whom this task waits for in CoCall
+  // A co-routine call links caller and callee both ways; whichever ends
+  // first (return, death) clears both links, so neither ever dangles.
+  Record* co_caller = nullptr;  // waits in CoCall for this task's CoReturn
+  Record* co_callee = nullptr;  // whom this task waits for in CoCall
   std::optional<absl::StatusOr<Value>> co_result;
   std::string co_default;
   // Eval: where the value goes and who waits for it.
@@ -81,7 +83,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     }
     record->context = std::move(context);
     {
-      MutexLock lock(&mu_);
+      SpinLockHolder lock(&mu_);
       if (!record->name.empty() && names_.contains(record->name)) {
         return absl::AlreadyExistsError(
             absl::StrCat("task_create: a task named '", record->name, "' is alive"));
@@ -93,7 +95,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     absl::Status scheduled = scheduler_.Schedule(
         [self = shared_from_this(), record] { self->RunTask(record); });
     if (!scheduled.ok()) {
-      MutexLock lock(&mu_);
+      SpinLockHolder lock(&mu_);
       Forget(*record);
       return scheduled;
     }
@@ -113,7 +115,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     if (absl::Status inside = RequireInside("task_pause"); !inside.ok()) return inside;
     Record* self = Current();
     {
-      MutexLock lock(&mu_);
+      SpinLockHolder lock(&mu_);
       Record* target = Lookup(name);
       if (target == nullptr) return UnknownTask("task_pause", name);
       if (target != self) {
@@ -131,7 +133,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     if (self == nullptr) return NoCurrentTask("task_continue()");
     std::vector<Parker*> wake;
     {
-      MutexLock lock(&mu_);
+      SpinLockHolder lock(&mu_);
       if (system_ == self) ClearSystem(wake);
     }
     for (Parker* parker : wake) parker->Unpark();
@@ -142,7 +144,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     const bool outside = !scheduler_.IsCurrentThreadOwned();
     Parker* wake = nullptr;
     {
-      MutexLock lock(&mu_);
+      SpinLockHolder lock(&mu_);
       Record* target = Lookup(name);
       if (target == nullptr) return UnknownTask("task_continue", name);
       if (outside && !target->is_public) {
@@ -162,7 +164,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   absl::Status SetSystem(absl::string_view name, bool current) {
     if (absl::Status inside = RequireInside("task_system"); !inside.ok()) return inside;
     Record* self = Current();
-    MutexLock lock(&mu_);
+    SpinLockHolder lock(&mu_);
     Record* target = current ? self : Lookup(name);
     if (target == nullptr) {
       return current ? NoCurrentTask("task_system()") : UnknownTask("task_system", name);
@@ -178,7 +180,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   absl::Status SetPublic(absl::string_view name, bool current) {
     if (absl::Status inside = RequireInside("task_public"); !inside.ok()) return inside;
     Record* self = Current();
-    MutexLock lock(&mu_);
+    SpinLockHolder lock(&mu_);
     Record* target = current ? self : Lookup(name);
     if (target == nullptr) {
       return current ? NoCurrentTask("task_public()") : UnknownTask("task_public", name);
@@ -194,12 +196,12 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   }
 
   bool Exists(absl::string_view name) {
-    MutexLock lock(&mu_);
+    SpinLockHolder lock(&mu_);
     return Lookup(name) != nullptr;
   }
 
   size_t task_count() {
-    MutexLock lock(&mu_);
+    SpinLockHolder lock(&mu_);
     return live_.size();
   }
 
@@ -212,7 +214,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     std::vector<Parker*> wake;
     bool kill_self = false;
     {
-      MutexLock lock(&mu_);
+      SpinLockHolder lock(&mu_);
       Record* target = current ? self : Lookup(name);
       if (target == nullptr) {
         return current ? NoCurrentTask(what) : UnknownTask(what, name);
@@ -232,76 +234,53 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   // ---- switch and co-routines ----
 
   absl::Status SwitchTo(absl::string_view name) {
-    if (absl::Status inside = RequireInside("task_switch"); !inside.ok()) return inside;
     Record* self = Current();
-    if (self == nullptr) return NoCurrentTask("task_switch");
-    std::shared_ptr<Record> target;
-    {
-      MutexLock lock(&mu_);
-      Record* found = Lookup(name);
-      if (found == nullptr) return UnknownTask("task_switch", name);
-      if (found == self) {
-        return absl::InvalidArgumentError("task_switch: a task cannot switch to itself");
-      }
-      target = live_[found->id];
-    }
-    SwitchToRecord(self, *target);
-    return absl::OkStatus();
+    if (self == nullptr) return NotInTask("task_switch");
+    return SwitchAndPause(self, name, "task_switch", [](Record&) { return absl::OkStatus(); });
   }
 
   absl::StatusOr<Value> CoCall(absl::string_view name) {
-    if (absl::Status inside = RequireInside("task_co_call"); !inside.ok()) return inside;
     Record* self = Current();
-    if (self == nullptr) return NoCurrentTask("task_co_call");
-    std::shared_ptr<Record> target;
-    {
-      MutexLock lock(&mu_);
-      Record* found = Lookup(name);
-      if (found == nullptr) return UnknownTask("task_co_call", name);
-      if (found == self) {
-        return absl::InvalidArgumentError("task_co_call: a task cannot co-call itself");
-      }
-      if (std::shared_ptr<Record> busy = found->co_caller.lock()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "task_co_call: task '", name, "' is already in a co-routine call from '",
-            Describe(*busy), "'"));
-      }
-      target = live_[found->id];
-      target->co_caller = live_[self->id];
-      self->co_callee = target;
-      self->co_result.reset();
-    }
-    SwitchToRecord(self, *target);
-    MutexLock lock(&mu_);
+    if (self == nullptr) return NotInTask("task_co_call");
+    absl::Status switched =
+        SwitchAndPause(self, name, "task_co_call", [&](Record& target) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          if (target.co_caller != nullptr) {
+            return absl::FailedPreconditionError(absl::StrCat(
+                "task_co_call: task '", name, "' is already in a co-routine call from '",
+                Describe(*target.co_caller), "'"));
+          }
+          target.co_caller = self;
+          self->co_callee = &target;
+          self->co_result.reset();
+          return absl::OkStatus();
+        });
+    if (!switched.ok()) return switched;
+    SpinLockHolder lock(&mu_);
     absl::StatusOr<Value> result =
         self->co_result.has_value()
             ? *std::move(self->co_result)
             : absl::FailedPreconditionError(absl::StrCat(
                   "task_co_call: continued before task '", name, "' called task_co_return"));
-    if (target->co_caller.lock().get() == self) target->co_caller.reset();
-    self->co_callee.reset();
+    Unlink(*self);
     self->co_result.reset();
     return result;
   }
 
   absl::Status CoReturn(Value value) {
-    if (absl::Status inside = RequireInside("task_co_return"); !inside.ok()) return inside;
     Record* self = Current();
-    if (self == nullptr) return NoCurrentTask("task_co_return");
-    std::shared_ptr<Record> target;
+    if (self == nullptr) return NotInTask("task_co_return");
+    Record* target = nullptr;
     {
-      MutexLock lock(&mu_);
-      std::shared_ptr<Record> caller = self->co_caller.lock();
-      if (caller != nullptr && !caller->finished && caller->co_callee.lock().get() == self) {
+      SpinLockHolder lock(&mu_);
+      if (Record* caller = self->co_caller) {
         caller->co_result = std::move(value);
-        self->co_caller.reset();
-        target = std::move(caller);
+        target = caller;
+        Unlink(*caller);
       } else if (!self->co_default.empty()) {
-        Record* fallback = Lookup(self->co_default);
-        if (fallback == nullptr) {
+        target = Lookup(self->co_default);
+        if (target == nullptr) {
           return UnknownTask("task_co_return (default task)", self->co_default);
         }
-        target = live_[fallback->id];
       } else {
         return absl::FailedPreconditionError(absl::StrCat(
             "task_co_return: task '", Describe(*self),
@@ -309,13 +288,13 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
             "(task_co_setdefault)"));
       }
     }
-    SwitchToRecord(self, *target);
-    return absl::OkStatus();
+    return SwitchAndPause(self, target->name.empty() ? absl::string_view() : target->name,
+                          "task_co_return", [](Record&) { return absl::OkStatus(); }, target);
   }
 
   absl::Status SetCoReturnDefault(absl::string_view name, absl::string_view default_task) {
     if (absl::Status inside = RequireInside("task_co_setdefault"); !inside.ok()) return inside;
-    MutexLock lock(&mu_);
+    SpinLockHolder lock(&mu_);
     Record* target = Lookup(name);
     if (target == nullptr) return UnknownTask("task_co_setdefault", name);
     target->co_default = std::string(default_task);
@@ -336,7 +315,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     record->eval_result = &result;
     record->eval_parker = &done;
     {
-      MutexLock lock(&mu_);
+      SpinLockHolder lock(&mu_);
       record->id = ++last_id_;
       live_[record->id] = record;
       if (self != nullptr) {
@@ -347,7 +326,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     absl::Status scheduled = scheduler_.Schedule(
         [impl = shared_from_this(), record] { impl->RunTask(record); });
     if (!scheduled.ok()) {
-      MutexLock lock(&mu_);
+      SpinLockHolder lock(&mu_);
       Forget(*record);
       if (self != nullptr) {
         self->waiting = WaitKind::kNone;
@@ -358,7 +337,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     done.Park();
     if (self != nullptr) {
       {
-        MutexLock lock(&mu_);
+        SpinLockHolder lock(&mu_);
         self->waiting = WaitKind::kNone;
         self->wait_parker = nullptr;
       }
@@ -379,7 +358,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   void KillAll() {
     std::vector<Parker*> wake;
     {
-      MutexLock lock(&mu_);
+      SpinLockHolder lock(&mu_);
       for (auto& [id, record] : live_) {
         if (!record->killed) KillLocked(*record, wake);
       }
@@ -403,6 +382,13 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
               "task_eval and task_continue of a public task are allowed"));
   }
 
+  // For calls that need a current task: outside the runtime it is the
+  // public rule (kPermissionDenied), inside but not in a task misuse.
+  absl::Status NotInTask(const char* what) const {
+    if (absl::Status inside = RequireInside(what); !inside.ok()) return inside;
+    return NoCurrentTask(what);
+  }
+
   static absl::Status NoCurrentTask(const char* what) {
     return absl::FailedPreconditionError(
         absl::StrCat(what, " needs a current task: call it from a task of this runtime"));
@@ -416,7 +402,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
 
   Record* Lookup(absl::string_view name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (name.empty()) return nullptr;
-    auto it = names_.find(std::string(name));
+    auto it = names_.find(name);
     return it == names_.end() ? nullptr : it->second.get();
   }
 
@@ -474,12 +460,14 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     }
   }
 
-  // A task that will not co_return any more: its caller gets `error`.
+  // A task that will not co_return any more: its caller gets `error`, and
+  // a co-call this task itself waits in is unlinked.
   void AnswerCoCaller(Record& record, absl::Status error, std::vector<Parker*>& wake)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    std::shared_ptr<Record> caller = record.co_caller.lock();
-    record.co_caller.reset();
-    if (caller == nullptr || caller->co_callee.lock().get() != &record) return;
+    Unlink(record);
+    Record* caller = record.co_caller;
+    if (caller == nullptr) return;
+    Unlink(*caller);
     caller->co_result = std::move(error);
     if (caller->waiting == WaitKind::kPause) wake.push_back(TakeWaiter(*caller));
   }
@@ -491,7 +479,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
       Parker gate;
       bool gated = false;
       {
-        MutexLock lock(&mu_);
+        SpinLockHolder lock(&mu_);
         if (self->killed) throw TaskKilled{};
         if (self->pause_requested) {
           self->pause_requested = false;
@@ -520,38 +508,76 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     bool dies = false;
     bool woken_already = false;
     {
-      MutexLock lock(&mu_);
-      if (self->late_kill || self->killed) {
-        if (!self->killed) KillLocked(*self, wake);
-        dies = true;
-      } else {
-        if (system_ == self) ClearSystem(wake);
-        if (self->wake_pending) {
-          self->wake_pending = false;
-          woken_already = true;
-        } else {
-          self->waiting = WaitKind::kPause;
-          self->wait_parker = &parker;
-        }
-      }
+      SpinLockHolder lock(&mu_);
+      PrepareToPause(self, parker, wake, dies, woken_already);
     }
+    FinishPause(self, parker, wake, dies, woken_already);
+  }
+
+  // Continues `target` (named `name`, or given) and pauses `self` in one
+  // critical section: no other task can run in between, which is what the
+  // seed gets from task_system(). `prepare(target)` runs first, under the
+  // lock; an error from it (or an unknown name) changes nothing.
+  template <typename Prepare>
+  absl::Status SwitchAndPause(Record* self, absl::string_view name, const char* what,
+                              Prepare prepare, Record* target = nullptr) {
+    Parker parker;
+    Parker* wake_target = nullptr;
+    std::vector<Parker*> wake;
+    bool dies = false;
+    bool woken_already = false;
+    {
+      SpinLockHolder lock(&mu_);
+      if (target == nullptr) {
+        target = Lookup(name);
+        if (target == nullptr) return UnknownTask(what, name);
+      }
+      if (target == self) {
+        return absl::InvalidArgumentError(absl::StrCat(what, ": a task cannot switch to itself"));
+      }
+      if (absl::Status prepared = prepare(*target); !prepared.ok()) return prepared;
+      wake_target = WakeLocked(*target);
+      PrepareToPause(self, parker, wake, dies, woken_already);
+    }
+    if (wake_target != nullptr) wake_target->Unpark();
+    FinishPause(self, parker, wake, dies, woken_already);
+    return absl::OkStatus();
+  }
+
+  // The locked half of a pause: a pending late kill dies now, SYSTEM ends,
+  // a pending continue is consumed, or the task registers its Parker.
+  void PrepareToPause(Record* self, Parker& parker, std::vector<Parker*>& wake, bool& dies,
+                      bool& woken_already) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (self->late_kill || self->killed) {
+      if (!self->killed) KillLocked(*self, wake);
+      dies = true;
+      return;
+    }
+    if (system_ == self) ClearSystem(wake);
+    if (self->wake_pending) {
+      self->wake_pending = false;
+      woken_already = true;
+      return;
+    }
+    self->waiting = WaitKind::kPause;
+    self->wait_parker = &parker;
+  }
+
+  // The unlocked half: wakes whom the locked half released, then waits.
+  void FinishPause(Record* self, Parker& parker, const std::vector<Parker*>& wake, bool dies,
+                   bool woken_already) {
     for (Parker* p : wake) p->Unpark();
     if (dies) throw TaskKilled{};
     if (!woken_already) parker.Park();
     ResumePoint(self);
   }
 
-  // Pauses `self` and continues `target` as one step: SYSTEM keeps every
-  // other task out between the two.
-  void SwitchToRecord(Record* self, Record& target) {
-    Parker* wake = nullptr;
-    {
-      MutexLock lock(&mu_);
-      system_ = self;
-      wake = WakeLocked(target);
+  // Ends the co-routine link of `caller` with its callee, both ways.
+  static void Unlink(Record& caller) {
+    if (caller.co_callee != nullptr && caller.co_callee->co_caller == &caller) {
+      caller.co_callee->co_caller = nullptr;
     }
-    if (wake != nullptr) wake->Unpark();
-    PauseSelf(self);
+    caller.co_callee = nullptr;
   }
 
   void RunTask(const std::shared_ptr<Record>& record) {
@@ -559,7 +585,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     absl::StatusOr<Value> outcome = Value();
     try {
       {
-        MutexLock lock(&mu_);
+        SpinLockHolder lock(&mu_);
         record->started = true;
       }
       ResumePoint(record.get());
@@ -569,7 +595,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     }
     std::vector<Parker*> wake;
     {
-      MutexLock lock(&mu_);
+      SpinLockHolder lock(&mu_);
       record->finished = true;
       if (system_ == record.get()) ClearSystem(wake);
       AnswerCoCaller(*record,
@@ -588,7 +614,9 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
 
   Scheduler& scheduler_;
   const std::shared_ptr<Context> root_context_ = std::make_shared<Context>();
-  Mutex mu_;
+  // Tasks take it on their own thread; outside calls (continue, check,
+  // create) rarely: a spin lock keeps the co-routine path cheap.
+  SpinLock mu_;
   uint64_t last_id_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, std::shared_ptr<Record>> names_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, std::shared_ptr<Record>> live_ ABSL_GUARDED_BY(mu_);
