@@ -49,6 +49,11 @@ class Job {
  public:
   virtual ~Job() = default;
   virtual void RunAndDelete() = 0;
+
+  // Belongs to the scheduler that accepted the job, from ScheduleJob() until
+  // the job runs: a link for the scheduler's intrusive queues, so queuing a
+  // job allocates nothing. Nobody else reads or writes it.
+  Job* scheduler_link = nullptr;
 };
 
 class Scheduler {

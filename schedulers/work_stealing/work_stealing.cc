@@ -2,7 +2,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -11,11 +10,13 @@
 #include "absl/strings/str_cat.h"
 #include "core/mutex.h"
 #include "schedulers/work_stealing/chase_lev_deque.h"
+#include "schedulers/work_stealing/injection_queue.h"
 
 namespace taskrt {
 namespace {
 
 using work_stealing_internal::ChaseLevDeque;
+using work_stealing_internal::InjectionQueue;
 
 // Wraps a Work closure as a Job, for Schedule().
 class WorkJob final : public Job {
@@ -77,12 +78,8 @@ class WorkStealingPool final : public Scheduler {
       }
       // Full deque: overflow to the injection queue below.
     }
-    {
-      MutexLock lock(&injection_mu_);
-      if (stopping_.load(std::memory_order_relaxed)) return ShuttingDownError();
-      injected_.push_back(job);
-      injected_size_.store(injected_.size(), std::memory_order_seq_cst);
-    }
+    // Refused once Shutdown closed the queue.
+    if (!injected_.Push(job)) return ShuttingDownError();
     WakeOneIfSleeping();
     return absl::OkStatus();
   }
@@ -107,12 +104,10 @@ class WorkStealingPool final : public Scheduler {
           "itself. Call it from outside the pool");
     }
     MutexLock shutdown_lock(&shutdown_mu_);
-    {
-      // Under injection_mu_, so no outside Schedule slips in after workers
-      // decided that everything is drained.
-      MutexLock lock(&injection_mu_);
-      stopping_.store(true, std::memory_order_seq_cst);
-    }
+    // Closed first: a worker that sees stopping_ then sees every job the
+    // queue accepted, so none is left behind when the workers exit.
+    injected_.Close();
+    stopping_.store(true, std::memory_order_seq_cst);
     WakeAll();
     for (auto& worker : workers_) {
       if (worker->thread.joinable()) worker->thread.join();
@@ -151,31 +146,23 @@ class WorkStealingPool final : public Scheduler {
     return w->rng_state = x;
   }
 
-  // Takes a batch from the injection queue: runs the first, queues the rest
-  // locally (where other workers can steal them).
-  Job* TakeInjected(Worker* w) {
-    if (injected_size_.load(std::memory_order_seq_cst) == 0) return nullptr;
-    Job* batch[kMaxInjectionBatch];
-    size_t count = 0;
-    {
-      MutexLock lock(&injection_mu_);
-      const size_t share = injected_.size() / workers_.size() + 1;
-      while (count < kMaxInjectionBatch && count < share && !injected_.empty()) {
-        batch[count++] = injected_.front();
-        injected_.pop_front();
-      }
-      injected_size_.store(injected_.size(), std::memory_order_seq_cst);
-    }
-    if (count == 0) return nullptr;
-    for (size_t i = 1; i < count; ++i) {
-      if (!w->deque.Push(batch[i])) {
-        MutexLock lock(&injection_mu_);
-        injected_.push_front(batch[i]);
-        injected_size_.store(injected_.size(), std::memory_order_seq_cst);
-      }
-    }
-    if (count > 1) WakeOneIfSleeping();
-    return batch[0];
+  // Takes a share of the injection queue: returns the first job to run and
+  // queues the rest locally (where other workers can steal them). Gives up
+  // when another worker is taking, unless `wait_for_lock` (the final drain
+  // at shutdown, which must not miss a job).
+  Job* TakeInjected(Worker* w, bool wait_for_lock = false) {
+    if (!injected_.LooksNonEmpty()) return nullptr;
+    size_t spilled = 0;
+    auto spill = [w, &spilled](Job* job) {
+      if (!w->deque.Push(job)) return false;
+      ++spilled;
+      return true;
+    };
+    Job* const job = wait_for_lock
+                         ? injected_.Take(workers_.size(), kMaxInjectionBatch, spill)
+                         : injected_.TryTake(workers_.size(), kMaxInjectionBatch, spill);
+    if (job != nullptr && (spilled > 0 || injected_.LooksNonEmpty())) WakeOneIfSleeping();
+    return job;
   }
 
   Job* StealFromOthers(Worker* w) {
@@ -201,8 +188,16 @@ class WorkStealingPool final : public Scheduler {
     return StealFromOthers(w);
   }
 
+  // As FindWork, but never passes over injected work because another worker
+  // holds the consumer lock.
+  Job* FinalFindWork(Worker* w) {
+    if (Job* job = w->deque.Pop()) return job;
+    if (Job* job = TakeInjected(w, /*wait_for_lock=*/true)) return job;
+    return StealFromOthers(w);
+  }
+
   bool AnyVisibleWork() const {
-    if (injected_size_.load(std::memory_order_seq_cst) > 0) return true;
+    if (injected_.LooksNonEmpty()) return true;
     for (const auto& worker : workers_) {
       if (worker->deque.LooksNonEmpty()) return true;
     }
@@ -272,7 +267,7 @@ class WorkStealingPool final : public Scheduler {
       if (stopping_.load(std::memory_order_seq_cst)) {
         // New work is refused now; a last scan found nothing, so whatever
         // was accepted has been taken by a worker that will run it.
-        if ((job = FindWork(w)) != nullptr) {
+        if ((job = FinalFindWork(w)) != nullptr) {
           job->RunAndDelete();
           continue;
         }
@@ -289,9 +284,7 @@ class WorkStealingPool final : public Scheduler {
   std::atomic<bool> stopping_{false};
   Mutex shutdown_mu_;
 
-  Mutex injection_mu_;
-  std::deque<Job*> injected_ ABSL_GUARDED_BY(injection_mu_);
-  std::atomic<size_t> injected_size_{0};  // injected_.size(), read without the lock
+  InjectionQueue injected_;
 
   Mutex park_mu_;
   CondVar park_cv_;

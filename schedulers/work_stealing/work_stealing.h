@@ -7,8 +7,9 @@
 //     pool goes to the scheduling worker's deque, which it pops newest-first
 //     (depth-first, cache-warm fork-join); idle workers steal oldest-first
 //     from a randomly chosen victim.
-//   - Work scheduled from outside the pool goes to a shared injection queue;
-//     workers take it in small batches.
+//   - Work scheduled from outside the pool goes to a shared injection queue
+//     (injection_queue.h: one compare-and-swap for the scheduling thread, no
+//     lock); workers take it in small batches.
 //   - Fairness: every 61st pick a worker looks at the injection queue first
 //     and then at the oldest end of its own deque, so a unit that keeps
 //     rescheduling itself cannot starve either (cf. Tokio #4941).
