@@ -1,0 +1,296 @@
+// Backend-specific tests of the io_uring loop: edge-triggered multishot
+// polls, re-arming, prompt release of unwatched files, watches from other
+// threads, coalesced wake-ups and the probe's refusals. The EventLoop
+// contract itself is tested by tests/conformance/.
+
+#include "event_loops/io_uring/io_uring_loop.h"
+
+#include <liburing.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "channels/io_uring/io_uring_channel.h"
+#include "core/channel.h"
+#include "event_loops/io_uring/io_uring_loop_internal.h"
+#include "gtest/gtest.h"
+
+namespace taskrt {
+namespace {
+
+class IoUringLoopTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<EventLoop>> loop = NewIoUringLoop();
+    if (absl::IsUnavailable(loop.status())) {
+      GTEST_SKIP() << "io_uring unavailable here: " << loop.status();
+    }
+    ASSERT_TRUE(loop.ok()) << loop.status();
+    loop_ = *std::move(loop);
+  }
+
+  void TearDown() override {
+    for (int fd : fds_) close(fd);
+  }
+
+  // A connected, non-blocking stream socketpair closed at TearDown.
+  std::pair<int, int> SocketPair() {
+    int fds[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+    fds_.push_back(fds[0]);
+    fds_.push_back(fds[1]);
+    return {fds[0], fds[1]};
+  }
+
+  // Runs the loop until `done()`, or a generous hang guard expires.
+  bool PumpUntil(const std::function<bool()>& done) {
+    const absl::Time give_up = absl::Now() + absl::Seconds(60);
+    while (!done()) {
+      if (absl::Now() > give_up) return false;
+      absl::StatusOr<int> ran = loop_->RunOnce(absl::Milliseconds(50));
+      if (!ran.ok()) {
+        ADD_FAILURE() << ran.status();
+        return false;
+      }
+    }
+    return true;
+  }
+
+  io_uring_loop_internal::LoopStats Stats() {
+    std::optional<io_uring_loop_internal::LoopStats> stats =
+        io_uring_loop_internal::GetLoopStats(*loop_);
+    EXPECT_TRUE(stats.has_value());
+    return stats.value_or(io_uring_loop_internal::LoopStats{});
+  }
+
+  std::unique_ptr<EventLoop> loop_;
+  std::vector<int> fds_;
+};
+
+void Drain(int fd) {
+  char buffer[256];
+  while (read(fd, buffer, sizeof buffer) > 0) {
+  }
+}
+
+TEST_F(IoUringLoopTest, WatchesAreEdgeTriggered) {
+  auto [a, b] = SocketPair();
+  int calls = 0;
+  absl::StatusOr<WatchId> watch = loop_->Watch({a, POLLIN}, [&] { ++calls; });  // reads nothing
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  ASSERT_EQ(write(b, "x", 1), 1);
+  ASSERT_TRUE(PumpUntil([&] { return calls == 1; }));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(loop_->RunOnce(absl::ZeroDuration()).ok());
+  EXPECT_EQ(calls, 1) << "data left unread is not reported again";
+  ASSERT_EQ(write(b, "y", 1), 1);
+  ASSERT_TRUE(PumpUntil([&] { return calls == 2; })) << "new data is";
+  EXPECT_TRUE(loop_->Unwatch(*watch).ok());
+}
+
+TEST_F(IoUringLoopTest, UnwatchLetsGoOfTheFileAtOnce) {
+  auto [a, b] = SocketPair();
+  absl::StatusOr<WatchId> watch = loop_->Watch({a, POLLIN}, [] {});
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  ASSERT_TRUE(loop_->Unwatch(*watch).ok());
+  // Had the poll stayed armed it would hold the socket open, and the peer
+  // would see EAGAIN instead of the end of the stream.
+  close(a);
+  fds_.erase(fds_.begin());
+  char byte;
+  EXPECT_EQ(recv(b, &byte, 1, MSG_DONTWAIT), 0) << std::strerror(errno);
+}
+
+TEST_F(IoUringLoopTest, PollsOfAnIoUringChannelKeepFiring) {
+  // The kernel turns polls of another ring's fd one-shot; the loop re-arms.
+  absl::StatusOr<std::unique_ptr<ChannelFactory>> factory = NewIoUringChannelFactory();
+  if (absl::IsUnavailable(factory.status())) {
+    GTEST_SKIP() << factory.status();
+  }
+  ASSERT_TRUE(factory.ok()) << factory.status();
+  absl::StatusOr<ChannelPair> pair = (*factory)->CreatePair(ChannelOptions{});
+  ASSERT_TRUE(pair.ok()) << pair.status();
+  ChannelEnd& owner = *pair->owner_end;
+  std::vector<std::string> received;
+  absl::StatusOr<WatchId> watch = loop_->Watch(owner.receive_readiness(), [&] {
+    char buffer[64];
+    while (true) {
+      absl::StatusOr<size_t> n = owner.TryReceive(absl::MakeSpan(buffer));
+      if (!n.ok()) break;
+      received.emplace_back(buffer, *n);
+    }
+  });
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  constexpr int kRounds = 20;
+  for (int i = 0; i < kRounds; ++i) {
+    const std::string message = absl::StrCat("round ", i);
+    ASSERT_TRUE(Send(*pair->task_end, absl::MakeConstSpan(message)).ok());
+    ASSERT_TRUE(PumpUntil([&] { return received.size() == static_cast<size_t>(i + 1); }))
+        << "round " << i;
+    EXPECT_EQ(received.back(), message);
+  }
+  std::printf("polls ended by the kernel and re-armed: %llu\n",
+              static_cast<unsigned long long>(Stats().polls_ended));
+  EXPECT_TRUE(loop_->Unwatch(*watch).ok());
+}
+
+TEST_F(IoUringLoopTest, AWatchAddedByAThreadThatExitsKeepsWorking) {
+  auto [a, b] = SocketPair();
+  std::atomic<int> calls{0};
+  absl::StatusOr<WatchId> watch;
+  std::thread adder([&, fd = a] {
+    watch = loop_->Watch({fd, POLLIN}, [&, fd] {
+      Drain(fd);
+      calls.fetch_add(1);
+    });
+  });
+  adder.join();
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_EQ(write(b, "z", 1), 1);
+    ASSERT_TRUE(PumpUntil([&] { return calls.load() >= i; })) << "write " << i;
+  }
+  EXPECT_TRUE(loop_->Unwatch(*watch).ok());
+}
+
+TEST_F(IoUringLoopTest, AThousandWatchesFanIn) {
+  constexpr int kWatches = 1000;
+  std::vector<int> writers;
+  std::vector<WatchId> ids;
+  int calls = 0;
+  for (int i = 0; i < kWatches; ++i) {
+    auto [a, b] = SocketPair();
+    writers.push_back(b);
+    absl::StatusOr<WatchId> watch = loop_->Watch({a, POLLIN}, [&calls, fd = a] {
+      Drain(fd);
+      ++calls;
+    });
+    ASSERT_TRUE(watch.ok()) << watch.status();
+    ids.push_back(*watch);
+  }
+  for (int fd : writers) ASSERT_EQ(write(fd, "m", 1), 1);
+  ASSERT_TRUE(PumpUntil([&] { return calls >= kWatches; }));
+  EXPECT_EQ(calls, kWatches);
+  for (WatchId id : ids) EXPECT_TRUE(loop_->Unwatch(id).ok());
+}
+
+TEST_F(IoUringLoopTest, PostsFromManyThreadsRunInOrderWithCoalescedWakeUps) {
+  constexpr int kThreads = 4;
+  constexpr int kPosts = 1000;
+  std::vector<std::vector<int>> seen(kThreads);
+  std::vector<std::thread> posters;
+  for (int t = 0; t < kThreads; ++t) {
+    posters.emplace_back([&, t] {
+      for (int i = 0; i < kPosts; ++i) {
+        EXPECT_TRUE(loop_->Post([&seen, t, i] { seen[t].push_back(i); }).ok());
+      }
+    });
+  }
+  for (std::thread& poster : posters) poster.join();
+  ASSERT_TRUE(PumpUntil([&] {
+    size_t total = 0;
+    for (const auto& s : seen) total += s.size();
+    return total == static_cast<size_t>(kThreads * kPosts);
+  }));
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kPosts; ++i) ASSERT_EQ(seen[t][i], i) << "thread " << t;
+  }
+  const io_uring_loop_internal::LoopStats stats = Stats();
+  EXPECT_GE(stats.wake_ups, 1u);
+  EXPECT_LE(stats.wake_ups, static_cast<uint64_t>(kThreads * kPosts));
+  std::printf("%d posts, %llu wake-ups\n", kThreads * kPosts,
+              static_cast<unsigned long long>(stats.wake_ups));
+}
+
+TEST_F(IoUringLoopTest, RunOnceWithATimeoutAndNothingToDoReturnsZero) {
+  absl::StatusOr<int> ran = loop_->RunOnce(absl::Milliseconds(5));
+  ASSERT_TRUE(ran.ok()) << ran.status();
+  EXPECT_EQ(*ran, 0);
+  ran = loop_->RunOnce(absl::ZeroDuration());
+  ASSERT_TRUE(ran.ok()) << ran.status();
+  EXPECT_EQ(*ran, 0);
+}
+
+TEST_F(IoUringLoopTest, AWatchOfAClosedFdIsRefused) {
+  auto [a, b] = SocketPair();
+  (void)b;
+  const int closed = dup(a);
+  ASSERT_GE(closed, 0);
+  close(closed);
+  EXPECT_EQ(loop_->Watch({closed, POLLIN}, [] {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Installs, on the calling thread only, a seccomp filter that makes
+// io_uring_setup fail with `error`. Returns 0 or the errno of the refusal.
+int RefuseIoUringSetupOnThisThread(int error) {
+  sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(error) & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog program{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return errno;
+  if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program) != 0) return errno;
+  return 0;
+}
+
+#if defined(__x86_64__)
+TEST(IoUringLoopProbeTest, AKernelThatRefusesIoUringMakesTheLoopUnavailable) {
+  for (int error : {EPERM, ENOSYS}) {
+    int filter_error = 0;
+    absl::Status status;
+    std::thread refused([&] {
+      filter_error = RefuseIoUringSetupOnThisThread(error);
+      if (filter_error == 0) status = NewIoUringLoop().status();
+    });
+    refused.join();
+    if (filter_error != 0) {
+      GTEST_SKIP() << "cannot install a seccomp filter here: " << std::strerror(filter_error);
+    }
+    EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+    EXPECT_TRUE(absl::StartsWith(status.message(), "io_uring: ")) << status;
+    EXPECT_NE(status.message().find(std::strerror(error)), absl::string_view::npos) << status;
+  }
+}
+#endif
+
+TEST(IoUringLoopProbeTest, AMissingOpcodeIsNamed) {
+  constexpr int kOps = 64;
+  const size_t size = sizeof(io_uring_probe) + kOps * sizeof(io_uring_probe_op);
+  std::vector<unsigned char> storage(size, 0);
+  auto* probe = reinterpret_cast<io_uring_probe*>(storage.data());
+  probe->last_op = kOps - 1;
+  probe->ops_len = kOps;
+  for (int op = 0; op < kOps; ++op) probe->ops[op].flags = IO_URING_OP_SUPPORTED;
+  EXPECT_TRUE(io_uring_loop_internal::CheckOpcodes(*probe).ok());
+  probe->ops[IORING_OP_POLL_ADD].flags = 0;
+  absl::Status status = io_uring_loop_internal::CheckOpcodes(*probe);
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_NE(status.message().find("IORING_OP_POLL_ADD"), absl::string_view::npos) << status;
+}
+
+}  // namespace
+}  // namespace taskrt
