@@ -34,12 +34,14 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
+#include "channels/io_uring/io_uring_channel.h"
 #include "channels/memory/memory_channel.h"
 #include "channels/socketpair/socketpair_channel.h"
 #include "core/channel.h"
 #include "core/event_loop.h"
 #include "core/task.h"
 #include "event_loops/epoll/epoll_loop.h"
+#include "event_loops/io_uring/io_uring_loop.h"
 #include "schedulers/work_stealing/work_stealing.h"
 
 namespace taskrt {
@@ -65,12 +67,14 @@ std::vector<ChannelSpec> ChannelBackends() {
        []() -> absl::StatusOr<std::unique_ptr<ChannelFactory>> {
          return NewSocketpairChannelFactory();
        }},
+      {"io_uring", [] { return NewIoUringChannelFactory(); }},
   };
 }
 
 std::vector<LoopSpec> LoopBackends() {
   return {
       {"epoll", [] { return NewEpollLoop(); }},
+      {"io_uring", [] { return NewIoUringLoop(); }},
   };
 }
 
