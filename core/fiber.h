@@ -84,9 +84,9 @@ class FiberContext {
   Stack stack_;            // a thread context learns its own for ASan
   StartFunction start_ = nullptr;
   void* arg_ = nullptr;
-  bool is_thread_ = false;
+  [[maybe_unused]] bool is_thread_ = false;  // read by the ASan and TSan paths only
   void* asan_fake_stack_ = nullptr;
-  void* tsan_fiber_ = nullptr;
+  [[maybe_unused]] void* tsan_fiber_ = nullptr;  // TSan builds only
 };
 
 }  // namespace taskrt
