@@ -28,7 +28,10 @@ using io_uring_channel_internal::EndStats;
 
 // Sizes; see the header for the reasoning.
 constexpr unsigned kSqEntries = 8;    // at most 3 SQEs are ever queued at once
-constexpr unsigned kCqEntries = 64;   // >= 16 data + 1 final receive + send + 2 no-ops
+// >= 16 data + 1 final receive + send + 2 no-ops; a parked end's poll may
+// post more, and an overflow is survivable (IORING_FEAT_NODROP; a multishot
+// request that cannot post ends, and is re-armed).
+constexpr unsigned kCqEntries = 64;
 constexpr unsigned kBufferCount = 16;  // a power of two: the buffer ring's size
 constexpr size_t kBufferSize = 4096;
 constexpr uint16_t kBufferGroup = 0;

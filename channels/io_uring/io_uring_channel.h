@@ -21,13 +21,18 @@
 // Receiving: multishot, no system call when data has arrived
 //   A multishot IORING_OP_RECV with buffer selection is armed when the pair
 //   is created. The kernel copies arriving bytes into the provided buffers
-//   and posts completions to the completion queue, shared memory. TryReceive
-//   reaps them: it copies the bytes into a reassembly buffer, hands the
-//   buffer straight back to the buffer ring, and cuts whole messages out,
-//   with no system call. Only re-arming costs one: the multishot receive
-//   ends when all 16 buffers hold unreaped data (a slow reader; the rest
-//   waits in the socket), or when the kernel cancels it, and the next
-//   TryReceive arms it again.
+//   and posts completions to the completion queue, shared memory. Every
+//   TryReceive reaps them: it copies the bytes into a reassembly buffer,
+//   hands each buffer straight back to the buffer ring, and cuts whole
+//   messages out, with no system call. Re-arming costs one: the multishot
+//   receive ends when all 16 buffers hold unreaped data (more than 16
+//   arrivals between two TryReceive calls) or when the kernel cancels it,
+//   and the next TryReceive arms it again.
+//   Back-pressure: when an end holds 256 KiB or more of unread bytes (with
+//   whole messages among them) it parks: it cancels the receive, so that the
+//   socket fills and the sender waits, as with a plain socket, and arms a
+//   multishot poll of the socket instead, so that new data and the end of
+//   the stream still make the ring readable. Below 64 KiB it resumes.
 //
 // Sending: batched
 //   TrySend copies header and payload into a pending batch and returns; it
@@ -88,6 +93,16 @@
 //   the end's buffers before freeing them. A send not yet reported complete
 //   is discarded, as the contract allows. The ring stays open until the end
 //   is destroyed, so the readiness fd stays valid.
+//
+// Where it wins and loses (this project's 2-core VM, one run)
+//   Wins where sends are batched: 64 TrySend() of 8 bytes, then one
+//   TryFlush(), cost about 0.1 us per message against 1.5-2.3 us with the
+//   socketpair backend, whose every TrySend is a sendmsg(). Loses with one
+//   blocking Send()/Receive() per message: a cross-thread round trip takes
+//   about 1.2-1.4x, an 8-byte stream 1.3-1.8x and a 4 KiB stream about 2x
+//   the socketpair's time, as each message still costs an io_uring_enter()
+//   to send, task work on the arming thread to receive, and one more copy
+//   (provided buffer to reassembly buffer).
 //
 // Probe
 //   NewIoUringChannelFactory() creates a ring, checks the features

@@ -9,6 +9,7 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -249,6 +250,42 @@ TEST_F(IoUringChannelTest, ReceiveReadinessSurvivesTheSendSideReapingIt) {
   got = ReceiveString(*pair.task_end);
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(*got, "to task");
+  close(epoll_fd);
+}
+
+TEST_F(IoUringChannelTest, AnEndedStreamKeepsTheRingReadableAsASocketWould) {
+  ChannelPair pair = MakePair();
+  const int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+  ASSERT_GE(epoll_fd, 0);
+  epoll_event event{};
+  event.events = EPOLLIN | EPOLLET;
+  const int ring_fd = pair.owner_end->receive_readiness().fd;
+  ASSERT_EQ(epoll_ctl(epoll_fd, EPOLL_CTL_ADD, ring_fd, &event), 0);
+
+  // Direct receives (not the watcher) take the last message and the end of
+  // the stream; an edge-triggered watcher must still hear of the end.
+  ASSERT_TRUE(Send(*pair.task_end, Bytes(std::string("last"))).ok());
+  pair.task_end->Close();
+  absl::StatusOr<std::string> got = ReceiveString(*pair.owner_end);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, "last");
+  EXPECT_EQ(ReceiveString(*pair.owner_end).status().code(), absl::StatusCode::kOutOfRange);
+
+  epoll_event out[4];
+  int ready;
+  do {
+    ready = epoll_wait(epoll_fd, out, 4, 0);
+  } while (ready < 0 && errno == EINTR);
+  EXPECT_EQ(ready, 1) << "the watcher never hears that the stream ended";
+  char byte;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(pair.owner_end->TryReceive(absl::MakeSpan(&byte, 1)).status().code(),
+              absl::StatusCode::kOutOfRange);
+    pollfd level{ring_fd, POLLIN, 0};
+    EXPECT_EQ(poll(&level, 1, 0), 1) << "readable for good, as a socket at end of stream";
+  }
+  EXPECT_EQ(Send(*pair.owner_end, Bytes(std::string("late"))).code(),
+            absl::StatusCode::kFailedPrecondition);
   close(epoll_fd);
 }
 
