@@ -91,9 +91,11 @@ class WorkerGate {
  public:
   WorkerGate(Scheduler& pool, size_t workers) : opened_(open_.get_future().share()) {
     for (size_t i = 0; i < workers; ++i) {
-      EXPECT_TRUE(pool.Schedule([this] {
+      // The task owns a copy of the future: it may still be returning from
+      // wait() after the gate is gone.
+      EXPECT_TRUE(pool.Schedule([this, opened = opened_] {
         entered_.fetch_add(1);
-        opened_.wait();
+        opened.wait();
       }).ok());
     }
     while (entered_.load() < static_cast<int>(workers)) std::this_thread::yield();
