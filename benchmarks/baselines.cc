@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "benchmark/benchmark.h"
+#include "benchmarks/job_registry.h"
 
 namespace {
 
@@ -93,16 +94,15 @@ void RoundTripRawSocketpair(benchmark::State& state, bool spin) {
   close(fds[0]);
   close(fds[1]);
 }
-BENCHMARK_CAPTURE(RoundTripRawSocketpair, blocking, false)
-    ->Name("round_trip/raw_socketpair")
-    ->UseRealTime();
-BENCHMARK_CAPTURE(RoundTripRawSocketpair, spin, true)
-    ->Name("round_trip/raw_socketpair_spin")
-    ->UseRealTime();
-// The same floor beside the channel backends' thread-to-thread round trip
-// (channels.cc), whose echo thread spins 50 us before it blocks.
-BENCHMARK_CAPTURE(RoundTripRawSocketpair, spin, true)
-    ->Name("cross_thread_ping_pong/raw_socketpair_spin")
-    ->UseRealTime();
+void Register() {
+  taskrt::bench::AddJob("round_trip/raw_socketpair", RoundTripRawSocketpair, false)->UseRealTime();
+  taskrt::bench::AddJob("round_trip/raw_socketpair_spin", RoundTripRawSocketpair, true)->UseRealTime();
+  // The same floor beside the channel backends' thread-to-thread round trip
+  // (channels.cc), whose echo thread spins 50 us before it blocks.
+  taskrt::bench::AddJob("cross_thread_ping_pong/raw_socketpair_spin", RoundTripRawSocketpair, true)
+      ->UseRealTime();
+}
+
+TASKRT_BENCHMARK_JOBS(Register);
 
 }  // namespace

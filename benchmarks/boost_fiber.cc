@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "benchmarks/job_registry.h"
 #include "boost/fiber/buffered_channel.hpp"
 #include "boost/fiber/channel_op_status.hpp"
 #include "boost/fiber/fiber.hpp"
@@ -124,26 +125,22 @@ void CrossThreadPingPong(benchmark::State& state) {
   state.counters["p99_ns"] = static_cast<double>(Percentile(round_trips_ns, 0.99));
 }
 
-BENCHMARK(YieldSwitch)
-    ->Name("yield_switch/boost_fiber")
-    ->UseRealTime()
-    ->Repetitions(10)
-    ->Iterations(200000);
-BENCHMARK(SpawnJoin)
-    ->Name("spawn_join/boost_fiber")
-    ->UseRealTime()
-    ->Repetitions(10)
-    ->Iterations(50000);
-BENCHMARK(SameThreadPingPong)
-    ->Name("same_thread_ping_pong/boost_fiber_unbuffered_channel")
-    ->UseRealTime()
-    ->Repetitions(10)
-    ->Iterations(100000);
-BENCHMARK(CrossThreadPingPong)
-    ->Name("cross_thread_ping_pong/boost_fiber_buffered_channel")
-    ->UseRealTime()
-    ->Repetitions(10)
-    ->Iterations(2000);
+void Register() {
+  bench::AddJob("yield_switch/boost_fiber", YieldSwitch)
+      ->UseRealTime()
+      ->Iterations(bench::Iterations(200000));
+  bench::AddJob("spawn_join/boost_fiber", SpawnJoin)
+      ->UseRealTime()
+      ->Iterations(bench::Iterations(50000));
+  bench::AddJob("same_thread_ping_pong/boost_fiber_unbuffered_channel", SameThreadPingPong)
+      ->UseRealTime()
+      ->Iterations(bench::Iterations(100000));
+  bench::AddJob("cross_thread_ping_pong/boost_fiber_buffered_channel", CrossThreadPingPong)
+      ->UseRealTime()
+      ->Iterations(bench::Iterations(2000));
+}
+
+TASKRT_BENCHMARK_JOBS(Register);
 
 }  // namespace
 }  // namespace taskrt

@@ -34,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
+#include "benchmarks/job_registry.h"
 #include "channels/io_uring/io_uring_channel.h"
 #include "channels/memory/memory_channel.h"
 #include "channels/socketpair/socketpair_channel.h"
@@ -277,34 +278,34 @@ void FanIn(benchmark::State& state, const LoopSpec& loop_spec, const ChannelSpec
 
 void Register() {
   for (const ChannelSpec& spec : ChannelBackends()) {
-    benchmark::RegisterBenchmark(("cross_thread_ping_pong/" + spec.name).c_str(),
+    bench::AddJob(("cross_thread_ping_pong/" + spec.name),
                                  CrossThreadPingPong, spec)
         ->UseRealTime()
-        ->Iterations(20000);
-    benchmark::RegisterBenchmark(("stream_8B/" + spec.name).c_str(), Stream, spec, size_t{8})
+        ->Iterations(bench::Iterations(20000));
+    bench::AddJob(("stream_8B/" + spec.name), Stream, spec, size_t{8})
         ->UseRealTime()
-        ->Iterations(1000000);
-    benchmark::RegisterBenchmark(("stream_4KiB/" + spec.name).c_str(), Stream, spec,
+        ->Iterations(bench::Iterations(1000000));
+    bench::AddJob(("stream_4KiB/" + spec.name), Stream, spec,
                                  size_t{4096})
         ->UseRealTime()
-        ->Iterations(100000);
+        ->Iterations(bench::Iterations(100000));
     for (const LoopSpec& loop : LoopBackends()) {
-      benchmark::RegisterBenchmark(("fan_in_1000/" + loop.name + "+" + spec.name).c_str(), FanIn,
+      bench::AddJob(("fan_in_1000/" + loop.name + "+" + spec.name), FanIn,
                                    loop, spec)
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond)
-          ->Iterations(3);
+          ->Iterations(bench::Iterations(3));
     }
   }
-  benchmark::RegisterBenchmark("cross_thread_ping_pong/raw_atomic_spin", PingPongAtomicSpin)
+  bench::AddJob("cross_thread_ping_pong/raw_atomic_spin", PingPongAtomicSpin)
       ->UseRealTime()
-      ->Iterations(20000);
-  benchmark::RegisterBenchmark("cross_thread_ping_pong/raw_futex", PingPongFutex)
+      ->Iterations(bench::Iterations(20000));
+  bench::AddJob("cross_thread_ping_pong/raw_futex", PingPongFutex)
       ->UseRealTime()
-      ->Iterations(5000);
+      ->Iterations(bench::Iterations(5000));
 }
 
-const bool registered = (Register(), true);
+TASKRT_BENCHMARK_JOBS(Register);
 
 }  // namespace
 }  // namespace taskrt

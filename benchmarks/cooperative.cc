@@ -33,6 +33,7 @@
 
 #include "absl/status/statusor.h"
 #include "benchmark/benchmark.h"
+#include "benchmarks/job_registry.h"
 #include "channels/memory/memory_channel.h"
 #include "channels/socketpair/socketpair_channel.h"
 #include "core/channel.h"
@@ -222,32 +223,31 @@ void Suspended100k(benchmark::State& state) {
 }
 
 void Register() {
-  benchmark::RegisterBenchmark("yield_switch/cooperative", YieldSwitchCooperative)
+  bench::AddJob("yield_switch/cooperative", YieldSwitchCooperative)
       ->UseRealTime()
-      ->Iterations(1000000);
-  benchmark::RegisterBenchmark("yield_switch/raw_context_switch", YieldSwitchBare)
+      ->Iterations(bench::Iterations(1000000));
+  bench::AddJob("yield_switch/raw_context_switch", YieldSwitchBare)
       ->UseRealTime()
-      ->Iterations(1000000);
-  benchmark::RegisterBenchmark("spawn_join/cooperative", SpawnJoinCooperative)
+      ->Iterations(bench::Iterations(1000000));
+  bench::AddJob("spawn_join/cooperative", SpawnJoinCooperative)
       ->UseRealTime()
-      ->Iterations(200000);
-  benchmark::RegisterBenchmark("spawn_join/raw_std_thread", SpawnJoinStdThread)
+      ->Iterations(bench::Iterations(200000));
+  bench::AddJob("spawn_join/raw_std_thread", SpawnJoinStdThread)
       ->UseRealTime()
-      ->Iterations(2000);
+      ->Iterations(bench::Iterations(2000));
   for (const ChannelSpec& spec : Channels()) {
-    benchmark::RegisterBenchmark(("same_thread_ping_pong/cooperative+" + spec.name).c_str(),
+    bench::AddJob(("same_thread_ping_pong/cooperative+" + spec.name),
                                  SameThreadPingPong, spec)
         ->UseRealTime()
-        ->Iterations(20000);
+        ->Iterations(bench::Iterations(20000));
   }
-  benchmark::RegisterBenchmark("suspended_100k/cooperative", Suspended100k)
+  bench::AddJob("suspended_100k/cooperative", Suspended100k)
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond)
-      ->Repetitions(3)
-      ->Iterations(1);
+      ->Iterations(bench::Iterations(1));
 }
 
-const bool registered = (Register(), true);
+TASKRT_BENCHMARK_JOBS(Register);
 
 }  // namespace
 }  // namespace taskrt

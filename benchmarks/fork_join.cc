@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "benchmark/benchmark.h"
+#include "benchmarks/job_registry.h"
 #include "core/task_group.h"
 #include "oneapi/tbb/global_control.h"
 #include "oneapi/tbb/task_arena.h"
@@ -176,7 +177,7 @@ void ChainedSpawnTbb(benchmark::State& state, int threads) {
   });
 }
 
-[[maybe_unused]] const bool registered = [] {
+void Register() {
   static const auto* specs = new std::vector<SchedulerSpec>{
       {"work_stealing", NewWorkStealingPool, 1},
       {"work_stealing", NewWorkStealingPool, 2},
@@ -187,54 +188,48 @@ void ChainedSpawnTbb(benchmark::State& state, int threads) {
     return spec.name + "(" + std::to_string(spec.workers) + ")";
   };
   for (const SchedulerSpec& spec : *specs) {
-    benchmark::RegisterBenchmark(row("fork_join_fib30", label(spec)).c_str(),
+    bench::AddJob(row("fork_join_fib30", label(spec)),
                                  [&spec](benchmark::State& s) { Fib(s, spec); })
         ->UseRealTime()
-        ->Repetitions(5)
         ->Unit(benchmark::kMillisecond)
-        ->Iterations(2);
+        ->Iterations(bench::Iterations(2));
     if (spec.workers == 1) continue;  // the two jobs below compare 2 workers
-    benchmark::RegisterBenchmark(row("spawn_1m_outside", label(spec)).c_str(),
+    bench::AddJob(row("spawn_1m_outside", label(spec)),
                                  [&spec](benchmark::State& s) { SpawnOutside(s, spec); })
         ->UseRealTime()
-        ->Repetitions(5)
         ->Unit(benchmark::kMillisecond)
-        ->Iterations(1);
-    benchmark::RegisterBenchmark(row("chained_spawn_100k", label(spec)).c_str(),
+        ->Iterations(bench::Iterations(1));
+    bench::AddJob(row("chained_spawn_100k", label(spec)),
                                  [&spec](benchmark::State& s) { ChainedSpawn(s, spec); })
         ->UseRealTime()
-        ->Repetitions(5)
         ->Unit(benchmark::kMillisecond)
-        ->Iterations(3);
+        ->Iterations(bench::Iterations(3));
   }
   for (int threads : {1, 2}) {
     const std::string tbb = "oneTBB(" + std::to_string(threads) + ")";
-    benchmark::RegisterBenchmark(row("fork_join_fib30", tbb).c_str(),
+    bench::AddJob(row("fork_join_fib30", tbb),
                                  [threads](benchmark::State& s) { FibTbb(s, threads); })
         ->UseRealTime()
-        ->Repetitions(5)
         ->Unit(benchmark::kMillisecond)
-        ->Iterations(2);
+        ->Iterations(bench::Iterations(2));
   }
-  benchmark::RegisterBenchmark("spawn_1m_outside/oneTBB(2)",
+  bench::AddJob("spawn_1m_outside/oneTBB(2)",
                                [](benchmark::State& s) { SpawnOutsideTbb(s, 2); })
       ->UseRealTime()
-      ->Repetitions(5)
       ->Unit(benchmark::kMillisecond)
-      ->Iterations(1);
-  benchmark::RegisterBenchmark("chained_spawn_100k/oneTBB(2)",
+      ->Iterations(bench::Iterations(1));
+  bench::AddJob("chained_spawn_100k/oneTBB(2)",
                                [](benchmark::State& s) { ChainedSpawnTbb(s, 2); })
       ->UseRealTime()
-      ->Repetitions(5)
       ->Unit(benchmark::kMillisecond)
-      ->Iterations(3);
-  benchmark::RegisterBenchmark("fork_join_fib30/raw_serial", FibSerial)
+      ->Iterations(bench::Iterations(3));
+  bench::AddJob("fork_join_fib30/raw_serial", FibSerial)
       ->UseRealTime()
-      ->Repetitions(5)
       ->Unit(benchmark::kMillisecond)
-      ->Iterations(2);
-  return true;
-}();
+      ->Iterations(bench::Iterations(2));
+}
+
+TASKRT_BENCHMARK_JOBS(Register);
 
 }  // namespace
 }  // namespace taskrt

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
+#include "benchmarks/job_registry.h"
 #include "channels/socketpair/socketpair_channel.h"
 #include "core/task.h"
 #include "event_loops/epoll/epoll_loop.h"
@@ -83,14 +84,15 @@ const std::vector<BackendPair>& Pairs() {
   return *pairs;
 }
 
-[[maybe_unused]] const bool registered = [] {
+void Register() {
   for (const BackendPair& pair : Pairs()) {
-    benchmark::RegisterBenchmark(("round_trip/kore:" + pair.name).c_str(),
+    bench::AddJob(("round_trip/kore:" + pair.name),
                                  [&pair](benchmark::State& state) { KoreRoundTrip(state, pair); })
         ->UseRealTime();
   }
-  return true;
-}();
+}
+
+TASKRT_BENCHMARK_JOBS(Register);
 
 }  // namespace
 }  // namespace taskrt

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "benchmark/benchmark.h"
+#include "benchmarks/job_registry.h"
 #include "core/execution_context.h"
 #include "schedulers/cooperative/cooperative.h"
 #include "spl/spl_task.h"
@@ -88,15 +89,15 @@ void SwitchThereAndBack(benchmark::State& state) {
 }
 
 void Register() {
-  benchmark::RegisterBenchmark("same_thread_ping_pong/spl_co_call", CoCallRoundTrip)
+  bench::AddJob("same_thread_ping_pong/spl_co_call", CoCallRoundTrip)
       ->UseRealTime()
-      ->Iterations(100000);
-  benchmark::RegisterBenchmark("spl_switch/cooperative", SwitchThereAndBack)
+      ->Iterations(bench::Iterations(100000));
+  bench::AddJob("spl_switch/cooperative", SwitchThereAndBack)
       ->UseRealTime()
-      ->Iterations(100000);
+      ->Iterations(bench::Iterations(100000));
 }
 
-const bool registered = (Register(), true);
+TASKRT_BENCHMARK_JOBS(Register);
 
 }  // namespace
 }  // namespace taskrt
