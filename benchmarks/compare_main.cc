@@ -1,139 +1,301 @@
-// The comparison report: runs every registered benchmark and prints, per job,
-// one row per backend with its median time, its ratio to the job's raw
-// baseline and to the fastest backend.
+// The comparison report: runs every benchmark job over every backend that is
+// built, prints one table per job, and writes results.json and report.html.
 //
-// Benchmark names follow "job/backend"; a backend whose name starts with
-// "raw_" is a baseline (no runtime involved). Each benchmark is repeated, repetitions of different benchmarks interleaved in random order (so slow
-// drift of a shared machine hits every backend alike), and
-// the report reads the median of the repetitions, so the ratios compare
-// figures measured in the same run.
+//   tools/bazel run //benchmarks:compare -- [--quick] [--filter REGEX]
+//       [--repetitions N] [--out DIR] [--benchmark_...]
+//
+// Each repetition runs every selected benchmark once, in a fresh random order,
+// so slow drift of a shared machine hits every backend alike; the report
+// reads the median over repetitions. Options of Google Benchmark
+// (--benchmark_min_time, ...) pass through.
+
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
-#include <map>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <regex>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "benchmarks/job_registry.h"
+#include "benchmarks/report.h"
 
+namespace taskrt::bench {
 namespace {
 
-// "812 ns", "34.1 us", "138 ms": three significant figures, readable units.
-std::string FormatDuration(double ns) {
-  char text[32];
-  const char* unit = "ns";
-  double value = ns;
-  if (ns >= 1e9) {
-    value = ns / 1e9, unit = "s";
-  } else if (ns >= 1e6) {
-    value = ns / 1e6, unit = "ms";
-  } else if (ns >= 1e3) {
-    value = ns / 1e3, unit = "us";
-  }
-  std::snprintf(text, sizeof text, value >= 100 ? "%.0f %s" : "%.3g %s", value, unit);
-  return text;
-}
+constexpr int kDefaultRepetitions = 5;
 
-struct Row {
-  std::string backend;
-  double median_ns = 0;
-  std::map<std::string, double> counters;  // a job's own figures (rss_MiB, p99_ns, ...)
+constexpr char kUsage[] =
+    "usage: compare [--quick] [--filter REGEX] [--repetitions N] [--out DIR] "
+    "[--benchmark_...]\n"
+    "  --quick          a smoke run of a few seconds: one repetition, a thousandth of\n"
+    "                   the iterations (figures are not meaningful)\n"
+    "  --filter REGEX   only benchmarks whose \"job/backend\" name matches (ECMAScript\n"
+    "                   regex, searched anywhere in the name)\n"
+    "  --repetitions N  repetitions per benchmark (default 5; 1 with --quick)\n"
+    "  --out DIR        where results.json and report.html go (default: results/ in\n"
+    "                   the workspace)\n";
+
+struct Options {
+  bool quick = false;
+  std::string filter;
+  int repetitions = 0;  // 0: the default for the mode
+  std::string out;
+  std::vector<std::string> benchmark_flags;  // passed to Google Benchmark
 };
 
-class CompareReporter : public benchmark::ConsoleReporter {
+// Parses argv into `options`; on a mistake, returns what was wrong.
+std::string ParseOptions(int argc, char** argv, Options& options) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    // "--name value" or "--name=value".
+    auto value_of = [&](const std::string& name, std::string& value) -> bool {
+      if (arg == name) {
+        if (i + 1 >= argc) return false;
+        value = argv[++i];
+        return true;
+      }
+      if (arg.rfind(name + "=", 0) == 0) {
+        value = arg.substr(name.size() + 1);
+        return true;
+      }
+      return false;
+    };
+    std::string value;
+    if (arg == "--quick") {
+      options.quick = true;
+    } else if (arg == "--help" || arg == "-h") {
+      return "help";
+    } else if (value_of("--filter", value)) {
+      options.filter = value;
+    } else if (value_of("--out", value)) {
+      if (value.empty()) return "--out needs a directory";
+      options.out = value;
+    } else if (value_of("--repetitions", value)) {
+      char* end = nullptr;
+      const long n = std::strtol(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0' || n < 1 || n > 1000) {
+        return "--repetitions wants a whole number from 1 to 1000, not \"" + value + "\"";
+      }
+      options.repetitions = static_cast<int>(n);
+    } else if (arg.rfind("--benchmark_", 0) == 0) {
+      options.benchmark_flags.push_back(arg);
+    } else if (arg == "--filter" || arg == "--out" || arg == "--repetitions") {
+      return arg + " needs a value";
+    } else {
+      return "unknown option \"" + arg + "\"";
+    }
+  }
+  if (options.repetitions == 0) options.repetitions = options.quick ? 1 : kDefaultRepetitions;
+  return "";
+}
+
+// `bazel run` starts us in the runfiles tree; paths the user gives, and our
+// default, belong to the workspace they ran it from.
+std::filesystem::path OutputDirectory(const std::string& requested) {
+  if (requested.empty()) {
+    const char* workspace = std::getenv("BUILD_WORKSPACE_DIRECTORY");
+    return std::filesystem::path(workspace != nullptr ? workspace : ".") / "results";
+  }
+  std::filesystem::path path(requested);
+  const char* working = std::getenv("BUILD_WORKING_DIRECTORY");
+  if (path.is_relative() && working != nullptr) path = std::filesystem::path(working) / path;
+  return path;
+}
+
+// A Google Benchmark filter that matches exactly the benchmark `name`; the
+// library appends "/iterations:N/real_time" and such to the name it matches.
+std::string ExactFilter(const std::string& name) {
+  std::string pattern = "^";
+  for (char c : name) {
+    if (std::string(".[]{}()*+?|^$\\").find(c) != std::string::npos) pattern += '\\';
+    pattern += c;
+  }
+  return pattern + "(/|$)";
+}
+
+class CollectingReporter : public benchmark::BenchmarkReporter {
  public:
+  bool ReportContext(const Context&) override { return true; }
+
   void ReportRuns(const std::vector<Run>& runs) override {
-    ConsoleReporter::ReportRuns(runs);
     for (const Run& run : runs) {
-      if (run.run_type != Run::RT_Aggregate || run.aggregate_name != "median") continue;
-      const std::string name = run.run_name.function_name;
-      const size_t slash = name.find('/');
-      const std::string job = slash == std::string::npos ? name : name.substr(0, slash);
-      const std::string backend = slash == std::string::npos ? "-" : name.substr(slash + 1);
-      const double ns = run.GetAdjustedRealTime() *
-                        benchmark::GetTimeUnitMultiplier(benchmark::kNanosecond) /
-                        benchmark::GetTimeUnitMultiplier(run.time_unit);
-      Row row{backend, ns, {}};
-      for (const auto& [counter, value] : run.counters) row.counters[counter] = value.value;
-      jobs_[job].push_back(std::move(row));
+      if (run.run_type != Run::RT_Iteration) continue;
+      Measurement measurement;
+      measurement.name = run.run_name.function_name;
+      if (run.error_occurred) {
+        measurement.error = run.error_message.empty() ? "failed" : run.error_message;
+      } else {
+        measurement.ns_per_iteration =
+            run.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(run.time_unit) * 1e9;
+        for (const auto& [name, counter] : run.counters) {
+          measurement.counters[name] = counter.value;
+        }
+      }
+      Add(std::move(measurement));
     }
   }
 
-  void PrintTables() const {
-    for (const auto& [job, unsorted_rows] : jobs_) {
-      std::vector<Row> rows = unsorted_rows;
-      // Baselines first, then backends from fastest to slowest.
-      std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
-        if (IsBaseline(a) != IsBaseline(b)) return IsBaseline(a);
-        return a.median_ns < b.median_ns;
-      });
-      std::vector<const Row*> baselines;
-      const Row* best = nullptr;
-      for (const Row& row : rows) {
-        if (IsBaseline(row)) {
-          baselines.push_back(&row);
-        } else if (best == nullptr) {
-          best = &row;
-        }
-      }
-      std::printf("\n== %s (median of repetitions, real time)\n", job.c_str());
-      std::printf("%-32s %12s", "backend", "median");
-      for (const Row* baseline : baselines) {
-        std::printf(" %20s", ("x " + baseline->backend).c_str());
-      }
-      std::printf(" %8s\n", "x best");
-      for (const Row& row : rows) {
-        std::printf("%-32s %12s", row.backend.c_str(), FormatDuration(row.median_ns).c_str());
-        for (const Row* baseline : baselines) {
-          std::printf(" %19.3gx", row.median_ns / baseline->median_ns);
-        }
-        if (!IsBaseline(row) && best != nullptr) {
-          std::printf(" %7.2fx", row.median_ns / best->median_ns);
-        } else {
-          std::printf(" %8s", "-");
-        }
-        for (const auto& [counter, value] : row.counters) {
-          std::printf("  %s=%.4g", counter.c_str(), value);
-        }
-        std::printf("\n");
-      }
-      if (best != nullptr) {
-        std::printf("fastest backend: %s", best->backend.c_str());
-        for (const Row* baseline : baselines) {
-          std::printf(", %.2fx %s", best->median_ns / baseline->median_ns,
-                      baseline->backend.c_str());
-        }
-        std::printf("\n");
-      }
+  void Add(Measurement measurement) { measurements_.push_back(std::move(measurement)); }
+
+  const std::vector<Measurement>& measurements() const { return measurements_; }
+
+ private:
+  std::vector<Measurement> measurements_;
+};
+
+// "[ 37/180  20%] repetition 2/5  stream_8B/memory  (41 s, about 2 min left)".
+// On a terminal it rewrites one line; in a log (CI) it prints a line at
+// every tenth of the way, so the log stays short.
+class Progress {
+ public:
+  explicit Progress(size_t total) : total_(total), terminal_(isatty(STDERR_FILENO) == 1) {}
+
+  void Show(size_t done, int repetition, int repetitions, const std::string& name) {
+    const int percent = static_cast<int>(100 * done / total_);
+    if (!terminal_ && done != 0 && percent / 10 == last_tenth_) return;
+    last_tenth_ = percent / 10;
+    const double elapsed = Seconds();
+    std::string left;
+    if (done > 0) {
+      const double remaining = elapsed * static_cast<double>(total_ - done) / done;
+      left = remaining >= 90 ? ", about " + std::to_string(static_cast<int>(remaining / 60 + 0.5)) +
+                                   " min left"
+                             : ", about " + std::to_string(static_cast<int>(remaining + 0.5)) +
+                                   " s left";
     }
+    std::fprintf(stderr, "%s[%4zu/%zu %3d%%] repetition %d/%d  %s  (%d s%s)%s",
+                 terminal_ ? "\r\033[K" : "", done + 1, total_, percent, repetition,
+                 repetitions, name.c_str(), static_cast<int>(elapsed), left.c_str(),
+                 terminal_ ? "" : "\n");
+    std::fflush(stderr);
+  }
+
+  void Finish() {
+    std::fprintf(stderr, "%sran %zu benchmark runs in %d s\n", terminal_ ? "\r\033[K" : "",
+                 total_, static_cast<int>(Seconds()));
   }
 
  private:
-  static bool IsBaseline(const Row& row) { return row.backend.rfind("raw_", 0) == 0; }
+  double Seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
 
-  std::map<std::string, std::vector<Row>> jobs_;
+  const size_t total_;
+  const bool terminal_;
+  int last_tenth_ = -1;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
-}  // namespace
+std::string UtcNow() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return text;
+}
 
-int main(int argc, char** argv) {
-  // Defaults first so that flags given on the command line override them.
-  std::vector<char*> args = {argv[0]};
-  std::string repetitions = "--benchmark_repetitions=10";
-  std::string interleave = "--benchmark_enable_random_interleaving=true";
-  std::string aggregates = "--benchmark_report_aggregates_only=true";
-  args.push_back(repetitions.data());
-  args.push_back(aggregates.data());
-  args.push_back(interleave.data());
-  for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
-  int args_count = static_cast<int>(args.size());
-  benchmark::Initialize(&args_count, args.data());
-  if (benchmark::ReportUnrecognizedArguments(args_count, args.data())) return 1;
+bool WriteFile(const std::filesystem::path& path, const std::string& content) {
+  std::ofstream file(path, std::ios::binary | std::ios::trunc);
+  file << content;
+  file.close();
+  if (!file) {
+    std::fprintf(stderr, "compare: cannot write %s\n", path.c_str());
+    return false;
+  }
+  return true;
+}
 
-  CompareReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  reporter.PrintTables();
+int Main(int argc, char** argv) {
+  Options options;
+  if (const std::string problem = ParseOptions(argc, argv, options); !problem.empty()) {
+    if (problem == "help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    std::fprintf(stderr, "compare: %s\n%s", problem.c_str(), kUsage);
+    return 2;
+  }
+  std::regex filter;
+  try {
+    filter = std::regex(options.filter.empty() ? "." : options.filter);
+  } catch (const std::regex_error& error) {
+    std::fprintf(stderr, "compare: --filter \"%s\" is not a valid regex: %s\n",
+                 options.filter.c_str(), error.what());
+    return 2;
+  }
+
+  std::vector<std::string> library_args_storage = {argv[0]};
+  if (options.quick) library_args_storage.push_back("--benchmark_min_time=0.001");
+  for (const std::string& flag : options.benchmark_flags) library_args_storage.push_back(flag);
+  std::vector<char*> library_args;
+  for (std::string& arg : library_args_storage) library_args.push_back(arg.data());
+  int library_argc = static_cast<int>(library_args.size());
+  benchmark::Initialize(&library_argc, library_args.data());
+  if (benchmark::ReportUnrecognizedArguments(library_argc, library_args.data())) return 2;
+
+  RegisterJobs(JobSettings{options.quick});
+  std::vector<std::string> selected;
+  for (const std::string& name : JobNames()) {
+    if (std::regex_search(name, filter)) selected.push_back(name);
+  }
+  if (selected.empty()) {
+    std::fprintf(stderr, "compare: no benchmark matches --filter \"%s\"; they are:\n",
+                 options.filter.c_str());
+    for (const std::string& name : JobNames()) std::fprintf(stderr, "  %s\n", name.c_str());
+    return 2;
+  }
+
+  const std::filesystem::path out = OutputDirectory(options.out);
+  std::error_code error;
+  std::filesystem::create_directories(out, error);
+  if (error) {
+    std::fprintf(stderr, "compare: cannot create --out directory %s: %s\n", out.c_str(),
+                 error.message().c_str());
+    return 2;
+  }
+
+  RunInfo run{UtcNow(), options.repetitions, options.quick, options.filter};
+  const Machine machine = DescribeMachine();
+  std::printf("%s", FormatPreamble(machine, run).c_str());
+  std::fflush(stdout);
+
+  CollectingReporter collector;
+  Progress progress(selected.size() * static_cast<size_t>(options.repetitions));
+  std::mt19937 random(std::random_device{}());
+  size_t done = 0;
+  for (int repetition = 1; repetition <= options.repetitions; ++repetition) {
+    std::shuffle(selected.begin(), selected.end(), random);
+    for (const std::string& name : selected) {
+      progress.Show(done, repetition, options.repetitions, name);
+      if (benchmark::RunSpecifiedBenchmarks(&collector, ExactFilter(name)) != 1) {
+        collector.Add(Measurement{name, 0, {}, "the benchmark library did not run it"});
+      }
+      ++done;
+    }
+  }
+  progress.Finish();
   benchmark::Shutdown();
+
+  const std::vector<Table> tables = Summarise(collector.measurements());
+  std::printf("%s", FormatTables(tables).c_str());
+
+  const bool written = WriteFile(out / "results.json", ToJson(tables, machine, run)) &&
+                       WriteFile(out / "report.html", ToHtml(tables, machine, run));
+  if (!written) return 1;
+  std::printf("\nwrote %s and %s\n", (out / "results.json").c_str(), (out / "report.html").c_str());
   return 0;
 }
+
+}  // namespace
+}  // namespace taskrt::bench
+
+int main(int argc, char** argv) { return taskrt::bench::Main(argc, argv); }
