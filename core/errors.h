@@ -21,9 +21,20 @@
 namespace taskrt {
 
 // The "retry after readiness" result of every non-blocking call.
-inline absl::Status WouldBlock() { return absl::Status(absl::StatusCode::kUnavailable, ""); }
+//
+// Both are inline on purpose: they sit on every channel operation's hot
+// path, and Debian's Abseil is a shared library whose Status(code, message)
+// constructor and code() are out of line. Copying the one prebuilt
+// WouldBlock status and comparing against it are inline word operations
+// (the out-of-line EqualsSlow runs only for statuses that carry a message
+// or a payload, which are never WouldBlock).
+inline const absl::Status& WouldBlockStatus() {
+  static const absl::Status would_block(absl::StatusCode::kUnavailable, "");
+  return would_block;
+}
+inline absl::Status WouldBlock() { return WouldBlockStatus(); }
 inline bool IsWouldBlock(const absl::Status& status) {
-  return status.code() == absl::StatusCode::kUnavailable && status.message().empty();
+  return !status.ok() && status == WouldBlockStatus();
 }
 
 // Translates an errno value into a Status whose message names the operation,

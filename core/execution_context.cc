@@ -93,6 +93,15 @@ void ExecutionContext::Wake(void*) {
 void Parker::Park() { CurrentExecutionContext().Park(*this); }
 
 void Parker::Unpark() {
+  // A suspended task is the common case, and then nobody else touches
+  // state_ any more (Park registered and suspended; Unpark comes once): a
+  // plain store wakes it, without the atomic read-modify-write that only
+  // the race with a Park still in progress needs.
+  if (state_.load(std::memory_order_acquire) == kTaskSuspended) {
+    state_.store(kUnparked, std::memory_order_relaxed);
+    waker_->Wake(waker_token_);
+    return;
+  }
   const uint32_t previous = state_.exchange(kUnparked, std::memory_order_acq_rel);
   if (previous == kTaskSuspended) {
     // The task cannot resume, and so cannot free this Parker, before

@@ -89,6 +89,15 @@ class ExecutionContext {
   // returns. On an OS thread it yields the processor (std::this_thread).
   virtual void Yield();
 
+  // Lets the other work of the same scheduler that is ready now run once,
+  // then returns; says whether there was any. A stackful task gives the
+  // thread to the next ready task (and returns false at once, without a
+  // switch, when none is ready); an OS thread does nothing and returns
+  // false. Blocking calls use it before they wait: when the peer they wait
+  // for is a ready task on the same thread (a same-thread round trip), it
+  // answers meanwhile and the caller needs neither a park nor a wake-up.
+  virtual bool YieldToReady() { return false; }
+
   // Blocks until parker.Unpark(); see Parker. The default sleeps the thread.
   virtual void Park(Parker& parker);
 

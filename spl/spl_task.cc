@@ -236,14 +236,22 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   absl::Status SwitchTo(absl::string_view name) {
     Record* self = Current();
     if (self == nullptr) return NotInTask("task_switch");
-    return SwitchAndPause(self, name, "task_switch", [](Record&) { return absl::OkStatus(); });
+    return SwitchAndPause(
+        self, "task_switch", ByName(name, "task_switch"),
+        [](Record&) { return absl::OkStatus(); }, [] {});
   }
 
   absl::StatusOr<Value> CoCall(absl::string_view name) {
     Record* self = Current();
     if (self == nullptr) return NotInTask("task_co_call");
-    absl::Status switched =
-        SwitchAndPause(self, name, "task_co_call", [&](Record& target) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    // Filled when the caller goes on, in the same critical section as the
+    // resume checks: one lock for the whole way back.
+    std::optional<absl::StatusOr<Value>> result;
+    absl::Status switched = SwitchAndPause(
+        self, "task_co_call", ByName(name, "task_co_call"),
+        // Under mu_ (SwitchAndPause holds it); the analysis cannot see
+        // into lambdas.
+        [&](Record& target) ABSL_NO_THREAD_SAFETY_ANALYSIS {
           if (target.co_caller != nullptr) {
             return absl::FailedPreconditionError(absl::StrCat(
                 "task_co_call: task '", name, "' is already in a co-routine call from '",
@@ -253,43 +261,53 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
           self->co_callee = &target;
           self->co_result.reset();
           return absl::OkStatus();
+        },
+        [&] {
+          if (self->co_result.has_value()) {
+            result.emplace(*std::move(self->co_result));
+          } else {
+            result.emplace(absl::FailedPreconditionError(absl::StrCat(
+                "task_co_call: continued before task '", name, "' called task_co_return")));
+          }
+          Unlink(*self);
+          self->co_result.reset();
         });
     if (!switched.ok()) return switched;
-    SpinLockHolder lock(&mu_);
-    absl::StatusOr<Value> result =
-        self->co_result.has_value()
-            ? *std::move(self->co_result)
-            : absl::FailedPreconditionError(absl::StrCat(
-                  "task_co_call: continued before task '", name, "' called task_co_return"));
-    Unlink(*self);
-    self->co_result.reset();
-    return result;
+    return *std::move(result);
   }
 
   absl::Status CoReturn(Value value) {
     Record* self = Current();
     if (self == nullptr) return NotInTask("task_co_return");
-    Record* target = nullptr;
-    {
-      SpinLockHolder lock(&mu_);
-      if (Record* caller = self->co_caller) {
-        caller->co_result = std::move(value);
-        target = caller;
-        Unlink(*caller);
-      } else if (!self->co_default.empty()) {
-        target = Lookup(self->co_default);
-        if (target == nullptr) {
-          return UnknownTask("task_co_return (default task)", self->co_default);
-        }
-      } else {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "task_co_return: task '", Describe(*self),
-            "' was not entered through task_co_call and has no default task "
-            "(task_co_setdefault)"));
-      }
-    }
-    return SwitchAndPause(self, target->name.empty() ? absl::string_view() : target->name,
-                          "task_co_return", [](Record&) { return absl::OkStatus(); }, target);
+    // One critical section picks the task to return to, hands it the value
+    // and pauses this one.
+    return SwitchAndPause(
+        self, "task_co_return",
+        [&](Record*& target) ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under mu_
+          if (self->co_caller != nullptr) {
+            target = self->co_caller;
+            return absl::OkStatus();
+          }
+          if (self->co_default.empty()) {
+            return absl::FailedPreconditionError(absl::StrCat(
+                "task_co_return: task '", Describe(*self),
+                "' was not entered through task_co_call and has no default task "
+                "(task_co_setdefault)"));
+          }
+          target = Lookup(self->co_default);
+          if (target == nullptr) {
+            return UnknownTask("task_co_return (default task)", self->co_default);
+          }
+          return absl::OkStatus();
+        },
+        [&](Record& target) {
+          if (self->co_caller == &target) {
+            target.co_result = std::move(value);
+            Unlink(target);
+          }
+          return absl::OkStatus();
+        },
+        [] {});
   }
 
   absl::Status SetCoReturnDefault(absl::string_view name, absl::string_view default_task) {
@@ -473,8 +491,14 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   }
 
   // After any wait of this module: dies if killed, pauses if asked to, and
-  // waits while another task holds SYSTEM.
+  // waits while another task holds SYSTEM. `on_resume` runs under the lock
+  // once the task goes on, so a caller that reads its results there needs
+  // no second critical section.
   void ResumePoint(Record* self) {
+    ResumePoint(self, [] {});
+  }
+  template <typename OnResume>
+  void ResumePoint(Record* self, OnResume on_resume) {
     while (true) {
       Parker gate;
       bool gated = false;
@@ -484,6 +508,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
         if (self->pause_requested) {
           self->pause_requested = false;
         } else if (system_ == nullptr || system_ == self) {
+          on_resume();
           return;
         } else {
           gated = true;
@@ -493,8 +518,8 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
         }
       }
       if (!gated) {
-        PauseSelf(self);
-        return;
+        PauseSelf(self);  // runs the checks again when continued; so do we
+        continue;
       }
       gate.Park();
     }
@@ -514,13 +539,15 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     FinishPause(self, parker, wake, dies, woken_already);
   }
 
-  // Continues `target` (named `name`, or given) and pauses `self` in one
-  // critical section: no other task can run in between, which is what the
-  // seed gets from task_system(). `prepare(target)` runs first, under the
-  // lock; an error from it (or an unknown name) changes nothing.
-  template <typename Prepare>
-  absl::Status SwitchAndPause(Record* self, absl::string_view name, const char* what,
-                              Prepare prepare, Record* target = nullptr) {
+  // Continues a task and pauses `self` in one critical section: no other
+  // task can run in between, which is what the seed gets from
+  // task_system(). Under the lock, `select(target)` picks the task (or
+  // fails), then `prepare(target)` runs; an error from either changes
+  // nothing. `on_resume` runs under the lock when `self` goes on (see
+  // ResumePoint).
+  template <typename Select, typename Prepare, typename OnResume>
+  absl::Status SwitchAndPause(Record* self, const char* what, Select select, Prepare prepare,
+                              OnResume on_resume) {
     Parker parker;
     Parker* wake_target = nullptr;
     std::vector<Parker*> wake;
@@ -528,10 +555,8 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     bool woken_already = false;
     {
       SpinLockHolder lock(&mu_);
-      if (target == nullptr) {
-        target = Lookup(name);
-        if (target == nullptr) return UnknownTask(what, name);
-      }
+      Record* target = nullptr;
+      if (absl::Status selected = select(target); !selected.ok()) return selected;
       if (target == self) {
         return absl::InvalidArgumentError(absl::StrCat(what, ": a task cannot switch to itself"));
       }
@@ -540,8 +565,26 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
       PrepareToPause(self, parker, wake, dies, woken_already);
     }
     if (wake_target != nullptr) wake_target->Unpark();
-    FinishPause(self, parker, wake, dies, woken_already);
+    FinishPause(self, parker, wake, dies, woken_already, on_resume);
     return absl::OkStatus();
+  }
+
+  // A `select` for SwitchAndPause: the live task named `name`.
+  struct LookupTask {
+    LookupTask(absl::string_view task_name, const char* operation)
+        : name(task_name), what(operation) {}
+    absl::Status operator()(Record*& target) const ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under mu_
+      target = impl->Lookup(name);
+      return target != nullptr ? absl::OkStatus() : UnknownTask(what, name);
+    }
+    Impl* impl = nullptr;
+    absl::string_view name;
+    const char* what;
+  };
+  LookupTask ByName(absl::string_view name, const char* what) {
+    LookupTask select(name, what);
+    select.impl = this;
+    return select;
   }
 
   // The locked half of a pause: a pending late kill dies now, SYSTEM ends,
@@ -566,10 +609,15 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   // The unlocked half: wakes whom the locked half released, then waits.
   void FinishPause(Record* self, Parker& parker, const std::vector<Parker*>& wake, bool dies,
                    bool woken_already) {
+    FinishPause(self, parker, wake, dies, woken_already, [] {});
+  }
+  template <typename OnResume>
+  void FinishPause(Record* self, Parker& parker, const std::vector<Parker*>& wake, bool dies,
+                   bool woken_already, OnResume on_resume) {
     for (Parker* p : wake) p->Unpark();
     if (dies) throw TaskKilled{};
     if (!woken_already) parker.Park();
-    ResumePoint(self);
+    ResumePoint(self, on_resume);
   }
 
   // Ends the co-routine link of `caller` with its callee, both ways.

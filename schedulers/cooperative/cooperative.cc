@@ -134,6 +134,7 @@ class CooperativeScheduler final : public Scheduler {
       return scheduler_->WaitFdUntil(fd, poll_events, deadline);
     }
     void Yield() override { scheduler_->YieldCurrent(); }
+    bool YieldToReady() override { return scheduler_->YieldToReadyTask(); }
     void Park(Parker& parker) override {
       CoTask* task = scheduler_->current_;
       if (task == nullptr) {  // the scheduler's own loop; not user code
@@ -303,6 +304,17 @@ class CooperativeScheduler final : public Scheduler {
     }
     PushReady(self);  // behind a non-empty queue: never picked next by itself
     SuspendCurrent();
+  }
+
+  // ExecutionContext::YieldToReady: lets the ready tasks run once, if there
+  // are any; unlike YieldCurrent it never visits the loop just to look for
+  // outside work (a caller about to wait would only wait behind it).
+  bool YieldToReadyTask() {
+    CoTask* self = current_;
+    if (self == nullptr || ready_head_ == nullptr) return false;
+    PushReady(self);  // behind a non-empty queue: never picked next by itself
+    SuspendCurrent();
+    return true;
   }
 
   // Switches away from the current task; returns when it runs again.

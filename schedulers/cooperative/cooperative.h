@@ -10,6 +10,10 @@
 //     the others keep running on the same thread.
 //   - Yield() (core/execution_context.h) switches straight to the next ready
 //     task, without passing through the scheduler's own loop.
+//   - A blocking channel call that cannot go on lets the ready tasks run
+//     once (ExecutionContext::YieldToReady) before it parks: a peer on the
+//     same thread usually answers meanwhile, so a same-thread round trip
+//     costs two switches and no park or wake-up.
 //   - A task waiting on a file descriptor is parked in the scheduler's epoll
 //     set. When no task is ready the thread sleeps in epoll_wait, so a task
 //     blocked on a channel wakes when data arrives, with no busy polling

@@ -1,0 +1,147 @@
+// Backend-specific behaviour of the cooperative scheduler that the
+// conformance suite does not pin down: the same-thread wake-up and
+// hand-off paths that the same-thread benchmarks depend on.
+
+#include "schedulers/cooperative/cooperative.h"
+
+#include <atomic>
+#include <future>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "channels/memory/memory_channel.h"
+#include "core/channel.h"
+#include "core/execution_context.h"
+#include "gtest/gtest.h"
+
+namespace taskrt {
+namespace {
+
+std::unique_ptr<Scheduler> NewScheduler() {
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = NewCooperativeScheduler();
+  EXPECT_TRUE(scheduler.ok()) << scheduler.status();
+  return scheduler.ok() ? *std::move(scheduler) : nullptr;
+}
+
+TEST(CooperativeTest, YieldToReadyOnAnOsThreadDoesNothing) {
+  EXPECT_FALSE(CurrentExecutionContext().YieldToReady());
+}
+
+TEST(CooperativeTest, YieldToReadyRunsTheReadyTasksOnceAndSaysSo) {
+  std::unique_ptr<Scheduler> scheduler = NewScheduler();
+  ASSERT_NE(scheduler, nullptr);
+  std::vector<int> order;  // all on the scheduler's thread
+  bool alone = true;
+  bool with_other = false;
+  Parker done;
+  ASSERT_TRUE(scheduler
+                  ->Schedule([&] {
+                    alone = CurrentExecutionContext().YieldToReady();
+                    order.push_back(1);
+                    (void)scheduler->Schedule([&] { order.push_back(2); });
+                    with_other = CurrentExecutionContext().YieldToReady();
+                    order.push_back(3);
+                    done.Unpark();
+                  })
+                  .ok());
+  done.Park();
+  EXPECT_FALSE(alone);
+  EXPECT_TRUE(with_other);
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+  EXPECT_TRUE(scheduler->Shutdown().ok());
+}
+
+TEST(CooperativeTest, SameThreadUnparkResumesASuspendedTask) {
+  std::unique_ptr<Scheduler> scheduler = NewScheduler();
+  ASSERT_NE(scheduler, nullptr);
+  std::vector<int> order;
+  Parker parker;
+  Parker done;
+  ASSERT_TRUE(scheduler
+                  ->Schedule([&] {
+                    order.push_back(1);
+                    parker.Park();  // suspends; the second task runs
+                    order.push_back(3);
+                    done.Unpark();
+                  })
+                  .ok());
+  ASSERT_TRUE(scheduler
+                  ->Schedule([&] {
+                    order.push_back(2);
+                    parker.Unpark();  // the first is suspended: the fast path
+                  })
+                  .ok());
+  done.Park();
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+  EXPECT_TRUE(scheduler->Shutdown().ok());
+}
+
+TEST(CooperativeTest, UnparkFromAnotherThreadResumesASuspendedTask) {
+  std::unique_ptr<Scheduler> scheduler = NewScheduler();
+  ASSERT_NE(scheduler, nullptr);
+  Parker parker;
+  Parker done;
+  std::promise<void> suspended;
+  ASSERT_TRUE(scheduler
+                  ->Schedule([&] {
+                    parker.Park();
+                    done.Unpark();
+                  })
+                  .ok());
+  // Runs only once the first task has suspended (one thread, FIFO).
+  ASSERT_TRUE(scheduler->Schedule([&] { suspended.set_value(); }).ok());
+  suspended.get_future().wait();
+  std::thread waker([&] { parker.Unpark(); });
+  done.Park();
+  waker.join();
+  EXPECT_TRUE(scheduler->Shutdown().ok());
+}
+
+// Two tasks of one scheduler ping-pong over a memory channel: every reply
+// arrives, in order, whichever of the wake-up paths (yield to the ready
+// peer, or park and be woken) each wait takes.
+TEST(CooperativeTest, SameThreadPingPongKeepsOrder) {
+  std::unique_ptr<Scheduler> scheduler = NewScheduler();
+  ASSERT_NE(scheduler, nullptr);
+  std::unique_ptr<ChannelFactory> factory = NewMemoryChannelFactory();
+  absl::StatusOr<ChannelPair> pair = factory->CreatePair(ChannelOptions{});
+  ASSERT_TRUE(pair.ok()) << pair.status();
+  constexpr int kRounds = 10000;
+  int wrong = 0;
+  Parker done;
+  ASSERT_TRUE(scheduler
+                  ->Schedule([&] {
+                    int value = 0;
+                    auto buffer = absl::MakeSpan(reinterpret_cast<char*>(&value), sizeof value);
+                    while (Receive(*pair->task_end, buffer).ok() && value >= 0) {
+                      value += 1;
+                      if (!Send(*pair->task_end, buffer).ok()) break;
+                    }
+                  })
+                  .ok());
+  ASSERT_TRUE(scheduler
+                  ->Schedule([&] {
+                    int value = 0;
+                    auto buffer = absl::MakeSpan(reinterpret_cast<char*>(&value), sizeof value);
+                    for (int i = 0; i < kRounds; ++i) {
+                      value = 2 * i;
+                      if (!Send(*pair->owner_end, buffer).ok() ||
+                          !Receive(*pair->owner_end, buffer).ok() || value != 2 * i + 1) {
+                        ++wrong;
+                      }
+                      // Now and then let the peer park first, so both paths run.
+                      if (i % 7 == 0) Yield();
+                    }
+                    value = -1;
+                    (void)Send(*pair->owner_end, buffer);
+                    done.Unpark();
+                  })
+                  .ok());
+  done.Park();
+  EXPECT_EQ(wrong, 0);
+  EXPECT_TRUE(scheduler->Shutdown().ok());
+}
+
+}  // namespace
+}  // namespace taskrt
