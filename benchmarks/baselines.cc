@@ -96,7 +96,8 @@ void RoundTripRawSocketpair(benchmark::State& state, bool spin) {
 }
 void Register() {
   taskrt::bench::AddJob("round_trip/raw_socketpair", RoundTripRawSocketpair, false)->UseRealTime();
-  taskrt::bench::AddJob("round_trip/raw_socketpair_spin", RoundTripRawSocketpair, true)->UseRealTime();
+  taskrt::bench::AddJob("round_trip/raw_socketpair_spin", RoundTripRawSocketpair, true)
+      ->UseRealTime();
   // The same floor beside the channel backends' thread-to-thread round trip
   // (channels.cc), whose echo thread spins 50 us before it blocks.
   taskrt::bench::AddJob("cross_thread_ping_pong/raw_socketpair_spin", RoundTripRawSocketpair, true)

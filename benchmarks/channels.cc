@@ -7,7 +7,13 @@
 //                           on one atomic: the hardware floor), raw_futex
 //                           (flip a word, futex wake/wait, no spinning).
 //   stream_8B, stream_4KiB  one thread sends, the benchmark thread receives;
-//                           one iteration = one message.
+//                           one iteration = one message, whose first 8
+//                           bytes (its sequence number) are checked.
+//   stream_8B_batch64       as stream_8B, but the sender writes bursts of 64
+//                           messages with TrySend and makes each burst
+//                           visible with one flush (TryFlush, waiting on
+//                           the end while it would block): the pattern of
+//                           a task that produces output in bursts.
 //   fan_in_1000             1,000 Kore tasks each write 10 messages to one
 //                           owner whose event loop reads them through bound
 //                           callbacks; one iteration = all 10,000 messages.
@@ -24,6 +30,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -39,6 +46,7 @@
 #include "channels/memory/memory_channel.h"
 #include "channels/socketpair/socketpair_channel.h"
 #include "core/channel.h"
+#include "core/errors.h"
 #include "core/event_loop.h"
 #include "core/task.h"
 #include "event_loops/epoll/epoll_loop.h"
@@ -201,27 +209,70 @@ void PingPongFutex(benchmark::State& state) {
   percentiles.Report(state);
 }
 
+// The receiving half of the stream jobs: one message per iteration, its
+// length and sequence number checked.
+void ReceiveStream(benchmark::State& state, ChannelEnd& end, size_t message_size) {
+  std::string buffer(message_size, '\0');
+  uint64_t expected = 0;
+  for (auto _ : state) {
+    absl::StatusOr<size_t> got = Receive(end, absl::MakeSpan(buffer));
+    uint64_t sequence;
+    std::memcpy(&sequence, buffer.data(), sizeof sequence);
+    if (!got.ok() || *got != message_size || sequence != expected) {
+      state.SkipWithError("stream broke");
+      break;
+    }
+    ++expected;
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(message_size));
+}
+
 void Stream(benchmark::State& state, const ChannelSpec& spec, size_t message_size) {
   absl::StatusOr<ChannelPair> pair = MakePair(state, spec);
   if (!pair.ok()) return;
   const int64_t messages = state.max_iterations;
   std::thread producer([end = pair->task_end.get(), messages, message_size] {
     std::string message(message_size, 'x');
-    for (int64_t i = 0; i < messages; ++i) {
+    for (uint64_t i = 0; i < static_cast<uint64_t>(messages); ++i) {
+      std::memcpy(message.data(), &i, sizeof i);
       if (!Send(*end, absl::MakeConstSpan(message)).ok()) return;
     }
   });
-  std::string buffer(message_size, '\0');
-  for (auto _ : state) {
-    absl::StatusOr<size_t> got = Receive(*pair->owner_end, absl::MakeSpan(buffer));
-    if (!got.ok() || *got != message_size) {
-      state.SkipWithError("stream broke");
-      break;
-    }
-  }
+  ReceiveStream(state, *pair->owner_end, message_size);
   pair->owner_end->Close();
   producer.join();
-  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(message_size));
+}
+
+// Pushes out what TrySend accepted, waiting on the end while it would block:
+// the flush half of the blocking Send(), for a burst of TrySends.
+absl::Status Flush(ChannelEnd& end) {
+  while (true) {
+    absl::Status flushed = end.TryFlush();
+    if (!IsWouldBlock(flushed)) return flushed;
+    if (absl::Status wait = end.WaitUntilReady(ChannelDirection::kSend); !wait.ok()) return wait;
+  }
+}
+
+void StreamBatch(benchmark::State& state, const ChannelSpec& spec, size_t message_size, int burst) {
+  absl::StatusOr<ChannelPair> pair = MakePair(state, spec);
+  if (!pair.ok()) return;
+  const int64_t messages = state.max_iterations;
+  std::thread producer([end = pair->task_end.get(), messages, message_size, burst] {
+    std::string message(message_size, 'x');
+    for (uint64_t i = 0; i < static_cast<uint64_t>(messages);) {
+      for (int b = 0; b < burst && i < static_cast<uint64_t>(messages); ++b, ++i) {
+        std::memcpy(message.data(), &i, sizeof i);
+        absl::Status sent = end->TrySend(absl::MakeConstSpan(message));
+        // The end holds all it can: the blocking Send() flushes and waits.
+        if (IsWouldBlock(sent)) sent = Send(*end, absl::MakeConstSpan(message));
+        if (!sent.ok()) return;
+      }
+      if (!Flush(*end).ok()) return;
+    }
+  });
+  ReceiveStream(state, *pair->owner_end, message_size);
+  pair->owner_end->Close();
+  producer.join();
 }
 
 void FanIn(benchmark::State& state, const LoopSpec& loop_spec, const ChannelSpec& channel_spec) {
@@ -278,20 +329,20 @@ void FanIn(benchmark::State& state, const LoopSpec& loop_spec, const ChannelSpec
 
 void Register() {
   for (const ChannelSpec& spec : ChannelBackends()) {
-    bench::AddJob(("cross_thread_ping_pong/" + spec.name),
-                                 CrossThreadPingPong, spec)
+    bench::AddJob(("cross_thread_ping_pong/" + spec.name), CrossThreadPingPong, spec)
         ->UseRealTime()
         ->Iterations(bench::Iterations(20000));
     bench::AddJob(("stream_8B/" + spec.name), Stream, spec, size_t{8})
         ->UseRealTime()
         ->Iterations(bench::Iterations(1000000));
-    bench::AddJob(("stream_4KiB/" + spec.name), Stream, spec,
-                                 size_t{4096})
+    bench::AddJob(("stream_4KiB/" + spec.name), Stream, spec, size_t{4096})
         ->UseRealTime()
         ->Iterations(bench::Iterations(100000));
+    bench::AddJob(("stream_8B_batch64/" + spec.name), StreamBatch, spec, size_t{8}, 64)
+        ->UseRealTime()
+        ->Iterations(bench::Iterations(1000000));
     for (const LoopSpec& loop : LoopBackends()) {
-      bench::AddJob(("fan_in_1000/" + loop.name + "+" + spec.name), FanIn,
-                                   loop, spec)
+      bench::AddJob(("fan_in_1000/" + loop.name + "+" + spec.name), FanIn, loop, spec)
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond)
           ->Iterations(bench::Iterations(3));

@@ -166,21 +166,19 @@ class Progress {
     std::string left;
     if (done > 0) {
       const double remaining = elapsed * static_cast<double>(total_ - done) / done;
-      left = remaining >= 90 ? ", about " + std::to_string(static_cast<int>(remaining / 60 + 0.5)) +
-                                   " min left"
-                             : ", about " + std::to_string(static_cast<int>(remaining + 0.5)) +
-                                   " s left";
+      left = remaining >= 90
+                 ? ", about " + std::to_string(static_cast<int>(remaining / 60 + 0.5)) + " min left"
+                 : ", about " + std::to_string(static_cast<int>(remaining + 0.5)) + " s left";
     }
     std::fprintf(stderr, "%s[%4zu/%zu %3d%%] repetition %d/%d  %s  (%d s%s)%s",
-                 terminal_ ? "\r\033[K" : "", done + 1, total_, percent, repetition,
-                 repetitions, name.c_str(), static_cast<int>(elapsed), left.c_str(),
-                 terminal_ ? "" : "\n");
+                 terminal_ ? "\r\033[K" : "", done + 1, total_, percent, repetition, repetitions,
+                 name.c_str(), static_cast<int>(elapsed), left.c_str(), terminal_ ? "" : "\n");
     std::fflush(stderr);
   }
 
   void Finish() {
-    std::fprintf(stderr, "%sran %zu benchmark runs in %d s\n", terminal_ ? "\r\033[K" : "",
-                 total_, static_cast<int>(Seconds()));
+    std::fprintf(stderr, "%sran %zu benchmark runs in %d s\n", terminal_ ? "\r\033[K" : "", total_,
+                 static_cast<int>(Seconds()));
   }
 
  private:

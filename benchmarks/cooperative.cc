@@ -20,6 +20,8 @@
 // The measuring loop runs inside a task of the scheduler under test; the
 // benchmark thread waits. Times are real time.
 
+#include "schedulers/cooperative/cooperative.h"
+
 #include <unistd.h>
 
 #include <atomic>
@@ -41,7 +43,6 @@
 #include "core/fiber.h"
 #include "core/stack.h"
 #include "core/task_group.h"
-#include "schedulers/cooperative/cooperative.h"
 
 namespace taskrt {
 namespace {
@@ -75,9 +76,9 @@ bool RunInTask(benchmark::State& state, const CooperativeOptions& options,
   Parker done;
   Scheduler& s = **scheduler;
   if (!s.Schedule([&] {
-         body(s);
-         done.Unpark();
-       }).ok()) {
+          body(s);
+          done.Unpark();
+        }).ok()) {
     state.SkipWithError("schedule refused");
     return false;
   }
@@ -236,8 +237,7 @@ void Register() {
       ->UseRealTime()
       ->Iterations(bench::Iterations(2000));
   for (const ChannelSpec& spec : Channels()) {
-    bench::AddJob(("same_thread_ping_pong/cooperative+" + spec.name),
-                                 SameThreadPingPong, spec)
+    bench::AddJob(("same_thread_ping_pong/cooperative+" + spec.name), SameThreadPingPong, spec)
         ->UseRealTime()
         ->Iterations(bench::Iterations(20000));
   }

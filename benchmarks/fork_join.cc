@@ -189,18 +189,18 @@ void Register() {
   };
   for (const SchedulerSpec& spec : *specs) {
     bench::AddJob(row("fork_join_fib30", label(spec)),
-                                 [&spec](benchmark::State& s) { Fib(s, spec); })
+                  [&spec](benchmark::State& s) { Fib(s, spec); })
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond)
         ->Iterations(bench::Iterations(2));
     if (spec.workers == 1) continue;  // the two jobs below compare 2 workers
     bench::AddJob(row("spawn_1m_outside", label(spec)),
-                                 [&spec](benchmark::State& s) { SpawnOutside(s, spec); })
+                  [&spec](benchmark::State& s) { SpawnOutside(s, spec); })
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond)
         ->Iterations(bench::Iterations(1));
     bench::AddJob(row("chained_spawn_100k", label(spec)),
-                                 [&spec](benchmark::State& s) { ChainedSpawn(s, spec); })
+                  [&spec](benchmark::State& s) { ChainedSpawn(s, spec); })
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond)
         ->Iterations(bench::Iterations(3));
@@ -208,18 +208,16 @@ void Register() {
   for (int threads : {1, 2}) {
     const std::string tbb = "oneTBB(" + std::to_string(threads) + ")";
     bench::AddJob(row("fork_join_fib30", tbb),
-                                 [threads](benchmark::State& s) { FibTbb(s, threads); })
+                  [threads](benchmark::State& s) { FibTbb(s, threads); })
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond)
         ->Iterations(bench::Iterations(2));
   }
-  bench::AddJob("spawn_1m_outside/oneTBB(2)",
-                               [](benchmark::State& s) { SpawnOutsideTbb(s, 2); })
+  bench::AddJob("spawn_1m_outside/oneTBB(2)", [](benchmark::State& s) { SpawnOutsideTbb(s, 2); })
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond)
       ->Iterations(bench::Iterations(1));
-  bench::AddJob("chained_spawn_100k/oneTBB(2)",
-                               [](benchmark::State& s) { ChainedSpawnTbb(s, 2); })
+  bench::AddJob("chained_spawn_100k/oneTBB(2)", [](benchmark::State& s) { ChainedSpawnTbb(s, 2); })
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond)
       ->Iterations(bench::Iterations(3));

@@ -62,7 +62,7 @@ benchmark::internal::Benchmark* AddJob(const std::string& name, Body&& body, Arg
 
 // TASKRT_BENCHMARK_JOBS(Register); at namespace scope, with
 // `void Register()` calling bench::AddJob for each of the file's jobs.
-#define TASKRT_BENCHMARK_JOBS(registrar)                                                 \
+#define TASKRT_BENCHMARK_JOBS(registrar)                                                    \
   [[maybe_unused]] static const bool TASKRT_BENCHMARK_JOBS_CONCAT(taskrt_jobs_, __LINE__) = \
       ::taskrt::bench::AddJobRegistrar(registrar)
 

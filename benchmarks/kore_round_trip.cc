@@ -47,9 +47,12 @@ void KoreRoundTrip(benchmark::State& state, const BackendPair& backends) {
   });
   uint64_t echoed = 0;
   bool got_reply = false;
-  (*task)->BindCallback([&](Task& t) {
-    while (t.TryRead(absl::MakeSpan(reinterpret_cast<char*>(&echoed), 8)).ok()) got_reply = true;
-  }).IgnoreError();
+  (*task)
+      ->BindCallback([&](Task& t) {
+        while (t.TryRead(absl::MakeSpan(reinterpret_cast<char*>(&echoed), 8)).ok())
+          got_reply = true;
+      })
+      .IgnoreError();
   TaskEnvironment env{scheduler->get(), channels.get(), loop->get(), {}};
   if (!(*task)->Run(env).ok()) {
     state.SkipWithError("task did not run");
@@ -86,9 +89,9 @@ const std::vector<BackendPair>& Pairs() {
 
 void Register() {
   for (const BackendPair& pair : Pairs()) {
-    bench::AddJob(("round_trip/kore:" + pair.name),
-                                 [&pair](benchmark::State& state) { KoreRoundTrip(state, pair); })
-        ->UseRealTime();
+    bench::AddJob(("round_trip/kore:" + pair.name), [&pair](benchmark::State& state) {
+      KoreRoundTrip(state, pair);
+    })->UseRealTime();
   }
 }
 

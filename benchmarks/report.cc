@@ -80,10 +80,18 @@ std::string JsonString(const std::string& text) {
   std::string out = "\"";
   for (unsigned char c : text) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           char escaped[8];
@@ -106,11 +114,20 @@ std::string HtmlEscape(const std::string& text) {
   std::string out;
   for (char c : text) {
     switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -192,7 +209,9 @@ std::vector<Table> Summarise(const std::vector<Measurement>& measurements) {
       table.rows.push_back(std::move(row));
     }
     std::stable_sort(table.rows.begin(), table.rows.end(), [](const Row& a, const Row& b) {
-      auto rank = [](const Row& row) { return !row.unavailable.empty() ? 2 : row.baseline ? 0 : 1; };
+      auto rank = [](const Row& row) {
+        return !row.unavailable.empty() ? 2 : row.baseline ? 0 : 1;
+      };
       if (rank(a) != rank(b)) return rank(a) < rank(b);
       return a.median_ns < b.median_ns;
     });
@@ -300,7 +319,8 @@ std::string FormatTables(const std::vector<Table>& tables) {
       if (row.baseline || best == nullptr) {
         out += "        -";
       } else {
-        std::snprintf(cell, sizeof cell, " %7sx", FormatRatio(row.median_ns / best->median_ns).c_str());
+        std::snprintf(cell, sizeof cell, " %7sx",
+                      FormatRatio(row.median_ns / best->median_ns).c_str());
         out += cell;
       }
       for (const auto& [name, value] : row.counters) {
@@ -397,9 +417,8 @@ std::string ToHtml(const std::vector<Table>& tables, const Machine& machine, con
            std::to_string(height) + "\" font-size=\"12\" font-family=\"sans-serif\">\n";
     int y = 4;
     for (const Row& row : table.rows) {
-      out += "<text x=\"" + std::to_string(kLabelWidth - 6) + "\" y=\"" +
-             std::to_string(y + 15) + "\" text-anchor=\"end\">" + HtmlEscape(row.backend) +
-             "</text>";
+      out += "<text x=\"" + std::to_string(kLabelWidth - 6) + "\" y=\"" + std::to_string(y + 15) +
+             "\" text-anchor=\"end\">" + HtmlEscape(row.backend) + "</text>";
       if (!row.unavailable.empty()) {
         out += "<text x=\"" + std::to_string(kLabelWidth) + "\" y=\"" + std::to_string(y + 15) +
                "\" fill=\"#b00\">unavailable: " + HtmlEscape(row.unavailable) + "</text>\n";

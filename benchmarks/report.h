@@ -19,7 +19,7 @@ namespace taskrt::bench {
 
 // One repetition of one benchmark.
 struct Measurement {
-  std::string name;  // "job/backend"
+  std::string name;             // "job/backend"
   double ns_per_iteration = 0;  // wall-clock time
   // The benchmark's own figures: p50_ns, p99_ns (latency jobs),
   // bytes_per_second (throughput jobs), rss_MiB, ...
@@ -35,7 +35,7 @@ struct Row {
   int repetitions = 0;  // that ran without error
   double median_ns = 0;
   std::map<std::string, double> counters;  // the median of each counter
-  std::string unavailable;  // why the row has no figures, or empty
+  std::string unavailable;                 // why the row has no figures, or empty
 };
 
 struct Table {

@@ -44,7 +44,8 @@ TEST(SummariseTest, TakesTheMedianOfRepetitionsAndOfCounters) {
 }
 
 TEST(SummariseTest, EvenCountsAverageTheMiddlePair) {
-  const std::vector<Table> tables = Summarise({M("j/a", 10), M("j/a", 40), M("j/a", 20), M("j/a", 30)});
+  const std::vector<Table> tables =
+      Summarise({M("j/a", 10), M("j/a", 40), M("j/a", 20), M("j/a", 30)});
   ASSERT_EQ(tables.size(), 1u);
   EXPECT_DOUBLE_EQ(tables[0].rows[0].median_ns, 25);
 }
@@ -94,7 +95,8 @@ TEST(FormatTablesTest, ShowsRatiosAndNamesTheWinner) {
       FormatTables(Summarise({M("j/raw_floor", 50), M("j/fast", 100), M("j/slow", 300)}));
   EXPECT_THAT(text, HasSubstr("== j"));
   EXPECT_THAT(text, HasSubstr("x raw_floor"));
-  EXPECT_THAT(text, HasSubstr("fast wins, 3.00x faster than slow; it takes 2.00x the time of raw_floor"));
+  EXPECT_THAT(text,
+              HasSubstr("fast wins, 3.00x faster than slow; it takes 2.00x the time of raw_floor"));
   // slow: 6x the floor, 3x the best.
   EXPECT_THAT(text, HasSubstr("6.00x"));
   EXPECT_THAT(text, HasSubstr("3.00x"));
@@ -138,8 +140,9 @@ RunInfo SomeRun() { return RunInfo{"2026-11-22T03:00:00Z", 5, false, ""}; }
 Machine TwoCores() { return Machine{2, "Some \"Quoted\" CPU", "6.1.0"}; }
 
 TEST(ToJsonTest, CarriesTheRequiredFieldsAndTheMachine) {
-  const std::string json = ToJson(
-      Summarise({M("j/raw_floor", 50), M("j/fast", 100, {{"p99_ns", 400}})}), TwoCores(), SomeRun());
+  const std::string json =
+      ToJson(Summarise({M("j/raw_floor", 50), M("j/fast", 100, {{"p99_ns", 400}})}), TwoCores(),
+             SomeRun());
   EXPECT_THAT(json, HasSubstr("\"cpu_count\": 2"));
   EXPECT_THAT(json, HasSubstr("\"cpu_model\": \"Some \\\"Quoted\\\" CPU\""));
   EXPECT_THAT(json, HasSubstr("{\"job\": \"j\", \"backend\": \"fast\", \"metric\": "

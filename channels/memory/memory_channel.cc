@@ -1,6 +1,8 @@
 #include "channels/memory/memory_channel.h"
 
+#include <linux/membarrier.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,10 +34,67 @@ constexpr std::memory_order kSeqCst = std::memory_order_seq_cst;
 
 size_t RoundUp8(size_t n) { return (n + 7) & ~size_t{7}; }
 
+// memcpy without the library call for the small messages that dominate
+// streams (the call and its size dispatch cost more than the copy).
+inline void CopyBytes(char* to, const char* from, size_t n) {
+  if (n >= 8 && n <= 16) {
+    uint64_t first, last;  // two overlapping words cover 8..16 bytes
+    std::memcpy(&first, from, 8);
+    std::memcpy(&last, from + n - 8, 8);
+    std::memcpy(to, &first, 8);
+    std::memcpy(to + n - 8, &last, 8);
+  } else if (n != 0) {
+    std::memcpy(to, from, n);
+  }
+}
+
 // Copies the prefix of a message that fits `out` (which may be empty).
 void CopyPrefix(absl::Span<char> out, const char* bytes, size_t length) {
-  const size_t n = std::min(out.size(), length);
-  if (n != 0) std::memcpy(out.data(), bytes, n);
+  CopyBytes(out.data(), bytes, std::min(out.size(), length));
+}
+
+// Publisher and waiter meet Dekker-style: the publisher stores its position,
+// then loads the waiter flag; the waiter stores the flag, then loads the
+// position. Each needs a store-load barrier, but the publisher runs once per
+// message and the waiter only before it sleeps, so the barrier is made
+// asymmetric (as folly's asymmetricLightBarrier / liburcu): the publisher's
+// half is a compiler barrier, the waiter's half is membarrier(2), which runs
+// a full barrier on every CPU running a thread of this process. Where the
+// kernel refuses membarrier, both halves are plain seq_cst fences.
+bool RegisterAsymmetricBarrier() {
+  static const bool registered =
+      syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+  return registered;
+}
+
+// A full store-load barrier. ThreadSanitizer does not support
+// atomic_thread_fence (GCC refuses it under -Werror=tsan); there a seq_cst
+// read-modify-write on a thread-local word stands in, which is a full
+// barrier on the hardware TSan runs on (x86-64, AArch64 with LSE).
+inline void FullFence() {
+#if defined(__SANITIZE_THREAD__)
+  thread_local std::atomic<int> fence_word{0};
+  fence_word.fetch_add(0, std::memory_order_seq_cst);
+#else
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+}
+
+// The publisher's half: after its position store, before its flag load.
+inline void LightBarrier(bool asymmetric) {
+  if (asymmetric) {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  } else {
+    FullFence();
+  }
+}
+
+// The waiter's half: after its flag store, before its position load.
+void HeavyBarrier(bool asymmetric) {
+  if (asymmetric && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return;
+  // Only reachable when registration failed, in which case the publisher
+  // fences too; membarrier cannot fail after a successful registration.
+  FullFence();
 }
 
 // An eventfd created on first use; written only when its watcher is armed.
@@ -78,15 +137,25 @@ class LazyEventFd {
   std::atomic<bool> signaled_{false};
 };
 
-// Who waits for news on one side of a ring. Whether anyone does is bit 0 of
-// the position word the other side publishes (positions are multiples of
-// 8): a waiter sets it with a compare-and-swap against the position it last
-// saw, and the publisher's exchange both publishes and learns of the waiter
-// in one atomic step. Whoever clears the bit delivers the news.
+// Who waits for news on one side of a ring. A waiter raises `waiting`
+// (then HeavyBarrier, then re-reads the other side's position); the other
+// side publishes its position (then LightBarrier, then a plain load of
+// `waiting`) and, seeing it raised, takes it down with an exchange. Whoever
+// takes the flag down delivers the news, so the publisher pays no atomic
+// read-modify-write per message, only when someone waits.
 struct WaitPoint {
+  std::atomic<bool> waiting{false};
   std::atomic<Parker*> parker{nullptr};  // a blocked Send or Receive
   std::atomic<bool> watched{false};      // an event loop has the eventfd
   LazyEventFd event;
+
+  // The publisher's check, after its position store and LightBarrier.
+  void NotifyIfWaiting() {
+    if (waiting.load(std::memory_order_relaxed) &&
+        waiting.exchange(false, std::memory_order_acq_rel)) {
+      Notify();
+    }
+  }
 
   void Notify() {
     // Taken, not just read: a waiter that finds news by itself takes its
@@ -100,52 +169,59 @@ struct WaitPoint {
   }
 };
 
-constexpr uint64_t kWaiterBit = 1;
-
 // One direction: a byte ring with one producer and one consumer.
 struct Ring {
-  explicit Ring(size_t bytes) : capacity(bytes), mask(bytes - 1), data(new char[bytes]) {}
+  Ring(size_t bytes, bool asymmetric)
+      : capacity(bytes), mask(bytes - 1), asymmetric_barrier(asymmetric), data(new char[bytes]) {}
 
+  // Read-only after construction: shared by both caches, never moves.
   const size_t capacity;
   const size_t mask;
+  const bool asymmetric_barrier;  // see LightBarrier / HeavyBarrier
   const std::unique_ptr<char[]> data;
-  // Each word on its own cache line: the hot ones move between the two
-  // threads' caches once per message at most, the closing flags never.
-  alignas(64) std::atomic<uint64_t> tail{0};  // written by the producer
-  alignas(64) std::atomic<uint64_t> head{0};  // written by the consumer
-  alignas(64) std::atomic<bool> producer_closed{false};
+  // Each word on its own cache line (128 bytes: the adjacent-line
+  // prefetcher pairs lines): the hot ones move between the two threads'
+  // caches once per message at most, the closing flags never.
+  alignas(128) std::atomic<uint64_t> tail{0};  // written by the producer
+  alignas(128) std::atomic<uint64_t> head{0};  // written by the consumer
+  alignas(128) std::atomic<bool> producer_closed{false};
   std::atomic<bool> consumer_closed{false};
-  alignas(64) WaitPoint consumer;  // waits for data
-  alignas(64) WaitPoint producer;  // waits for space
+  alignas(128) WaitPoint consumer;  // waits for data
+  alignas(128) WaitPoint producer;  // waits for space
 };
 
 struct PairState {
-  PairState(size_t bytes, size_t max_message)
-      : a_to_b(bytes), b_to_a(bytes), max_message_size(max_message) {}
+  PairState(size_t bytes, size_t max_message, bool asymmetric)
+      : a_to_b(bytes, asymmetric), b_to_a(bytes, asymmetric), max_message_size(max_message) {}
   Ring a_to_b;
   Ring b_to_a;
   const size_t max_message_size;
 };
 
-class MemoryEnd final : public ChannelEnd {
+// Aligned so that the two ends, used by two threads, share no cache line.
+class alignas(128) MemoryEnd final : public ChannelEnd {
  public:
   MemoryEnd(std::shared_ptr<PairState> state, Ring* out, Ring* in)
       : state_(std::move(state)),
         out_(out),
         in_(in),
-        max_fragment_(out->capacity / 4 - kHeaderSize) {}
+        max_fragment_(out->capacity / 4 - kHeaderSize),
+        max_message_size_(state_->max_message_size) {}
   ~MemoryEnd() override { Close(); }
 
   absl::Status TrySend(absl::Span<const char> message) override {
     if (closed_) return ClosedError("send");
-    if (message.size() > state_->max_message_size) {
+    if (message.size() > max_message_size_) {
       return absl::ResourceExhaustedError(
           absl::StrCat("channel send: a message of ", message.size(),
-                       " bytes exceeds the channel's maximum of ", state_->max_message_size,
+                       " bytes exceeds the channel's maximum of ", max_message_size_,
                        " bytes; nothing was sent"));
     }
-    // One message at a time: finish the last one first.
-    if (absl::Status flushed = TryFlush(); !flushed.ok()) return flushed;
+    // One message at a time: finish the last one first. (Tested inline: the
+    // common case has nothing pending and should not build a Status.)
+    if (pending_offset_ < pending_.size()) {
+      if (absl::Status flushed = TryFlush(); !flushed.ok()) return flushed;
+    }
     if (out_->consumer_closed.load(std::memory_order_acquire)) return PeerClosedSendError();
     if (message.size() <= max_fragment_) {
       if (!TryWriteRecord(message.data(), message.size(), 0)) return WouldBlock();
@@ -187,19 +263,22 @@ class MemoryEnd final : public ChannelEnd {
     Ring& ring = *in_;
     while (true) {
       if (read_position_ == known_tail_) {
-        known_tail_ = ring.tail.load(std::memory_order_acquire) & ~kWaiterBit;
+        known_tail_ = ring.tail.load(std::memory_order_acquire);
         if (read_position_ == known_tail_) {
           // A close is published after the producer's last record, so a
           // close seen here, with the tail re-read after it, is final.
           if (ring.producer_closed.load(std::memory_order_acquire)) {
-            known_tail_ = ring.tail.load(std::memory_order_acquire) & ~kWaiterBit;
+            known_tail_ = ring.tail.load(std::memory_order_acquire);
             if (read_position_ == known_tail_) return ClosedWhileReading();
             continue;
           }
           // An event loop's watcher asks for a signal with the next record.
           if (ring.consumer.watched.load(std::memory_order_relaxed)) {
             ring.consumer.event.Drain();
-            if (!ArmWaiterBit(ring.tail, read_position_, ring.producer_closed)) continue;
+            if (!ArmWaiter(ring.consumer, ring.tail, read_position_, ring.producer_closed,
+                           ring.asymmetric_barrier)) {
+              continue;
+            }
           }
           return WouldBlock();
         }
@@ -239,11 +318,13 @@ class MemoryEnd final : public ChannelEnd {
 
   Readiness send_readiness() const override {
     Ring& ring = *out_;
-    return Watch(ring.producer, ring.head, known_head_, ring.consumer_closed);
+    return Watch(ring.producer, ring.head, known_head_, ring.consumer_closed,
+                 ring.asymmetric_barrier);
   }
   Readiness receive_readiness() const override {
     Ring& ring = *in_;
-    return Watch(ring.consumer, ring.tail, read_position_, ring.producer_closed);
+    return Watch(ring.consumer, ring.tail, read_position_, ring.producer_closed,
+                 ring.asymmetric_barrier);
   }
 
   absl::Status WaitUntilReady(ChannelDirection direction) override {
@@ -251,33 +332,36 @@ class MemoryEnd final : public ChannelEnd {
     if (direction == ChannelDirection::kReceive) {
       Ring& ring = *in_;
       PublishHead();  // the producer may be waiting for this space
-      return ParkUntilNews(ring.consumer, ring.tail, read_position_, ring.producer_closed);
+      return ParkUntilNews(ring.consumer, ring.tail, read_position_, ring.producer_closed,
+                           ring.asymmetric_barrier);
     }
     Ring& ring = *out_;
-    return ParkUntilNews(ring.producer, ring.head, known_head_, ring.consumer_closed);
+    return ParkUntilNews(ring.producer, ring.head, known_head_, ring.consumer_closed,
+                         ring.asymmetric_barrier);
   }
 
   bool HasBufferedMessage() const override {
-    return (in_->tail.load(std::memory_order_acquire) & ~kWaiterBit) != read_position_;
+    return in_->tail.load(std::memory_order_acquire) != read_position_;
   }
 
   void Close() override {
     if (closed_) return;
     closed_ = true;
     pending_.clear();
-    // Each flag first, then clear the waiter bit: a waiter that set the bit
-    // before is notified here; one that sets it after sees the flag. Stop
-    // reading before announcing the end of writing: a peer that sees our
-    // end of stream then also sees that its own sends are refused.
+    // Each flag first, then take the waiter flag down: a waiter that raised
+    // it before is notified here; one that raises it after sees the closed
+    // flag (both sides are seq_cst). Stop reading before announcing the end
+    // of writing: a peer that sees our end of stream then also sees that its
+    // own sends are refused.
     in_->consumer_closed.store(true, kSeqCst);
-    if (in_->head.fetch_and(~kWaiterBit, kSeqCst) & kWaiterBit) in_->producer.Notify();
+    if (in_->producer.waiting.exchange(false, kSeqCst)) in_->producer.Notify();
     in_->producer.event.Signal();
     out_->producer_closed.store(true, kSeqCst);
-    if (out_->tail.fetch_and(~kWaiterBit, kSeqCst) & kWaiterBit) out_->consumer.Notify();
+    if (out_->consumer.waiting.exchange(false, kSeqCst)) out_->consumer.Notify();
     out_->consumer.event.Signal();  // a watcher learns of the close in any case
   }
 
-  size_t max_message_size() const override { return state_->max_message_size; }
+  size_t max_message_size() const override { return max_message_size_; }
 
  private:
   static absl::Status ClosedError(const char* operation) {
@@ -306,11 +390,14 @@ class MemoryEnd final : public ChannelEnd {
       const size_t to_end = ring.capacity - offset;
       const size_t skip = to_end < record ? to_end : 0;
       if (ring.capacity - (write_position_ - known_head_) < skip + record) {
-        known_head_ = ring.head.load(std::memory_order_acquire) & ~kWaiterBit;
+        known_head_ = ring.head.load(std::memory_order_acquire);
         if (ring.capacity - (write_position_ - known_head_) < skip + record) {
           if (ring.producer.watched.load(std::memory_order_relaxed)) {
             ring.producer.event.Drain();
-            if (!ArmWaiterBit(ring.head, known_head_, ring.consumer_closed)) continue;
+            if (!ArmWaiter(ring.producer, ring.head, known_head_, ring.consumer_closed,
+                           ring.asymmetric_barrier)) {
+              continue;
+            }
           }
           return false;
         }
@@ -322,11 +409,13 @@ class MemoryEnd final : public ChannelEnd {
       char* at = ring.data.get() + (write_position_ & ring.mask);
       const uint32_t header[2] = {static_cast<uint32_t>(length), flags};
       std::memcpy(at, header, sizeof header);
-      if (length != 0) std::memcpy(at + kHeaderSize, bytes, length);
+      CopyBytes(at + kHeaderSize, bytes, length);
       write_position_ += record;
-      if (ring.tail.exchange(write_position_, std::memory_order_acq_rel) & kWaiterBit) {
-        ring.consumer.Notify();
-      }
+      // A plain store, not an exchange: an atomic read-modify-write here
+      // would stall until the consumer's cache gave the line back.
+      ring.tail.store(write_position_, std::memory_order_release);
+      LightBarrier(ring.asymmetric_barrier);
+      ring.consumer.NotifyIfWaiting();
       return true;
     }
   }
@@ -334,44 +423,48 @@ class MemoryEnd final : public ChannelEnd {
   void PublishHead() {
     if (published_head_ == read_position_) return;
     published_head_ = read_position_;
-    if (in_->head.exchange(read_position_, std::memory_order_acq_rel) & kWaiterBit) {
-      in_->producer.Notify();
-    }
+    in_->head.store(read_position_, std::memory_order_release);
+    LightBarrier(in_->asymmetric_barrier);
+    in_->producer.NotifyIfWaiting();
   }
 
-  // Sets the waiter bit on `word` (the other side's position), expecting
-  // it at `seen`. False when there is news instead: the word moved, or the
-  // other side closed; the caller then retries rather than waits.
-  static bool ArmWaiterBit(std::atomic<uint64_t>& word, uint64_t seen,
-                           const std::atomic<bool>& other_closed) {
-    uint64_t expected = seen;
-    if (!word.compare_exchange_strong(expected, seen | kWaiterBit, kSeqCst)) {
-      return (expected & ~kWaiterBit) == seen && !other_closed.load(kSeqCst);
-    }
-    if (!other_closed.load(kSeqCst)) return true;
-    // Closed meanwhile: take the bit back unless the closer already did.
-    expected = seen | kWaiterBit;
-    word.compare_exchange_strong(expected, seen, kSeqCst);
+  // Raises `point`'s waiter flag for news past `seen` on `word` (the other
+  // side's position). False when there is news instead: the word moved, or
+  // the other side closed; the caller then retries rather than waits (if a
+  // publisher took the flag down meanwhile, its notification still comes and
+  // is harmless: a spurious readiness, or a Parker that ParkUntilNews
+  // consumes).
+  static bool ArmWaiter(WaitPoint& point, const std::atomic<uint64_t>& word, uint64_t seen,
+                        const std::atomic<bool>& other_closed, bool asymmetric) {
+    // An exchange, not a store: it orders the caller's Parker before the
+    // flag for whoever takes the flag down (it reads our write). Still
+    // raised from an earlier arm: whoever takes it down has not done so
+    // yet, and will notify after this, so this caller is armed already.
+    if (point.waiting.exchange(true, kSeqCst)) return true;
+    HeavyBarrier(asymmetric);
+    if (word.load(kSeqCst) == seen && !other_closed.load(kSeqCst)) return true;
+    point.waiting.store(false, kSeqCst);
     return false;
   }
 
   // Hands out the eventfd for an event loop, armed for the next news; if
   // there is news already (from before the watch), signals it at once.
-  static Readiness Watch(WaitPoint& point, std::atomic<uint64_t>& word, uint64_t seen,
-                         const std::atomic<bool>& other_closed) {
+  static Readiness Watch(WaitPoint& point, const std::atomic<uint64_t>& word, uint64_t seen,
+                         const std::atomic<bool>& other_closed, bool asymmetric) {
     const int fd = point.event.Get();
     if (fd < 0) return Readiness{-1, POLLIN};  // Watch() then reports a bad fd
     point.watched.store(true, kSeqCst);
-    if (!ArmWaiterBit(word, seen, other_closed)) point.event.Signal();
+    if (!ArmWaiter(point, word, seen, other_closed, asymmetric)) point.event.Signal();
     return Readiness{fd, POLLIN};
   }
 
   // Blocks until the other side publishes past `seen` or closes.
-  static absl::Status ParkUntilNews(WaitPoint& point, std::atomic<uint64_t>& word, uint64_t seen,
-                                    const std::atomic<bool>& other_closed) {
+  static absl::Status ParkUntilNews(WaitPoint& point, const std::atomic<uint64_t>& word,
+                                    uint64_t seen, const std::atomic<bool>& other_closed,
+                                    bool asymmetric) {
     Parker parker;
     point.parker.store(&parker, std::memory_order_release);
-    if (ArmWaiterBit(word, seen, other_closed) ||
+    if (ArmWaiter(point, word, seen, other_closed, asymmetric) ||
         point.parker.exchange(nullptr, std::memory_order_acq_rel) != &parker) {
       // Armed, or a notifier (woken by an event-loop watcher's bit) took
       // the Parker already: its Unpark must be consumed before `parker`
@@ -385,6 +478,7 @@ class MemoryEnd final : public ChannelEnd {
   Ring* const out_;
   Ring* const in_;
   const size_t max_fragment_;
+  const size_t max_message_size_;
   bool closed_ = false;
   // Producer side of out_.
   uint64_t write_position_ = 0;
@@ -414,7 +508,8 @@ class MemoryChannelFactory final : public ChannelFactory {
           " does not fit the 32-bit record length"));
     }
     const size_t bytes = std::bit_ceil(requested);
-    auto state = std::make_shared<PairState>(bytes, options.max_message_size);
+    auto state =
+        std::make_shared<PairState>(bytes, options.max_message_size, RegisterAsymmetricBarrier());
     ChannelPair pair;
     pair.task_end = std::make_unique<MemoryEnd>(state, &state->a_to_b, &state->b_to_a);
     pair.owner_end = std::make_unique<MemoryEnd>(state, &state->b_to_a, &state->a_to_b);

@@ -9,7 +9,11 @@
 //   and the payload, padded to 8 bytes. Sending copies the record in and
 //   publishes the new tail; receiving copies it out and publishes the new
 //   head (at the latest when the ring looks empty or a quarter has been
-//   read). Neither makes a system call.
+//   read). Neither makes a system call, and neither makes an atomic
+//   read-modify-write: a position is published with a plain store, and the
+//   check for a waiter on the other side is a plain load, ordered by an
+//   asymmetric barrier whose expensive half (membarrier(2)) runs only when
+//   a side is about to wait (memory_channel.cc, LightBarrier).
 //
 // Capacity
 //   Each direction holds ChannelOptions::buffer_bytes (default 64 KiB,
