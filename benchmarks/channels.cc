@@ -281,9 +281,11 @@ void FanIn(benchmark::State& state, const LoopSpec& loop_spec, const ChannelSpec
   absl::StatusOr<std::unique_ptr<EventLoop>> loop = loop_spec.make();
   absl::StatusOr<std::unique_ptr<ChannelFactory>> channels = channel_spec.make();
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = NewWorkStealingPool(2);
-  if (!loop.ok() || !channels.ok() || !scheduler.ok()) {
-    state.SkipWithError("backend unavailable");
-    return;
+  for (const absl::Status& status : {loop.status(), channels.status(), scheduler.status()}) {
+    if (!status.ok()) {
+      state.SkipWithError(status.ToString().c_str());
+      return;
+    }
   }
   for (auto _ : state) {
     int received = 0;

@@ -66,7 +66,7 @@ int TbbFib(int n) {
 std::unique_ptr<Scheduler> Make(benchmark::State& state, const SchedulerSpec& spec) {
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = spec.make(spec.workers);
   if (!scheduler.ok()) {
-    state.SkipWithError("scheduler unavailable");
+    state.SkipWithError(scheduler.status().ToString().c_str());
     return nullptr;
   }
   return *std::move(scheduler);

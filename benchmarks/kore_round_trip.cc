@@ -33,9 +33,11 @@ void KoreRoundTrip(benchmark::State& state, const BackendPair& backends) {
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = backends.make_scheduler();
   absl::StatusOr<std::unique_ptr<EventLoop>> loop = NewEpollLoop();
   std::unique_ptr<ChannelFactory> channels = backends.make_channels();
-  if (!scheduler.ok() || !loop.ok()) {
-    state.SkipWithError("backend unavailable");
-    return;
+  for (const absl::Status& status : {scheduler.status(), loop.status()}) {
+    if (!status.ok()) {
+      state.SkipWithError(status.ToString().c_str());
+      return;
+    }
   }
   absl::StatusOr<std::unique_ptr<Task>> task = Task::Create([](TaskContext& self) {
     uint64_t value;
