@@ -11,6 +11,8 @@
 
 #include <unistd.h>
 
+#include <regex.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -19,7 +21,6 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -37,8 +38,8 @@ constexpr char kUsage[] =
     "[--benchmark_...]\n"
     "  --quick          a smoke run of a few seconds: one repetition, a thousandth of\n"
     "                   the iterations (figures are not meaningful)\n"
-    "  --filter REGEX   only benchmarks whose \"job/backend\" name matches (ECMAScript\n"
-    "                   regex, searched anywhere in the name)\n"
+    "  --filter REGEX   only benchmarks whose \"job/backend\" name matches (POSIX\n"
+    "                   extended regex, searched anywhere in the name)\n"
     "  --repetitions N  repetitions per benchmark (default 5; 1 with --quick)\n"
     "  --out DIR        where results.json and report.html go (default: results/ in\n"
     "                   the workspace)\n";
@@ -222,15 +223,6 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "compare: %s\n%s", problem.c_str(), kUsage);
     return 2;
   }
-  std::regex filter;
-  try {
-    filter = std::regex(options.filter.empty() ? "." : options.filter);
-  } catch (const std::regex_error& error) {
-    std::fprintf(stderr, "compare: --filter \"%s\" is not a valid regex: %s\n",
-                 options.filter.c_str(), error.what());
-    return 2;
-  }
-
   std::vector<std::string> library_args_storage = {argv[0]};
   if (options.quick) library_args_storage.push_back("--benchmark_min_time=0.001");
   for (const std::string& flag : options.benchmark_flags) library_args_storage.push_back(flag);
@@ -241,10 +233,24 @@ int Main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(library_argc, library_args.data())) return 2;
 
   RegisterJobs(JobSettings{options.quick});
+  // POSIX <regex.h> rather than std::regex: GCC 12 reports false
+  // maybe-uninitialized errors inside libstdc++'s regex under -O1 (asan).
+  regex_t filter;
+  if (int rc = regcomp(&filter, options.filter.empty() ? "." : options.filter.c_str(),
+                       REG_EXTENDED | REG_NOSUB);
+      rc != 0) {
+    char reason[256];
+    regerror(rc, &filter, reason, sizeof reason);
+    std::fprintf(stderr, "compare: --filter \"%s\" is not a valid regex: %s\n",
+                 options.filter.c_str(), reason);
+    return 2;
+  }
+
   std::vector<std::string> selected;
   for (const std::string& name : JobNames()) {
-    if (std::regex_search(name, filter)) selected.push_back(name);
+    if (regexec(&filter, name.c_str(), 0, nullptr, 0) == 0) selected.push_back(name);
   }
+  regfree(&filter);
   if (selected.empty()) {
     std::fprintf(stderr, "compare: no benchmark matches --filter \"%s\"; they are:\n",
                  options.filter.c_str());
