@@ -57,6 +57,13 @@ struct Record {
   Record* co_callee = nullptr;  // whom this task waits for in CoCall
   std::optional<absl::StatusOr<Value>> co_result;
   std::string co_default;
+  // The last task this one co-called, valid while names_generation_ still
+  // equals co_cache_generation: names_ has not changed since, so the name
+  // still maps to that record, which names_ keeps alive. A kill, an end or
+  // a new task bumps the generation, so a stale entry is never used.
+  std::string co_cache_name;
+  Record* co_cache_target = nullptr;
+  uint64_t co_cache_generation = 0;
   // Eval: where the value goes and who waits for it.
   absl::StatusOr<Value>* eval_result = nullptr;
   Parker* eval_parker = nullptr;
@@ -89,7 +96,10 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
             absl::StrCat("task_create: a task named '", record->name, "' is alive"));
       }
       record->id = ++last_id_;
-      if (!record->name.empty()) names_[record->name] = record;
+      if (!record->name.empty()) {
+        names_[record->name] = record;
+        ++names_generation_;
+      }
       live_[record->id] = record;
     }
     absl::Status scheduled = scheduler_.Schedule(
@@ -248,7 +258,11 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     // resume checks: one lock for the whole way back.
     std::optional<absl::StatusOr<Value>> result;
     absl::Status switched = SwitchAndPause(
-        self, "task_co_call", ByName(name, "task_co_call"),
+        self, "task_co_call",
+        [&](Record*& target) ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under mu_
+          target = LookupCached(self, name);
+          return target != nullptr ? absl::OkStatus() : UnknownTask("task_co_call", name);
+        },
         // Under mu_ (SwitchAndPause holds it); the analysis cannot see
         // into lambdas.
         [&](Record& target) ABSL_NO_THREAD_SAFETY_ANALYSIS {
@@ -424,11 +438,29 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     return it == names_.end() ? nullptr : it->second.get();
   }
 
+  // Lookup through `self`'s cache of its last co-call target (see Record).
+  Record* LookupCached(Record* self, absl::string_view name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (self->co_cache_target != nullptr && self->co_cache_generation == names_generation_ &&
+        name == self->co_cache_name) {
+      return self->co_cache_target;
+    }
+    Record* target = Lookup(name);
+    if (target != nullptr) {
+      self->co_cache_name.assign(name.data(), name.size());
+      self->co_cache_target = target;
+      self->co_cache_generation = names_generation_;
+    }
+    return target;
+  }
+
   void Forget(Record& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     gate_.erase(std::remove(gate_.begin(), gate_.end(), &record), gate_.end());
     if (!record.name.empty()) {
       auto it = names_.find(record.name);
-      if (it != names_.end() && it->second.get() == &record) names_.erase(it);
+      if (it != names_.end() && it->second.get() == &record) {
+        names_.erase(it);
+        ++names_generation_;
+      }
     }
     live_.erase(record.id);
   }
@@ -467,7 +499,10 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     record.killed = true;
     if (!record.name.empty()) {
       auto it = names_.find(record.name);
-      if (it != names_.end() && it->second.get() == &record) names_.erase(it);
+      if (it != names_.end() && it->second.get() == &record) {
+        names_.erase(it);
+        ++names_generation_;
+      }
     }
     if (system_ == &record) ClearSystem(wake);
     AnswerCoCaller(record, absl::AbortedError(absl::StrCat(
@@ -667,6 +702,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   SpinLock mu_;
   uint64_t last_id_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, std::shared_ptr<Record>> names_ ABSL_GUARDED_BY(mu_);
+  uint64_t names_generation_ ABSL_GUARDED_BY(mu_) = 0;  // bumped on every change of names_
   absl::flat_hash_map<uint64_t, std::shared_ptr<Record>> live_ ABSL_GUARDED_BY(mu_);
   Record* system_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::vector<Record*> gate_ ABSL_GUARDED_BY(mu_);  // held back by SYSTEM, in arrival order

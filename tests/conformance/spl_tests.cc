@@ -539,6 +539,68 @@ TEST_P(SplConformance, CoCallIntoATaskKilledByAThirdReturnsAborted) {
   EXPECT_EQ(LogLine(), "callee entered killer caller answered");
 }
 
+// A caller that co-called a task, which was then killed and whose name a
+// new task took, reaches the new task: it never reuses the old target.
+TEST_P(SplConformance, CoCallAfterTheTargetWasKilledAndItsNameReusedReachesTheNewTask) {
+  Spawn("callee", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    EXPECT_TRUE(runtime_->CoReturn(Value("old")).ok());
+    EXPECT_TRUE(runtime_->Pause().ok());  // killed while paused here
+    ADD_FAILURE() << "a killed task resumed";
+  });
+  Spawn("caller", [&] {
+    for (int i = 0; i < 2; ++i) {
+      absl::StatusOr<Value> got = runtime_->CoCall("callee");
+      ASSERT_TRUE(got.ok()) << got.status();
+      Log(got->DebugString());
+      if (i == 0) {
+        EXPECT_TRUE(runtime_->Kill("callee").ok());
+        // The name is free at once; the new task waits for its first call.
+        Spawn("callee", [&] {
+          EXPECT_TRUE(runtime_->Pause().ok());
+          EXPECT_TRUE(runtime_->CoReturn(Value("new")).ok());
+        });
+      }
+    }
+    // Killed again (the new one is paused in CoReturn) and nobody took the
+    // name: not found, not a stale hit.
+    EXPECT_TRUE(runtime_->Kill("callee").ok());
+    EXPECT_EQ(runtime_->CoCall("callee").status().code(), absl::StatusCode::kNotFound);
+    done_.Notify();
+  });
+  ASSERT_TRUE(RunAndWait());
+  EXPECT_EQ(LogLine(), "\"old\" \"new\"");
+}
+
+// The same when the target ended by itself: its record is freed and a new
+// task of the same name may even reuse its memory.
+TEST_P(SplConformance, CoCallAfterTheTargetEndedAndItsNameWasReusedReachesTheNewTask) {
+  Spawn("callee", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    EXPECT_TRUE(runtime_->CoReturn(Value(1)).ok());
+    Log("first ends");
+  });
+  Spawn("caller", [&] {
+    absl::StatusOr<Value> got = runtime_->CoCall("callee");
+    ASSERT_TRUE(got.ok()) << got.status();
+    Log(got->DebugString());
+    EXPECT_TRUE(runtime_->Continue("callee").ok());  // it goes on and ends
+    EXPECT_TRUE(runtime_->Yield().ok());
+    EXPECT_FALSE(runtime_->Exists("callee"));
+    EXPECT_EQ(runtime_->CoCall("callee").status().code(), absl::StatusCode::kNotFound);
+    Spawn("callee", [&] {
+      EXPECT_TRUE(runtime_->Pause().ok());
+      EXPECT_TRUE(runtime_->CoReturn(Value(2)).ok());
+    });
+    got = runtime_->CoCall("callee");
+    ASSERT_TRUE(got.ok()) << got.status();
+    Log(got->DebugString());
+    done_.Notify();
+  });
+  ASSERT_TRUE(RunAndWait());
+  EXPECT_EQ(LogLine(), "1 first ends 2");
+}
+
 // "An eval, implemented as own task ... allows you to specify a different
 // function context in which the code should be executed."
 TEST_P(SplConformance, EvalRunsCodeAsItsOwnTaskAndReturnsItsValue) {
