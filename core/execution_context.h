@@ -101,6 +101,17 @@ class ExecutionContext {
   // Blocks until parker.Unpark(); see Parker. The default sleeps the thread.
   virtual void Park(Parker& parker);
 
+  // A direct hand-off: does what `wake.Unpark(); park.Park();` does, by
+  // switching straight from the caller to the task parked on `wake`, when
+  // that task would be the next to run anyway (a suspended task of the same
+  // scheduler, no other task ready, no outside work due). Returns true once
+  // the caller has been resumed through park.Unpark() (or another hand-off
+  // to `park`), as Park() returns. Returns false, having changed nothing,
+  // when it cannot; the caller then unparks and parks itself. The caller
+  // must be the one entitled to unpark `wake` (see Parker's rules). The
+  // default cannot.
+  virtual bool SwitchToParked(Parker& wake, Parker& park);
+
   // True when blocking calls suspend only the calling task and let other
   // work run on the same thread (stackful tasks); false when they park the
   // OS thread.
@@ -121,6 +132,14 @@ class ExecutionContext {
   // instead of signalling a sleeping thread. Returns false, registering
   // nothing, when Unpark() already happened (do not suspend then).
   bool RegisterWaker(Parker& parker, void* token);
+
+  // For SwitchToParked: the token `parker`'s caller registered with this
+  // context if it is suspended now (it then stays suspended until it is
+  // unparked), else null.
+  void* SuspendedToken(const Parker& parker) const;
+  // For SwitchToParked: unparks a suspended `parker` whose caller this
+  // context resumes itself, without Wake().
+  static void MarkUnparked(Parker& parker);
 
   // Resumes the caller that parked with `token`. Called from whichever
   // thread runs Unpark(), exactly once per suspended Park().
