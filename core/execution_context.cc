@@ -77,28 +77,7 @@ void ExecutionContext::Park(Parker& parker) {
   }
 }
 
-bool ExecutionContext::RegisterWaker(Parker& parker, void* token) {
-  parker.waker_ = this;
-  parker.waker_token_ = token;
-  uint32_t expected = Parker::kIdle;
-  return parker.state_.compare_exchange_strong(expected, Parker::kTaskSuspended,
-                                               std::memory_order_acq_rel);
-}
-
 bool ExecutionContext::SwitchToParked(Parker&, Parker&) { return false; }
-
-void* ExecutionContext::SuspendedToken(const Parker& parker) const {
-  if (parker.state_.load(std::memory_order_acquire) != Parker::kTaskSuspended ||
-      parker.waker_ != this) {
-    return nullptr;
-  }
-  return parker.waker_token_;
-}
-
-void ExecutionContext::MarkUnparked(Parker& parker) {
-  // As in Unpark(): once suspended, only the one unparking touches state_.
-  parker.state_.store(Parker::kUnparked, std::memory_order_relaxed);
-}
 
 void ExecutionContext::Wake(void*) {
   std::fprintf(stderr, "taskrt: %s registered a waker but cannot wake\n", name());

@@ -254,6 +254,35 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   absl::StatusOr<Value> CoCall(absl::string_view name) {
     Record* self = Current();
     if (self == nullptr) return NotInTask("task_co_call");
+    {
+      // The common case, inline: the target waits paused and this task
+      // has nothing pending (QuietLocked). Same steps as the general path
+      // below, without its generality.
+      mu_.Lock();
+      Record* target = LookupCached(self, name);
+      if (target != nullptr && target != self && target->co_caller == nullptr &&
+          target->waiting == WaitKind::kPause && QuietLocked(self)) {
+        target->co_caller = self;
+        self->co_callee = target;
+        self->co_result.reset();
+        target->pause_requested = false;
+        Parker* wake = TakeWaiter(*target);
+        Parker parker;
+        self->waiting = WaitKind::kPause;
+        self->wait_parker = &parker;
+        HandOffLocked(self, target, *wake, parker);  // returns holding mu_ again
+        absl::StatusOr<Value> result =
+            self->co_result.has_value()
+                ? *std::move(self->co_result)
+                : absl::FailedPreconditionError(absl::StrCat(
+                      "task_co_call: continued before task '", name, "' called task_co_return"));
+        Unlink(*self);
+        self->co_result.reset();
+        mu_.Unlock();
+        return result;
+      }
+      mu_.Unlock();
+    }
     // Filled when the caller goes on, in the same critical section as the
     // resume checks: one lock for the whole way back.
     std::optional<absl::StatusOr<Value>> result;
@@ -293,6 +322,24 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   absl::Status CoReturn(Value value) {
     Record* self = Current();
     if (self == nullptr) return NotInTask("task_co_return");
+    {
+      // The common case, inline, as in CoCall: the caller waits paused.
+      mu_.Lock();
+      Record* caller = self->co_caller;
+      if (caller != nullptr && caller->waiting == WaitKind::kPause && QuietLocked(self)) {
+        caller->co_result.emplace(std::move(value));
+        Unlink(*caller);
+        caller->pause_requested = false;
+        Parker* wake = TakeWaiter(*caller);
+        Parker parker;
+        self->waiting = WaitKind::kPause;
+        self->wait_parker = &parker;
+        HandOffLocked(self, caller, *wake, parker);  // returns holding mu_ again
+        mu_.Unlock();
+        return absl::OkStatus();
+      }
+      mu_.Unlock();
+    }
     // One critical section picks the task to return to, hands it the value
     // and pauses this one.
     return SwitchAndPause(
@@ -529,29 +576,69 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   // waits while another task holds SYSTEM. `on_resume` runs under the lock
   // once the task goes on, so a caller that reads its results there needs
   // no second critical section.
+  // Whether pausing `self` now needs none of PrepareToPause's side work
+  // (a late kill, SYSTEM to release, a pending continue to consume).
+  bool QuietLocked(Record* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !self->late_kill && !self->killed && system_ != self && !self->wake_pending;
+  }
+
+  // The end of a fast switch: `self`, registered as paused on `parker`,
+  // continues `target`, whose pause Parker `wake` was taken; called and
+  // returns holding mu_, once `self` may go on (ResumeLocked).
+  void HandOffLocked(Record* self, Record* target, Parker& wake, Parker& parker)
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {  // mu_ may pass to the target and back
+    lock_heir_.store(target, std::memory_order_relaxed);
+    if (!CurrentExecutionContext().SwitchToParked(wake, parker)) {
+      lock_heir_.store(nullptr, std::memory_order_relaxed);
+      mu_.Unlock();
+      wake.Unpark();
+      parker.Park();
+    }
+    ResumeLocked(self);
+  }
+
+  // ResumeAfterPark's checks, returning with mu_ held when the task goes
+  // on (the caller releases it).
+  void ResumeLocked(Record* self) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (lock_heir_.load(std::memory_order_relaxed) == self) {
+      lock_heir_.store(nullptr, std::memory_order_relaxed);
+      // mu_ is held, taken by the task that switched here.
+      if (!self->killed && !self->pause_requested && (system_ == nullptr || system_ == self)) {
+        return;
+      }
+      mu_.Unlock();
+    }
+    ResumePoint(self, [] {}, /*keep_lock=*/true);
+  }
+
   void ResumePoint(Record* self) {
     ResumePoint(self, [] {});
   }
+  // With `keep_lock`, returns holding mu_ (after on_resume).
   template <typename OnResume>
-  void ResumePoint(Record* self, OnResume on_resume) {
+  void ResumePoint(Record* self, OnResume on_resume, bool keep_lock = false)
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {
     while (true) {
       Parker gate;
       bool gated = false;
-      {
-        SpinLockHolder lock(&mu_);
-        if (self->killed) throw TaskKilled{};
-        if (self->pause_requested) {
-          self->pause_requested = false;
-        } else if (system_ == nullptr || system_ == self) {
-          on_resume();
-          return;
-        } else {
-          gated = true;
-          self->waiting = WaitKind::kGate;
-          self->wait_parker = &gate;
-          gate_.push_back(self);
-        }
+      mu_.Lock();
+      if (self->killed) {
+        mu_.Unlock();
+        throw TaskKilled{};
       }
+      if (self->pause_requested) {
+        self->pause_requested = false;
+      } else if (system_ == nullptr || system_ == self) {
+        on_resume();
+        if (!keep_lock) mu_.Unlock();
+        return;
+      } else {
+        gated = true;
+        self->waiting = WaitKind::kGate;
+        self->wait_parker = &gate;
+        gate_.push_back(self);
+      }
+      mu_.Unlock();
       if (!gated) {
         PauseSelf(self);  // runs the checks again when continued; so do we
         continue;

@@ -387,8 +387,10 @@ class CooperativeScheduler final : public Scheduler {
   // Returns the slot of the task that finished just before this context
   // resumed, and the task itself, to the free lists.
   void RecycleFinished() {
+    if (finished_ != nullptr) RecycleFinishedTask();
+  }
+  void RecycleFinishedTask() {
     CoTask* task = std::exchange(finished_, nullptr);
-    if (task == nullptr) return;
     FiberSlot* slot = std::exchange(task->slot, nullptr);
     if (free_slots_.size() < options_.stack.max_cached) {
       free_slots_.push_back(slot);

@@ -3,8 +3,10 @@
 // All tasks of a runtime share the cooperative scheduler's thread, so the
 // order they log in is the order they ran in.
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -599,6 +601,69 @@ TEST_P(SplConformance, CoCallAfterTheTargetEndedAndItsNameWasReusedReachesTheNew
   });
   ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "1 first ends 2");
+}
+
+// A co_call wakes the callee behind the tasks that were ready first, as a
+// continue does: the direct switch to the callee is only a shortcut.
+TEST_P(SplConformance, CoCallKeepsTheOrderOfReadyTasks) {
+  Spawn("bystander", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("bystander");
+  });
+  Spawn("callee", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("callee");
+    EXPECT_TRUE(runtime_->CoReturn(Value(1)).ok());
+  });
+  Spawn("caller", [&] {
+    EXPECT_TRUE(runtime_->Continue("bystander").ok());  // ready before the callee
+    absl::StatusOr<Value> got = runtime_->CoCall("callee");
+    ASSERT_TRUE(got.ok()) << got.status();
+    Log(got->DebugString());
+    done_.Notify();
+  });
+  ASSERT_TRUE(RunAndWait());
+  EXPECT_EQ(LogLine(), "bystander callee 1");
+}
+
+// Co-call round trips (direct switches that hand the runtime's lock from
+// task to task) while another thread keeps continuing a public task.
+TEST_P(SplConformance, CoCallRoundTripsWhileAnotherThreadContinuesAPublicTask) {
+  constexpr int kRoundTrips = 2000;
+  std::atomic<bool> stop{false};
+  std::atomic<int> idle_wakeups{0};
+  Spawn("idle", [&] {
+    EXPECT_TRUE(runtime_->SetPublic().ok());
+    while (!stop.load()) {
+      EXPECT_TRUE(runtime_->Pause().ok());
+      idle_wakeups.fetch_add(1);
+    }
+  });
+  Spawn("callee", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    int64_t n = 0;
+    while (runtime_->CoReturn(Value(++n)).ok()) {
+    }
+  });
+  Spawn("caller", [&] {
+    for (int64_t i = 1; i <= kRoundTrips; ++i) {
+      absl::StatusOr<Value> got = runtime_->CoCall("callee");
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_EQ(got->as_int(), i);
+    }
+    stop.store(true);
+    done_.Notify();
+  });
+  Go();
+  std::thread outside([&] {
+    while (!stop.load()) {
+      absl::Status continued = runtime_->Continue("idle");
+      EXPECT_TRUE(continued.ok() || continued.code() == absl::StatusCode::kNotFound)
+          << continued;
+    }
+  });
+  EXPECT_TRUE(done_.WaitForNotification());
+  outside.join();
 }
 
 // "An eval, implemented as own task ... allows you to specify a different
