@@ -632,8 +632,10 @@ TEST_P(SplConformance, CoCallRoundTripsWhileAnotherThreadContinuesAPublicTask) {
   constexpr int kRoundTrips = 2000;
   std::atomic<bool> stop{false};
   std::atomic<int> idle_wakeups{0};
+  std::atomic<bool> idle_public{false};
   Spawn("idle", [&] {
     EXPECT_TRUE(runtime_->SetPublic().ok());
+    idle_public.store(true);
     while (!stop.load()) {
       EXPECT_TRUE(runtime_->Pause().ok());
       idle_wakeups.fetch_add(1);
@@ -656,6 +658,7 @@ TEST_P(SplConformance, CoCallRoundTripsWhileAnotherThreadContinuesAPublicTask) {
   });
   Go();
   std::thread outside([&] {
+    while (!idle_public.load() && !stop.load()) std::this_thread::yield();
     while (!stop.load()) {
       absl::Status continued = runtime_->Continue("idle");
       EXPECT_TRUE(continued.ok() || continued.code() == absl::StatusCode::kNotFound)
