@@ -77,13 +77,7 @@ void ExecutionContext::Park(Parker& parker) {
   }
 }
 
-bool ExecutionContext::RegisterWaker(Parker& parker, void* token) {
-  parker.waker_ = this;
-  parker.waker_token_ = token;
-  uint32_t expected = Parker::kIdle;
-  return parker.state_.compare_exchange_strong(expected, Parker::kTaskSuspended,
-                                               std::memory_order_acq_rel);
-}
+bool ExecutionContext::SwitchToParked(Parker&, Parker&) { return false; }
 
 void ExecutionContext::Wake(void*) {
   std::fprintf(stderr, "taskrt: %s registered a waker but cannot wake\n", name());

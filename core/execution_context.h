@@ -101,6 +101,17 @@ class ExecutionContext {
   // Blocks until parker.Unpark(); see Parker. The default sleeps the thread.
   virtual void Park(Parker& parker);
 
+  // A direct hand-off: does what `wake.Unpark(); park.Park();` does, by
+  // switching straight from the caller to the task parked on `wake`, when
+  // that task would be the next to run anyway (a suspended task of the same
+  // scheduler, no other task ready, no outside work due). Returns true once
+  // the caller has been resumed through park.Unpark() (or another hand-off
+  // to `park`), as Park() returns. Returns false, having changed nothing,
+  // when it cannot; the caller then unparks and parks itself. The caller
+  // must be the one entitled to unpark `wake` (see Parker's rules). The
+  // default cannot.
+  virtual bool SwitchToParked(Parker& wake, Parker& park);
+
   // True when blocking calls suspend only the calling task and let other
   // work run on the same thread (stackful tasks); false when they park the
   // OS thread.
@@ -120,7 +131,30 @@ class ExecutionContext {
   // For contexts that suspend in Park(): makes Unpark() call Wake(token)
   // instead of signalling a sleeping thread. Returns false, registering
   // nothing, when Unpark() already happened (do not suspend then).
-  bool RegisterWaker(Parker& parker, void* token);
+  bool RegisterWaker(Parker& parker, void* token) {
+    parker.waker_ = this;
+    parker.waker_token_ = token;
+    uint32_t expected = Parker::kIdle;
+    return parker.state_.compare_exchange_strong(expected, Parker::kTaskSuspended,
+                                                 std::memory_order_acq_rel);
+  }
+
+  // For SwitchToParked: the token `parker`'s caller registered with this
+  // context if it is suspended now (it then stays suspended until it is
+  // unparked), else null.
+  void* SuspendedToken(const Parker& parker) const {
+    if (parker.state_.load(std::memory_order_acquire) != Parker::kTaskSuspended ||
+        parker.waker_ != this) {
+      return nullptr;
+    }
+    return parker.waker_token_;
+  }
+  // For SwitchToParked: unparks a suspended `parker` whose caller this
+  // context resumes itself, without Wake(). As in Unpark(): once it is
+  // suspended, only the one unparking touches its state.
+  static void MarkUnparked(Parker& parker) {
+    parker.state_.store(Parker::kUnparked, std::memory_order_relaxed);
+  }
 
   // Resumes the caller that parked with `token`. Called from whichever
   // thread runs Unpark(), exactly once per suspended Park().

@@ -57,6 +57,13 @@ struct Record {
   Record* co_callee = nullptr;  // whom this task waits for in CoCall
   std::optional<absl::StatusOr<Value>> co_result;
   std::string co_default;
+  // The last task this one co-called, valid while names_generation_ still
+  // equals co_cache_generation: names_ has not changed since, so the name
+  // still maps to that record, which names_ keeps alive. A kill, an end or
+  // a new task bumps the generation, so a stale entry is never used.
+  std::string co_cache_name;
+  Record* co_cache_target = nullptr;
+  uint64_t co_cache_generation = 0;
   // Eval: where the value goes and who waits for it.
   absl::StatusOr<Value>* eval_result = nullptr;
   Parker* eval_parker = nullptr;
@@ -89,7 +96,10 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
             absl::StrCat("task_create: a task named '", record->name, "' is alive"));
       }
       record->id = ++last_id_;
-      if (!record->name.empty()) names_[record->name] = record;
+      if (!record->name.empty()) {
+        names_[record->name] = record;
+        ++names_generation_;
+      }
       live_[record->id] = record;
     }
     absl::Status scheduled = scheduler_.Schedule(
@@ -244,11 +254,44 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   absl::StatusOr<Value> CoCall(absl::string_view name) {
     Record* self = Current();
     if (self == nullptr) return NotInTask("task_co_call");
+    {
+      // The common case, inline: the target waits paused and this task
+      // has nothing pending (QuietLocked). Same steps as the general path
+      // below, without its generality.
+      mu_.Lock();
+      Record* target = LookupCached(self, name);
+      if (target != nullptr && target != self && target->co_caller == nullptr &&
+          target->waiting == WaitKind::kPause && QuietLocked(self)) {
+        target->co_caller = self;
+        self->co_callee = target;
+        self->co_result.reset();
+        target->pause_requested = false;
+        Parker* wake = TakeWaiter(*target);
+        Parker parker;
+        self->waiting = WaitKind::kPause;
+        self->wait_parker = &parker;
+        HandOffLocked(self, target, *wake, parker);  // returns holding mu_ again
+        absl::StatusOr<Value> result =
+            self->co_result.has_value()
+                ? *std::move(self->co_result)
+                : absl::FailedPreconditionError(absl::StrCat(
+                      "task_co_call: continued before task '", name, "' called task_co_return"));
+        Unlink(*self);
+        self->co_result.reset();
+        mu_.Unlock();
+        return result;
+      }
+      mu_.Unlock();
+    }
     // Filled when the caller goes on, in the same critical section as the
     // resume checks: one lock for the whole way back.
     std::optional<absl::StatusOr<Value>> result;
     absl::Status switched = SwitchAndPause(
-        self, "task_co_call", ByName(name, "task_co_call"),
+        self, "task_co_call",
+        [&](Record*& target) ABSL_NO_THREAD_SAFETY_ANALYSIS {  // under mu_
+          target = LookupCached(self, name);
+          return target != nullptr ? absl::OkStatus() : UnknownTask("task_co_call", name);
+        },
         // Under mu_ (SwitchAndPause holds it); the analysis cannot see
         // into lambdas.
         [&](Record& target) ABSL_NO_THREAD_SAFETY_ANALYSIS {
@@ -279,6 +322,24 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   absl::Status CoReturn(Value value) {
     Record* self = Current();
     if (self == nullptr) return NotInTask("task_co_return");
+    {
+      // The common case, inline, as in CoCall: the caller waits paused.
+      mu_.Lock();
+      Record* caller = self->co_caller;
+      if (caller != nullptr && caller->waiting == WaitKind::kPause && QuietLocked(self)) {
+        caller->co_result.emplace(std::move(value));
+        Unlink(*caller);
+        caller->pause_requested = false;
+        Parker* wake = TakeWaiter(*caller);
+        Parker parker;
+        self->waiting = WaitKind::kPause;
+        self->wait_parker = &parker;
+        HandOffLocked(self, caller, *wake, parker);  // returns holding mu_ again
+        mu_.Unlock();
+        return absl::OkStatus();
+      }
+      mu_.Unlock();
+    }
     // One critical section picks the task to return to, hands it the value
     // and pauses this one.
     return SwitchAndPause(
@@ -424,11 +485,29 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     return it == names_.end() ? nullptr : it->second.get();
   }
 
+  // Lookup through `self`'s cache of its last co-call target (see Record).
+  Record* LookupCached(Record* self, absl::string_view name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (self->co_cache_target != nullptr && self->co_cache_generation == names_generation_ &&
+        name == self->co_cache_name) {
+      return self->co_cache_target;
+    }
+    Record* target = Lookup(name);
+    if (target != nullptr) {
+      self->co_cache_name.assign(name.data(), name.size());
+      self->co_cache_target = target;
+      self->co_cache_generation = names_generation_;
+    }
+    return target;
+  }
+
   void Forget(Record& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     gate_.erase(std::remove(gate_.begin(), gate_.end(), &record), gate_.end());
     if (!record.name.empty()) {
       auto it = names_.find(record.name);
-      if (it != names_.end() && it->second.get() == &record) names_.erase(it);
+      if (it != names_.end() && it->second.get() == &record) {
+        names_.erase(it);
+        ++names_generation_;
+      }
     }
     live_.erase(record.id);
   }
@@ -467,7 +546,10 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     record.killed = true;
     if (!record.name.empty()) {
       auto it = names_.find(record.name);
-      if (it != names_.end() && it->second.get() == &record) names_.erase(it);
+      if (it != names_.end() && it->second.get() == &record) {
+        names_.erase(it);
+        ++names_generation_;
+      }
     }
     if (system_ == &record) ClearSystem(wake);
     AnswerCoCaller(record, absl::AbortedError(absl::StrCat(
@@ -494,29 +576,69 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   // waits while another task holds SYSTEM. `on_resume` runs under the lock
   // once the task goes on, so a caller that reads its results there needs
   // no second critical section.
+  // Whether pausing `self` now needs none of PrepareToPause's side work
+  // (a late kill, SYSTEM to release, a pending continue to consume).
+  bool QuietLocked(Record* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !self->late_kill && !self->killed && system_ != self && !self->wake_pending;
+  }
+
+  // The end of a fast switch: `self`, registered as paused on `parker`,
+  // continues `target`, whose pause Parker `wake` was taken; called and
+  // returns holding mu_, once `self` may go on (ResumeLocked).
+  void HandOffLocked(Record* self, Record* target, Parker& wake, Parker& parker)
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {  // mu_ may pass to the target and back
+    lock_heir_.store(target, std::memory_order_relaxed);
+    if (!CurrentExecutionContext().SwitchToParked(wake, parker)) {
+      lock_heir_.store(nullptr, std::memory_order_relaxed);
+      mu_.Unlock();
+      wake.Unpark();
+      parker.Park();
+    }
+    ResumeLocked(self);
+  }
+
+  // ResumeAfterPark's checks, returning with mu_ held when the task goes
+  // on (the caller releases it).
+  void ResumeLocked(Record* self) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (lock_heir_.load(std::memory_order_relaxed) == self) {
+      lock_heir_.store(nullptr, std::memory_order_relaxed);
+      // mu_ is held, taken by the task that switched here.
+      if (!self->killed && !self->pause_requested && (system_ == nullptr || system_ == self)) {
+        return;
+      }
+      mu_.Unlock();
+    }
+    ResumePoint(self, [] {}, /*keep_lock=*/true);
+  }
+
   void ResumePoint(Record* self) {
     ResumePoint(self, [] {});
   }
+  // With `keep_lock`, returns holding mu_ (after on_resume).
   template <typename OnResume>
-  void ResumePoint(Record* self, OnResume on_resume) {
+  void ResumePoint(Record* self, OnResume on_resume, bool keep_lock = false)
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {
     while (true) {
       Parker gate;
       bool gated = false;
-      {
-        SpinLockHolder lock(&mu_);
-        if (self->killed) throw TaskKilled{};
-        if (self->pause_requested) {
-          self->pause_requested = false;
-        } else if (system_ == nullptr || system_ == self) {
-          on_resume();
-          return;
-        } else {
-          gated = true;
-          self->waiting = WaitKind::kGate;
-          self->wait_parker = &gate;
-          gate_.push_back(self);
-        }
+      mu_.Lock();
+      if (self->killed) {
+        mu_.Unlock();
+        throw TaskKilled{};
       }
+      if (self->pause_requested) {
+        self->pause_requested = false;
+      } else if (system_ == nullptr || system_ == self) {
+        on_resume();
+        if (!keep_lock) mu_.Unlock();
+        return;
+      } else {
+        gated = true;
+        self->waiting = WaitKind::kGate;
+        self->wait_parker = &gate;
+        gate_.push_back(self);
+      }
+      mu_.Unlock();
       if (!gated) {
         PauseSelf(self);  // runs the checks again when continued; so do we
         continue;
@@ -545,28 +667,68 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   // fails), then `prepare(target)` runs; an error from either changes
   // nothing. `on_resume` runs under the lock when `self` goes on (see
   // ResumePoint).
+  //
+  // When the target is paused and would run next anyway, this switches
+  // straight to it (ExecutionContext::SwitchToParked) and hands it mu_ as
+  // it is: the target finishes its resume checks in the same critical
+  // section and releases it (ResumeAfterPark). A same-thread round trip
+  // then costs one lock and no trip through the ready queue each way.
   template <typename Select, typename Prepare, typename OnResume>
   absl::Status SwitchAndPause(Record* self, const char* what, Select select, Prepare prepare,
-                              OnResume on_resume) {
+                              OnResume on_resume)
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {  // mu_ may pass to the target
     Parker parker;
     Parker* wake_target = nullptr;
     std::vector<Parker*> wake;
     bool dies = false;
     bool woken_already = false;
-    {
-      SpinLockHolder lock(&mu_);
-      Record* target = nullptr;
-      if (absl::Status selected = select(target); !selected.ok()) return selected;
-      if (target == self) {
-        return absl::InvalidArgumentError(absl::StrCat(what, ": a task cannot switch to itself"));
-      }
-      if (absl::Status prepared = prepare(*target); !prepared.ok()) return prepared;
-      wake_target = WakeLocked(*target);
-      PrepareToPause(self, parker, wake, dies, woken_already);
+    mu_.Lock();
+    Record* target = nullptr;
+    if (absl::Status selected = select(target); !selected.ok()) {
+      mu_.Unlock();
+      return selected;
     }
+    if (target == self) {
+      mu_.Unlock();
+      return absl::InvalidArgumentError(absl::StrCat(what, ": a task cannot switch to itself"));
+    }
+    if (absl::Status prepared = prepare(*target); !prepared.ok()) {
+      mu_.Unlock();
+      return prepared;
+    }
+    wake_target = WakeLocked(*target);
+    PrepareToPause(self, parker, wake, dies, woken_already);
+    if (wake_target != nullptr && wake.empty() && !dies && !woken_already) {
+      lock_heir_.store(target, std::memory_order_relaxed);
+      if (CurrentExecutionContext().SwitchToParked(*wake_target, parker)) {
+        // The target ran, released mu_, and someone continued us.
+        ResumeAfterPark(self, on_resume);
+        return absl::OkStatus();
+      }
+      lock_heir_.store(nullptr, std::memory_order_relaxed);
+    }
+    mu_.Unlock();
     if (wake_target != nullptr) wake_target->Unpark();
     FinishPause(self, parker, wake, dies, woken_already, on_resume);
     return absl::OkStatus();
+  }
+
+  // After a task's pause Parker returned: when the task that continued it
+  // handed it mu_ (SwitchAndPause), the resume checks run in that critical
+  // section; otherwise as ResumePoint.
+  template <typename OnResume>
+  void ResumeAfterPark(Record* self, OnResume on_resume) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (lock_heir_.load(std::memory_order_relaxed) == self) {
+      lock_heir_.store(nullptr, std::memory_order_relaxed);
+      // mu_ is held, taken by the task that switched here.
+      if (!self->killed && !self->pause_requested && (system_ == nullptr || system_ == self)) {
+        on_resume();
+        mu_.Unlock();
+        return;
+      }
+      mu_.Unlock();
+    }
+    ResumePoint(self, on_resume);
   }
 
   // A `select` for SwitchAndPause: the live task named `name`.
@@ -616,8 +778,12 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
                    bool woken_already, OnResume on_resume) {
     for (Parker* p : wake) p->Unpark();
     if (dies) throw TaskKilled{};
-    if (!woken_already) parker.Park();
-    ResumePoint(self, on_resume);
+    if (woken_already) {
+      ResumePoint(self, on_resume);
+      return;
+    }
+    parker.Park();
+    ResumeAfterPark(self, on_resume);
   }
 
   // Ends the co-routine link of `caller` with its callee, both ways.
@@ -667,8 +833,12 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   SpinLock mu_;
   uint64_t last_id_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, std::shared_ptr<Record>> names_ ABSL_GUARDED_BY(mu_);
+  uint64_t names_generation_ ABSL_GUARDED_BY(mu_) = 0;  // bumped on every change of names_
   absl::flat_hash_map<uint64_t, std::shared_ptr<Record>> live_ ABSL_GUARDED_BY(mu_);
   Record* system_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // The task a direct hand-off (SwitchAndPause) passed mu_ to, held, until
+  // it takes it over on resuming. Only the runtime's thread touches it.
+  std::atomic<Record*> lock_heir_{nullptr};
   std::vector<Record*> gate_ ABSL_GUARDED_BY(mu_);  // held back by SYSTEM, in arrival order
 };
 

@@ -144,6 +144,16 @@ class CooperativeScheduler final : public Scheduler {
       if (!RegisterWaker(parker, task)) return;  // already unparked
       scheduler_->SuspendCurrent();
     }
+    bool SwitchToParked(Parker& wake, Parker& park) override {
+      CoTask* self = scheduler_->current_;
+      if (self == nullptr || current_scheduler != scheduler_) return false;
+      auto* target = static_cast<CoTask*>(SuspendedToken(wake));
+      if (target == nullptr || !scheduler_->NextIfReady(target)) return false;
+      if (!RegisterWaker(park, self)) return false;  // unparked already: do not suspend
+      MarkUnparked(wake);
+      scheduler_->SwitchDirectly(self, target);
+      return true;
+    }
     bool suspends_task() const override { return true; }
     void* task_local() const override {
       CoTask* task = scheduler_->current_;
@@ -317,6 +327,23 @@ class CooperativeScheduler final : public Scheduler {
     return true;
   }
 
+  // Whether `task`, once woken, would be the next to run: nothing else is
+  // ready and it is not the loop's turn (see NextContext).
+  bool NextIfReady(CoTask* task) const {
+    return ready_head_ == nullptr && task->slot != nullptr &&
+           (switches_ + 1) % kLoopInterval != 0 &&
+           !inbox_pending_.load(std::memory_order_relaxed);
+  }
+
+  // What waking `target` and suspending `self` does when NextIfReady, by
+  // switching straight to it: the hand-off of TaskContext::SwitchToParked.
+  void SwitchDirectly(CoTask* self, CoTask* target) {
+    ++switches_;
+    current_ = target;
+    FiberContext::Switch(self->slot->context, target->slot->context);
+    RecycleFinished();
+  }
+
   // Switches away from the current task; returns when it runs again.
   void SuspendCurrent() {
     CoTask* self = current_;
@@ -360,8 +387,10 @@ class CooperativeScheduler final : public Scheduler {
   // Returns the slot of the task that finished just before this context
   // resumed, and the task itself, to the free lists.
   void RecycleFinished() {
+    if (finished_ != nullptr) RecycleFinishedTask();
+  }
+  void RecycleFinishedTask() {
     CoTask* task = std::exchange(finished_, nullptr);
-    if (task == nullptr) return;
     FiberSlot* slot = std::exchange(task->slot, nullptr);
     if (free_slots_.size() < options_.stack.max_cached) {
       free_slots_.push_back(slot);

@@ -3,8 +3,10 @@
 // All tasks of a runtime share the cooperative scheduler's thread, so the
 // order they log in is the order they ran in.
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -537,6 +539,134 @@ TEST_P(SplConformance, CoCallIntoATaskKilledByAThirdReturnsAborted) {
   });
   ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "callee entered killer caller answered");
+}
+
+// A caller that co-called a task, which was then killed and whose name a
+// new task took, reaches the new task: it never reuses the old target.
+TEST_P(SplConformance, CoCallAfterTheTargetWasKilledAndItsNameReusedReachesTheNewTask) {
+  Spawn("callee", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    EXPECT_TRUE(runtime_->CoReturn(Value("old")).ok());
+    EXPECT_TRUE(runtime_->Pause().ok());  // killed while paused here
+    ADD_FAILURE() << "a killed task resumed";
+  });
+  Spawn("caller", [&] {
+    for (int i = 0; i < 2; ++i) {
+      absl::StatusOr<Value> got = runtime_->CoCall("callee");
+      ASSERT_TRUE(got.ok()) << got.status();
+      Log(got->DebugString());
+      if (i == 0) {
+        EXPECT_TRUE(runtime_->Kill("callee").ok());
+        // The name is free at once; the new task waits for its first call.
+        Spawn("callee", [&] {
+          EXPECT_TRUE(runtime_->Pause().ok());
+          EXPECT_TRUE(runtime_->CoReturn(Value("new")).ok());
+        });
+      }
+    }
+    // Killed again (the new one is paused in CoReturn) and nobody took the
+    // name: not found, not a stale hit.
+    EXPECT_TRUE(runtime_->Kill("callee").ok());
+    EXPECT_EQ(runtime_->CoCall("callee").status().code(), absl::StatusCode::kNotFound);
+    done_.Notify();
+  });
+  ASSERT_TRUE(RunAndWait());
+  EXPECT_EQ(LogLine(), "\"old\" \"new\"");
+}
+
+// The same when the target ended by itself: its record is freed and a new
+// task of the same name may even reuse its memory.
+TEST_P(SplConformance, CoCallAfterTheTargetEndedAndItsNameWasReusedReachesTheNewTask) {
+  Spawn("callee", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    EXPECT_TRUE(runtime_->CoReturn(Value(1)).ok());
+    Log("first ends");
+  });
+  Spawn("caller", [&] {
+    absl::StatusOr<Value> got = runtime_->CoCall("callee");
+    ASSERT_TRUE(got.ok()) << got.status();
+    Log(got->DebugString());
+    EXPECT_TRUE(runtime_->Continue("callee").ok());  // it goes on and ends
+    EXPECT_TRUE(runtime_->Yield().ok());
+    EXPECT_FALSE(runtime_->Exists("callee"));
+    EXPECT_EQ(runtime_->CoCall("callee").status().code(), absl::StatusCode::kNotFound);
+    Spawn("callee", [&] {
+      EXPECT_TRUE(runtime_->Pause().ok());
+      EXPECT_TRUE(runtime_->CoReturn(Value(2)).ok());
+    });
+    got = runtime_->CoCall("callee");
+    ASSERT_TRUE(got.ok()) << got.status();
+    Log(got->DebugString());
+    done_.Notify();
+  });
+  ASSERT_TRUE(RunAndWait());
+  EXPECT_EQ(LogLine(), "1 first ends 2");
+}
+
+// A co_call wakes the callee behind the tasks that were ready first, as a
+// continue does: the direct switch to the callee is only a shortcut.
+TEST_P(SplConformance, CoCallKeepsTheOrderOfReadyTasks) {
+  Spawn("bystander", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("bystander");
+  });
+  Spawn("callee", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("callee");
+    EXPECT_TRUE(runtime_->CoReturn(Value(1)).ok());
+  });
+  Spawn("caller", [&] {
+    EXPECT_TRUE(runtime_->Continue("bystander").ok());  // ready before the callee
+    absl::StatusOr<Value> got = runtime_->CoCall("callee");
+    ASSERT_TRUE(got.ok()) << got.status();
+    Log(got->DebugString());
+    done_.Notify();
+  });
+  ASSERT_TRUE(RunAndWait());
+  EXPECT_EQ(LogLine(), "bystander callee 1");
+}
+
+// Co-call round trips (direct switches that hand the runtime's lock from
+// task to task) while another thread keeps continuing a public task.
+TEST_P(SplConformance, CoCallRoundTripsWhileAnotherThreadContinuesAPublicTask) {
+  constexpr int kRoundTrips = 2000;
+  std::atomic<bool> stop{false};
+  std::atomic<int> idle_wakeups{0};
+  std::atomic<bool> idle_public{false};
+  Spawn("idle", [&] {
+    EXPECT_TRUE(runtime_->SetPublic().ok());
+    idle_public.store(true);
+    while (!stop.load()) {
+      EXPECT_TRUE(runtime_->Pause().ok());
+      idle_wakeups.fetch_add(1);
+    }
+  });
+  Spawn("callee", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    int64_t n = 0;
+    while (runtime_->CoReturn(Value(++n)).ok()) {
+    }
+  });
+  Spawn("caller", [&] {
+    for (int64_t i = 1; i <= kRoundTrips; ++i) {
+      absl::StatusOr<Value> got = runtime_->CoCall("callee");
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_EQ(got->as_int(), i);
+    }
+    stop.store(true);
+    done_.Notify();
+  });
+  Go();
+  std::thread outside([&] {
+    while (!idle_public.load() && !stop.load()) std::this_thread::yield();
+    while (!stop.load()) {
+      absl::Status continued = runtime_->Continue("idle");
+      EXPECT_TRUE(continued.ok() || continued.code() == absl::StatusCode::kNotFound)
+          << continued;
+    }
+  });
+  EXPECT_TRUE(done_.WaitForNotification());
+  outside.join();
 }
 
 // "An eval, implemented as own task ... allows you to specify a different
