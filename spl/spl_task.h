@@ -26,6 +26,10 @@
 //   On the cooperative scheduler (schedulers/cooperative) only: every task
 //   is one of its stackful tasks, and all of them share its thread, as SPL
 //   tasks share the interpreter. Create() refuses any other scheduler.
+//   Switch, CoCall and CoReturn hand the thread straight to the target task
+//   when nothing else is due to run first (cooperative.h); a CoCall
+//   remembers its last target, checked against a generation number that
+//   changes whenever a name is created, freed or reused.
 //
 // Tasks and code
 //   Code is a callable taking the Context it runs in and returning a Value.

@@ -14,6 +14,10 @@
 //     once (ExecutionContext::YieldToReady) before it parks: a peer on the
 //     same thread usually answers meanwhile, so a same-thread round trip
 //     costs two switches and no park or wake-up.
+//   - A hand-off from one task to a parked one (SPL's switch, co_call and
+//     co_return; ExecutionContext::SwitchToParked) switches straight to it
+//     when it would run next anyway (nothing else ready, no outside work
+//     due), so the run order is the same as through the ready queue.
 //   - A task waiting on a file descriptor is parked in the scheduler's epoll
 //     set. When no task is ready the thread sleeps in epoll_wait, so a task
 //     blocked on a channel wakes when data arrives, with no busy polling
