@@ -171,7 +171,7 @@ struct WaitPoint {
     }
   }
 
-  void Notify() {
+  [[gnu::noinline]] void Notify() {
     // Taken, not just read: a waiter that finds news by itself takes its
     // Parker back, and exactly one of the two may use it.
     if (parker.load(std::memory_order_acquire) != nullptr) {
@@ -255,10 +255,48 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
         out_(out),
         in_(in),
         max_fragment_(out->capacity / 4 - kHeaderSize),
-        max_message_size_(state_->max_message_size) {}
+        max_message_size_(state_->max_message_size),
+        max_record_message_(std::min(max_fragment_, max_message_size_)) {}
   ~MemoryEnd() override { Close(); }
 
+  // The fast paths (a small message, nothing pending or reassembling, both
+  // sides open) are inline and build no Status beyond OK / WouldBlock; the
+  // rest is in the *Slow functions, out of line, so that the hot frames stay
+  // small (an error message's StrCat needs a large one).
   absl::Status TrySend(absl::Span<const char> message) override {
+    if (closed_ || message.size() > max_record_message_ || !pending_.empty() ||
+        out_->consumer_closed.load(std::memory_order_acquire)) [[unlikely]] {
+      return TrySendSlow(message);
+    }
+    if (!TryWriteRecord(message.data(), message.size(), 0)) [[unlikely]] return WouldBlock();
+    return absl::OkStatus();
+  }
+
+  absl::Status TryFlush() override {
+    if (!closed_ && pending_.empty()) [[likely]] return absl::OkStatus();
+    return TryFlushSlow();
+  }
+
+  absl::StatusOr<size_t> TryReceive(absl::Span<char> out) override {
+    if (!closed_) [[likely]] {
+      Ring& ring = *in_;
+      char* const data = ring.data.get();
+      const size_t offset = read_position_ & ring.mask;
+      const uint64_t header = HeaderAt(data, offset).load(std::memory_order_acquire);
+      // Not empty, not a fragment, not a wrap marker (which has every bit set).
+      if (header != 0 && (header & kMoreFragments) == 0 && !reassembling_) [[likely]] {
+        const size_t length = static_cast<uint32_t>(header);
+        CopyPrefix(out, data + offset + kHeaderSize, length);
+        read_position_ += kHeaderSize + RoundUp8(length);
+        if (read_position_ - published_head_ >= ring.capacity / 4) [[unlikely]] PublishHead();
+        return length;
+      }
+    }
+    return TryReceiveSlow(out);
+  }
+
+ private:
+  [[gnu::noinline]] absl::Status TrySendSlow(absl::Span<const char> message) {
     if (closed_) return ClosedError("send");
     if (message.size() > max_message_size_) {
       return absl::ResourceExhaustedError(
@@ -283,7 +321,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     return IsWouldBlock(flushed) ? absl::OkStatus() : flushed;
   }
 
-  absl::Status TryFlush() override {
+  [[gnu::noinline]] absl::Status TryFlushSlow() {
     if (closed_) return ClosedError("flush");
     while (pending_offset_ < pending_.size()) {
       if (out_->consumer_closed.load(std::memory_order_acquire)) {
@@ -307,7 +345,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     return absl::OkStatus();
   }
 
-  absl::StatusOr<size_t> TryReceive(absl::Span<char> out) override {
+  [[gnu::noinline]] absl::StatusOr<size_t> TryReceiveSlow(absl::Span<char> out) {
     if (closed_) return ClosedError("receive");
     Ring& ring = *in_;
     char* const data = ring.data.get();
@@ -366,6 +404,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     }
   }
 
+ public:
   Readiness send_readiness() const override {
     Ring& ring = *out_;
     return Watch(ring.producer, HeadMoved(ring, known_head_), ring.consumer_closed,
@@ -436,45 +475,49 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     Ring& ring = *out_;
     char* const data = ring.data.get();
     const size_t record = kHeaderSize + RoundUp8(length);
+    const size_t offset = write_position_ & ring.mask;
+    const size_t to_end = ring.capacity - offset;
+    const size_t skip = to_end < record ? to_end : 0;
+    // The record, the unused end of the ring before it (if it wraps), and
+    // the zero header just past it: all of it must be free.
+    const size_t needed = skip + record + kHeaderSize;
+    if (ring.capacity - (write_position_ - known_head_) < needed) [[unlikely]] {
+      if (!MakeRoom(needed)) return false;
+    }
+    const uint64_t start = write_position_ + skip;
+    const uint64_t next = start + record;
+    const size_t start_offset = start & ring.mask;
+    CopyBytes(data + start_offset + kHeaderSize, bytes, length);
+    // The consumer stops at the next header until this record's follower
+    // is published; the release store below orders this zero before it.
+    HeaderAt(data, next & ring.mask).store(0, std::memory_order_relaxed);
+    HeaderAt(data, start_offset).store(length | kPublished | flags, std::memory_order_release);
+    // Wrapping: the marker is published last, so a consumer that follows
+    // it to the ring's start finds the record there (not a stale header
+    // from the last lap).
+    if (skip != 0) [[unlikely]] HeaderAt(data, offset).store(kWrapMarker, std::memory_order_release);
+    write_position_ = next;
+    // The publishing store is the header at the consumer's read position
+    // if it is caught up; a consumer about to wait re-reads that header
+    // after raising its flag (ArmWaiter), so one of the two sees the other.
+    LightBarrier(ring.asymmetric_barrier);
+    ring.consumer.NotifyIfWaiting();
+    return true;
+  }
+
+  // The ring looked too full for `needed` more bytes: re-reads the head.
+  // False when it is full (after arming the send watcher, if any).
+  [[gnu::noinline]] bool MakeRoom(size_t needed) {
+    Ring& ring = *out_;
     while (true) {
-      const size_t offset = write_position_ & ring.mask;
-      const size_t to_end = ring.capacity - offset;
-      const size_t skip = to_end < record ? to_end : 0;
-      // The record, the unused end of the ring before it (if it wraps), and
-      // the zero header just past it: all of it must be free.
-      const size_t needed = skip + record + kHeaderSize;
-      if (ring.capacity - (write_position_ - known_head_) < needed) [[unlikely]] {
-        known_head_ = ring.head.load(std::memory_order_acquire);
-        if (ring.capacity - (write_position_ - known_head_) < needed) {
-          if (ring.producer.watched.load(std::memory_order_relaxed)) {
-            ring.producer.event.Drain();
-            if (!ArmWaiter(ring.producer, HeadMoved(ring, known_head_), ring.consumer_closed,
-                           ring.asymmetric_barrier)) {
-              continue;
-            }
-          }
-          return false;
-        }
+      known_head_ = ring.head.load(std::memory_order_acquire);
+      if (ring.capacity - (write_position_ - known_head_) >= needed) return true;
+      if (!ring.producer.watched.load(std::memory_order_relaxed)) return false;
+      ring.producer.event.Drain();
+      if (ArmWaiter(ring.producer, HeadMoved(ring, known_head_), ring.consumer_closed,
+                    ring.asymmetric_barrier)) {
+        return false;
       }
-      const uint64_t start = write_position_ + skip;
-      const uint64_t next = start + record;
-      const size_t start_offset = start & ring.mask;
-      CopyBytes(data + start_offset + kHeaderSize, bytes, length);
-      // The consumer stops at the next header until this record's follower
-      // is published; the release store below orders this zero before it.
-      HeaderAt(data, next & ring.mask).store(0, std::memory_order_relaxed);
-      HeaderAt(data, start_offset).store(length | kPublished | flags, std::memory_order_release);
-      // Wrapping: the marker is published last, so a consumer that follows
-      // it to the ring's start finds the record there (not a stale header
-      // from the last lap).
-      if (skip != 0) HeaderAt(data, offset).store(kWrapMarker, std::memory_order_release);
-      write_position_ = next;
-      // The publishing store is the header at the consumer's read position
-      // if it is caught up; a consumer about to wait re-reads that header
-      // after raising its flag (ArmWaiter), so one of the two sees the other.
-      LightBarrier(ring.asymmetric_barrier);
-      ring.consumer.NotifyIfWaiting();
-      return true;
     }
   }
 
@@ -547,6 +590,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   Ring* const in_;
   const size_t max_fragment_;
   const size_t max_message_size_;
+  const size_t max_record_message_;  // the largest message sent as one record
   bool closed_ = false;
   // Producer side of out_.
   uint64_t write_position_ = 0;
