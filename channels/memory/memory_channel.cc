@@ -497,6 +497,10 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     // from the last lap).
     if (skip != 0) [[unlikely]] HeaderAt(data, offset).store(kWrapMarker, std::memory_order_release);
     write_position_ = next;
+    // Claim the next line early: the consumer last read it a lap ago and
+    // may still hold a copy, which this write would otherwise wait to
+    // invalidate.
+    __builtin_prefetch(data + ((next + 64) & ring.mask), 1, 3);
     // The publishing store is the header at the consumer's read position
     // if it is caught up; a consumer about to wait re-reads that header
     // after raising its flag (ArmWaiter), so one of the two sees the other.
