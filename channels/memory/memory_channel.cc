@@ -158,16 +158,17 @@ class LazyEventFd {
 // Who waits for news on one side of a ring. A waiter raises `waiting`
 // (then HeavyBarrier, then re-reads the word the other side publishes: the
 // header at the consumer's read position, or the head); the other side
-// publishes (then LightBarrier, then a plain load of `waiting`) and, seeing it raised, takes it down with an exchange. Whoever
-// takes the flag down delivers the news, so the publisher pays no atomic
-// read-modify-write per message, only when someone waits.
+// publishes (then LightBarrier, then a plain load of `waiting`) and, seeing
+// it raised, takes it down with an exchange. Whoever takes the flag down
+// delivers the news, so the publisher pays no atomic read-modify-write per
+// message, only when someone waits.
 struct WaitPoint {
   std::atomic<bool> waiting{false};
   std::atomic<Parker*> parker{nullptr};  // a blocked Send or Receive
   std::atomic<bool> watched{false};      // an event loop has the eventfd
   LazyEventFd event;
 
-  // The publisher's check, after its position store and LightBarrier.
+  // The publisher's check, after its publishing store and LightBarrier.
   void NotifyIfWaiting() {
     if (waiting.load(std::memory_order_relaxed) &&
         waiting.exchange(false, std::memory_order_acq_rel)) {
@@ -209,9 +210,10 @@ std::unique_ptr<char, FreeDeleter> AllocateRing(size_t bytes) {
 // the record (space it owns: it keeps kHeaderSize bytes of slack ahead of
 // every record), then release-stores the record's header. The consumer
 // acquire-loads the header at its read position: 0 means the ring is
-// empty. So there is no shared tail: while the consumer keeps up it takes
-// about one cache miss per data line, and the producer's writes stay in
-// lines the consumer is about to read anyway.
+// empty. So there is no shared tail: the consumer touches only the lines
+// its records are in (several small records to a line), and the producer's
+// position never leaves the producer's cache; the consumer looks at the
+// producer's closed flag only when it finds nothing.
 struct Ring {
   Ring(size_t bytes, bool asymmetric)
       : capacity(bytes), mask(bytes - 1), asymmetric_barrier(asymmetric), data(AllocateRing(bytes)) {}
