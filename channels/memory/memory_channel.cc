@@ -10,7 +10,9 @@
 #include <bit>
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -28,16 +30,32 @@ constexpr size_t kDefaultBufferBytes = 64 * 1024;
 constexpr size_t kMinBufferBytes = 256;
 constexpr size_t kMaxBufferBytes = size_t{1} << 30;
 constexpr size_t kHeaderSize = 8;
-constexpr uint32_t kWrapMarker = 0xFFFFFFFFu;  // "continue at the ring's start"
-constexpr uint32_t kMoreFragments = 1;         // flag: the message goes on in the next record
+// A record's header is one 64-bit word: the payload length in the low 32
+// bits, flags in the high 32. It is also the record's publication: 0 means
+// "nothing here yet", so every real header has kPublished set (a
+// zero-length message has a non-zero header too).
+constexpr uint64_t kPublished = uint64_t{1} << 32;
+constexpr uint64_t kMoreFragments = uint64_t{2} << 32;  // the message goes on in the next record
+constexpr uint64_t kWrapMarker = ~uint64_t{0};          // "continue at the ring's start"
 constexpr std::memory_order kSeqCst = std::memory_order_seq_cst;
 
 size_t RoundUp8(size_t n) { return (n + 7) & ~size_t{7}; }
 
+// The header word at `offset` (a multiple of 8) of a ring's data. Headers
+// are only ever accessed atomically; payload bytes never are (they are
+// ordered by the header's release store and acquire load).
+inline std::atomic_ref<uint64_t> HeaderAt(char* data, size_t offset) {
+  return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(data + offset));
+}
+
 // memcpy without the library call for the small messages that dominate
 // streams (the call and its size dispatch cost more than the copy).
 inline void CopyBytes(char* to, const char* from, size_t n) {
-  if (n >= 8 && n <= 16) {
+  if (n == 8) {  // the commonest size: one store, not two overlapping ones
+    uint64_t word;
+    std::memcpy(&word, from, 8);
+    std::memcpy(to, &word, 8);
+  } else if (n >= 8 && n <= 16) {
     uint64_t first, last;  // two overlapping words cover 8..16 bytes
     std::memcpy(&first, from, 8);
     std::memcpy(&last, from + n - 8, 8);
@@ -138,18 +156,19 @@ class LazyEventFd {
 };
 
 // Who waits for news on one side of a ring. A waiter raises `waiting`
-// (then HeavyBarrier, then re-reads the other side's position); the other
-// side publishes its position (then LightBarrier, then a plain load of
-// `waiting`) and, seeing it raised, takes it down with an exchange. Whoever
-// takes the flag down delivers the news, so the publisher pays no atomic
-// read-modify-write per message, only when someone waits.
+// (then HeavyBarrier, then re-reads the word the other side publishes: the
+// header at the consumer's read position, or the head); the other side
+// publishes (then LightBarrier, then a plain load of `waiting`) and, seeing
+// it raised, takes it down with an exchange. Whoever takes the flag down
+// delivers the news, so the publisher pays no atomic read-modify-write per
+// message, only when someone waits.
 struct WaitPoint {
   std::atomic<bool> waiting{false};
   std::atomic<Parker*> parker{nullptr};  // a blocked Send or Receive
   std::atomic<bool> watched{false};      // an event loop has the eventfd
   LazyEventFd event;
 
-  // The publisher's check, after its position store and LightBarrier.
+  // The publisher's check, after its publishing store and LightBarrier.
   void NotifyIfWaiting() {
     if (waiting.load(std::memory_order_relaxed) &&
         waiting.exchange(false, std::memory_order_acq_rel)) {
@@ -157,7 +176,7 @@ struct WaitPoint {
     }
   }
 
-  void Notify() {
+  [[gnu::noinline]] void Notify() {
     // Taken, not just read: a waiter that finds news by itself takes its
     // Parker back, and exactly one of the two may use it.
     if (parker.load(std::memory_order_acquire) != nullptr) {
@@ -169,26 +188,62 @@ struct WaitPoint {
   }
 };
 
+struct FreeDeleter {
+  void operator()(char* p) const { std::free(p); }
+};
+
+// Ring memory, aligned to cache-line pairs. Only the first header needs to
+// start as 0 ("nothing yet"): every later header the consumer reads was
+// written by the producer first (the zero it stores ahead of each record,
+// or the record at the ring's start that a wrap marker points to).
+std::unique_ptr<char, FreeDeleter> AllocateRing(size_t bytes) {
+  char* data = static_cast<char*>(std::aligned_alloc(128, bytes));  // bytes: a power of two >= 256
+  if (data == nullptr) throw std::bad_alloc();
+  HeaderAt(data, 0).store(0, std::memory_order_relaxed);
+  return std::unique_ptr<char, FreeDeleter>(data);
+}
+
 // One direction: a byte ring with one producer and one consumer.
+//
+// The records themselves are the producer's publication (FastForward-style):
+// the producer writes a record's payload, stores a zero header just past
+// the record (space it owns: it keeps kHeaderSize bytes of slack ahead of
+// every record), then release-stores the record's header. The consumer
+// acquire-loads the header at its read position: 0 means the ring is
+// empty. So there is no shared tail: the consumer touches only the lines
+// its records are in (several small records to a line), and the producer's
+// position never leaves the producer's cache; the consumer looks at the
+// producer's closed flag only when it finds nothing.
 struct Ring {
   Ring(size_t bytes, bool asymmetric)
-      : capacity(bytes), mask(bytes - 1), asymmetric_barrier(asymmetric), data(new char[bytes]) {}
+      : capacity(bytes), mask(bytes - 1), asymmetric_barrier(asymmetric), data(AllocateRing(bytes)) {}
 
   // Read-only after construction: shared by both caches, never moves.
   const size_t capacity;
   const size_t mask;
   const bool asymmetric_barrier;  // see LightBarrier / HeavyBarrier
-  const std::unique_ptr<char[]> data;
+  const std::unique_ptr<char, FreeDeleter> data;
   // Each word on its own cache line (128 bytes: the adjacent-line
-  // prefetcher pairs lines): the hot ones move between the two threads'
-  // caches once per message at most, the closing flags never.
-  alignas(128) std::atomic<uint64_t> tail{0};  // written by the producer
+  // prefetcher pairs lines): the head moves between the two threads' caches
+  // once per quarter ring at most, the closing flags never.
   alignas(128) std::atomic<uint64_t> head{0};  // written by the consumer
   alignas(128) std::atomic<bool> producer_closed{false};
   std::atomic<bool> consumer_closed{false};
   alignas(128) WaitPoint consumer;  // waits for data
   alignas(128) WaitPoint producer;  // waits for space
 };
+
+// The news a consumer waits for: a record (or wrap marker) published at its
+// read position `position`. seq_cst, as MemoryEnd::ArmWaiter's re-check needs.
+auto RecordArrived(const Ring& ring, uint64_t position) {
+  return [data = ring.data.get(), offset = position & ring.mask] {
+    return HeaderAt(data, offset).load(kSeqCst) != 0;
+  };
+}
+// The news a producer waits for: the consumer published a head past `seen`.
+auto HeadMoved(const Ring& ring, uint64_t seen) {
+  return [&head = ring.head, seen] { return head.load(kSeqCst) != seen; };
+}
 
 struct PairState {
   PairState(size_t bytes, size_t max_message, bool asymmetric)
@@ -206,10 +261,48 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
         out_(out),
         in_(in),
         max_fragment_(out->capacity / 4 - kHeaderSize),
-        max_message_size_(state_->max_message_size) {}
+        max_message_size_(state_->max_message_size),
+        max_record_message_(std::min(max_fragment_, max_message_size_)) {}
   ~MemoryEnd() override { Close(); }
 
+  // The fast paths (a small message, nothing pending or reassembling, both
+  // sides open) are inline and build no Status beyond OK / WouldBlock; the
+  // rest is in the *Slow functions, out of line, so that the hot frames stay
+  // small (an error message's StrCat needs a large one).
   absl::Status TrySend(absl::Span<const char> message) override {
+    if (closed_ || message.size() > max_record_message_ || !pending_.empty() ||
+        out_->consumer_closed.load(std::memory_order_acquire)) [[unlikely]] {
+      return TrySendSlow(message);
+    }
+    if (!TryWriteRecord(message.data(), message.size(), 0)) [[unlikely]] return WouldBlock();
+    return absl::OkStatus();
+  }
+
+  absl::Status TryFlush() override {
+    if (!closed_ && pending_.empty()) [[likely]] return absl::OkStatus();
+    return TryFlushSlow();
+  }
+
+  absl::StatusOr<size_t> TryReceive(absl::Span<char> out) override {
+    if (!closed_) [[likely]] {
+      Ring& ring = *in_;
+      char* const data = ring.data.get();
+      const size_t offset = read_position_ & ring.mask;
+      const uint64_t header = HeaderAt(data, offset).load(std::memory_order_acquire);
+      // Not empty, not a fragment, not a wrap marker (which has every bit set).
+      if (header != 0 && (header & kMoreFragments) == 0 && !reassembling_) [[likely]] {
+        const size_t length = static_cast<uint32_t>(header);
+        CopyPrefix(out, data + offset + kHeaderSize, length);
+        read_position_ += kHeaderSize + RoundUp8(length);
+        if (read_position_ - published_head_ >= ring.capacity / 4) [[unlikely]] PublishHead();
+        return length;
+      }
+    }
+    return TryReceiveSlow(out);
+  }
+
+ private:
+  [[gnu::noinline]] absl::Status TrySendSlow(absl::Span<const char> message) {
     if (closed_) return ClosedError("send");
     if (message.size() > max_message_size_) {
       return absl::ResourceExhaustedError(
@@ -234,7 +327,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     return IsWouldBlock(flushed) ? absl::OkStatus() : flushed;
   }
 
-  absl::Status TryFlush() override {
+  [[gnu::noinline]] absl::Status TryFlushSlow() {
     if (closed_) return ClosedError("flush");
     while (pending_offset_ < pending_.size()) {
       if (out_->consumer_closed.load(std::memory_order_acquire)) {
@@ -258,43 +351,44 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     return absl::OkStatus();
   }
 
-  absl::StatusOr<size_t> TryReceive(absl::Span<char> out) override {
+  [[gnu::noinline]] absl::StatusOr<size_t> TryReceiveSlow(absl::Span<char> out) {
     if (closed_) return ClosedError("receive");
     Ring& ring = *in_;
+    char* const data = ring.data.get();
     while (true) {
-      if (read_position_ == known_tail_) {
-        known_tail_ = ring.tail.load(std::memory_order_acquire);
-        if (read_position_ == known_tail_) {
-          // A close is published after the producer's last record, so a
-          // close seen here, with the tail re-read after it, is final.
-          if (ring.producer_closed.load(std::memory_order_acquire)) {
-            known_tail_ = ring.tail.load(std::memory_order_acquire);
-            if (read_position_ == known_tail_) return ClosedWhileReading();
+      const size_t offset = read_position_ & ring.mask;
+      // Acquire: the payload (and the zero header past it) was written
+      // before the producer's release store of this word.
+      const uint64_t header = HeaderAt(data, offset).load(std::memory_order_acquire);
+      if (header == 0) {
+        // Nothing yet. A close is published after the producer's last
+        // record, so a close seen here, with the header re-read after it,
+        // is final.
+        if (ring.producer_closed.load(std::memory_order_acquire)) {
+          if (HeaderAt(data, offset).load(std::memory_order_acquire) == 0) {
+            return ClosedWhileReading();
+          }
+          continue;
+        }
+        // An event loop's watcher asks for a signal with the next record.
+        if (ring.consumer.watched.load(std::memory_order_relaxed)) {
+          ring.consumer.event.Drain();
+          if (!ArmWaiter(ring.consumer, RecordArrived(ring, read_position_), ring.producer_closed,
+                         ring.asymmetric_barrier)) {
             continue;
           }
-          // An event loop's watcher asks for a signal with the next record.
-          if (ring.consumer.watched.load(std::memory_order_relaxed)) {
-            ring.consumer.event.Drain();
-            if (!ArmWaiter(ring.consumer, ring.tail, read_position_, ring.producer_closed,
-                           ring.asymmetric_barrier)) {
-              continue;
-            }
-          }
-          return WouldBlock();
         }
+        return WouldBlock();
       }
-      const size_t offset = read_position_ & ring.mask;
-      uint32_t header[2];
-      std::memcpy(header, ring.data.get() + offset, sizeof header);
-      const uint32_t length = header[0];
-      if (length == kWrapMarker) {
+      if (header == kWrapMarker) {
         read_position_ += ring.capacity - offset;
         continue;
       }
-      const char* payload = ring.data.get() + offset + kHeaderSize;
-      const bool more = (header[1] & kMoreFragments) != 0;
+      const size_t length = static_cast<uint32_t>(header);
+      const char* payload = data + offset + kHeaderSize;
+      const bool more = (header & kMoreFragments) != 0;
       std::optional<size_t> delivered;
-      if (more || reassembling_) {
+      if (more || reassembling_) [[unlikely]] {
         reassembly_.append(payload, length);
         reassembling_ = more;
         if (!more) {
@@ -316,14 +410,15 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     }
   }
 
+ public:
   Readiness send_readiness() const override {
     Ring& ring = *out_;
-    return Watch(ring.producer, ring.head, known_head_, ring.consumer_closed,
+    return Watch(ring.producer, HeadMoved(ring, known_head_), ring.consumer_closed,
                  ring.asymmetric_barrier);
   }
   Readiness receive_readiness() const override {
     Ring& ring = *in_;
-    return Watch(ring.consumer, ring.tail, read_position_, ring.producer_closed,
+    return Watch(ring.consumer, RecordArrived(ring, read_position_), ring.producer_closed,
                  ring.asymmetric_barrier);
   }
 
@@ -332,16 +427,16 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     if (direction == ChannelDirection::kReceive) {
       Ring& ring = *in_;
       PublishHead();  // the producer may be waiting for this space
-      return ParkUntilNews(ring.consumer, ring.tail, read_position_, ring.producer_closed,
+      return ParkUntilNews(ring.consumer, RecordArrived(ring, read_position_), ring.producer_closed,
                            ring.asymmetric_barrier);
     }
     Ring& ring = *out_;
-    return ParkUntilNews(ring.producer, ring.head, known_head_, ring.consumer_closed,
+    return ParkUntilNews(ring.producer, HeadMoved(ring, known_head_), ring.consumer_closed,
                          ring.asymmetric_barrier);
   }
 
   bool HasBufferedMessage() const override {
-    return in_->tail.load(std::memory_order_acquire) != read_position_;
+    return RecordArrived(*in_, read_position_)();
   }
 
   void Close() override {
@@ -382,41 +477,59 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
 
   // Writes one record if the ring has room; publishes it and wakes the
   // consumer. False when full (after arming the send watcher, if any).
-  bool TryWriteRecord(const char* bytes, size_t length, uint32_t flags) {
+  // Inlined into TrySend: while the consumer holds the ring's line, every
+  // store (a callee's register pushes too) waits in the store buffer.
+  [[gnu::always_inline]] bool TryWriteRecord(const char* bytes, size_t length, uint64_t flags) {
     Ring& ring = *out_;
+    char* const data = ring.data.get();
     const size_t record = kHeaderSize + RoundUp8(length);
+    const size_t offset = write_position_ & ring.mask;
+    const size_t to_end = ring.capacity - offset;
+    const size_t skip = to_end < record ? to_end : 0;
+    // The record, the unused end of the ring before it (if it wraps), and
+    // the zero header just past it: all of it must be free.
+    const size_t needed = skip + record + kHeaderSize;
+    if (ring.capacity - (write_position_ - known_head_) < needed) [[unlikely]] {
+      if (!MakeRoom(needed)) return false;
+    }
+    const uint64_t start = write_position_ + skip;
+    const uint64_t next = start + record;
+    const size_t start_offset = start & ring.mask;
+    CopyBytes(data + start_offset + kHeaderSize, bytes, length);
+    // The consumer stops at the next header until this record's follower
+    // is published; the release store below orders this zero before it.
+    HeaderAt(data, next & ring.mask).store(0, std::memory_order_relaxed);
+    HeaderAt(data, start_offset).store(length | kPublished | flags, std::memory_order_release);
+    // Wrapping: the marker is published last, so a consumer that follows
+    // it to the ring's start finds the record there (not a stale header
+    // from the last lap).
+    if (skip != 0) [[unlikely]] HeaderAt(data, offset).store(kWrapMarker, std::memory_order_release);
+    write_position_ = next;
+    // Claim the next line early: the consumer last read it a lap ago and
+    // may still hold a copy, which this write would otherwise wait to
+    // invalidate.
+    __builtin_prefetch(data + ((next + 64) & ring.mask), 1, 3);
+    // The publishing store is the header at the consumer's read position
+    // if it is caught up; a consumer about to wait re-reads that header
+    // after raising its flag (ArmWaiter), so one of the two sees the other.
+    LightBarrier(ring.asymmetric_barrier);
+    ring.consumer.NotifyIfWaiting();
+    return true;
+  }
+
+  // The ring looked too full for `needed` more bytes: re-reads the head.
+  // False when it is full (after arming the send watcher, if any).
+  [[gnu::noinline]] bool MakeRoom(size_t needed) {
+    Ring& ring = *out_;
     while (true) {
-      const size_t offset = write_position_ & ring.mask;
-      const size_t to_end = ring.capacity - offset;
-      const size_t skip = to_end < record ? to_end : 0;
-      if (ring.capacity - (write_position_ - known_head_) < skip + record) {
-        known_head_ = ring.head.load(std::memory_order_acquire);
-        if (ring.capacity - (write_position_ - known_head_) < skip + record) {
-          if (ring.producer.watched.load(std::memory_order_relaxed)) {
-            ring.producer.event.Drain();
-            if (!ArmWaiter(ring.producer, ring.head, known_head_, ring.consumer_closed,
-                           ring.asymmetric_barrier)) {
-              continue;
-            }
-          }
-          return false;
-        }
+      known_head_ = ring.head.load(std::memory_order_acquire);
+      if (ring.capacity - (write_position_ - known_head_) >= needed) return true;
+      if (!ring.producer.watched.load(std::memory_order_relaxed)) return false;
+      ring.producer.event.Drain();
+      if (ArmWaiter(ring.producer, HeadMoved(ring, known_head_), ring.consumer_closed,
+                    ring.asymmetric_barrier)) {
+        return false;
       }
-      if (skip != 0) {
-        std::memcpy(ring.data.get() + offset, &kWrapMarker, sizeof kWrapMarker);
-        write_position_ += skip;
-      }
-      char* at = ring.data.get() + (write_position_ & ring.mask);
-      const uint32_t header[2] = {static_cast<uint32_t>(length), flags};
-      std::memcpy(at, header, sizeof header);
-      CopyBytes(at + kHeaderSize, bytes, length);
-      write_position_ += record;
-      // A plain store, not an exchange: an atomic read-modify-write here
-      // would stall until the consumer's cache gave the line back.
-      ring.tail.store(write_position_, std::memory_order_release);
-      LightBarrier(ring.asymmetric_barrier);
-      ring.consumer.NotifyIfWaiting();
-      return true;
     }
   }
 
@@ -428,43 +541,53 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     in_->producer.NotifyIfWaiting();
   }
 
-  // Raises `point`'s waiter flag for news past `seen` on `word` (the other
-  // side's position). False when there is news instead: the word moved, or
-  // the other side closed; the caller then retries rather than waits (if a
-  // publisher took the flag down meanwhile, its notification still comes and
-  // is harmless: a spurious readiness, or a Parker that ParkUntilNews
-  // consumes).
-  static bool ArmWaiter(WaitPoint& point, const std::atomic<uint64_t>& word, uint64_t seen,
-                        const std::atomic<bool>& other_closed, bool asymmetric) {
+  // Raises `point`'s waiter flag unless there is news (`has_news()`, or the
+  // other side closed); false when there is news instead, and the caller
+  // then retries rather than waits (if a publisher took the flag down
+  // meanwhile, its notification still comes and is harmless: a spurious
+  // readiness, or a Parker that ParkUntilNews consumes).
+  //
+  // No lost wake-up: the publisher makes its news visible (the consumer's
+  // news: the record header at the consumer's read position, or the wrap
+  // marker there; the producer's news: the head), then LightBarrier, then
+  // loads `waiting`. The waiter stores `waiting`, then HeavyBarrier, then
+  // re-reads the same word through `has_news`. Between the two barriers
+  // (membarrier(2) against a compiler barrier, or two full fences), at
+  // least one side sees the other's store: the waiter sees the news and
+  // does not wait, or the publisher sees the flag and notifies.
+  template <typename HasNews>
+  static bool ArmWaiter(WaitPoint& point, HasNews has_news, const std::atomic<bool>& other_closed,
+                        bool asymmetric) {
     // An exchange, not a store: it orders the caller's Parker before the
     // flag for whoever takes the flag down (it reads our write). Still
     // raised from an earlier arm: whoever takes it down has not done so
     // yet, and will notify after this, so this caller is armed already.
     if (point.waiting.exchange(true, kSeqCst)) return true;
     HeavyBarrier(asymmetric);
-    if (word.load(kSeqCst) == seen && !other_closed.load(kSeqCst)) return true;
+    if (!has_news() && !other_closed.load(kSeqCst)) return true;
     point.waiting.store(false, kSeqCst);
     return false;
   }
 
   // Hands out the eventfd for an event loop, armed for the next news; if
   // there is news already (from before the watch), signals it at once.
-  static Readiness Watch(WaitPoint& point, const std::atomic<uint64_t>& word, uint64_t seen,
-                         const std::atomic<bool>& other_closed, bool asymmetric) {
+  template <typename HasNews>
+  static Readiness Watch(WaitPoint& point, HasNews has_news, const std::atomic<bool>& other_closed,
+                         bool asymmetric) {
     const int fd = point.event.Get();
     if (fd < 0) return Readiness{-1, POLLIN};  // Watch() then reports a bad fd
     point.watched.store(true, kSeqCst);
-    if (!ArmWaiter(point, word, seen, other_closed, asymmetric)) point.event.Signal();
+    if (!ArmWaiter(point, has_news, other_closed, asymmetric)) point.event.Signal();
     return Readiness{fd, POLLIN};
   }
 
-  // Blocks until the other side publishes past `seen` or closes.
-  static absl::Status ParkUntilNews(WaitPoint& point, const std::atomic<uint64_t>& word,
-                                    uint64_t seen, const std::atomic<bool>& other_closed,
-                                    bool asymmetric) {
+  // Blocks until the other side has news (`has_news()`) or closes.
+  template <typename HasNews>
+  static absl::Status ParkUntilNews(WaitPoint& point, HasNews has_news,
+                                    const std::atomic<bool>& other_closed, bool asymmetric) {
     Parker parker;
     point.parker.store(&parker, std::memory_order_release);
-    if (ArmWaiter(point, word, seen, other_closed, asymmetric) ||
+    if (ArmWaiter(point, has_news, other_closed, asymmetric) ||
         point.parker.exchange(nullptr, std::memory_order_acq_rel) != &parker) {
       // Armed, or a notifier (woken by an event-loop watcher's bit) took
       // the Parker already: its Unpark must be consumed before `parker`
@@ -479,6 +602,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   Ring* const in_;
   const size_t max_fragment_;
   const size_t max_message_size_;
+  const size_t max_record_message_;  // the largest message sent as one record
   bool closed_ = false;
   // Producer side of out_.
   uint64_t write_position_ = 0;
@@ -487,7 +611,6 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   size_t pending_offset_ = 0;
   // Consumer side of in_.
   uint64_t read_position_ = 0;
-  uint64_t known_tail_ = 0;
   uint64_t published_head_ = 0;
   bool reassembling_ = false;
   std::string reassembly_;

@@ -6,14 +6,20 @@
 //
 // Fast path
 //   A message is a record in the ring: an 8-byte header (length, flags)
-//   and the payload, padded to 8 bytes. Sending copies the record in and
-//   publishes the new tail; receiving copies it out and publishes the new
-//   head (at the latest when the ring looks empty or a quarter has been
-//   read). Neither makes a system call, and neither makes an atomic
-//   read-modify-write: a position is published with a plain store, and the
-//   check for a waiter on the other side is a plain load, ordered by an
-//   asymmetric barrier whose expensive half (membarrier(2)) runs only when
-//   a side is about to wait (memory_channel.cc, LightBarrier).
+//   and the payload, padded to 8 bytes. The header is also the record's
+//   publication: sending copies the payload in, stores a zero header just
+//   past the record (the producer keeps those 8 bytes free), then
+//   release-stores the record's header; receiving acquire-loads the header
+//   at its read position, where 0 means "nothing yet", copies the record
+//   out and publishes the new head (lazily, once a quarter of the ring has
+//   been read, or before it waits: the producer needs the head only when
+//   the ring looks full). There is no shared tail: the reader touches only
+//   the lines its records are in (several small records to a line), and the
+//   writer's position never leaves the writer's cache. Neither side makes a system call, and neither makes an atomic
+//   read-modify-write: the check for a waiter on the other side is a plain
+//   load after the publishing store, ordered by an asymmetric barrier whose
+//   expensive half (membarrier(2)) runs only when a side is about to wait
+//   (memory_channel.cc, LightBarrier and MemoryEnd::ArmWaiter).
 //
 // Capacity
 //   Each direction holds ChannelOptions::buffer_bytes (default 64 KiB,

@@ -141,6 +141,116 @@ TEST(MemoryChannel, SendReadinessSignalsWhenTheReaderMakesRoom) {
   consumer.join();
 }
 
+// Records carry their own publication (a non-zero header, with a zero header
+// stored just past each record): mixed sizes, zero-length messages included,
+// must wrap at every offset of a tiny ring, with the ring filled to the last
+// byte the producer may use and then drained.
+TEST(MemoryChannel, MixedSizesFillAndWrapATinyRing) {
+  ChannelPair pair = TinyPair();
+  std::string buffer(4096, '\0');
+  uint32_t sent = 0;
+  uint32_t received = 0;
+  for (int round = 0; round < 2000; ++round) {
+    // Sizes 0..60: one record each (a 256-byte ring's fragment is 56
+    // bytes), except 57..60, which take two.
+    const auto size_of = [](uint32_t i) { return (i * 7 + i / 13) % 61; };
+    while (true) {
+      std::string message(size_of(sent), static_cast<char>(sent));
+      absl::Status status = pair.task_end->TrySend(absl::MakeConstSpan(message));
+      if (IsWouldBlock(status)) break;
+      ASSERT_TRUE(status.ok()) << status;
+      ++sent;
+      if (!pair.task_end->TryFlush().ok()) break;  // a fragment is still pending
+    }
+    while (true) {
+      absl::StatusOr<size_t> got = pair.owner_end->TryReceive(absl::MakeSpan(buffer));
+      if (!got.ok()) {
+        ASSERT_TRUE(IsWouldBlock(got.status())) << got.status();
+        break;
+      }
+      ASSERT_EQ(*got, size_of(received)) << "message " << received;
+      ASSERT_EQ(buffer.substr(0, *got), std::string(*got, static_cast<char>(received)))
+          << "message " << received;
+      ++received;
+    }
+    // Whatever is still pending goes out once the reader made room.
+    absl::Status flushed = pair.task_end->TryFlush();
+    ASSERT_TRUE(flushed.ok() || IsWouldBlock(flushed)) << flushed;
+  }
+  EXPECT_GT(sent, 5000u);  // about 4.5 per round
+  EXPECT_GE(received + 1, sent);
+}
+
+// A fresh ring and a ring read to empty both say "nothing yet", and a
+// zero-length message (whose length field is 0) is still a message.
+TEST(MemoryChannel, ZeroLengthMessagesAndEmptyRing) {
+  ChannelPair pair = TinyPair();
+  char byte = 'x';
+  EXPECT_FALSE(pair.owner_end->HasBufferedMessage());
+  absl::StatusOr<size_t> got = pair.owner_end->TryReceive(absl::MakeSpan(&byte, 1));
+  EXPECT_TRUE(IsWouldBlock(got.status())) << got.status();
+  for (int i = 0; i < 100; ++i) {  // several laps of the ring
+    ASSERT_TRUE(pair.task_end->TrySend(absl::Span<const char>()).ok());
+    EXPECT_TRUE(pair.owner_end->HasBufferedMessage());
+    got = pair.owner_end->TryReceive(absl::MakeSpan(&byte, 1));
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(*got, 0u);
+    EXPECT_FALSE(pair.owner_end->HasBufferedMessage());
+    got = pair.owner_end->TryReceive(absl::MakeSpan(&byte, 1));
+    EXPECT_TRUE(IsWouldBlock(got.status())) << got.status();
+  }
+  pair.task_end->Close();
+  got = pair.owner_end->TryReceive(absl::MakeSpan(&byte, 1));
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kOutOfRange) << got.status();
+}
+
+// Two threads on the fast path (the default context spins before it parks):
+// every message's length and sequence number arrive intact, for small
+// records, records that wrap, and messages split into fragments.
+void StreamEveryMessage(size_t buffer_bytes, uint32_t messages) {
+  ChannelOptions options;
+  options.buffer_bytes = buffer_bytes;
+  options.max_message_size = 4096;
+  absl::StatusOr<ChannelPair> pair = NewMemoryChannelFactory()->CreatePair(options);
+  ASSERT_TRUE(pair.ok()) << pair.status();
+  // Mostly 8..24 bytes, sometimes up to 1,000 (fragments in small rings).
+  const auto size_of = [](uint32_t i) -> size_t {
+    return i % 97 == 0 ? 4 + i % 1000 : 8 + (i * 5) % 17;
+  };
+  std::thread producer([end = pair->task_end.get(), messages, size_of] {
+    std::string message;
+    for (uint32_t i = 0; i < messages; ++i) {
+      message.assign(size_of(i), static_cast<char>(i * 13));
+      std::memcpy(message.data(), &i, sizeof i);
+      if (!Send(*end, absl::MakeConstSpan(message)).ok()) return;
+    }
+  });
+  std::string buffer(4096, '\0');
+  uint32_t broken = 0;
+  for (uint32_t i = 0; i < messages; ++i) {
+    absl::StatusOr<size_t> got = Receive(*pair->owner_end, absl::MakeSpan(buffer));
+    ASSERT_TRUE(got.ok()) << "message " << i << ": " << got.status();
+    uint32_t sequence;
+    std::memcpy(&sequence, buffer.data(), sizeof sequence);
+    if (*got != size_of(i) || sequence != i ||
+        buffer.substr(4, *got - 4) != std::string(*got - 4, static_cast<char>(i * 13))) {
+      if (broken++ < 5) ADD_FAILURE() << "message " << i << " arrived as " << sequence;
+    }
+  }
+  producer.join();
+  EXPECT_EQ(broken, 0u);
+  absl::StatusOr<size_t> after = pair->owner_end->TryReceive(absl::MakeSpan(buffer));
+  EXPECT_TRUE(IsWouldBlock(after.status())) << after.status();
+}
+
+TEST(MemoryChannel, TwoThreadStreamKeepsEverySequenceNumberInATinyRing) {
+  StreamEveryMessage(256, 200000);
+}
+
+TEST(MemoryChannel, TwoThreadStreamKeepsEverySequenceNumberInTheDefaultRing) {
+  StreamEveryMessage(0, 500000);
+}
+
 TEST(MemoryChannel, CloseWakesAParkedReceiver) {
   ChannelPair pair = TinyPair();
   absl::Status result;
