@@ -10,7 +10,6 @@
 
 // void taskrt_switch_context(void** save_sp, void* load_sp)
         .globl  taskrt_switch_context
-        .hidden taskrt_switch_context
         .type   taskrt_switch_context, @function
         .p2align 4
 taskrt_switch_context:

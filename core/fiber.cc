@@ -7,22 +7,6 @@
 #include <cstdlib>
 #include <cstring>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TASKRT_FIBER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TASKRT_FIBER_ASAN 1
-#endif
-#endif
-
-#if defined(__SANITIZE_THREAD__)
-#define TASKRT_FIBER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TASKRT_FIBER_TSAN 1
-#endif
-#endif
-
 #ifdef TASKRT_FIBER_ASAN
 #include <sanitizer/common_interface_defs.h>
 #endif
@@ -30,9 +14,7 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 
-#if defined(__x86_64__)
-#define TASKRT_HAVE_ASSEMBLY_SWITCH 1
-extern "C" void taskrt_switch_context(void** save_sp, void* load_sp);
+#ifdef TASKRT_HAVE_ASSEMBLY_SWITCH
 extern "C" void taskrt_context_trampoline();
 #endif
 
@@ -166,8 +148,6 @@ void FiberContext::Start(void* self_pointer) {
   std::fprintf(stderr, "taskrt: a fiber's start function returned; it must switch away\n");
   std::abort();
 }
-
-void FiberContext::Switch(FiberContext& from, FiberContext& to) { Jump(from, to, false); }
 
 void FiberContext::SwitchForLast(FiberContext& from, FiberContext& to) {
   Jump(from, to, true);

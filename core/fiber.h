@@ -36,6 +36,27 @@
 
 #include "core/stack.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define TASKRT_FIBER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TASKRT_FIBER_ASAN 1
+#endif
+#endif
+
+#if defined(__SANITIZE_THREAD__)
+#define TASKRT_FIBER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TASKRT_FIBER_TSAN 1
+#endif
+#endif
+
+#if defined(__x86_64__)
+#define TASKRT_HAVE_ASSEMBLY_SWITCH 1
+extern "C" void taskrt_switch_context(void** save_sp, void* load_sp);
+#endif
+
 namespace taskrt {
 
 enum class ContextSwitchKind { kAssembly, kUcontext };
@@ -64,7 +85,17 @@ class FiberContext {
 
   // Saves the running context into `from` and continues `to`. Returns when
   // something switches back to `from`.
-  static void Switch(FiberContext& from, FiberContext& to);
+  static void Switch(FiberContext& from, FiberContext& to) {
+#if defined(TASKRT_HAVE_ASSEMBLY_SWITCH) && !defined(TASKRT_FIBER_ASAN) && !defined(TASKRT_FIBER_TSAN)
+    // Inline: without sanitizers to tell, an assembly switch is the whole
+    // job, and every call level it saves is a return that could mispredict.
+    if (from.kind_ == ContextSwitchKind::kAssembly) {
+      taskrt_switch_context(&from.saved_, to.saved_);
+      return;
+    }
+#endif
+    Jump(from, to, false);
+  }
 
   // As Switch, for a `from` whose start function is done: it never resumes,
   // and AddressSanitizer frees its fake stack.
