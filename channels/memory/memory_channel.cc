@@ -61,6 +61,12 @@ inline void CopyBytes(char* to, const char* from, size_t n) {
     std::memcpy(&last, from + n - 8, 8);
     std::memcpy(to, &first, 8);
     std::memcpy(to + n - 8, &last, 8);
+  } else if (n >= 4 && n < 8) {
+    uint32_t first, last;  // two overlapping 32-bit words cover 4..7 bytes
+    std::memcpy(&first, from, 4);
+    std::memcpy(&last, from + n - 4, 4);
+    std::memcpy(to, &first, 4);
+    std::memcpy(to + n - 4, &last, 4);
   } else if (n != 0) {
     std::memcpy(to, from, n);
   }
@@ -296,6 +302,12 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
         read_position_ += kHeaderSize + RoundUp8(length);
         if (read_position_ - published_head_ >= ring.capacity / 4) [[unlikely]] PublishHead();
         return length;
+      }
+      // Empty, open and unwatched: TryReceiveSlow's first answer, without
+      // its call (a same-thread round trip asks this twice per trip).
+      if (header == 0 && !ring.producer_closed.load(std::memory_order_acquire) &&
+          !ring.consumer.watched.load(std::memory_order_relaxed)) {
+        return WouldBlock();
       }
     }
     return TryReceiveSlow(out);
