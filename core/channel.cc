@@ -31,7 +31,8 @@ auto RetryUntilReady(Attempt attempt, ChannelEnd& end, ChannelDirection directio
   auto result = attempt();
   // ok() is inline; Debian's Abseil keeps code() out of line.
   if (result.ok() || !IsWouldBlock(StatusOf(result))) return result;
-  if (const auto spin = CurrentExecutionContext().spin_before_wait(); spin.count() > 0) {
+  ExecutionContext& context = CurrentExecutionContext();
+  if (const auto spin = context.spin_before_wait(); spin.count() > 0) {
     const auto deadline = std::chrono::steady_clock::now() + spin;
     do {
       CpuRelax();
@@ -43,7 +44,7 @@ auto RetryUntilReady(Attempt attempt, ChannelEnd& end, ChannelDirection directio
   // waits: when the peer is one of them (a same-thread round trip) it
   // answers meanwhile, and neither side pays for a park and a wake-up. At
   // most one extra switch when the answer is further away.
-  if (CurrentExecutionContext().YieldToReady()) {
+  if (context.YieldToReady()) {
     result = attempt();
     if (result.ok() || !IsWouldBlock(StatusOf(result))) return result;
   }
