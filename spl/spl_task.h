@@ -161,8 +161,8 @@ class Runtime {
   absl::Status LateKill();
   absl::Status LateKill(absl::string_view name);
   absl::Status SwitchTo(absl::string_view name);
-  absl::StatusOr<Value> CoCall(absl::string_view name);
-  absl::Status CoReturn(Value value);
+  absl::StatusOr<Value> CoCall(absl::string_view name) { return CoSwitch(name, nullptr); }
+  absl::Status CoReturn(Value value) { return CoSwitch({}, &value).status(); }
   absl::Status SetCoReturnDefault(absl::string_view name, absl::string_view default_task);
   absl::StatusOr<Value> Eval(Code code, std::shared_ptr<Context> context = nullptr);
 
@@ -176,6 +176,9 @@ class Runtime {
 
  private:
   explicit Runtime(std::shared_ptr<Impl> impl);
+  // CoCall (`returning` null) and CoReturn in one function: both directions
+  // of a round trip then switch from the same call sites (spl_task.cc).
+  absl::StatusOr<Value> CoSwitch(absl::string_view name, Value* returning);
   std::shared_ptr<Impl> impl_;  // shared with the tasks, which may outlive this handle
 };
 
