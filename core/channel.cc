@@ -22,21 +22,19 @@ inline void CpuRelax() {
 #endif
 }
 
-// Runs the non-blocking `attempt` until it stops returning WouldBlock():
-// first spinning for the execution context's spin budget, then waiting
-// through the end (see ChannelEnd::WaitUntilReady) between attempts.
+// Runs the non-blocking `attempt`, whose last try returned WouldBlock(),
+// until it stops doing so: first spinning for the execution context's spin
+// budget, then waiting through the end (see ChannelEnd::WaitUntilReady)
+// between attempts.
 template <typename Attempt>
 auto RetryUntilReady(Attempt attempt, ChannelEnd& end, ChannelDirection direction)
     -> decltype(attempt()) {
-  auto result = attempt();
-  // ok() is inline; Debian's Abseil keeps code() out of line.
-  if (result.ok() || !IsWouldBlock(StatusOf(result))) return result;
   ExecutionContext& context = CurrentExecutionContext();
   if (const auto spin = context.spin_before_wait(); spin.count() > 0) {
     const auto deadline = std::chrono::steady_clock::now() + spin;
     do {
       CpuRelax();
-      result = attempt();
+      auto result = attempt();
       if (!IsWouldBlock(StatusOf(result))) return result;
     } while (std::chrono::steady_clock::now() < deadline);
   }
@@ -45,12 +43,12 @@ auto RetryUntilReady(Attempt attempt, ChannelEnd& end, ChannelDirection directio
   // answers meanwhile, and neither side pays for a park and a wake-up. At
   // most one extra switch when the answer is further away.
   if (context.YieldToReady()) {
-    result = attempt();
+    auto result = attempt();
     if (result.ok() || !IsWouldBlock(StatusOf(result))) return result;
   }
   while (true) {
     if (absl::Status wait = end.WaitUntilReady(direction); !wait.ok()) return wait;
-    result = attempt();
+    auto result = attempt();
     if (result.ok() || !IsWouldBlock(StatusOf(result))) return result;
   }
 }
@@ -63,15 +61,23 @@ absl::Status ChannelEnd::WaitUntilReady(ChannelDirection direction) {
   return CurrentExecutionContext().WaitFd(readiness.fd, readiness.events);
 }
 
-absl::Status Send(ChannelEnd& end, absl::Span<const char> message) {
-  absl::Status status =
-      RetryUntilReady([&] { return end.TrySend(message); }, end, ChannelDirection::kSend);
-  if (!status.ok()) return status;
+namespace channel_internal {
+
+absl::Status SendSlow(ChannelEnd& end, absl::Span<const char> message, bool accepted) {
+  if (!accepted) {
+    absl::Status status =
+        RetryUntilReady([&] { return end.TrySend(message); }, end, ChannelDirection::kSend);
+    if (!status.ok()) return status;
+    status = end.TryFlush();
+    if (status.ok() || !IsWouldBlock(status)) return status;
+  }
   return RetryUntilReady([&] { return end.TryFlush(); }, end, ChannelDirection::kSend);
 }
 
-absl::StatusOr<size_t> Receive(ChannelEnd& end, absl::Span<char> out) {
+absl::StatusOr<size_t> ReceiveSlow(ChannelEnd& end, absl::Span<char> out) {
   return RetryUntilReady([&] { return end.TryReceive(out); }, end, ChannelDirection::kReceive);
 }
+
+}  // namespace channel_internal
 
 }  // namespace taskrt

@@ -51,6 +51,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "core/errors.h"
 
 namespace taskrt {
 
@@ -128,13 +129,34 @@ class ChannelFactory {
   virtual std::string name() const = 0;
 };
 
+namespace channel_internal {
+// The waiting halves of Send and Receive, after a first attempt that would
+// have blocked (or, for Send, was accepted but not flushed).
+absl::Status SendSlow(ChannelEnd& end, absl::Span<const char> message, bool accepted);
+absl::StatusOr<size_t> ReceiveSlow(ChannelEnd& end, absl::Span<char> out);
+}  // namespace channel_internal
+
 // Sends one whole message, waiting through the current execution context
 // while the end cannot take it, and returns once every byte has left the end.
-absl::Status Send(ChannelEnd& end, absl::Span<const char> message);
+// The first attempt is inline: most sends need no wait.
+inline absl::Status Send(ChannelEnd& end, absl::Span<const char> message) {
+  absl::Status sent = end.TrySend(message);
+  if (!sent.ok()) [[unlikely]] {
+    if (!IsWouldBlock(sent)) return sent;
+    return channel_internal::SendSlow(end, message, /*accepted=*/false);
+  }
+  absl::Status flushed = end.TryFlush();
+  if (flushed.ok() || !IsWouldBlock(flushed)) [[likely]] return flushed;
+  return channel_internal::SendSlow(end, message, /*accepted=*/true);
+}
 
 // Receives one message into `out`, waiting through the current execution
 // context until one arrives; returns the message's full length.
-absl::StatusOr<size_t> Receive(ChannelEnd& end, absl::Span<char> out);
+inline absl::StatusOr<size_t> Receive(ChannelEnd& end, absl::Span<char> out) {
+  absl::StatusOr<size_t> received = end.TryReceive(out);
+  if (received.ok() || !IsWouldBlock(received.status())) return received;
+  return channel_internal::ReceiveSlow(end, out);
+}
 
 }  // namespace taskrt
 
