@@ -37,6 +37,8 @@ constexpr size_t kHeaderSize = 8;
 constexpr uint64_t kPublished = uint64_t{1} << 32;
 constexpr uint64_t kMoreFragments = uint64_t{2} << 32;  // the message goes on in the next record
 constexpr uint64_t kWrapMarker = ~uint64_t{0};          // "continue at the ring's start"
+// The largest message the inline fast paths copy (CopyBytes without memcpy).
+constexpr size_t kSmallMessage = 16;
 constexpr std::memory_order kSeqCst = std::memory_order_seq_cst;
 
 size_t RoundUp8(size_t n) { return (n + 7) & ~size_t{7}; }
@@ -69,6 +71,18 @@ inline void CopyBytes(char* to, const char* from, size_t n) {
     std::memcpy(to + n - 4, &last, 4);
   } else if (n != 0) {
     std::memcpy(to, from, n);
+  }
+}
+
+// CopyBytes for n <= 16 (kSmallMessage), with no call at all.
+inline void CopySmall(char* to, const char* from, size_t n) {
+  if (n >= 4) {
+    CopyBytes(to, from, n);  // 4..16: word stores only
+  } else if (n != 0) {
+    // 1..3 bytes: first, middle and last cover every length.
+    to[0] = from[0];
+    to[n / 2] = from[n / 2];
+    to[n - 1] = from[n - 1];
   }
 }
 
@@ -176,10 +190,11 @@ struct WaitPoint {
 
   // The publisher's check, after its publishing store and LightBarrier.
   void NotifyIfWaiting() {
-    if (waiting.load(std::memory_order_relaxed) &&
-        waiting.exchange(false, std::memory_order_acq_rel)) {
-      Notify();
-    }
+    if (waiting.load(std::memory_order_relaxed)) TakeFlagAndNotify();
+  }
+  // Whoever takes the raised flag down delivers the news.
+  void TakeFlagAndNotify() {
+    if (waiting.exchange(false, std::memory_order_acq_rel)) Notify();
   }
 
   [[gnu::noinline]] void Notify() {
@@ -271,16 +286,37 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
         max_record_message_(std::min(max_fragment_, max_message_size_)) {}
   ~MemoryEnd() override { Close(); }
 
-  // The fast paths (a small message, nothing pending or reassembling, both
-  // sides open) are inline and build no Status beyond OK / WouldBlock; the
-  // rest is in the *Slow functions, out of line, so that the hot frames stay
-  // small (an error message's StrCat needs a large one).
+  // The fast paths handle a message of at most kSmallMessage bytes that
+  // fits without wrapping, with nothing pending or reassembling and both
+  // sides open. They build no Status beyond OK / WouldBlock and make no
+  // call but tail calls, so they need no stack frame; everything else is in
+  // the *Slow functions, out of line (an error message's StrCat needs a
+  // large frame), which handle the fast paths' cases too.
   absl::Status TrySend(absl::Span<const char> message) override {
-    if (closed_ || message.size() > max_record_message_ || !pending_.empty() ||
-        out_->consumer_closed.load(std::memory_order_acquire)) [[unlikely]] {
+    Ring& ring = *out_;
+    const size_t length = message.size();
+    const size_t record = kHeaderSize + RoundUp8(length);
+    const size_t offset = write_position_ & ring.mask;
+    // The record and the zero header past it, before the ring's end and
+    // inside the space known to be free.
+    if (closed_ || length > kSmallMessage || !pending_.empty() ||
+        ring.capacity - offset < record + kHeaderSize ||
+        ring.capacity - (write_position_ - known_head_) < record + kHeaderSize ||
+        ring.consumer_closed.load(std::memory_order_acquire)) [[unlikely]] {
       return TrySendSlow(message);
     }
-    if (!TryWriteRecord(message.data(), message.size(), 0)) [[unlikely]] return WouldBlock();
+    char* const data = ring.data.get();
+    const uint64_t next = write_position_ + record;
+    CopySmall(data + offset + kHeaderSize, message.data(), length);
+    // As TryWriteRecord: the zero ahead, then the publishing header.
+    HeaderAt(data, next & ring.mask).store(0, std::memory_order_relaxed);
+    HeaderAt(data, offset).store(length | kPublished, std::memory_order_release);
+    write_position_ = next;
+    __builtin_prefetch(data + ((next + 64) & ring.mask), 1, 3);
+    LightBarrier(ring.asymmetric_barrier);
+    if (ring.consumer.waiting.load(std::memory_order_relaxed)) [[unlikely]] {
+      return NotifyConsumerAfterSend();
+    }
     return absl::OkStatus();
   }
 
@@ -290,17 +326,20 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   }
 
   absl::StatusOr<size_t> TryReceive(absl::Span<char> out) override {
-    if (!closed_) [[likely]] {
+    if (!closed_ && !reassembling_) [[likely]] {
       Ring& ring = *in_;
       char* const data = ring.data.get();
       const size_t offset = read_position_ & ring.mask;
       const uint64_t header = HeaderAt(data, offset).load(std::memory_order_acquire);
-      // Not empty, not a fragment, not a wrap marker (which has every bit set).
-      if (header != 0 && (header & kMoreFragments) == 0 && !reassembling_) [[likely]] {
-        const size_t length = static_cast<uint32_t>(header);
-        CopyPrefix(out, data + offset + kHeaderSize, length);
+      const size_t length = static_cast<uint32_t>(header);
+      // Not empty, not a fragment, not a wrap marker (which has every bit
+      // set), and small.
+      if (header != 0 && (header & kMoreFragments) == 0 && length <= kSmallMessage) [[likely]] {
+        CopySmall(out.data(), data + offset + kHeaderSize, std::min(out.size(), length));
         read_position_ += kHeaderSize + RoundUp8(length);
-        if (read_position_ - published_head_ >= ring.capacity / 4) [[unlikely]] PublishHead();
+        if (read_position_ - published_head_ >= ring.capacity / 4) [[unlikely]] {
+          return PublishHeadAfterReceive(length);
+        }
         return length;
       }
       // Empty, open and unwatched: TryReceiveSlow's first answer, without
@@ -314,6 +353,16 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   }
 
  private:
+  [[gnu::noinline]] absl::Status NotifyConsumerAfterSend() {
+    out_->consumer.TakeFlagAndNotify();
+    return absl::OkStatus();
+  }
+
+  [[gnu::noinline]] absl::StatusOr<size_t> PublishHeadAfterReceive(size_t length) {
+    PublishHead();
+    return length;
+  }
+
   [[gnu::noinline]] absl::Status TrySendSlow(absl::Span<const char> message) {
     if (closed_) return ClosedError("send");
     if (message.size() > max_message_size_) {
