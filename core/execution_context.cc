@@ -51,9 +51,15 @@ class OsThreadContext final : public ExecutionContext {
 };
 
 OsThreadContext os_thread_context;
-thread_local ExecutionContext* current_context = nullptr;
 
 }  // namespace
+
+namespace execution_context_internal {
+thread_local constinit ExecutionContext* current = nullptr;
+ExecutionContext& OsThreadContext() { return os_thread_context; }
+}  // namespace execution_context_internal
+
+using execution_context_internal::current;
 
 void ExecutionContext::Yield() { std::this_thread::yield(); }
 
@@ -111,15 +117,11 @@ void Parker::Unpark() {
 
 void Yield() { CurrentExecutionContext().Yield(); }
 
-ExecutionContext& CurrentExecutionContext() {
-  return current_context != nullptr ? *current_context : os_thread_context;
-}
-
 ScopedExecutionContext::ScopedExecutionContext(ExecutionContext* context)
-    : previous_(current_context) {
-  current_context = context;
+    : previous_(current) {
+  current = context;
 }
 
-ScopedExecutionContext::~ScopedExecutionContext() { current_context = previous_; }
+ScopedExecutionContext::~ScopedExecutionContext() { current = previous_; }
 
 }  // namespace taskrt

@@ -167,10 +167,20 @@ class ExecutionContext {
 // Yields the current execution context: CurrentExecutionContext().Yield().
 void Yield();
 
+namespace execution_context_internal {
+// The innermost ScopedExecutionContext's context on this thread, or null.
+extern thread_local constinit ExecutionContext* current;
+ExecutionContext& OsThreadContext();
+}  // namespace execution_context_internal
+
 // The context of the calling code: the one installed by the innermost live
 // ScopedExecutionContext on this thread, or else the OS-thread context,
-// whose WaitFd parks the thread in poll().
-ExecutionContext& CurrentExecutionContext();
+// whose WaitFd parks the thread in poll(). Inline: every blocking call and
+// every SPL call asks for it.
+inline ExecutionContext& CurrentExecutionContext() {
+  ExecutionContext* current = execution_context_internal::current;
+  return current != nullptr ? *current : execution_context_internal::OsThreadContext();
+}
 
 // Installs `context` as the current one for its lifetime on this thread.
 // Schedulers use it around the work they run.

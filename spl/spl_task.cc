@@ -600,7 +600,8 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   // The end of a fast switch: `self`, registered as paused on `parker`,
   // continues `target`, whose pause Parker `wake` was taken; called and
   // returns holding mu_, once `self` may go on (ResumeLocked).
-  void HandOffLocked(Record* self, Record* target, Parker& wake, Parker& parker)
+  [[gnu::always_inline]] void HandOffLocked(Record* self, Record* target, Parker& wake,
+                                            Parker& parker)
       ABSL_NO_THREAD_SAFETY_ANALYSIS {  // mu_ may pass to the target and back
     lock_heir_.store(target, std::memory_order_relaxed);
     if (!CurrentExecutionContext().SwitchToParked(wake, parker)) {
