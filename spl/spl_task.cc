@@ -266,11 +266,14 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   // paths below, which do the same steps with full generality.
   [[gnu::always_inline]] absl::StatusOr<Value> CoSwitch(absl::string_view name,
                                                         Value* returning) {
+    // CoCall's result, filled in place (Deliver). Every path returns this
+    // one object, so it is built in the caller's return slot (no copy).
+    absl::StatusOr<Value> result{Value()};
     Record* self = Current();
     if (self == nullptr) [[unlikely]] {
-      return NotInTask(returning == nullptr ? "task_co_call" : "task_co_return");
+      result = NotInTask(returning == nullptr ? "task_co_call" : "task_co_return");
+      return result;
     }
-    absl::StatusOr<Value> result{Value()};  // CoCall's, filled in place (Deliver)
     mu_.Lock();
     Record* target;
     bool fast;
