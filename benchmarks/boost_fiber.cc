@@ -10,7 +10,9 @@
 //   spawn_join              spawn one empty boost::fibers::fiber from the
 //                           benchmark thread and join it
 //   same_thread_ping_pong   one round trip between two fibers on the
-//                           benchmark thread over two unbuffered_channel<int>
+//                           benchmark thread over two unbuffered_channel<int>,
+//                           both fibers running the same relay loop (as
+//                           cooperative.cc's tasks do)
 //   cross_thread_ping_pong  one round trip between the benchmark thread and
 //                           a std::thread (each in its thread's main fiber)
 //                           over two buffered_channel<int> of capacity 2;

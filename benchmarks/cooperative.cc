@@ -9,7 +9,8 @@
 //                           from inside a task; raw_std_thread is a thread
 //                           per task, for scale
 //   same_thread_ping_pong   one round trip between two tasks on the same
-//                           thread over a channel pair
+//                           thread over a channel pair, both tasks running
+//                           the same relay loop (Relay below)
 //   suspended_100k          100,000 tasks that each suspend (Parker::Park),
 //                           then are all woken; reports the resident memory
 //                           they added while suspended (counter rss_MiB) and
