@@ -305,18 +305,10 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
         ring.consumer_closed.load(std::memory_order_acquire)) [[unlikely]] {
       return TrySendSlow(message);
     }
-    char* const data = ring.data.get();
     const uint64_t next = write_position_ + record;
-    CopySmall(data + offset + kHeaderSize, message.data(), length);
-    // As TryWriteRecord: the zero ahead, then the publishing header.
-    HeaderAt(data, next & ring.mask).store(0, std::memory_order_relaxed);
-    HeaderAt(data, offset).store(length | kPublished, std::memory_order_release);
-    write_position_ = next;
-    __builtin_prefetch(data + ((next + 64) & ring.mask), 1, 3);
-    LightBarrier(ring.asymmetric_barrier);
-    if (ring.consumer.waiting.load(std::memory_order_relaxed)) [[unlikely]] {
-      return NotifyConsumerAfterSend();
-    }
+    CopySmall(ring.data.get() + offset + kHeaderSize, message.data(), length);
+    StoreHeaders(ring, offset, next, length | kPublished);
+    if (AdvanceAndCheckWaiter(ring, next)) [[unlikely]] return NotifyConsumerAfterSend();
     return absl::OkStatus();
   }
 
@@ -557,25 +549,38 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     const uint64_t next = start + record;
     const size_t start_offset = start & ring.mask;
     CopyBytes(data + start_offset + kHeaderSize, bytes, length);
-    // The consumer stops at the next header until this record's follower
-    // is published; the release store below orders this zero before it.
-    HeaderAt(data, next & ring.mask).store(0, std::memory_order_relaxed);
-    HeaderAt(data, start_offset).store(length | kPublished | flags, std::memory_order_release);
+    StoreHeaders(ring, start_offset, next, length | kPublished | flags);
     // Wrapping: the marker is published last, so a consumer that follows
     // it to the ring's start finds the record there (not a stale header
     // from the last lap).
     if (skip != 0) [[unlikely]] HeaderAt(data, offset).store(kWrapMarker, std::memory_order_release);
-    write_position_ = next;
-    // Claim the next line early: the consumer last read it a lap ago and
-    // may still hold a copy, which this write would otherwise wait to
-    // invalidate.
-    __builtin_prefetch(data + ((next + 64) & ring.mask), 1, 3);
-    // The publishing store is the header at the consumer's read position
-    // if it is caught up; a consumer about to wait re-reads that header
-    // after raising its flag (ArmWaiter), so one of the two sees the other.
-    LightBarrier(ring.asymmetric_barrier);
-    ring.consumer.NotifyIfWaiting();
+    if (AdvanceAndCheckWaiter(ring, next)) ring.consumer.TakeFlagAndNotify();
     return true;
+  }
+
+  // Publishes the record written at `start_offset` whose follower starts
+  // at `next`: first the zero header past it (the consumer stops there
+  // until the follower is published; the release store below orders this
+  // zero before it), then the record's own header.
+  [[gnu::always_inline]] static void StoreHeaders(Ring& ring, size_t start_offset, uint64_t next,
+                                                  uint64_t header) {
+    char* const data = ring.data.get();
+    HeaderAt(data, next & ring.mask).store(0, std::memory_order_relaxed);
+    HeaderAt(data, start_offset).store(header, std::memory_order_release);
+  }
+
+  // After the publishing stores: moves the write position to `next`, claims
+  // the line after it early (the consumer last read it a lap ago and may
+  // still hold a copy, which a write would otherwise wait to invalidate),
+  // and says whether the consumer waits for news. The publishing store is
+  // the header at the consumer's read position if it is caught up; a
+  // consumer about to wait re-reads that header after raising its flag
+  // (ArmWaiter), so one of the two sees the other.
+  [[gnu::always_inline]] bool AdvanceAndCheckWaiter(Ring& ring, uint64_t next) {
+    write_position_ = next;
+    __builtin_prefetch(ring.data.get() + ((next + 64) & ring.mask), 1, 3);
+    LightBarrier(ring.asymmetric_barrier);
+    return ring.consumer.waiting.load(std::memory_order_relaxed);
   }
 
   // The ring looked too full for `needed` more bytes: re-reads the head.
