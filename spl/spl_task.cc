@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <optional>
 #include <utility>
 #include <vector>
 
@@ -464,9 +463,9 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
 
  private:
   // The current task of this runtime, or null (outside any task, or in a
-  // task of another runtime or none).
-  // Only this runtime's tasks, on its thread, ever hold one of its records
-  // as their task-local pointer (RunTask), so the owner check is enough.
+  // task of another runtime or none). Only this runtime's tasks, on its
+  // thread, ever hold one of its records as their task-local pointer
+  // (RunTask), so the owner check also proves the thread.
   Record* Current() const {
     auto* record = static_cast<Record*>(CurrentExecutionContext().task_local());
     return record != nullptr && record->owner == this ? record : nullptr;
