@@ -283,7 +283,8 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
         in_(in),
         max_fragment_(out->capacity / 4 - kHeaderSize),
         max_message_size_(state_->max_message_size),
-        max_record_message_(std::min(max_fragment_, max_message_size_)) {}
+        max_record_message_(std::min(max_fragment_, max_message_size_)),
+        max_fast_message_(std::min(kSmallMessage, max_record_message_)) {}
   ~MemoryEnd() override { Close(); }
 
   // The fast paths handle a message of at most kSmallMessage bytes that
@@ -299,7 +300,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     const size_t offset = write_position_ & ring.mask;
     // The record and the zero header past it, before the ring's end and
     // inside the space known to be free.
-    if (closed_ || length > kSmallMessage || !pending_.empty() ||
+    if (closed_ || length > max_fast_message_ || !pending_.empty() ||
         ring.capacity - offset < record + kHeaderSize ||
         ring.capacity - (write_position_ - known_head_) < record + kHeaderSize ||
         ring.consumer_closed.load(std::memory_order_acquire)) [[unlikely]] {
@@ -669,6 +670,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   const size_t max_fragment_;
   const size_t max_message_size_;
   const size_t max_record_message_;  // the largest message sent as one record
+  const size_t max_fast_message_;    // the largest TrySend's fast path takes (<= the maximum)
   bool closed_ = false;
   // Producer side of out_.
   uint64_t write_position_ = 0;

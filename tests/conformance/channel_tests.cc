@@ -92,6 +92,24 @@ TEST_P(ChannelConformance, ZeroLengthMessageIsAMessage) {
   EXPECT_EQ(*after, "after");
 }
 
+// A maximum below the size a backend's fast path handles (the memory
+// channel copies up to 16 bytes inline) still refuses what exceeds it.
+TEST_P(ChannelConformance, TinyMaximumRefusesASmallMessage) {
+  ChannelPair pair = MakePair(/*max_message_size=*/4);
+  absl::Status refused = Send(*pair.task_end, Bytes(std::string(10, 'x')));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_EQ(pair.task_end->TrySend(Bytes(std::string(5, 'x'))).code(),
+            absl::StatusCode::kResourceExhausted);
+
+  ASSERT_TRUE(Send(*pair.task_end, Bytes(std::string(4, 'y'))).ok()) << "exactly the maximum";
+  absl::StatusOr<std::string> got = ReceiveString(*pair.owner_end);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, std::string(4, 'y'));
+  char byte;
+  EXPECT_TRUE(IsWouldBlock(pair.owner_end->TryReceive(absl::MakeSpan(&byte, 1)).status()))
+      << "nothing of the refused messages arrived";
+}
+
 TEST_P(ChannelConformance, OversizedMessageIsRefusedAndNothingIsSent) {
   ChannelPair pair = MakePair(/*max_message_size=*/1024);
   absl::Status refused = Send(*pair.task_end, Bytes(std::string(1025, 'x')));
