@@ -35,6 +35,19 @@ class ChannelConformance : public ConformanceTest {
     return buffer;
   }
 
+  // After refused sends: a message of exactly `maximum` bytes still passes,
+  // and it is the only one the owner receives.
+  static void ExpectMaximumPassesAlone(ChannelPair& pair, size_t maximum) {
+    const std::string largest(maximum, 'y');
+    ASSERT_TRUE(Send(*pair.task_end, absl::MakeConstSpan(largest)).ok()) << "exactly the maximum";
+    absl::StatusOr<std::string> got = ReceiveString(*pair.owner_end);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(*got, largest);
+    char byte;
+    EXPECT_TRUE(IsWouldBlock(pair.owner_end->TryReceive(absl::MakeSpan(&byte, 1)).status()))
+        << "nothing of the refused messages arrived";
+  }
+
   static std::string Pattern(size_t size, uint32_t seed) {
     std::string data(size, '\0');
     uint32_t x = seed * 2654435761u + 1;
@@ -101,13 +114,7 @@ TEST_P(ChannelConformance, TinyMaximumRefusesASmallMessage) {
   EXPECT_EQ(pair.task_end->TrySend(Bytes(std::string(5, 'x'))).code(),
             absl::StatusCode::kResourceExhausted);
 
-  ASSERT_TRUE(Send(*pair.task_end, Bytes(std::string(4, 'y'))).ok()) << "exactly the maximum";
-  absl::StatusOr<std::string> got = ReceiveString(*pair.owner_end);
-  ASSERT_TRUE(got.ok()) << got.status();
-  EXPECT_EQ(*got, std::string(4, 'y'));
-  char byte;
-  EXPECT_TRUE(IsWouldBlock(pair.owner_end->TryReceive(absl::MakeSpan(&byte, 1)).status()))
-      << "nothing of the refused messages arrived";
+  ExpectMaximumPassesAlone(pair, 4);
 }
 
 TEST_P(ChannelConformance, OversizedMessageIsRefusedAndNothingIsSent) {
@@ -118,13 +125,7 @@ TEST_P(ChannelConformance, OversizedMessageIsRefusedAndNothingIsSent) {
   absl::Status refused_owner = Send(*pair.owner_end, Bytes(std::string(4096, 'x')));
   EXPECT_EQ(refused_owner.code(), absl::StatusCode::kResourceExhausted) << refused_owner;
 
-  ASSERT_TRUE(Send(*pair.task_end, Bytes(std::string(1024, 'y'))).ok()) << "exactly the maximum";
-  absl::StatusOr<std::string> got = ReceiveString(*pair.owner_end);
-  ASSERT_TRUE(got.ok()) << got.status();
-  EXPECT_EQ(*got, std::string(1024, 'y'));
-  char byte;
-  EXPECT_TRUE(IsWouldBlock(pair.owner_end->TryReceive(absl::MakeSpan(&byte, 1)).status()))
-      << "nothing of the refused message arrived";
+  ExpectMaximumPassesAlone(pair, 1024);
 }
 
 TEST_P(ChannelConformance, NonBlockingReceiveOnEmptyChannelWouldBlock) {
