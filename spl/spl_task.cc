@@ -69,6 +69,9 @@ struct Record {
   // Eval: where the value goes and who waits for it.
   absl::StatusOr<Value>* eval_result = nullptr;
   Parker* eval_parker = nullptr;
+  // An Eval task started by the SYSTEM holder holds the flag for it and
+  // hands it back here when it ends (the caller waits in Eval meanwhile).
+  Record* system_heir = nullptr;
 };
 
 class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
@@ -416,12 +419,19 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
       if (self != nullptr) {
         self->waiting = WaitKind::kEval;
         self->wait_parker = &done;
+        if (system_ == self) {
+          // Lend SYSTEM to the evaluated code: the holder's section stays
+          // atomic, and the code can run at all (no other task may).
+          system_ = record.get();
+          record->system_heir = self;
+        }
       }
     }
     absl::Status scheduled = scheduler_.Schedule(
         [impl = shared_from_this(), record] { impl->RunTask(record); });
     if (!scheduled.ok()) {
       SpinLockHolder lock(&mu_);
+      if (system_ == record.get()) system_ = self;
       Forget(*record);
       if (self != nullptr) {
         self->waiting = WaitKind::kNone;
@@ -846,7 +856,14 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     {
       SpinLockHolder lock(&mu_);
       record->finished = true;
-      if (system_ == record.get()) ClearSystem(wake);
+      if (system_ == record.get()) {
+        Record* heir = record->system_heir;
+        if (heir != nullptr && !heir->killed) {
+          system_ = heir;  // back to the Eval caller, still waiting for us
+        } else {
+          ClearSystem(wake);
+        }
+      }
       AnswerCoCaller(*record,
                      absl::AbortedError(absl::StrCat("task_co_call: task '", Describe(*record),
                                                      "' ended without task_co_return")),

@@ -58,6 +58,8 @@
 //   module (pause, switch, co_call, co_return, eval, Yield) until it is
 //   cleared by Continue(), Pause() or Kill() of the holder. A task blocked
 //   in a channel call when the flag is taken finishes that call first.
+//   Eval() by the holder lends the flag to the evaluated code until it
+//   ends, then gives it back: the section stays atomic.
 //
 // Public tasks
 //   From outside the runtime (another OS thread, an external event) only

@@ -271,6 +271,37 @@ TEST_P(SplConformance, SystemFlagEndsWithPauseAndWithKill) {
             "a waits pauser pauses a after pause-of-system killer dies a after kill-of-system");
 }
 
+// Found by the spl_calls fuzzer: Eval() by the SYSTEM holder used to wait
+// forever, since the evaluated code was held back like any other task. It
+// now runs inside the holder's section, and no other task runs until the
+// holder clears the flag.
+TEST_P(SplConformance, EvalByTheSystemHolderRunsInsideItsSection) {
+  Spawn("other", [&] {
+    Log("other paused");
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("other runs");
+  });
+  Spawn("system", [&] {
+    EXPECT_TRUE(runtime_->SetSystem().ok());
+    EXPECT_TRUE(runtime_->Continue("other").ok());  // woken, but held back
+    absl::StatusOr<Value> value = runtime_->Eval([&](Context&) {
+      EXPECT_TRUE(runtime_->Yield().ok());
+      Log("eval");
+      return Value(int64_t{42});
+    });
+    ASSERT_TRUE(value.ok()) << value.status();
+    EXPECT_EQ(value->as_int(), 42);
+    EXPECT_TRUE(runtime_->Yield().ok());
+    Log("system after eval");
+    EXPECT_TRUE(runtime_->Continue().ok());  // clears SYSTEM
+    EXPECT_TRUE(runtime_->Yield().ok());
+    Log("system done");
+    done_.Notify();
+  });
+  ASSERT_TRUE(RunAndWait());
+  EXPECT_EQ(LogLine(), "other paused eval system after eval other runs system done");
+}
+
 // "This function is used to set the PUBLIC flag on a task. This is e.g.
 // needed when the task should be woken up by WebSPL" — only public tasks can
 // be continued from outside the runtime.
