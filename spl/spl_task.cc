@@ -188,6 +188,13 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
       return absl::FailedPreconditionError(absl::StrCat(
           "task_system: task '", Describe(*system_), "' holds the SYSTEM flag"));
     }
+    if (target->waiting == WaitKind::kPause || target->waiting == WaitKind::kEval) {
+      // It could not run to clear the flag, and no other task could run to
+      // continue it: the runtime would stop for good.
+      return absl::FailedPreconditionError(absl::StrCat(
+          "task_system: task '", Describe(*target),
+          "' is paused or waiting, and would hold every other task back forever"));
+    }
     system_ = target;
     return absl::OkStatus();
   }

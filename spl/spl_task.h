@@ -59,7 +59,9 @@
 //   cleared by Continue(), Pause() or Kill() of the holder. A task blocked
 //   in a channel call when the flag is taken finishes that call first.
 //   Eval() by the holder lends the flag to the evaluated code until it
-//   ends, then gives it back: the section stays atomic.
+//   ends, then gives it back: the section stays atomic. SetSystem(name) of
+//   a task that is paused or waiting (in co_call, switch or eval) is
+//   kFailedPrecondition: it could never run to clear the flag.
 //
 // Public tasks
 //   From outside the runtime (another OS thread, an external event) only

@@ -302,6 +302,27 @@ TEST_P(SplConformance, EvalByTheSystemHolderRunsInsideItsSection) {
   EXPECT_EQ(LogLine(), "other paused eval system after eval other runs system done");
 }
 
+// Found by the spl_calls fuzzer: SYSTEM given to a paused task stopped the
+// runtime for good, since the holder could not run to clear it and no one
+// else could run to continue it. It is refused now.
+TEST_P(SplConformance, SystemFlagOfAPausedTaskIsRefused) {
+  Spawn("sleeper", [&] {
+    Log("sleeper pauses");
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("sleeper continued");
+  });
+  Spawn("setter", [&] {
+    absl::Status refused = runtime_->SetSystem("sleeper");
+    EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+    EXPECT_TRUE(runtime_->Continue("sleeper").ok());
+    EXPECT_TRUE(runtime_->Yield().ok());
+    Log("setter goes on");
+    done_.Notify();
+  });
+  ASSERT_TRUE(RunAndWait());
+  EXPECT_EQ(LogLine(), "sleeper pauses sleeper continued setter goes on");
+}
+
 // "This function is used to set the PUBLIC flag on a task. This is e.g.
 // needed when the task should be woken up by WebSPL" — only public tasks can
 // be continued from outside the runtime.

@@ -40,7 +40,10 @@ constexpr int kNameCount = 5;
 constexpr int kMaxOps = 400;
 constexpr int kOpsPerTask = 12;
 
+const bool trace = std::getenv("SPL_CALLS_TRACE") != nullptr;  // for debugging an input
+
 void CheckDocumented(const absl::Status& status, const char* call) {
+  if (trace) std::fprintf(stderr, "  %s: %s\n", call, status.ToString().c_str());
   switch (status.code()) {
     case absl::StatusCode::kOk:
     case absl::StatusCode::kNotFound:
@@ -83,7 +86,7 @@ class SplRun {
 
   void Op(bool root) {
     ++ops_;
-    if (trace_) {
+    if (trace) {
       absl::StatusOr<std::string> name = runtime_.CurrentName();
       std::fprintf(stderr, "op %d in %s: %d\n", ops_, root ? "root" : name.ok() ? name->c_str() : "?",
                    in_.Peek() % 20);
@@ -189,7 +192,6 @@ class SplRun {
   Runtime& runtime_;
   FuzzInput& in_;
   int ops_ = 0;
-  const bool trace_ = std::getenv("SPL_CALLS_TRACE") != nullptr;  // for debugging an input
 };
 
 }  // namespace
