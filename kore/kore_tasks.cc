@@ -98,6 +98,16 @@ class RequestResumer final : public taskrt::Resumable {
   struct http_request* const request_;
 };
 
+// The Kore task whose entry runs on this thread (the thread pool runs one
+// entry per thread at a time). An entry's own calls go through its
+// TaskContext, never through t->impl: the owner may destroy the task, and
+// free its KoreTask, while the entry still runs.
+thread_local struct kore_task* running_entry = nullptr;
+
+taskrt::TaskContext* EntryContext(struct kore_task* t) {
+  return t != nullptr && t == running_entry ? taskrt::TaskContext::Current() : nullptr;
+}
+
 struct KoreTask {
   std::unique_ptr<Task> task;
   std::shared_ptr<RequestResumer> request;  // the Task holds a weak_ptr
@@ -121,8 +131,18 @@ void kore_task_create(struct kore_task* t, int (*entry)(struct kore_task*)) {
     Failed(absl::InvalidArgumentError("kore_task_create: the task and the entry must not be NULL"));
     return;
   }
+  if (t->impl != nullptr) {
+    Failed(absl::FailedPreconditionError(
+        "kore_task_create: the task exists (impl is set); destroy it first, or zero a new one"));
+    return;
+  }
   absl::StatusOr<std::unique_ptr<Task>> task =
-      Task::Create([t, entry](taskrt::TaskContext&) { return entry(t); });
+      Task::Create([t, entry](taskrt::TaskContext&) {
+        running_entry = t;
+        const int result = entry(t);
+        running_entry = nullptr;
+        return result;
+      });
   if (!task.ok()) {
     Failed(task.status());
     return;
@@ -186,28 +206,36 @@ int kore_task_finished(struct kore_task* t) {
 }
 
 void kore_task_channel_write(struct kore_task* t, void* data, u_int32_t length) {
-  KoreTask* kore = Get(t, "kore_task_channel_write");
-  if (kore == nullptr) return;
   if (data == nullptr && length > 0) {
     Failed(absl::InvalidArgumentError("kore_task_channel_write: data is NULL"));
     return;
   }
   absl::Span<const char> message(static_cast<const char*>(data), length);
-  absl::Status status = kore->task->IsCurrentTask() ? kore->task->context()->Write(message)
-                                                    : kore->task->Write(message);
+  if (taskrt::TaskContext* context = EntryContext(t)) {
+    absl::Status status = context->Write(message);
+    status.ok() ? Succeeded() : Failed(status);
+    return;
+  }
+  KoreTask* kore = Get(t, "kore_task_channel_write");
+  if (kore == nullptr) return;
+  absl::Status status = kore->task->Write(message);
   status.ok() ? Succeeded() : Failed(status);
 }
 
 u_int32_t kore_task_channel_read(struct kore_task* t, void* out, u_int32_t length) {
-  KoreTask* kore = Get(t, "kore_task_channel_read");
-  if (kore == nullptr) return 0;
   if (out == nullptr && length > 0) {
     Failed(absl::InvalidArgumentError("kore_task_channel_read: out is NULL"));
     return 0;
   }
   absl::Span<char> buffer(static_cast<char*>(out), length);
-  absl::StatusOr<size_t> got = kore->task->IsCurrentTask() ? kore->task->context()->Read(buffer)
-                                                           : kore->task->Read(buffer);
+  absl::StatusOr<size_t> got;
+  if (taskrt::TaskContext* context = EntryContext(t)) {
+    got = context->Read(buffer);
+  } else {
+    KoreTask* kore = Get(t, "kore_task_channel_read");
+    if (kore == nullptr) return 0;
+    got = kore->task->Read(buffer);
+  }
   if (!got.ok()) {
     Failed(got.status());
     return 0;
@@ -235,6 +263,10 @@ int kore_task_result(struct kore_task* t) {
 }
 
 int kore_task_cancel_requested(struct kore_task* t) {
+  if (taskrt::TaskContext* context = EntryContext(t)) {
+    Succeeded();
+    return context->cancel_requested() ? 1 : 0;
+  }
   KoreTask* kore = Get(t, "kore_task_cancel_requested");
   if (kore == nullptr) return 1;  // destroyed: stop
   Succeeded();

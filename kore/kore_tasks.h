@@ -19,7 +19,10 @@
  * Threads: the owner's calls (create, run, bind, destroy, the owner side of
  * the channel, the loop pump) come from one thread, the owner's. As in Kore,
  * kore_task_channel_write/read pick the channel end by who calls: inside the
- * task's entry they talk to the owner, anywhere else to the task.
+ * task's entry they talk to the owner, anywhere else to the task. An entry's
+ * channel calls and kore_task_cancel_requested() stay safe after the owner
+ * destroyed its task: they fail (or return 1) and never touch the freed
+ * task. The entry's other calls on its own task are not.
  */
 #ifndef TASKRT_KORE_KORE_TASKS_H_
 #define TASKRT_KORE_KORE_TASKS_H_
