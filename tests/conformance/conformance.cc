@@ -43,6 +43,14 @@ void ConformanceTest::SetUp() {
   RecordProperty("backend", scheduler_->name() + " x " + channels_->name() + " x " + loop_->name());
 }
 
+absl::StatusOr<std::unique_ptr<Scheduler>> ConformanceTest::NewScheduler() const {
+  return Registered().make_scheduler(GetParam());
+}
+
+absl::StatusOr<std::unique_ptr<EventLoop>> ConformanceTest::NewLoop() const {
+  return Registered().make_loop();
+}
+
 void ConformanceTest::TearDown() {
   if (scheduler_ != nullptr) {
     EXPECT_TRUE(scheduler_->Shutdown().ok());

@@ -55,6 +55,10 @@ class ConformanceTest : public ::testing::TestWithParam<size_t> {
   // guard, not a speed check); returns whether `done()` became true.
   bool PumpUntil(const std::function<bool()>& done);
 
+  // Fresh backends of this combination, for tests that destroy their own.
+  absl::StatusOr<std::unique_ptr<Scheduler>> NewScheduler() const;
+  absl::StatusOr<std::unique_ptr<EventLoop>> NewLoop() const;
+
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<ChannelFactory> channels_;
   std::unique_ptr<EventLoop> loop_;
