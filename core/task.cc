@@ -195,10 +195,4 @@ void Task::RequestCancel() { shared_->cancel.store(true, std::memory_order_relea
 
 bool Task::cancel_requested() const { return shared_->cancel.load(std::memory_order_acquire); }
 
-bool Task::IsCurrentTask() const { return current_task_context == &shared_->context; }
-
-TaskContext* Task::context() {
-  return shared_->channel.task_end != nullptr ? &shared_->context : nullptr;
-}
-
 }  // namespace taskrt

@@ -144,12 +144,6 @@ class Task {
   void RequestCancel();
   bool cancel_requested() const;
 
-  // True when called from inside this task's own entry.
-  bool IsCurrentTask() const;
-  // The task's side of the channel, for callers inside the entry (the C
-  // facade chooses the end by who calls). Null before Run().
-  TaskContext* context();
-
  private:
   explicit Task(TaskEntry entry);
   void OnChannelEvent();
