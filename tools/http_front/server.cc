@@ -1,0 +1,626 @@
+#include "tools/http_front/server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "core/errors.h"
+#include "core/mutex.h"
+#include "tools/http_front/http_parser.h"
+#include "tools/http_front/jobs.h"
+
+namespace taskrt::http {
+namespace {
+
+// Counters shared with the task entries, which may outlive the server.
+struct Counters {
+  std::atomic<uint64_t> connections_accepted{0};
+  std::atomic<uint64_t> requests{0};
+  std::atomic<uint64_t> responses_2xx{0};
+  std::atomic<uint64_t> responses_4xx{0};
+  std::atomic<uint64_t> responses_5xx{0};
+  std::atomic<uint64_t> tasks_started{0};
+  std::atomic<uint64_t> tasks_cancelled{0};
+
+  // What WaitForIdle waits on.
+  mutable Mutex mu;
+  mutable CondVar idle;
+  uint64_t connections_open ABSL_GUARDED_BY(mu) = 0;
+  uint64_t tasks_running ABSL_GUARDED_BY(mu) = 0;
+
+  void Add(uint64_t Counters::*field, int64_t delta) ABSL_LOCKS_EXCLUDED(mu) {
+    MutexLock lock(&mu);
+    this->*field += delta;
+    if (connections_open == 0 && tasks_running == 0) idle.SignalAll();
+  }
+};
+
+// Held by a task's entry closure: the entry counts as running until the
+// closure is destroyed, whether it ran or the scheduler dropped it.
+struct RunningToken {
+  explicit RunningToken(std::shared_ptr<Counters> c) : counters(std::move(c)) {
+    counters->Add(&Counters::tasks_running, 1);
+  }
+  ~RunningToken() { counters->Add(&Counters::tasks_running, -1); }
+  RunningToken(const RunningToken&) = delete;
+  RunningToken& operator=(const RunningToken&) = delete;
+  std::shared_ptr<Counters> counters;
+};
+
+enum class JobKind { kPrimes, kHash };
+struct Job {
+  JobKind kind;
+  uint64_t size;
+};
+
+// Task -> owner messages: "p <done> <total>" for progress, "r <result>" last.
+int RunJob(TaskContext& self, const Job& job, Counters& counters) {
+  uint64_t last_percent = 0;
+  auto step = [&](uint64_t done, uint64_t total) {
+    if (self.cancel_requested()) return false;
+    const uint64_t percent = done * 100 / total;
+    if (percent == last_percent && done != total) return true;
+    last_percent = percent;
+    const std::string progress = absl::StrCat("p ", done, " ", total);
+    return self.Write(absl::MakeConstSpan(progress.data(), progress.size())).ok();
+  };
+  std::optional<uint64_t> result =
+      job.kind == JobKind::kPrimes ? CountPrimesBelow(job.size, step) : HashMiB(job.size, step);
+  if (!result.has_value()) {
+    if (self.cancel_requested()) counters.tasks_cancelled.fetch_add(1);
+    return 2;
+  }
+  const std::string text = job.kind == JobKind::kPrimes
+                               ? absl::StrCat("r ", *result)
+                               : absl::StrCat("r ", absl::Hex(*result, absl::kZeroPad16));
+  return self.Write(absl::MakeConstSpan(text.data(), text.size())).ok() ? 0 : 1;
+}
+
+const char* StatusText(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+  }
+}
+
+// Kore's http_state_run: each state returns COMPLETE (the request is done),
+// RETRY (wait to be resumed) or CONTINUE (run the state now in fsm_state).
+enum class StateResult { kComplete, kRetry, kContinue };
+enum RequestState { kStart = 0, kWait = 1 };
+
+class ServerImpl;
+struct Connection;
+
+// One request that runs a job: the object bound to the task.
+class JobRequest final : public Resumable {
+ public:
+  JobRequest(ServerImpl* server, Connection* connection, RequestHead head, Job job, bool stream)
+      : server_(server), connection_(connection), head_(std::move(head)), job_(job), stream_(stream) {}
+  void Resume() override;
+
+  ServerImpl* server_;
+  Connection* connection_;
+  RequestHead head_;
+  Job job_;
+  bool stream_;
+  int fsm_state_ = kStart;
+  std::unique_ptr<Task> task_;
+  std::string result_;
+};
+
+struct Connection {
+  int fd = -1;
+  WatchId watch = 0;
+  std::string in;
+  std::string out;
+  size_t out_sent = 0;
+  std::shared_ptr<JobRequest> request;  // the request whose task runs, or null
+  bool close_after_write = false;
+  bool closed = false;
+  absl::Time last_input;   // when the last request bytes arrived (or accept)
+  absl::Time last_output;  // when output last left, or was queued into an empty buffer
+
+  size_t pending_output() const { return out.size() - out_sent; }
+};
+
+class ServerImpl final : public Server {
+ public:
+  ServerImpl(const ServerOptions& options, const TaskEnvironment& env)
+      : options_(options), env_(env), counters_(std::make_shared<Counters>()) {}
+
+  ~ServerImpl() override {
+    if (timer_watch_ != 0) env_.loop->Unwatch(timer_watch_).IgnoreError();
+    if (listen_watch_ != 0) env_.loop->Unwatch(listen_watch_).IgnoreError();
+    if (timer_fd_ >= 0) close(timer_fd_);
+    if (listen_fd_ >= 0) close(listen_fd_);
+    std::vector<int> fds;
+    for (const auto& [fd, connection] : connections_) fds.push_back(fd);
+    for (int fd : fds) Close(*connections_[fd]);
+    dead_.clear();
+  }
+
+  absl::Status Listen();
+
+  uint16_t port() const override { return port_; }
+
+  ServerStats stats() const override {
+    ServerStats s;
+    s.connections_accepted = counters_->connections_accepted.load();
+    s.requests = counters_->requests.load();
+    s.responses_2xx = counters_->responses_2xx.load();
+    s.responses_4xx = counters_->responses_4xx.load();
+    s.responses_5xx = counters_->responses_5xx.load();
+    s.tasks_started = counters_->tasks_started.load();
+    s.tasks_cancelled = counters_->tasks_cancelled.load();
+    MutexLock lock(&counters_->mu);
+    s.connections_open = counters_->connections_open;
+    s.tasks_running = counters_->tasks_running;
+    return s;
+  }
+
+  bool WaitForIdle(absl::Duration timeout) const override {
+    const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
+    Counters& c = *counters_;
+    MutexLock lock(&c.mu);
+    return c.idle.WaitUntil(&c.mu, deadline, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return c.connections_open == 0 && c.tasks_running == 0;
+    });
+  }
+
+  void RunStates(JobRequest& request);
+
+ private:
+  void OnListenReady();
+  void OnTimer();
+  void OnConnectionEvent(int fd);
+  void ReadInput(Connection& c);
+  void ProcessInput(Connection& c);
+  void Dispatch(Connection& c, RequestHead head);
+  StateResult StartJob(JobRequest& request);
+  StateResult WaitJob(JobRequest& request);
+
+  // Queues a whole response; `close` ends the connection once it is sent.
+  void Respond(Connection& c, int status, absl::string_view body, bool close,
+               bool head_only = false, absl::string_view content_type = "text/plain");
+  void QueueOutput(Connection& c, absl::string_view bytes);
+  void Flush(Connection& c);
+  void Close(Connection& c);
+  void Count(int status);
+
+  const ServerOptions options_;
+  const TaskEnvironment env_;
+  std::shared_ptr<Counters> counters_;
+  int listen_fd_ = -1;
+  int timer_fd_ = -1;
+  uint16_t port_ = 0;
+  WatchId listen_watch_ = 0;
+  WatchId timer_watch_ = 0;
+  absl::flat_hash_map<int, std::unique_ptr<Connection>> connections_;
+  // Closed connections, freed on the next timer tick or with the server: a
+  // callback of theirs may still be on the stack when they close.
+  std::vector<std::unique_ptr<Connection>> dead_;
+};
+
+void JobRequest::Resume() { server_->RunStates(*this); }
+
+absl::Status ParseListen(const std::string& listen, sockaddr_in& address) {
+  std::pair<std::string, std::string> host_port = absl::StrSplit(listen, absl::MaxSplits(':', 1));
+  int port = 0;
+  std::memset(&address, 0, sizeof address);
+  address.sin_family = AF_INET;
+  if (!absl::SimpleAtoi(host_port.second, &port) || port < 0 || port > 65535 ||
+      inet_pton(AF_INET, host_port.first.c_str(), &address.sin_addr) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "listen address \"", listen, "\" is not IPV4:PORT (for example 127.0.0.1:8080)"));
+  }
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  return absl::OkStatus();
+}
+
+absl::Status ServerImpl::Listen() {
+  sockaddr_in address;
+  if (absl::Status status = ParseListen(options_.listen, address); !status.ok()) return status;
+  listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (listen_fd_ < 0) return ErrnoError("socket", errno);
+  const int one = 1;
+  setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    return ErrnoError(absl::StrCat("bind ", options_.listen), errno);
+  }
+  if (listen(listen_fd_, 4096) != 0) return ErrnoError("listen", errno);
+  socklen_t length = sizeof address;
+  getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length);
+  port_ = ntohs(address.sin_port);
+
+  // The sweep for idle and slow clients, and the retry of accept after EMFILE.
+  timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (timer_fd_ < 0) return ErrnoError("timerfd_create", errno);
+  const absl::Duration tick =
+      std::clamp(options_.idle_timeout / 4, absl::Milliseconds(5), absl::Seconds(1));
+  itimerspec spec{};
+  spec.it_interval = absl::ToTimespec(tick);
+  spec.it_value = spec.it_interval;
+  if (timerfd_settime(timer_fd_, 0, &spec, nullptr) != 0) return ErrnoError("timerfd_settime", errno);
+
+  absl::StatusOr<WatchId> timer = env_.loop->Watch({timer_fd_, POLLIN}, [this] { OnTimer(); });
+  if (!timer.ok()) return timer.status();
+  timer_watch_ = *timer;
+  absl::StatusOr<WatchId> watch = env_.loop->Watch({listen_fd_, POLLIN}, [this] { OnListenReady(); });
+  if (!watch.ok()) return watch.status();
+  listen_watch_ = *watch;
+  return absl::OkStatus();
+}
+
+void ServerImpl::OnListenReady() {
+  while (true) {
+    const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      // EAGAIN: all taken. EMFILE/ENFILE/ENOMEM: the timer retries, since
+      // the edge-triggered watch will not fire again for the waiting ones.
+      return;
+    }
+    const int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    auto connection = std::make_unique<Connection>();
+    connection->fd = fd;
+    connection->last_input = connection->last_output = absl::Now();
+    absl::StatusOr<WatchId> watch = env_.loop->Watch(
+        {fd, static_cast<short>(POLLIN | POLLOUT | POLLRDHUP)}, [this, fd] { OnConnectionEvent(fd); });
+    if (!watch.ok()) {
+      close(fd);
+      continue;
+    }
+    connection->watch = *watch;
+    connections_[fd] = std::move(connection);
+    counters_->connections_accepted.fetch_add(1);
+    counters_->Add(&Counters::connections_open, 1);
+  }
+}
+
+void ServerImpl::OnTimer() {
+  uint64_t expirations;
+  while (read(timer_fd_, &expirations, sizeof expirations) > 0) {
+  }
+  dead_.clear();
+  OnListenReady();
+  const absl::Time now = absl::Now();
+  std::vector<Connection*> expired;
+  for (const auto& [fd, c] : connections_) {
+    if (c->request != nullptr || c->close_after_write) {
+      // A job runs (or a last response is on its way): only a reader that
+      // stalls its output is cut off.
+      if (c->pending_output() > 0 && now - c->last_output > options_.idle_timeout) expired.push_back(c.get());
+    } else if (now - c->last_input > options_.idle_timeout) {
+      expired.push_back(c.get());
+    }
+  }
+  for (Connection* c : expired) {
+    if (c->request == nullptr && !c->close_after_write && !c->in.empty()) {
+      Respond(*c, 408, "the request did not arrive in time\n", /*close=*/true);
+    } else {
+      Close(*c);
+    }
+  }
+}
+
+void ServerImpl::OnConnectionEvent(int fd) {
+  auto it = connections_.find(fd);
+  if (it == connections_.end()) return;
+  Connection& c = *it->second;
+  ReadInput(c);
+  if (c.closed) return;
+  Flush(c);
+  if (c.closed) return;
+  ProcessInput(c);
+}
+
+void ServerImpl::ReadInput(Connection& c) {
+  char buffer[16 * 1024];
+  while (!c.closed) {
+    const ssize_t n = recv(c.fd, buffer, sizeof buffer, MSG_DONTWAIT);
+    if (n > 0) {
+      c.in.append(buffer, static_cast<size_t>(n));
+      c.last_input = absl::Now();
+      // Pipelined bytes beyond one head while a job runs: a flood, not a client.
+      if (c.request != nullptr && c.in.size() > options_.max_header_bytes) {
+        Close(c);
+        return;
+      }
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    // The peer closed (or reset): a running job is cancelled with its Task.
+    Close(c);
+    return;
+  }
+}
+
+void ServerImpl::ProcessInput(Connection& c) {
+  while (!c.closed && c.request == nullptr && !c.close_after_write && !c.in.empty()) {
+    ParseResult parsed = ParseRequestHead(c.in, options_.max_header_bytes);
+    if (parsed.kind == ParseResult::Kind::kIncomplete) return;
+    counters_->requests.fetch_add(1);
+    if (parsed.kind == ParseResult::Kind::kError) {
+      Respond(c, parsed.status, parsed.reason + "\n", /*close=*/true);
+      return;
+    }
+    c.in.erase(0, parsed.consumed);
+    Dispatch(c, std::move(parsed.head));
+  }
+}
+
+// Parses a whole number in [0, max] into `out`, or says what is wrong.
+std::string ParseSize(const std::vector<std::pair<std::string, std::string>>& params,
+                      absl::string_view key, uint64_t max, uint64_t& out) {
+  const std::string* value = QueryParam(params, key);
+  if (value == nullptr) return absl::StrCat("missing query parameter \"", key, "\"");
+  if (!absl::SimpleAtoi(*value, &out) || value->empty() || (*value)[0] == '+' || (*value)[0] == '-') {
+    return absl::StrCat("\"", key, "\" must be a whole number");
+  }
+  if (out > max) return absl::StrCat("\"", key, "\" must be at most ", max);
+  return "";
+}
+
+void ServerImpl::Dispatch(Connection& c, RequestHead head) {
+  const bool keep_alive = head.KeepAlive();
+  const bool head_only = head.method == "HEAD";
+  if (head.HasBody()) {
+    Respond(c, 413, "requests here take no body\n", /*close=*/true);
+    return;
+  }
+  if (head.method != "GET" && !head_only) {
+    Respond(c, 405, absl::StrCat("method ", head.method, " is not allowed; use GET or HEAD\n"),
+            !keep_alive);
+    return;
+  }
+  const std::vector<std::pair<std::string, std::string>> params = ParseQuery(head.query);
+  if (head.path == "/") {
+    Respond(c, 200,
+            "GET /primes?below=N[&stream=1] | /hash?mib=N[&stream=1] | /stats\n", !keep_alive,
+            head_only);
+    return;
+  }
+  if (head.path == "/stats") {
+    const ServerStats s = stats();
+    Respond(c, 200,
+            absl::StrCat("{\"connections_accepted\": ", s.connections_accepted,
+                         ", \"connections_open\": ", s.connections_open, ", \"requests\": ", s.requests,
+                         ", \"responses_2xx\": ", s.responses_2xx, ", \"responses_4xx\": ",
+                         s.responses_4xx, ", \"responses_5xx\": ", s.responses_5xx,
+                         ", \"tasks_started\": ", s.tasks_started, ", \"tasks_running\": ",
+                         s.tasks_running, ", \"tasks_cancelled\": ", s.tasks_cancelled, "}\n"),
+            !keep_alive, head_only, "application/json");
+    return;
+  }
+  Job job;
+  std::string error;
+  const char* size_key;
+  if (head.path == "/primes") {
+    job.kind = JobKind::kPrimes;
+    size_key = "below";
+    error = ParseSize(params, size_key, options_.max_primes_below, job.size);
+  } else if (head.path == "/hash") {
+    job.kind = JobKind::kHash;
+    size_key = "mib";
+    error = ParseSize(params, size_key, options_.max_hash_mib, job.size);
+  } else {
+    Respond(c, 404, absl::StrCat("no such path: ", head.path, "\n"), !keep_alive, head_only);
+    return;
+  }
+  bool stream = false;
+  for (const auto& [key, value] : params) {
+    if (!error.empty()) break;
+    if (key == size_key) continue;
+    if (key == "stream" && (value == "0" || value == "1")) {
+      stream = value == "1";
+    } else if (key == "stream") {
+      error = "\"stream\" must be 0 or 1";
+    } else {
+      error = absl::StrCat("unknown query parameter \"", key, "\"");
+    }
+  }
+  if (error.empty() && stream && head.minor_version == 0) error = "stream=1 needs HTTP/1.1 (chunked)";
+  if (!error.empty()) {
+    Respond(c, 400, error + "\n", !keep_alive, head_only);
+    return;
+  }
+  c.close_after_write = false;
+  c.request = std::make_shared<JobRequest>(this, &c, std::move(head), job, stream);
+  RunStates(*c.request);
+}
+
+void ServerImpl::RunStates(JobRequest& request) {
+  // Keeps the request alive while its states run: completing it drops the
+  // connection's reference.
+  std::shared_ptr<JobRequest> keep = request.connection_->request;
+  if (keep.get() != &request || request.connection_->closed) return;
+  while (true) {
+    const StateResult result = request.fsm_state_ == kStart ? StartJob(request) : WaitJob(request);
+    if (result == StateResult::kContinue) continue;
+    if (result == StateResult::kRetry) return;
+    break;
+  }
+  // Complete: serve what is pipelined behind it.
+  Connection& c = *request.connection_;
+  c.request = nullptr;
+  if (!c.closed) ProcessInput(c);
+}
+
+StateResult ServerImpl::StartJob(JobRequest& request) {
+  Connection& c = *request.connection_;
+  const bool keep_alive = request.head_.KeepAlive();
+  const bool head_only = request.head_.method == "HEAD";
+  const Job job = request.job_;
+  auto token = std::make_shared<RunningToken>(counters_);
+  absl::StatusOr<std::unique_ptr<Task>> task =
+      Task::Create([job, token](TaskContext& self) { return RunJob(self, job, *token->counters); });
+  token.reset();  // the entry's closure holds it now
+  absl::Status status = task.status();
+  if (status.ok()) status = (*task)->BindRequest(c.request);
+  if (status.ok()) status = (*task)->Run(env_);
+  if (!status.ok()) {
+    // Out of descriptors or memory for the channel, or the scheduler refused.
+    Respond(c, 503, absl::StrCat("cannot start the task: ", status.ToString(), "\n"), !keep_alive,
+            head_only);
+    return StateResult::kComplete;
+  }
+  counters_->tasks_started.fetch_add(1);
+  request.task_ = *std::move(task);
+  if (request.stream_) {
+    QueueOutput(c, absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n",
+                                head_only ? "" : "Transfer-Encoding: chunked\r\n",
+                                keep_alive ? "" : "Connection: close\r\n", "\r\n"));
+    Count(200);
+  }
+  request.fsm_state_ = kWait;
+  return StateResult::kRetry;
+}
+
+std::string Chunk(absl::string_view data) { return absl::StrCat(absl::Hex(data.size()), "\r\n", data, "\r\n"); }
+
+StateResult ServerImpl::WaitJob(JobRequest& request) {
+  Connection& c = *request.connection_;
+  Task& task = *request.task_;
+  const bool head_only = request.head_.method == "HEAD";
+  char message[128];
+  while (true) {
+    absl::StatusOr<size_t> n = task.TryRead(absl::MakeSpan(message));
+    if (!n.ok()) break;  // WouldBlock, or kOutOfRange once finished and drained
+    absl::string_view text(message, std::min(*n, sizeof message));
+    if (absl::ConsumePrefix(&text, "r ")) {
+      request.result_ = std::string(text);
+    } else if (absl::ConsumePrefix(&text, "p ") && request.stream_ && !head_only) {
+      std::pair<absl::string_view, absl::string_view> done_total = absl::StrSplit(text, ' ');
+      QueueOutput(c, Chunk(absl::StrCat("progress ", done_total.first, "/", done_total.second, "\n")));
+    }
+    if (c.closed) return StateResult::kComplete;
+  }
+  if (!task.finished()) return StateResult::kRetry;
+  const bool keep_alive = request.head_.KeepAlive();
+  if (request.stream_) {
+    // The status line went out already; a failed job ends the stream early.
+    if (!head_only) {
+      if (!request.result_.empty()) QueueOutput(c, Chunk(absl::StrCat("result ", request.result_, "\n")));
+      QueueOutput(c, "0\r\n\r\n");
+    }
+    if (request.result_.empty() || !keep_alive) {
+      c.close_after_write = true;
+      Flush(c);
+    }
+  } else if (request.result_.empty()) {
+    Respond(c, 500, "the task ended without a result\n", /*close=*/!keep_alive, head_only);
+  } else {
+    Respond(c, 200, request.result_ + "\n", !keep_alive, head_only);
+  }
+  request.task_.reset();
+  return StateResult::kComplete;
+}
+
+void ServerImpl::Count(int status) {
+  if (status < 300) {
+    counters_->responses_2xx.fetch_add(1);
+  } else if (status < 500) {
+    counters_->responses_4xx.fetch_add(1);
+  } else {
+    counters_->responses_5xx.fetch_add(1);
+  }
+}
+
+void ServerImpl::Respond(Connection& c, int status, absl::string_view body, bool close,
+                         bool head_only, absl::string_view content_type) {
+  Count(status);
+  QueueOutput(c, absl::StrCat("HTTP/1.1 ", status, " ", StatusText(status), "\r\nContent-Type: ",
+                              content_type, "\r\nContent-Length: ", body.size(), "\r\n",
+                              close ? "Connection: close\r\n" : "", "\r\n", head_only ? "" : body));
+  if (close) c.close_after_write = true;
+  Flush(c);
+}
+
+void ServerImpl::QueueOutput(Connection& c, absl::string_view bytes) {
+  if (c.closed) return;
+  if (c.pending_output() == 0) c.last_output = absl::Now();
+  c.out.append(bytes.data(), bytes.size());
+  Flush(c);
+  if (!c.closed && c.pending_output() > options_.max_pending_output) Close(c);  // a reader that reads nothing
+}
+
+void ServerImpl::Flush(Connection& c) {
+  while (!c.closed && c.pending_output() > 0) {
+    const ssize_t n =
+        send(c.fd, c.out.data() + c.out_sent, c.pending_output(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      c.out_sent += static_cast<size_t>(n);
+      c.last_output = absl::Now();
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;  // POLLOUT resumes
+    Close(c);  // EPIPE, ECONNRESET: the client is gone
+    return;
+  }
+  if (c.closed) return;
+  c.out.clear();
+  c.out_sent = 0;
+  if (c.close_after_write) Close(c);
+}
+
+void ServerImpl::Close(Connection& c) {
+  if (c.closed) return;
+  c.closed = true;
+  env_.loop->Unwatch(c.watch).IgnoreError();
+  // Graceful: the client reads the last response before it sees the end.
+  shutdown(c.fd, SHUT_WR);
+  close(c.fd);
+  // Destroying the Task asks its entry to cancel; the entry frees itself.
+  c.request = nullptr;
+  auto it = connections_.find(c.fd);
+  dead_.push_back(std::move(it->second));
+  connections_.erase(it);
+  counters_->Add(&Counters::connections_open, -1);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options,
+                                                      const TaskEnvironment& env) {
+  if (env.scheduler == nullptr || env.channels == nullptr || env.loop == nullptr) {
+    return absl::InvalidArgumentError("Server::Start: the environment needs a scheduler, channels and a loop");
+  }
+  if (options.max_header_bytes < 64 || options.idle_timeout <= absl::ZeroDuration() ||
+      options.max_pending_output == 0) {
+    return absl::InvalidArgumentError(
+        "Server::Start: max_header_bytes must be at least 64, idle_timeout and max_pending_output positive");
+  }
+  auto server = std::make_unique<ServerImpl>(options, env);
+  if (absl::Status status = server->Listen(); !status.ok()) return status;
+  return server;
+}
+
+}  // namespace taskrt::http

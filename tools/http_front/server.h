@@ -1,0 +1,97 @@
+#ifndef TASKRT_TOOLS_HTTP_FRONT_SERVER_H_
+#define TASKRT_TOOLS_HTTP_FRONT_SERVER_H_
+
+// A small HTTP/1.1 server on the project's event loop, written the way Kore's
+// users write one: a handler hands heavy work to a background Task, binds the
+// request to it (Task::BindRequest), and is resumed in a request state
+// machine (http_state_run's START / WAIT states) each time the task writes
+// progress and once more when it finishes.
+//
+// Endpoints (GET; HEAD answers the same headers without a body)
+//   /primes?below=N[&stream=1]  counts the primes below N (segmented sieve)
+//   /hash?mib=N[&stream=1]      FNV-1a 64 of N MiB of a fixed byte pattern
+//   /stats                      the counters below, as JSON (no task)
+//   /                           a usage line
+//   A job answers 200 with "<result>\n" once the task finished. With
+//   stream=1 it answers at once with chunked encoding: one "progress d/n\n"
+//   chunk per progress message, then "result <result>\n", then the last
+//   chunk.
+//
+// Robustness (each is tested through real sockets in server_test.cc)
+//   - A request line or header block that is not HTTP/1.x gets 400 and a
+//     close; headers over max_header_bytes get 431 and a close; a request
+//     with a body gets 413 and a close; methods other than GET and HEAD
+//     get 405; unknown paths 404; a bad or out-of-range query 400 with the
+//     reason in the body.
+//   - A client that has sent part of a request and then nothing for
+//     idle_timeout gets 408 and a close; an idle keep-alive connection is
+//     closed after idle_timeout; a client that reads nothing while its
+//     response grows past max_pending_output bytes is closed.
+//   - A client that disconnects while its task runs: the Task is destroyed,
+//     which asks the entry to cancel (it checks between steps) and frees it
+//     when the entry returns.
+//   Keep-alive and pipelined requests are served in order, one at a time.
+//
+// Threads
+//   Everything but stats() and WaitForIdle() runs on the loop thread: Start
+//   either there or before the loop runs; destroy the server while the loop
+//   is not running (or on its thread). Task entries run on the scheduler;
+//   they share only the counters with the server, so the server may go away
+//   while an entry is still finishing its cancelled work.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/task.h"
+
+namespace taskrt::http {
+
+struct ServerOptions {
+  // host:port, numeric IPv4. Port 0 picks a free port (see Server::port()).
+  std::string listen = "127.0.0.1:8080";
+  size_t max_header_bytes = 8 * 1024;
+  absl::Duration idle_timeout = absl::Seconds(30);
+  size_t max_pending_output = 1 << 20;
+  // Upper bounds of the job sizes a query may ask for.
+  uint64_t max_primes_below = 2'000'000'000;
+  uint64_t max_hash_mib = 4096;
+};
+
+struct ServerStats {
+  uint64_t connections_accepted = 0;
+  uint64_t connections_open = 0;
+  uint64_t requests = 0;          // parsed requests, good or bad
+  uint64_t responses_2xx = 0;
+  uint64_t responses_4xx = 0;
+  uint64_t responses_5xx = 0;
+  uint64_t tasks_started = 0;
+  uint64_t tasks_running = 0;     // entries that have not returned yet
+  uint64_t tasks_cancelled = 0;   // entries that stopped early on a cancel
+};
+
+class Server {
+ public:
+  // Listens on options.listen and watches the socket on env.loop. Errors:
+  // kInvalidArgument for a bad address or options, the system error when
+  // the socket cannot be bound, and whatever the loop's Watch returns.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options,
+                                                       const TaskEnvironment& env);
+  virtual ~Server() = default;
+
+  virtual uint16_t port() const = 0;
+
+  // A snapshot of the counters. Thread-safe.
+  virtual ServerStats stats() const = 0;
+
+  // Blocks until no connection is open and no task entry is running, or
+  // `timeout` passed; returns whether it got there. Thread-safe; for a
+  // thread other than the loop thread (the loop must be running).
+  virtual bool WaitForIdle(absl::Duration timeout) const = 0;
+};
+
+}  // namespace taskrt::http
+
+#endif  // TASKRT_TOOLS_HTTP_FRONT_SERVER_H_
