@@ -33,10 +33,12 @@ absl::StatusOr<std::unique_ptr<ChannelFactory>> NewChannelFactoryNamed(absl::str
 absl::StatusOr<std::unique_ptr<EventLoop>> NewLoopNamed(absl::string_view name);
 
 // The three together, owned; what a server or a test needs to run tasks.
+// Members are destroyed scheduler first: its shutdown waits for every entry,
+// which may still use its channel while it finishes a cancelled job.
 struct Backends {
-  std::unique_ptr<Scheduler> scheduler;
-  std::unique_ptr<ChannelFactory> channels;
   std::unique_ptr<EventLoop> loop;
+  std::unique_ptr<ChannelFactory> channels;
+  std::unique_ptr<Scheduler> scheduler;
   std::string name;  // "<scheduler>_<channel>_<loop>"
 };
 absl::StatusOr<Backends> NewBackends(absl::string_view scheduler, absl::string_view channel,

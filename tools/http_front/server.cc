@@ -29,6 +29,9 @@
 namespace taskrt::http {
 namespace {
 
+// Bytes read ahead of the parser, at most (or max_header_bytes + 1).
+constexpr size_t kInputCap = 64 * 1024;
+
 // Counters shared with the task entries, which may outlive the server.
 struct Counters {
   std::atomic<uint64_t> connections_accepted{0};
@@ -142,6 +145,7 @@ struct Connection {
   std::shared_ptr<JobRequest> request;  // the request whose task runs, or null
   bool close_after_write = false;
   bool closed = false;
+  bool input_drained = false;  // the last read saw EAGAIN: wait for the next edge
   absl::Time last_input;   // when the last request bytes arrived (or accept)
   absl::Time last_output;  // when output last left, or was queued into an empty buffer
 
@@ -151,7 +155,10 @@ struct Connection {
 class ServerImpl final : public Server {
  public:
   ServerImpl(const ServerOptions& options, const TaskEnvironment& env)
-      : options_(options), env_(env), counters_(std::make_shared<Counters>()) {}
+      : options_(options),
+        env_(env),
+        input_cap_(std::max(kInputCap, options.max_header_bytes + 1)),
+        counters_(std::make_shared<Counters>()) {}
 
   ~ServerImpl() override {
     if (timer_watch_ != 0) env_.loop->Unwatch(timer_watch_).IgnoreError();
@@ -198,6 +205,7 @@ class ServerImpl final : public Server {
   void OnListenReady();
   void OnTimer();
   void OnConnectionEvent(int fd);
+  void Pump(Connection& c);
   void ReadInput(Connection& c);
   void ProcessInput(Connection& c);
   void Dispatch(Connection& c, RequestHead head);
@@ -214,6 +222,7 @@ class ServerImpl final : public Server {
 
   const ServerOptions options_;
   const TaskEnvironment env_;
+  const size_t input_cap_;  // > max_header_bytes, so a full buffer always parses or fails
   std::shared_ptr<Counters> counters_;
   int listen_fd_ = -1;
   int timer_fd_ = -1;
@@ -333,33 +342,51 @@ void ServerImpl::OnConnectionEvent(int fd) {
   auto it = connections_.find(fd);
   if (it == connections_.end()) return;
   Connection& c = *it->second;
-  ReadInput(c);
-  if (c.closed) return;
+  c.input_drained = false;  // a new edge: there may be bytes, or the end
   Flush(c);
-  if (c.closed) return;
-  ProcessInput(c);
+  Pump(c);
+}
+
+void ServerImpl::Pump(Connection& c) {
+  // Reads at most input_cap_ bytes ahead of what has been parsed, so a client that
+  // pipelines faster than it reads its answers is held back by TCP rather
+  // than by our memory. The watch is edge-triggered: every path that stops
+  // short of EAGAIN comes back here (a finished job pumps again).
+  while (!c.closed) {
+    if (!c.input_drained) {
+      if (c.in.size() >= input_cap_) {
+        if (c.request != nullptr || c.close_after_write) return;  // resumed when the job ends
+      } else {
+        ReadInput(c);
+        if (c.closed) return;
+      }
+    }
+    const size_t before = c.in.size();
+    ProcessInput(c);
+    if (c.closed || c.request != nullptr || c.close_after_write) return;
+    if (c.input_drained && c.in.size() == before) return;  // waits for more bytes
+  }
 }
 
 void ServerImpl::ReadInput(Connection& c) {
   char buffer[16 * 1024];
-  while (!c.closed) {
-    const ssize_t n = recv(c.fd, buffer, sizeof buffer, MSG_DONTWAIT);
+  while (!c.closed && c.in.size() < input_cap_) {
+    const ssize_t n = recv(c.fd, buffer, std::min(sizeof buffer, input_cap_ - c.in.size()), MSG_DONTWAIT);
     if (n > 0) {
       c.in.append(buffer, static_cast<size_t>(n));
       c.last_input = absl::Now();
-      // Pipelined bytes beyond one head while a job runs: a flood, not a client.
-      if (c.request != nullptr && c.in.size() > options_.max_header_bytes) {
-        Close(c);
-        return;
-      }
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      c.input_drained = true;
+      return;
+    }
     // The peer closed (or reset): a running job is cancelled with its Task.
     Close(c);
     return;
   }
+  c.input_drained = false;  // stopped at the cap: bytes may be waiting
 }
 
 void ServerImpl::ProcessInput(Connection& c) {
@@ -470,7 +497,7 @@ void ServerImpl::RunStates(JobRequest& request) {
   // Complete: serve what is pipelined behind it.
   Connection& c = *request.connection_;
   c.request = nullptr;
-  if (!c.closed) ProcessInput(c);
+  Pump(c);
 }
 
 StateResult ServerImpl::StartJob(JobRequest& request) {

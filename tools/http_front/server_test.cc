@@ -1,0 +1,475 @@
+// The HTTP front through real sockets on loopback, on every scheduler x
+// channel x loop combination: answers, streaming, keep-alive and
+// pipelining, and every kind of bad client (malformed, oversized, slow,
+// silent, not reading, gone mid-task).
+
+#include "tools/http_front/server.h"
+
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "tools/http_front/backends.h"
+
+namespace taskrt::http {
+namespace {
+
+// Only bounds a wait that would otherwise hang the test; nothing is timed.
+constexpr int kHangGuardMs = 60'000;
+
+struct Response {
+  int status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
+  std::string body;  // de-chunked
+  bool complete = false;
+
+  std::string Header(absl::string_view name) const {
+    for (const auto& [key, value] : headers) {
+      if (key == name) return value;
+    }
+    return "";
+  }
+};
+
+// A blocking loopback client with a hang guard on every wait.
+class Client {
+ public:
+  explicit Client(uint16_t port, int receive_buffer = 0) {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (receive_buffer > 0) setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+  }
+  ~Client() { Close(); }
+
+  bool connected() const { return connected_; }
+
+  void Close() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+
+  // False if the server closed or reset the connection meanwhile.
+  bool Send(absl::string_view bytes) {
+    while (!bytes.empty()) {
+      const ssize_t n = send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      bytes.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+
+  // Reads more bytes into the buffer; false at the end of the stream, on an
+  // error, or when the hang guard expires (reported as a failure).
+  bool Fill() {
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, kHangGuardMs) != 1) {
+      ADD_FAILURE() << "hang guard: the server sent nothing for " << kHangGuardMs << " ms";
+      return false;
+    }
+    char buffer[16 * 1024];
+    const ssize_t n = recv(fd_, buffer, sizeof buffer, 0);
+    if (n <= 0) return false;
+    buffer_.append(buffer, static_cast<size_t>(n));
+    return true;
+  }
+
+  // Everything until the server closes.
+  std::string ReadToEnd() {
+    while (Fill()) {
+    }
+    std::string all = std::move(buffer_);
+    buffer_.clear();
+    return all;
+  }
+
+  // True if the server closed the connection with nothing more to read.
+  bool ClosedByServer() { return ReadToEnd().empty(); }
+
+  // The status line and headers of the next response.
+  bool ReadHead(Response& r) {
+    size_t end;
+    while ((end = buffer_.find("\r\n\r\n")) == std::string::npos) {
+      if (!Fill()) return false;
+    }
+    std::vector<std::string> lines = absl::StrSplit(buffer_.substr(0, end), "\r\n");
+    buffer_.erase(0, end + 4);
+    std::vector<std::string> status_line = absl::StrSplit(lines[0], absl::MaxSplits(' ', 2));
+    if (status_line.size() < 2 || !absl::SimpleAtoi(status_line[1], &r.status)) return false;
+    for (size_t i = 1; i < lines.size(); ++i) {
+      std::pair<std::string, std::string> kv = absl::StrSplit(lines[i], absl::MaxSplits(':', 1));
+      r.headers.emplace_back(absl::AsciiStrToLower(kv.first),
+                             std::string(absl::StripAsciiWhitespace(kv.second)));
+    }
+    return true;
+  }
+
+  bool ReadExactly(size_t n, std::string& out) {
+    while (buffer_.size() < n) {
+      if (!Fill()) return false;
+    }
+    out.append(buffer_, 0, n);
+    buffer_.erase(0, n);
+    return true;
+  }
+
+  bool ReadLine(std::string& line) {
+    size_t end;
+    while ((end = buffer_.find("\r\n")) == std::string::npos) {
+      if (!Fill()) return false;
+    }
+    line = buffer_.substr(0, end);
+    buffer_.erase(0, end + 2);
+    return true;
+  }
+
+  // One whole response: Content-Length or chunked body (none for HEAD).
+  Response ReadResponse(bool head_only = false) {
+    Response r;
+    if (!ReadHead(r)) return r;
+    if (head_only) {
+      r.complete = true;
+      return r;
+    }
+    if (r.Header("transfer-encoding") == "chunked") {
+      while (true) {
+        std::string size_line;
+        size_t size = 0;
+        if (!ReadLine(size_line) || !absl::SimpleHexAtoi(size_line, &size)) return r;
+        std::string crlf;
+        if (size == 0) {
+          r.complete = ReadExactly(2, crlf) && crlf == "\r\n";
+          return r;
+        }
+        if (!ReadExactly(size, r.body) || !ReadExactly(2, crlf) || crlf != "\r\n") return r;
+      }
+    }
+    size_t length = 0;
+    if (!absl::SimpleAtoi(r.Header("content-length"), &length)) return r;
+    r.complete = ReadExactly(length, r.body);
+    return r;
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+  std::string buffer_;
+};
+
+std::string Get(absl::string_view target, absl::string_view extra_headers = "") {
+  return absl::StrCat("GET ", target, " HTTP/1.1\r\nHost: test\r\n", extra_headers, "\r\n");
+}
+
+class HttpFront : public ::testing::TestWithParam<std::tuple<std::string, std::string, std::string>> {
+ protected:
+  void SetUp() override {
+    const auto& [scheduler, channel, loop] = GetParam();
+    absl::StatusOr<Backends> made = NewBackends(scheduler, channel, loop, 2);
+    if (absl::IsUnavailable(made.status())) GTEST_SKIP() << "backend unavailable: " << made.status();
+    ASSERT_TRUE(made.ok()) << made.status();
+    backends_ = *std::move(made);
+  }
+
+  void StartServer(ServerOptions options = {}) {
+    options.listen = "127.0.0.1:0";
+    TaskEnvironment env{backends_.scheduler.get(), backends_.channels.get(), backends_.loop.get(), {}};
+    absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(options, env);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    loop_thread_ = std::thread([this] { EXPECT_TRUE(backends_.loop->Run().ok()); });
+  }
+
+  void TearDown() override {
+    if (loop_thread_.joinable()) {
+      backends_.loop->Stop();
+      loop_thread_.join();
+    }
+    server_.reset();
+  }
+
+  uint16_t port() const { return server_->port(); }
+
+  Backends backends_;
+  std::unique_ptr<Server> server_;
+  std::thread loop_thread_;
+};
+
+TEST_P(HttpFront, AnswersAJobWithItsResult) {
+  StartServer();
+  Client client(port());
+  ASSERT_TRUE(client.Send(Get("/primes?below=100000")));
+  Response r = client.ReadResponse();
+  ASSERT_TRUE(r.complete);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "9592\n");
+
+  ASSERT_TRUE(client.Send(Get("/hash?mib=0")));
+  r = client.ReadResponse();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "cbf29ce484222325\n");  // FNV-1a 64 of nothing: the offset basis
+  client.Close();
+  ASSERT_TRUE(server_->WaitForIdle(absl::Milliseconds(kHangGuardMs)));
+  const ServerStats stats = server_->stats();
+  EXPECT_EQ(stats.tasks_started, 2u);
+  EXPECT_EQ(stats.responses_2xx, 2u);
+  EXPECT_EQ(stats.tasks_cancelled, 0u);
+}
+
+TEST_P(HttpFront, StreamsEveryProgressMessageAsAChunk) {
+  StartServer();
+  Client client(port());
+  // 10^6 numbers are 4 sieve segments of 256 Ki: one progress message each.
+  ASSERT_TRUE(client.Send(Get("/primes?below=1000000&stream=1")));
+  Response r = client.ReadResponse();
+  ASSERT_TRUE(r.complete);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.Header("transfer-encoding"), "chunked");
+  EXPECT_EQ(r.body, "progress 1/4\nprogress 2/4\nprogress 3/4\nprogress 4/4\nresult 78498\n");
+}
+
+TEST_P(HttpFront, ServesKeepAliveAndPipelinedRequestsInOrder) {
+  StartServer();
+  Client client(port());
+  ASSERT_TRUE(client.Send(Get("/primes?below=10") + Get("/primes?below=100") + Get("/nowhere") +
+                          Get("/primes?below=1000")));
+  for (const char* expected : std::vector<const char*>{"4\n", "25\n", nullptr, "168\n"}) {
+    Response r = client.ReadResponse();
+    ASSERT_TRUE(r.complete);
+    if (expected == nullptr) {
+      EXPECT_EQ(r.status, 404);
+    } else {
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.body, expected);
+    }
+  }
+  // HEAD: the same headers, no body, and the connection stays usable.
+  ASSERT_TRUE(client.Send("HEAD /primes?below=10 HTTP/1.1\r\nHost: t\r\n\r\n" + Get("/primes?below=20")));
+  Response head = client.ReadResponse(/*head_only=*/true);
+  EXPECT_EQ(head.status, 200);
+  EXPECT_EQ(head.Header("content-length"), "2");
+  Response after = client.ReadResponse();
+  EXPECT_EQ(after.body, "8\n");
+}
+
+TEST_P(HttpFront, ClosesAfterTheResponseWhenAsked) {
+  StartServer();
+  Client client(port());
+  ASSERT_TRUE(client.Send(Get("/primes?below=10", "Connection: close\r\n")));
+  Response r = client.ReadResponse();
+  EXPECT_EQ(r.body, "4\n");
+  EXPECT_EQ(r.Header("connection"), "close");
+  EXPECT_TRUE(client.ClosedByServer());
+
+  Client old(port());
+  ASSERT_TRUE(old.Send("GET /primes?below=10 HTTP/1.0\r\n\r\n"));
+  EXPECT_EQ(old.ReadResponse().body, "4\n");
+  EXPECT_TRUE(old.ClosedByServer());
+}
+
+TEST_P(HttpFront, MalformedRequestsGet400AndAClose) {
+  StartServer();
+  for (const char* bad : {"GARBAGE\r\n\r\n", "GET / HTTP/1.1\nHost: x\n\n", "GET / HTTP/1.1\r\n\r\n",
+                          "GET / HTTP/9.9\r\nHost: x\r\n\r\n", "GET / HTTP/1.1\r\nNo colon\r\n\r\n",
+                          "\x16\x03\x01\x02\x01\x01\x01\x01\xfc\x03\x03\r\n\r\n"}) {
+    Client client(port());
+    ASSERT_TRUE(client.Send(bad));
+    Response r = client.ReadResponse();
+    EXPECT_EQ(r.status, 400) << absl::CEscape(bad);
+    EXPECT_FALSE(r.body.empty());
+    EXPECT_TRUE(client.ClosedByServer()) << absl::CEscape(bad);
+  }
+  ASSERT_TRUE(server_->WaitForIdle(absl::Milliseconds(kHangGuardMs)));
+  EXPECT_EQ(server_->stats().tasks_started, 0u);
+}
+
+TEST_P(HttpFront, OversizedHeadsGet431AndAClose) {
+  ServerOptions options;
+  options.max_header_bytes = 1024;
+  StartServer(options);
+  // Complete but too long, and too long with no end in sight.
+  for (const std::string& bad : {Get("/", "X-Big: " + std::string(2000, 'a') + "\r\n"),
+                                 "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(100'000, 'b')}) {
+    Client client(port());
+    client.Send(bad);  // may fail part-way: the server answers and closes early
+    Response r = client.ReadResponse();
+    EXPECT_EQ(r.status, 431);
+    client.ReadToEnd();  // the close (or a reset, if bytes were left unread)
+  }
+}
+
+TEST_P(HttpFront, BadMethodsBodiesPathsAndQueriesGet4xx) {
+  StartServer();
+  Client client(port());
+  const std::vector<std::pair<std::string, int>> cases = {
+      {"POST /primes?below=10 HTTP/1.1\r\nHost: t\r\n\r\n", 405},
+      {Get("/primes"), 400},
+      {Get("/primes?below=ten"), 400},
+      {Get("/primes?below=-5"), 400},
+      {Get("/primes?below=99999999999999999999999"), 400},
+      {Get("/primes?below=2000000001"), 400},
+      {Get("/hash?mib=4097"), 400},
+      {Get("/primes?below=10&stream=2"), 400},
+      {Get("/primes?below=10&colour=red"), 400},
+      {Get("/etc/passwd"), 404},
+  };
+  for (const auto& [request, status] : cases) {
+    ASSERT_TRUE(client.Send(request));
+    Response r = client.ReadResponse();
+    ASSERT_TRUE(r.complete) << request;
+    EXPECT_EQ(r.status, status) << request;
+    EXPECT_FALSE(r.body.empty()) << request;
+  }
+  // A body is refused and ends the connection: its bytes cannot be skipped safely.
+  ASSERT_TRUE(client.Send("GET /primes?below=10 HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nabcd"));
+  EXPECT_EQ(client.ReadResponse().status, 413);
+  client.ReadToEnd();
+  ASSERT_TRUE(server_->WaitForIdle(absl::Milliseconds(kHangGuardMs)));
+  EXPECT_EQ(server_->stats().tasks_started, 0u);
+  EXPECT_EQ(server_->stats().responses_4xx, cases.size() + 1);
+}
+
+TEST_P(HttpFront, AClientThatStopsMidRequestGets408) {
+  ServerOptions options;
+  options.idle_timeout = absl::Milliseconds(100);
+  StartServer(options);
+  Client client(port());
+  ASSERT_TRUE(client.Send("GET /primes?below=10 HTTP/1.1\r\nHo"));
+  Response r = client.ReadResponse();
+  EXPECT_EQ(r.status, 408);
+  EXPECT_TRUE(client.ClosedByServer());
+}
+
+TEST_P(HttpFront, AnIdleConnectionIsClosed) {
+  ServerOptions options;
+  options.idle_timeout = absl::Milliseconds(100);
+  StartServer(options);
+  Client silent(port());
+  EXPECT_TRUE(silent.ClosedByServer());
+  // Idle after a served request, too.
+  Client served(port());
+  ASSERT_TRUE(served.Send(Get("/primes?below=10")));
+  EXPECT_EQ(served.ReadResponse().body, "4\n");
+  EXPECT_TRUE(served.ClosedByServer());
+  ASSERT_TRUE(server_->WaitForIdle(absl::Milliseconds(kHangGuardMs)));
+}
+
+TEST_P(HttpFront, AClientThatReadsNothingIsCutOff) {
+  ServerOptions options;
+  options.max_pending_output = 16 * 1024;
+  options.idle_timeout = absl::Minutes(10);  // beyond the hang guard: only the cap may act
+  StartServer(options);
+  // Pipelines cheap requests and never reads: the answers (about five times
+  // the requests' size) fill both socket buffers, then the server's queue.
+  Client client(port(), /*receive_buffer=*/4096);
+  std::string burst;
+  for (int i = 0; i < 2000; ++i) burst += Get("/");
+  int sent = 0;
+  while (sent < 200 && client.Send(burst)) ++sent;
+  // The client still holds its socket: only the server can have closed it.
+  ASSERT_TRUE(server_->WaitForIdle(absl::Milliseconds(kHangGuardMs)))
+      << "the server kept a connection that read nothing (sent " << sent << " bursts)";
+  EXPECT_LT(server_->stats().responses_2xx, 200u * 2000u);
+}
+
+TEST_P(HttpFront, ADisconnectMidTaskCancelsTheTask) {
+  StartServer();
+  for (const char* target : {"/primes?below=2000000000&stream=1", "/hash?mib=4096&stream=1"}) {
+    Client client(port());
+    ASSERT_TRUE(client.Send(Get(target)));
+    Response r;
+    ASSERT_TRUE(client.ReadHead(r));  // the stream starts once the task runs
+    EXPECT_EQ(r.status, 200);
+    client.Close();
+  }
+  // Uncancelled, these jobs would run for minutes (hours under sanitizers).
+  ASSERT_TRUE(server_->WaitForIdle(absl::Milliseconds(kHangGuardMs)));
+  const ServerStats stats = server_->stats();
+  EXPECT_EQ(stats.tasks_started, 2u);
+  EXPECT_EQ(stats.tasks_cancelled, 2u);
+  EXPECT_EQ(stats.tasks_running, 0u);
+}
+
+TEST_P(HttpFront, ServesManyClientsAtOnce) {
+  StartServer();
+  constexpr int kClients = 64;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(std::make_unique<Client>(port()));
+    ASSERT_TRUE(clients.back()->Send(Get(absl::StrCat("/primes?below=", 1000 + i))));
+  }
+  // pi(1000..1063): 168 up to 1009, where 169 starts, and so on.
+  for (int i = 0; i < kClients; ++i) {
+    Response r = clients[i]->ReadResponse();
+    ASSERT_TRUE(r.complete);
+    EXPECT_EQ(r.status, 200);
+    uint64_t count = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(absl::StripSuffix(r.body, "\n"), &count));
+    uint64_t expected = 0;
+    for (int n = 2; n < 1000 + i; ++n) {
+      bool prime = true;
+      for (int d = 2; d * d <= n; ++d) prime &= n % d != 0;
+      expected += prime;
+    }
+    EXPECT_EQ(count, expected) << "below " << 1000 + i;
+  }
+  clients.clear();
+  ASSERT_TRUE(server_->WaitForIdle(absl::Milliseconds(kHangGuardMs)));
+  EXPECT_EQ(server_->stats().tasks_started, static_cast<uint64_t>(kClients));
+}
+
+TEST_P(HttpFront, StartRefusesBadOptions) {
+  TaskEnvironment env{backends_.scheduler.get(), backends_.channels.get(), backends_.loop.get(), {}};
+  for (const char* listen : {"localhost:80", "127.0.0.1", "127.0.0.1:99999", "1.2.3:4"}) {
+    ServerOptions options;
+    options.listen = listen;
+    EXPECT_EQ(Server::Start(options, env).status().code(), absl::StatusCode::kInvalidArgument) << listen;
+  }
+  ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  EXPECT_EQ(Server::Start(options, TaskEnvironment{}).status().code(), absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<std::unique_ptr<Server>> first = Server::Start(options, env);
+  ASSERT_TRUE(first.ok()) << first.status();
+  options.listen = absl::StrCat("127.0.0.1:", (*first)->port());
+  absl::StatusOr<std::unique_ptr<Server>> second = Server::Start(options, env);
+  EXPECT_FALSE(second.ok());
+  EXPECT_TRUE(absl::StrContains(second.status().message(), "bind")) << second.status();
+}
+
+std::vector<std::tuple<std::string, std::string, std::string>> AllCombinations() {
+  std::vector<std::tuple<std::string, std::string, std::string>> all;
+  for (const std::string& s : SchedulerNames()) {
+    for (const std::string& c : ChannelNames()) {
+      for (const std::string& l : LoopNames()) all.emplace_back(s, c, l);
+    }
+  }
+  return all;
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, HttpFront, ::testing::ValuesIn(AllCombinations()),
+                         [](const auto& info) {
+                           return absl::StrCat(std::get<0>(info.param), "_", std::get<1>(info.param),
+                                               "_", std::get<2>(info.param));
+                         });
+
+}  // namespace
+}  // namespace taskrt::http
