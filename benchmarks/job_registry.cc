@@ -46,6 +46,8 @@ int64_t Iterations(int64_t full) {
   return std::max<int64_t>(1, full / 1000);
 }
 
+bool Quick() { return Settings().quick; }
+
 const std::vector<std::string>& JobNames() { return MutableJobNames(); }
 
 void RecordJobName(const std::string& name) { MutableJobNames().push_back(name); }

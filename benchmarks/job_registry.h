@@ -41,6 +41,10 @@ void RegisterJobs(const JobSettings& settings);
 // The iteration count for a job that takes `full` iterations in a full run.
 int64_t Iterations(int64_t full);
 
+// True in a --quick run; for a job whose work is bounded by time rather than
+// by an iteration count (a load generator's run length).
+bool Quick();
+
 // Every name passed to AddJob, in registration order.
 const std::vector<std::string>& JobNames();
 
