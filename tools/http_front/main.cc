@@ -15,31 +15,71 @@
 #include <cstdio>
 #include <string>
 
-#include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "tools/http_front/backends.h"
 #include "tools/http_front/server.h"
-
-ABSL_FLAG(std::string, scheduler, "thread_pool",
-          "where tasks run: thread_pool, work_stealing or cooperative");
-ABSL_FLAG(std::string, channel, "socketpair", "task <-> owner channel: socketpair, memory or io_uring");
-ABSL_FLAG(std::string, loop, "epoll", "the owner's event loop: epoll or io_uring");
-ABSL_FLAG(int, workers, 2, "worker threads of thread_pool and work_stealing");
-ABSL_FLAG(std::string, listen, "127.0.0.1:8080", "IPV4:PORT to listen on; port 0 picks one");
-ABSL_FLAG(int, max_header_bytes, 8 * 1024, "longest request head accepted (431 beyond)");
-ABSL_FLAG(absl::Duration, idle_timeout, absl::Seconds(30),
-          "how long a client may send nothing mid-request (408), idle between requests, "
-          "or stall its response");
 
 namespace {
 
 int Fail(const std::string& message) {
   std::fprintf(stderr, "http_front: %s\n", message.c_str());
   return 1;
+}
+
+constexpr char kUsage[] =
+    "usage: http_front [--scheduler=S] [--channel=C] [--loop=L] [--workers=N]\n"
+    "                  [--listen=IPV4:PORT] [--max_header_bytes=N] [--idle_timeout=DURATION]\n"
+    "An HTTP/1.1 server whose handlers run heavy work in background tasks:\n"
+    "  GET /primes?below=N[&stream=1]   GET /hash?mib=N[&stream=1]   GET /stats\n"
+    "  --scheduler         thread_pool (default), work_stealing, cooperative\n"
+    "  --channel           socketpair (default), memory, io_uring\n"
+    "  --loop              epoll (default), io_uring\n"
+    "  --workers           worker threads of thread_pool and work_stealing (default 2)\n"
+    "  --listen            address to listen on (default 127.0.0.1:8080; port 0 picks one)\n"
+    "  --max_header_bytes  longest request head accepted, 431 beyond (default 8192)\n"
+    "  --idle_timeout      how long a client may stall mid-request (408), idle between\n"
+    "                      requests, or leave its response unread (default 30s)\n";
+
+struct Flags {
+  std::string scheduler = "thread_pool";
+  std::string channel = "socketpair";
+  std::string loop = "epoll";
+  int workers = 2;
+  taskrt::http::ServerOptions server;
+};
+
+// --name=value flags; an unknown flag or a bad value is an error that says so.
+absl::Status ParseFlags(int argc, char** argv, Flags& flags) {
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(arg, absl::MaxSplits('=', 1));
+    const absl::string_view name = kv.first;
+    const std::string value(kv.second);
+    bool ok = absl::StrContains(arg, '=');
+    if (name == "--scheduler") {
+      flags.scheduler = value;
+    } else if (name == "--channel") {
+      flags.channel = value;
+    } else if (name == "--loop") {
+      flags.loop = value;
+    } else if (name == "--listen") {
+      flags.server.listen = value;
+    } else if (name == "--workers") {
+      ok = ok && absl::SimpleAtoi(value, &flags.workers);
+    } else if (name == "--max_header_bytes") {
+      ok = ok && absl::SimpleAtoi(value, &flags.server.max_header_bytes);
+    } else if (name == "--idle_timeout") {
+      ok = ok && absl::ParseDuration(value, &flags.server.idle_timeout);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown argument \"", arg, "\" (see --help)"));
+    }
+    if (!ok) return absl::InvalidArgumentError(absl::StrCat("bad value in \"", arg, "\" (see --help)"));
+  }
+  return absl::OkStatus();
 }
 
 // 1,000 connections each with a running task need a few thousand descriptors.
@@ -54,11 +94,16 @@ void RaiseDescriptorLimit() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "an HTTP/1.1 server whose handlers run heavy work in background tasks.\n"
-      "  GET /primes?below=N[&stream=1]   GET /hash?mib=N[&stream=1]   GET /stats");
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
-  if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument \"", rest[1], "\" (see --help)"));
+  for (int i = 1; i < argc; ++i) {
+    if (absl::string_view(argv[i]) == "--help" || absl::string_view(argv[i]) == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+  }
+  Flags flags;
+  if (absl::Status parsed = ParseFlags(argc, argv, flags); !parsed.ok()) {
+    return Fail(std::string(parsed.message()));
+  }
   RaiseDescriptorLimit();
   // Signals arrive on the loop, as any other event. Blocked before any
   // worker thread starts, so that every thread inherits the mask.
@@ -69,14 +114,10 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   absl::StatusOr<taskrt::http::Backends> backends =
-      taskrt::http::NewBackends(absl::GetFlag(FLAGS_scheduler), absl::GetFlag(FLAGS_channel),
-                                absl::GetFlag(FLAGS_loop), absl::GetFlag(FLAGS_workers));
+      taskrt::http::NewBackends(flags.scheduler, flags.channel, flags.loop, flags.workers);
   if (!backends.ok()) return Fail(backends.status().ToString());
 
-  taskrt::http::ServerOptions options;
-  options.listen = absl::GetFlag(FLAGS_listen);
-  options.max_header_bytes = static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_max_header_bytes)));
-  options.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
+  const taskrt::http::ServerOptions& options = flags.server;
   taskrt::TaskEnvironment env{backends->scheduler.get(), backends->channels.get(),
                               backends->loop.get(), {}};
   absl::StatusOr<std::unique_ptr<taskrt::http::Server>> server =
@@ -91,8 +132,7 @@ int main(int argc, char** argv) {
 
   std::printf("http_front: listening on http://%s:%u/ (scheduler %s, channel %s, loop %s)\n",
               options.listen.substr(0, options.listen.rfind(':')).c_str(), (*server)->port(),
-              absl::GetFlag(FLAGS_scheduler).c_str(), absl::GetFlag(FLAGS_channel).c_str(),
-              absl::GetFlag(FLAGS_loop).c_str());
+              flags.scheduler.c_str(), flags.channel.c_str(), flags.loop.c_str());
   std::fflush(stdout);
   absl::Status run = loop.Run();
   loop.Unwatch(*signal_watch).IgnoreError();
