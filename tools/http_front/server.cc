@@ -73,6 +73,12 @@ struct Job {
   uint64_t size;
 };
 
+// The body of a job's answer: a count in decimal, a hash in 16 hex digits.
+std::string FormatResult(const Job& job, uint64_t result) {
+  return job.kind == JobKind::kPrimes ? absl::StrCat(result)
+                                      : absl::StrCat(absl::Hex(result, absl::kZeroPad16));
+}
+
 // Task -> owner messages: "p <done> <total>" for progress, "r <result>" last.
 int RunJob(TaskContext& self, const Job& job, Counters& counters) {
   uint64_t last_percent = 0;
@@ -90,9 +96,7 @@ int RunJob(TaskContext& self, const Job& job, Counters& counters) {
     if (self.cancel_requested()) counters.tasks_cancelled.fetch_add(1);
     return 2;
   }
-  const std::string text = job.kind == JobKind::kPrimes
-                               ? absl::StrCat("r ", *result)
-                               : absl::StrCat("r ", absl::Hex(*result, absl::kZeroPad16));
+  const std::string text = absl::StrCat("r ", FormatResult(job, *result));
   return self.Write(absl::MakeConstSpan(text.data(), text.size())).ok() ? 0 : 1;
 }
 
@@ -478,7 +482,14 @@ void ServerImpl::Dispatch(Connection& c, RequestHead head) {
     Respond(c, 400, error + "\n", !keep_alive, head_only);
     return;
   }
-  c.close_after_write = false;
+  if (options_.run_jobs_inline && !stream) {
+    auto never_cancelled = [](uint64_t, uint64_t) { return true; };
+    const std::optional<uint64_t> result = job.kind == JobKind::kPrimes
+                                               ? CountPrimesBelow(job.size, never_cancelled)
+                                               : HashMiB(job.size, never_cancelled);
+    Respond(c, 200, FormatResult(job, *result) + "\n", !keep_alive, head_only);
+    return;
+  }
   c.request = std::make_shared<JobRequest>(this, &c, std::move(head), job, stream);
   RunStates(*c.request);
 }

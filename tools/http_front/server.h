@@ -58,6 +58,10 @@ struct ServerOptions {
   // Upper bounds of the job sizes a query may ask for.
   uint64_t max_primes_below = 2'000'000'000;
   uint64_t max_hash_mib = 4096;
+  // Baseline only: compute non-streamed jobs on the loop thread, with no
+  // task, so that a benchmark can show what the hand-off to a task costs.
+  // The loop stalls for the length of each job.
+  bool run_jobs_inline = false;
 };
 
 struct ServerStats {

@@ -238,6 +238,17 @@ TEST_P(HttpFront, AnswersAJobWithItsResult) {
   EXPECT_EQ(stats.tasks_cancelled, 0u);
 }
 
+TEST_P(HttpFront, TheInlineBaselineGivesTheSameAnswersWithoutATask) {
+  ServerOptions options;
+  options.run_jobs_inline = true;
+  StartServer(options);
+  Client client(port());
+  ASSERT_TRUE(client.Send(Get("/primes?below=100000") + Get("/hash?mib=0")));
+  EXPECT_EQ(client.ReadResponse().body, "9592\n");
+  EXPECT_EQ(client.ReadResponse().body, "cbf29ce484222325\n");
+  EXPECT_EQ(server_->stats().tasks_started, 0u);
+}
+
 TEST_P(HttpFront, StreamsEveryProgressMessageAsAChunk) {
   StartServer();
   Client client(port());
