@@ -16,8 +16,6 @@
 // program is missing or fails, the row is unavailable with the reason.
 
 #include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -31,8 +29,8 @@
 
 #include "benchmark/benchmark.h"
 #include "benchmarks/job_registry.h"
+#include "benchmarks/subprocess.h"
 
-extern char** environ;
 
 namespace taskrt {
 namespace {
@@ -65,49 +63,6 @@ std::string FindProgram(std::string& looked_in) {
   return "";
 }
 
-// Runs `program` with `argument`; returns its exit status (-1 if it could
-// not start or was killed) and, in `output`, what it wrote to stdout and
-// stderr.
-int Run(const std::string& program, const std::string& argument, std::string& output) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) {
-    output = std::string("pipe: ") + std::strerror(errno);
-    return -1;
-  }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDERR_FILENO);
-  std::string program_arg = program, count_arg = argument;
-  char* argv[] = {program_arg.data(), count_arg.data(), nullptr};
-  pid_t pid;
-  const int spawned = posix_spawn(&pid, program.c_str(), &actions, nullptr, argv, environ);
-  posix_spawn_file_actions_destroy(&actions);
-  close(fds[1]);
-  if (spawned != 0) {
-    close(fds[0]);
-    output = "cannot start " + program + ": " + std::strerror(spawned);
-    return -1;
-  }
-  char buffer[4096];
-  ssize_t n;
-  while ((n = read(fds[0], buffer, sizeof buffer)) > 0 || (n < 0 && errno == EINTR)) {
-    if (n > 0) output.append(buffer, static_cast<size_t>(n));
-  }
-  close(fds[0]);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-// One line for the report: the output's lines joined with "; ".
-std::string OneLine(std::string text) {
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  for (size_t at; (at = text.find('\n')) != std::string::npos;) text.replace(at, 1, "; ");
-  return text.empty() ? "no output" : text;
-}
-
 void GoStream(benchmark::State& state) {
   std::string looked_in;
   const std::string program = FindProgram(looked_in);
@@ -118,10 +73,15 @@ void GoStream(benchmark::State& state) {
     return;
   }
   std::string output;
-  const int status = Run(program, std::to_string(state.max_iterations), output);
-  if (status != 0) {
-    state.SkipWithError(("stream_chan failed (exit status " + std::to_string(status) +
-                         "): " + OneLine(output))
+  const absl::StatusOr<int> status =
+      bench::RunCapturingOutput({program, std::to_string(state.max_iterations)}, output);
+  if (!status.ok()) {
+    state.SkipWithError(status.status().ToString().c_str());
+    return;
+  }
+  if (*status != 0) {
+    state.SkipWithError(("stream_chan failed (exit status " + std::to_string(*status) +
+                         "): " + bench::OneLine(output))
                             .c_str());
     return;
   }
@@ -131,7 +91,7 @@ void GoStream(benchmark::State& state) {
                         ? 0
                         : std::strtod(output.c_str() + at + sizeof kKey - 1, nullptr);
   if (!std::isfinite(ns) || ns <= 0) {
-    state.SkipWithError(("stream_chan printed no ns_per_message: " + OneLine(output)).c_str());
+    state.SkipWithError(("stream_chan printed no ns_per_message: " + bench::OneLine(output)).c_str());
     return;
   }
   for (auto _ : state) state.SetIterationTime(ns * 1e-9);

@@ -23,9 +23,7 @@
 // (io_uring under seccomp) is unavailable with the backend's reason.
 
 #include <fcntl.h>
-#include <spawn.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -48,10 +46,10 @@
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
 #include "benchmarks/job_registry.h"
+#include "benchmarks/subprocess.h"
 #include "tools/http_front/backends.h"
 #include "tools/http_front/server.h"
 
-extern char** environ;
 
 namespace taskrt {
 namespace {
@@ -153,50 +151,6 @@ class ScriptFile {
   std::string path_;
 };
 
-// Runs `args` (args[0] looked up on PATH); returns its exit status (-1 if it
-// was killed) and, in `output`, what it wrote to stdout and stderr.
-absl::StatusOr<int> Run(std::vector<std::string> args, std::string& output) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) {
-    return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
-  }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDERR_FILENO);
-  std::vector<char*> argv;
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  pid_t pid;
-  const int spawned = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  close(fds[1]);
-  if (spawned != 0) {
-    close(fds[0]);
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot start ", args[0], ": ", std::strerror(spawned),
-                     spawned == ENOENT ? " (not on PATH; tools/bazel installs the Debian "
-                                         "package wrk)"
-                                       : ""));
-  }
-  char buffer[4096];
-  ssize_t n;
-  while ((n = read(fds[0], buffer, sizeof buffer)) > 0 || (n < 0 && errno == EINTR)) {
-    if (n > 0) output.append(buffer, static_cast<size_t>(n));
-  }
-  close(fds[0]);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-// One line for the report: the output's lines joined with "; ".
-std::string OneLine(std::string text) {
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  for (size_t at; (at = text.find('\n')) != std::string::npos;) text.replace(at, 1, "; ");
-  return text.empty() ? "no output" : text;
-}
 
 // The script's "taskrt key=value ..." line as numbers; empty if it is
 // missing or a value is not a whole number.
@@ -273,20 +227,20 @@ void HttpLoad(benchmark::State& state, const std::string& scheduler, const std::
   for (auto _ : state) {
     std::string output;
     absl::StatusOr<int> exit_status =
-        Run({"wrk", absl::StrCat("-t", kWrkThreads), absl::StrCat("-c", kConnections),
+        bench::RunCapturingOutput({"wrk", absl::StrCat("-t", kWrkThreads), absl::StrCat("-c", kConnections),
              "-d" + duration, "--timeout", "10s", "--latency", "-s", (*script)->path(), url},
             output);
     if (!exit_status.ok()) {
-      error = exit_status.status().ToString();
+      error = exit_status.status().ToString() + " (tools/bazel installs the Debian package wrk)";
       break;
     }
     if (*exit_status != 0) {
-      error = absl::StrCat("wrk failed (exit status ", *exit_status, "): ", OneLine(output));
+      error = absl::StrCat("wrk failed (exit status ", *exit_status, "): ", bench::OneLine(output));
       break;
     }
     std::map<std::string, int64_t> result = ParseResultLine(output);
     if (result.empty()) {
-      error = "wrk printed no \"taskrt ...\" result line: " + OneLine(output);
+      error = "wrk printed no \"taskrt ...\" result line: " + bench::OneLine(output);
       break;
     }
     if (error = CheckWrk(result); !error.empty()) break;

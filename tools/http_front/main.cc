@@ -32,7 +32,8 @@ int Fail(const std::string& message) {
 
 constexpr char kUsage[] =
     "usage: http_front [--scheduler=S] [--channel=C] [--loop=L] [--workers=N]\n"
-    "                  [--listen=IPV4:PORT] [--max_header_bytes=N] [--idle_timeout=DURATION]\n"
+    "                  [--listen=IPV4:PORT] [--max_header_bytes=N]\n"
+    "                  [--idle_timeout=DURATION] [--request_timeout=DURATION]\n"
     "An HTTP/1.1 server whose handlers run heavy work in background tasks:\n"
     "  GET /primes?below=N[&stream=1]   GET /hash?mib=N[&stream=1]   GET /stats\n"
     "  --scheduler         thread_pool (default), work_stealing, cooperative\n"
@@ -41,8 +42,9 @@ constexpr char kUsage[] =
     "  --workers           worker threads of thread_pool and work_stealing (default 2)\n"
     "  --listen            address to listen on (default 127.0.0.1:8080; port 0 picks one)\n"
     "  --max_header_bytes  longest request head accepted, 431 beyond (default 8192)\n"
-    "  --idle_timeout      how long a client may stall mid-request (408), idle between\n"
-    "                      requests, or leave its response unread (default 30s)\n";
+    "  --idle_timeout      how long a connection may sit with no request under way, or\n"
+    "                      leave its response unread (default 30s)\n"
+    "  --request_timeout   how long a client may stall mid-request before a 408 (default 10s)\n";
 
 struct Flags {
   std::string scheduler = "thread_pool";
@@ -74,6 +76,8 @@ absl::Status ParseFlags(int argc, char** argv, Flags& flags) {
       ok = ok && absl::SimpleAtoi(value, &flags.server.max_header_bytes);
     } else if (name == "--idle_timeout") {
       ok = ok && absl::ParseDuration(value, &flags.server.idle_timeout);
+    } else if (name == "--request_timeout") {
+      ok = ok && absl::ParseDuration(value, &flags.server.request_timeout);
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown argument \"", arg, "\" (see --help)"));
     }

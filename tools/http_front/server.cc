@@ -274,7 +274,8 @@ absl::Status ServerImpl::Listen() {
   timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   if (timer_fd_ < 0) return ErrnoError("timerfd_create", errno);
   const absl::Duration tick =
-      std::clamp(options_.idle_timeout / 4, absl::Milliseconds(5), absl::Seconds(1));
+      std::clamp(std::min(options_.idle_timeout, options_.request_timeout) / 4, absl::Milliseconds(5),
+                 absl::Seconds(1));
   itimerspec spec{};
   spec.it_interval = absl::ToTimespec(tick);
   spec.it_value = spec.it_interval;
@@ -329,7 +330,7 @@ void ServerImpl::OnTimer() {
       // A job runs (or a last response is on its way): only a reader that
       // stalls its output is cut off.
       if (c->pending_output() > 0 && now - c->last_output > options_.idle_timeout) expired.push_back(c.get());
-    } else if (now - c->last_input > options_.idle_timeout) {
+    } else if (now - c->last_input > (c->in.empty() ? options_.idle_timeout : options_.request_timeout)) {
       expired.push_back(c.get());
     }
   }
@@ -652,9 +653,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     return absl::InvalidArgumentError("Server::Start: the environment needs a scheduler, channels and a loop");
   }
   if (options.max_header_bytes < 64 || options.idle_timeout <= absl::ZeroDuration() ||
-      options.max_pending_output == 0) {
+      options.request_timeout <= absl::ZeroDuration() || options.max_pending_output == 0) {
     return absl::InvalidArgumentError(
-        "Server::Start: max_header_bytes must be at least 64, idle_timeout and max_pending_output positive");
+        "Server::Start: max_header_bytes must be at least 64; the timeouts and max_pending_output "
+        "positive");
   }
   auto server = std::make_unique<ServerImpl>(options, env);
   if (absl::Status status = server->Listen(); !status.ok()) return status;

@@ -24,9 +24,11 @@
 //     get 405; unknown paths 404; a bad or out-of-range query 400 with the
 //     reason in the body.
 //   - A client that has sent part of a request and then nothing for
-//     idle_timeout gets 408 and a close; an idle keep-alive connection is
-//     closed after idle_timeout; a client that reads nothing while its
-//     response grows past max_pending_output bytes is closed.
+//     request_timeout gets 408 and a close; a connection with no request
+//     under way (new, or between keep-alive requests) is closed after
+//     idle_timeout; a client that reads nothing while its response grows
+//     past max_pending_output bytes, or leaves it unread for idle_timeout,
+//     is closed.
 //   - A client that disconnects while its task runs: the Task is destroyed,
 //     which asks the entry to cancel (it checks between steps) and frees it
 //     when the entry returns.
@@ -54,6 +56,7 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:8080";
   size_t max_header_bytes = 8 * 1024;
   absl::Duration idle_timeout = absl::Seconds(30);
+  absl::Duration request_timeout = absl::Seconds(10);
   size_t max_pending_output = 1 << 20;
   // Upper bounds of the job sizes a query may ask for.
   uint64_t max_primes_below = 2'000'000'000;
