@@ -3,10 +3,13 @@
 
 usage: count_results.py TESTLOGS_DIR LABEL... > counts
 Prints one line "passed failed skipped" for the given test targets. A target
-whose test.xml is missing counts as one failure: it did not report.
+whose test.xml is missing counts as one failure: it did not report. A
+sharded target (shard_count) keeps one test.xml per shard, in
+shard_<i>_of_<n>/; every shard must have reported.
 """
 
 import os
+import re
 import sys
 import xml.etree.ElementTree as ET
 
@@ -30,14 +33,23 @@ def main():
     totals = [0, 0, 0]
     for label in sys.argv[2:]:
         package, _, name = label.lstrip("/").partition(":")
-        xml_path = os.path.join(testlogs, package, name, "test.xml")
-        try:
-            result = count(xml_path)
-        except (OSError, ET.ParseError) as e:
-            print(f"{label}: no readable test.xml ({e})", file=sys.stderr)
-            result = (0, 1, 0)
-        for i, n in enumerate(result):
-            totals[i] += n
+        target_dir = os.path.join(testlogs, package, name)
+        xml_paths = [os.path.join(target_dir, "test.xml")]
+        if not os.path.exists(xml_paths[0]) and os.path.isdir(target_dir):
+            shards = sorted(d for d in os.listdir(target_dir)
+                            if re.fullmatch(r"shard_\d+_of_\d+", d))
+            if shards:
+                expected = int(shards[0].rsplit("_", 1)[1])
+                xml_paths = [os.path.join(target_dir, f"shard_{i}_of_{expected}", "test.xml")
+                             for i in range(1, expected + 1)]
+        for xml_path in xml_paths:
+            try:
+                result = count(xml_path)
+            except (OSError, ET.ParseError) as e:
+                print(f"{label}: no readable test.xml ({e})", file=sys.stderr)
+                result = (0, 1, 0)
+            for i, n in enumerate(result):
+                totals[i] += n
     print(*totals)
 
 
