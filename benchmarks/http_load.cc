@@ -23,7 +23,6 @@
 // (io_uring under seccomp) is unavailable with the backend's reason.
 
 #include <fcntl.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -104,22 +103,6 @@ function done(summary, latency, requests)
 end
 )lua";
 
-// 1000 server connections, each request's task channel, and wrk (which
-// inherits the limit) need more than the usual soft limit of 1024 fds.
-absl::Status RaiseFileLimit() {
-  rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
-    return absl::InternalError(absl::StrCat("getrlimit(RLIMIT_NOFILE): ", std::strerror(errno)));
-  }
-  if (limit.rlim_cur == limit.rlim_max) return absl::OkStatus();
-  limit.rlim_cur = limit.rlim_max;
-  if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
-    return absl::InternalError(absl::StrCat("setrlimit(RLIMIT_NOFILE, ", limit.rlim_max,
-                                            "): ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
 // The script in a temporary file, removed when this goes away.
 class ScriptFile {
  public:
@@ -199,7 +182,7 @@ void HttpLoad(benchmark::State& state, const std::string& scheduler, const std::
     state.SkipWithError(backends.status().ToString().c_str());
     return;
   }
-  if (absl::Status status = RaiseFileLimit(); !status.ok()) {
+  if (absl::Status status = http::RaiseOpenFileLimit(); !status.ok()) {
     state.SkipWithError(status.ToString().c_str());
     return;
   }

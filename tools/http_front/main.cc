@@ -8,7 +8,6 @@
 
 #include <poll.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -86,15 +85,6 @@ absl::Status ParseFlags(int argc, char** argv, Flags& flags) {
   return absl::OkStatus();
 }
 
-// 1,000 connections each with a running task need a few thousand descriptors.
-void RaiseDescriptorLimit() {
-  rlimit limit;
-  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
-    limit.rlim_cur = limit.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &limit);
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -108,7 +98,9 @@ int main(int argc, char** argv) {
   if (absl::Status parsed = ParseFlags(argc, argv, flags); !parsed.ok()) {
     return Fail(std::string(parsed.message()));
   }
-  RaiseDescriptorLimit();
+  if (absl::Status raised = taskrt::http::RaiseOpenFileLimit(); !raised.ok()) {
+    std::fprintf(stderr, "http_front: warning: %s\n", std::string(raised.message()).c_str());
+  }
   // Signals arrive on the loop, as any other event. Blocked before any
   // worker thread starts, so that every thread inherits the mask.
   sigset_t signals;

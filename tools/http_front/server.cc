@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -73,6 +74,11 @@ struct Job {
   uint64_t size;
 };
 
+// Runs `job` step by step; nullopt if `step` stopped it.
+std::optional<uint64_t> RunJobSteps(const Job& job, StepFn step) {
+  return job.kind == JobKind::kPrimes ? CountPrimesBelow(job.size, step) : HashMiB(job.size, step);
+}
+
 // The body of a job's answer: a count in decimal, a hash in 16 hex digits.
 std::string FormatResult(const Job& job, uint64_t result) {
   return job.kind == JobKind::kPrimes ? absl::StrCat(result)
@@ -90,8 +96,7 @@ int RunJob(TaskContext& self, const Job& job, Counters& counters) {
     const std::string progress = absl::StrCat("p ", done, " ", total);
     return self.Write(absl::MakeConstSpan(progress.data(), progress.size())).ok();
   };
-  std::optional<uint64_t> result =
-      job.kind == JobKind::kPrimes ? CountPrimesBelow(job.size, step) : HashMiB(job.size, step);
+  std::optional<uint64_t> result = RunJobSteps(job, step);
   if (!result.has_value()) {
     if (self.cancel_requested()) counters.tasks_cancelled.fetch_add(1);
     return 2;
@@ -484,10 +489,8 @@ void ServerImpl::Dispatch(Connection& c, RequestHead head) {
     return;
   }
   if (options_.run_jobs_inline && !stream) {
-    auto never_cancelled = [](uint64_t, uint64_t) { return true; };
-    const std::optional<uint64_t> result = job.kind == JobKind::kPrimes
-                                               ? CountPrimesBelow(job.size, never_cancelled)
-                                               : HashMiB(job.size, never_cancelled);
+    const std::optional<uint64_t> result =
+        RunJobSteps(job, [](uint64_t, uint64_t) { return true; });
     Respond(c, 200, FormatResult(job, *result) + "\n", !keep_alive, head_only);
     return;
   }
@@ -646,6 +649,17 @@ void ServerImpl::Close(Connection& c) {
 }
 
 }  // namespace
+
+absl::Status RaiseOpenFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return ErrnoError("getrlimit(RLIMIT_NOFILE)", errno);
+  if (limit.rlim_cur == limit.rlim_max) return absl::OkStatus();
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    return ErrnoError(absl::StrCat("setrlimit(RLIMIT_NOFILE, ", limit.rlim_max, ")"), errno);
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options,
                                                       const TaskEnvironment& env) {

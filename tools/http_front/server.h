@@ -99,6 +99,11 @@ class Server {
   virtual bool WaitForIdle(absl::Duration timeout) const = 0;
 };
 
+// Raises this process's open-file limit to its hard limit: each connection
+// with a running task holds a socket and its channel's descriptors, so 1,000
+// connections need a few thousand. The system error if the kernel refuses.
+absl::Status RaiseOpenFileLimit();
+
 }  // namespace taskrt::http
 
 #endif  // TASKRT_TOOLS_HTTP_FRONT_SERVER_H_
