@@ -110,6 +110,19 @@ class ChannelEnd {
   virtual void Close() = 0;
 
   virtual size_t max_message_size() const = 0;
+
+  // False when TryFlush() would return OK at once because nothing accepted
+  // is held back, so the blocking Send() skips that call: a streaming
+  // sender's second call per message (with the Status it returns through
+  // memory) costs as much as the send itself while its stores wait for
+  // ring lines (channels/memory). True unless the backend keeps it.
+  bool may_hold_unflushed() const { return may_hold_unflushed_; }
+
+ protected:
+  void set_may_hold_unflushed(bool value) { may_hold_unflushed_ = value; }
+
+ private:
+  bool may_hold_unflushed_ = true;
 };
 
 struct ChannelPair {
@@ -145,6 +158,7 @@ inline absl::Status Send(ChannelEnd& end, absl::Span<const char> message) {
     if (!IsWouldBlock(sent)) return sent;
     return channel_internal::SendSlow(end, message, /*accepted=*/false);
   }
+  if (!end.may_hold_unflushed()) [[likely]] return sent;
   absl::Status flushed = end.TryFlush();
   if (flushed.ok() || !IsWouldBlock(flushed)) [[likely]] return flushed;
   return channel_internal::SendSlow(end, message, /*accepted=*/true);
