@@ -251,6 +251,39 @@ TEST(MemoryChannel, TwoThreadStreamKeepsEverySequenceNumberInTheDefaultRing) {
   StreamEveryMessage(0, 500000);
 }
 
+// Send() skips TryFlush() while may_hold_unflushed() is false, so the flag
+// must be true for as long as a large message's pieces wait in the end.
+TEST(MemoryChannel, MayHoldUnflushedIsTrueExactlyWhilePiecesWait) {
+  ChannelPair pair = TinyPair();
+  ChannelEnd& sender = *pair.task_end;
+  ChannelEnd& receiver = *pair.owner_end;
+  EXPECT_FALSE(sender.may_hold_unflushed());
+  ASSERT_TRUE(sender.TrySend(MessageFor(7)).ok());  // small: written whole
+  EXPECT_FALSE(sender.may_hold_unflushed());
+  std::string buffer(4096, '\0');
+  ASSERT_EQ(receiver.TryReceive(absl::MakeSpan(buffer)).value_or(0), MessageFor(7).size());
+
+  const std::string large(3000, 'L');  // many 56-byte pieces through 256 bytes
+  ASSERT_TRUE(sender.TrySend(large).ok());
+  EXPECT_TRUE(sender.may_hold_unflushed());
+  size_t received = 0;
+  while (true) {
+    absl::StatusOr<size_t> got = receiver.TryReceive(absl::MakeSpan(buffer));
+    if (got.ok()) {
+      received = *got;
+      break;
+    }
+    ASSERT_TRUE(IsWouldBlock(got.status())) << got.status();
+    EXPECT_TRUE(sender.may_hold_unflushed());
+    absl::Status flushed = sender.TryFlush();
+    ASSERT_TRUE(flushed.ok() || IsWouldBlock(flushed)) << flushed;
+  }
+  EXPECT_EQ(received, large.size());
+  EXPECT_EQ(std::string(buffer.data(), received), large);
+  EXPECT_TRUE(sender.TryFlush().ok());
+  EXPECT_FALSE(sender.may_hold_unflushed());
+}
+
 TEST(MemoryChannel, CloseWakesAParkedReceiver) {
   ChannelPair pair = TinyPair();
   absl::Status result;
