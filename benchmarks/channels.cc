@@ -40,17 +40,13 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "backends/registry.h"
 #include "benchmark/benchmark.h"
 #include "benchmarks/job_registry.h"
-#include "channels/io_uring/io_uring_channel.h"
-#include "channels/memory/memory_channel.h"
-#include "channels/socketpair/socketpair_channel.h"
 #include "core/channel.h"
 #include "core/errors.h"
 #include "core/event_loop.h"
 #include "core/task.h"
-#include "event_loops/epoll/epoll_loop.h"
-#include "event_loops/io_uring/io_uring_loop.h"
 #include "schedulers/work_stealing/work_stealing.h"
 
 namespace taskrt {
@@ -66,25 +62,21 @@ struct LoopSpec {
   std::function<absl::StatusOr<std::unique_ptr<EventLoop>>()> make;
 };
 
+// Every channel and loop backend, from backends/registry.h.
 std::vector<ChannelSpec> ChannelBackends() {
-  return {
-      {"memory",
-       []() -> absl::StatusOr<std::unique_ptr<ChannelFactory>> {
-         return NewMemoryChannelFactory();
-       }},
-      {"socketpair",
-       []() -> absl::StatusOr<std::unique_ptr<ChannelFactory>> {
-         return NewSocketpairChannelFactory();
-       }},
-      {"io_uring", [] { return NewIoUringChannelFactory(); }},
-  };
+  std::vector<ChannelSpec> specs;
+  for (const std::string& name : ChannelNames()) {
+    specs.push_back({name, [name] { return NewChannelFactoryNamed(name); }});
+  }
+  return specs;
 }
 
 std::vector<LoopSpec> LoopBackends() {
-  return {
-      {"epoll", [] { return NewEpollLoop(); }},
-      {"io_uring", [] { return NewIoUringLoop(); }},
-  };
+  std::vector<LoopSpec> specs;
+  for (const std::string& name : LoopNames()) {
+    specs.push_back({name, [name] { return NewLoopNamed(name); }});
+  }
+  return specs;
 }
 
 absl::StatusOr<ChannelPair> MakePair(benchmark::State& state, const ChannelSpec& spec) {

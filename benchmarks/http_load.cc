@@ -5,7 +5,7 @@
 // the primes (9592) and wakes the request's state machine on the loop.
 //
 //   http_load/<scheduler>_<channel>_<loop>  every combination of
-//                                           tools/http_front/backends.h,
+//                                           backends/registry.h,
 //                                           scheduler with 2 workers
 //   http_load/raw_inline_epoll              baseline: the same server on
 //                                           epoll computing each answer on
@@ -46,7 +46,7 @@
 #include "benchmark/benchmark.h"
 #include "benchmarks/job_registry.h"
 #include "benchmarks/subprocess.h"
-#include "tools/http_front/backends.h"
+#include "backends/registry.h"
 #include "tools/http_front/server.h"
 
 
@@ -176,8 +176,8 @@ std::string CheckWrk(std::map<std::string, int64_t>& r) {
 
 void HttpLoad(benchmark::State& state, const std::string& scheduler, const std::string& channel,
               const std::string& loop_name, bool jobs_inline) {
-  absl::StatusOr<http::Backends> backends =
-      http::NewBackends(scheduler, channel, loop_name, kWorkers);
+  absl::StatusOr<Backends> backends =
+      NewBackends(scheduler, channel, loop_name, kWorkers);
   if (!backends.ok()) {
     state.SkipWithError(backends.status().ToString().c_str());
     return;
@@ -266,9 +266,9 @@ void HttpLoad(benchmark::State& state, const std::string& scheduler, const std::
 }
 
 void Register() {
-  for (const std::string& scheduler : http::SchedulerNames()) {
-    for (const std::string& channel : http::ChannelNames()) {
-      for (const std::string& loop : http::LoopNames()) {
+  for (const std::string& scheduler : SchedulerNames()) {
+    for (const std::string& channel : ChannelNames()) {
+      for (const std::string& loop : LoopNames()) {
         bench::AddJob(absl::StrCat("http_load/", scheduler, "_", channel, "_", loop),
                       [scheduler, channel, loop](benchmark::State& state) {
                         HttpLoad(state, scheduler, channel, loop, /*jobs_inline=*/false);

@@ -25,11 +25,10 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
-#include "channels/io_uring/io_uring_channel.h"
-#include "channels/memory/memory_channel.h"
-#include "channels/socketpair/socketpair_channel.h"
+#include "backends/registry.h"
 #include "core/channel.h"
 #include "core/errors.h"
 #include "tests/fuzz/fuzz_input.h"
@@ -37,21 +36,24 @@
 namespace taskrt::fuzz {
 namespace {
 
-enum Backend { kSocketpair, kMemory, kIoUring, kBackendCount };
-
-ChannelFactory& Factory(int backend) {
-  static const std::unique_ptr<ChannelFactory> socketpair = NewSocketpairChannelFactory();
-  static const std::unique_ptr<ChannelFactory> memory = NewMemoryChannelFactory();
-  static const std::unique_ptr<ChannelFactory> io_uring = [] {
-    absl::StatusOr<std::unique_ptr<ChannelFactory>> factory = NewIoUringChannelFactory();
-    if (factory.ok()) return *std::move(factory);
-    std::fprintf(stderr, "channel_framing: io_uring inputs run on socketpair: %s\n",
-                 factory.status().ToString().c_str());
-    return std::unique_ptr<ChannelFactory>();
+// The input's first byte picks ChannelNames()[byte % count] from
+// backends/registry.h (socketpair, memory, io_uring: the order the corpus
+// was made in). A backend the kernel refuses runs its inputs on socketpair.
+ChannelFactory& Factory(size_t backend) {
+  static const auto* const factories = [] {
+    auto* made = new std::vector<std::unique_ptr<ChannelFactory>>();
+    for (const std::string& name : ChannelNames()) {
+      absl::StatusOr<std::unique_ptr<ChannelFactory>> factory = NewChannelFactoryNamed(name);
+      if (!factory.ok()) {
+        std::fprintf(stderr, "channel_framing: %s inputs run on socketpair: %s\n", name.c_str(),
+                     factory.status().ToString().c_str());
+      }
+      made->push_back(factory.ok() ? *std::move(factory) : nullptr);
+    }
+    return made;
   }();
-  if (backend == kMemory) return *memory;
-  if (backend == kIoUring && io_uring != nullptr) return *io_uring;
-  return *socketpair;
+  ChannelFactory* chosen = (*factories)[backend].get();
+  return chosen != nullptr ? *chosen : *(*factories)[0];
 }
 
 char PatternByte(uint64_t seq, size_t offset) {
@@ -239,7 +241,7 @@ class FramingRun {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace taskrt;
   fuzz::FuzzInput in(data, size);
-  const int backend = in.Byte() % fuzz::kBackendCount;
+  const size_t backend = in.Byte() % ChannelNames().size();
   ChannelOptions options;
   options.max_message_size = 1 + in.Below(16384);
   if (in.Byte() % 2 == 1) options.buffer_bytes = 1 + in.Below(8192);

@@ -26,16 +26,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "channels/io_uring/io_uring_channel.h"
-#include "channels/memory/memory_channel.h"
-#include "channels/socketpair/socketpair_channel.h"
+#include "backends/registry.h"
 #include "core/channel.h"
 #include "core/errors.h"
 #include "core/scheduler.h"
 #include "gtest/gtest.h"
-#include "schedulers/cooperative/cooperative.h"
-#include "schedulers/thread_pool/thread_pool.h"
-#include "schedulers/work_stealing/work_stealing.h"
 
 namespace taskrt {
 namespace {
@@ -101,37 +96,12 @@ double ResidentMiB() {
   return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1 << 20);
 }
 
-using SchedulerFactory = absl::StatusOr<std::unique_ptr<Scheduler>> (*)();
-using ChannelFactoryMaker = absl::StatusOr<std::unique_ptr<ChannelFactory>> (*)();
-
-struct SchedulerBackend {
-  const char* name;
-  SchedulerFactory make;
-};
-struct ChannelBackend {
-  const char* name;
-  ChannelFactoryMaker make;
-};
-
-const SchedulerBackend kSchedulers[] = {
-    {"thread_pool", [] { return NewThreadPool(2); }},
-    {"work_stealing", [] { return NewWorkStealingPool(2); }},
-    {"cooperative", [] { return NewCooperativeScheduler(); }},
-};
-const ChannelBackend kChannels[] = {
-    {"socketpair",
-     []() -> absl::StatusOr<std::unique_ptr<ChannelFactory>> {
-       return NewSocketpairChannelFactory();
-     }},
-    {"memory",
-     []() -> absl::StatusOr<std::unique_ptr<ChannelFactory>> { return NewMemoryChannelFactory(); }},
-    {"io_uring", [] { return NewIoUringChannelFactory(); }},
-};
-
-class Soak : public ::testing::TestWithParam<std::tuple<int, int>> {
+// Every scheduler (with 2 workers) against every channel, by name from
+// backends/registry.h.
+class Soak : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
  protected:
-  const SchedulerBackend& scheduler_backend() const { return kSchedulers[std::get<0>(GetParam())]; }
-  const ChannelBackend& channel_backend() const { return kChannels[std::get<1>(GetParam())]; }
+  const std::string& scheduler_name() const { return std::get<0>(GetParam()); }
+  const std::string& channel_name() const { return std::get<1>(GetParam()); }
 };
 
 // Receives every message of every writer of one round from the owner's
@@ -197,12 +167,12 @@ uint64_t ReceiveRound(std::vector<ChannelPair>& pairs, uint64_t per_writer) {
 }
 
 TEST_P(Soak, EveryMessageArrivesOnceInOrderAndMemoryStaysFlat) {
-  absl::StatusOr<std::unique_ptr<ChannelFactory>> channels = channel_backend().make();
+  absl::StatusOr<std::unique_ptr<ChannelFactory>> channels = NewChannelFactoryNamed(channel_name());
   if (!channels.ok() && channels.status().code() == absl::StatusCode::kUnavailable) {
-    GTEST_SKIP() << channel_backend().name << " is unavailable here: " << channels.status();
+    GTEST_SKIP() << channel_name() << " is unavailable here: " << channels.status();
   }
   ASSERT_TRUE(channels.ok()) << channels.status();
-  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = scheduler_backend().make();
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = NewSchedulerNamed(scheduler_name(), 2);
   ASSERT_TRUE(scheduler.ok()) << scheduler.status();
 
   const uint64_t total = MessagesPerPair();
@@ -247,7 +217,7 @@ TEST_P(Soak, EveryMessageArrivesOnceInOrderAndMemoryStaysFlat) {
     if (HasFailure()) break;
     rss.push_back(ResidentMiB());
     std::printf("soak %s x %s: round %d/%d, %llu messages, rss %.1f MiB\n",
-                scheduler_backend().name, channel_backend().name, round, kRounds,
+                scheduler_name().c_str(), channel_name().c_str(), round, kRounds,
                 static_cast<unsigned long long>(received_total), rss.back());
     std::fflush(stdout);
   }
@@ -256,7 +226,7 @@ TEST_P(Soak, EveryMessageArrivesOnceInOrderAndMemoryStaysFlat) {
                                                              << per_writer * kWriters * kRounds -
                                                                     received_total;
   std::printf("soak %s x %s: %llu messages in %.2f s, lost 0, duplicated 0, reordered 0\n",
-              scheduler_backend().name, channel_backend().name,
+              scheduler_name().c_str(), channel_name().c_str(),
               static_cast<unsigned long long>(received_total),
               absl::ToDoubleSeconds(absl::Now() - start));
   if (kSanitized) {
@@ -270,13 +240,13 @@ TEST_P(Soak, EveryMessageArrivesOnceInOrderAndMemoryStaysFlat) {
   }
 }
 
-std::string PairName(const ::testing::TestParamInfo<std::tuple<int, int>>& info) {
-  return absl::StrCat(kSchedulers[std::get<0>(info.param)].name, "_",
-                      kChannels[std::get<1>(info.param)].name);
+std::string PairName(const ::testing::TestParamInfo<Soak::ParamType>& info) {
+  return absl::StrCat(std::get<0>(info.param), "_", std::get<1>(info.param));
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPairs, Soak,
-                         ::testing::Combine(::testing::Range(0, 3), ::testing::Range(0, 3)),
+                         ::testing::Combine(::testing::ValuesIn(SchedulerNames()),
+                                            ::testing::ValuesIn(ChannelNames())),
                          PairName);
 
 }  // namespace

@@ -19,7 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
-#include "tools/http_front/backends.h"
+#include "backends/registry.h"
 #include "tools/http_front/server.h"
 
 namespace {
@@ -109,8 +109,8 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  absl::StatusOr<taskrt::http::Backends> backends =
-      taskrt::http::NewBackends(flags.scheduler, flags.channel, flags.loop, flags.workers);
+  absl::StatusOr<taskrt::Backends> backends =
+      taskrt::NewBackends(flags.scheduler, flags.channel, flags.loop, flags.workers);
   if (!backends.ok()) return Fail(backends.status().ToString());
 
   const taskrt::http::ServerOptions& options = flags.server;

@@ -26,7 +26,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
-#include "tools/http_front/backends.h"
+#include "backends/registry.h"
 
 namespace taskrt::http {
 namespace {

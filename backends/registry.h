@@ -1,8 +1,8 @@
-#ifndef TASKRT_TOOLS_HTTP_FRONT_BACKENDS_H_
-#define TASKRT_TOOLS_HTTP_FRONT_BACKENDS_H_
+#ifndef TASKRT_BACKENDS_REGISTRY_H_
+#define TASKRT_BACKENDS_REGISTRY_H_
 
-// The runtime's backends by name, for command-line flags and for jobs that
-// run over every combination.
+// The runtime's backends by name, for command-line flags and for the tests,
+// fuzzers and benchmarks that run over every backend: the one list of them.
 //
 //   schedulers  thread_pool, work_stealing, cooperative
 //   channels    socketpair, memory, io_uring
@@ -21,7 +21,7 @@
 #include "core/event_loop.h"
 #include "core/scheduler.h"
 
-namespace taskrt::http {
+namespace taskrt {
 
 const std::vector<std::string>& SchedulerNames();
 const std::vector<std::string>& ChannelNames();
@@ -44,6 +44,6 @@ struct Backends {
 absl::StatusOr<Backends> NewBackends(absl::string_view scheduler, absl::string_view channel,
                                      absl::string_view loop, int workers);
 
-}  // namespace taskrt::http
+}  // namespace taskrt
 
-#endif  // TASKRT_TOOLS_HTTP_FRONT_BACKENDS_H_
+#endif  // TASKRT_BACKENDS_REGISTRY_H_

@@ -1,4 +1,4 @@
-#include "tools/http_front/backends.h"
+#include "backends/registry.h"
 
 #include <utility>
 
@@ -13,7 +13,7 @@
 #include "schedulers/thread_pool/thread_pool.h"
 #include "schedulers/work_stealing/work_stealing.h"
 
-namespace taskrt::http {
+namespace taskrt {
 namespace {
 
 absl::Status Unknown(absl::string_view kind, absl::string_view name,
@@ -76,4 +76,4 @@ absl::StatusOr<Backends> NewBackends(absl::string_view scheduler, absl::string_v
   return backends;
 }
 
-}  // namespace taskrt::http
+}  // namespace taskrt
