@@ -153,18 +153,16 @@ constexpr size_t kWritePrefetchDistance = 512;
 // PREFETCHW, CPUID 0x80000001 ECX bit 8; AArch64's PRFM PSTL1KEEP always).
 bool CpuHasWritePrefetch() {
 #if defined(__x86_64__)
-  unsigned eax, ebx, ecx, edx;
-  return __get_cpuid(0x80000001, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 8)) != 0;
+  static const bool supported = [] {
+    unsigned eax, ebx, ecx, edx;
+    return __get_cpuid(0x80000001, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 8)) != 0;
+  }();
+  return supported;
 #elif defined(__aarch64__)
   return true;
 #else
   return false;
 #endif
-}
-
-bool WritePrefetch() {
-  static const bool supported = CpuHasWritePrefetch();
-  return supported;
 }
 
 // Asks for the line at `address` in a writable state, without waiting.
@@ -427,9 +425,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
       return absl::OkStatus();
     }
     // Large: accepted whole, pushed in pieces.
-    pending_.assign(message.data(), message.size());
-    pending_offset_ = 0;
-    set_may_hold_unflushed(true);
+    HoldPending(message);
     absl::Status flushed = TryFlush();
     return IsWouldBlock(flushed) ? absl::OkStatus() : flushed;
   }
@@ -438,9 +434,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     if (closed_) return ClosedError("flush");
     while (pending_offset_ < pending_.size()) {
       if (out_->consumer_closed.load(std::memory_order_acquire)) {
-        pending_.clear();
-        pending_offset_ = 0;
-        set_may_hold_unflushed(false);
+        DropPending();
         return PeerClosedSendError();
       }
       const size_t left = pending_.size() - pending_offset_;
@@ -451,12 +445,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
       }
       pending_offset_ += piece;
     }
-    if (!pending_.empty()) {
-      pending_.clear();
-      pending_.shrink_to_fit();
-      pending_offset_ = 0;
-      set_may_hold_unflushed(false);
-    }
+    if (!pending_.empty()) DropPending();
     return absl::OkStatus();
   }
 
@@ -551,8 +540,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   void Close() override {
     if (closed_) return;
     closed_ = true;
-    pending_.clear();
-    set_may_hold_unflushed(false);
+    DropPending();
     // Each flag first, then take the waiter flag down: a waiter that raised
     // it before is notified here; one that raises it after sees the closed
     // flag (both sides are seq_cst). Stop reading before announcing the end
@@ -583,6 +571,20 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
       return absl::DataLossError("channel receive: the peer closed the channel mid-message");
     }
     return absl::OutOfRangeError("channel receive: the peer closed the channel and it is drained");
+  }
+
+  // pending_ and ChannelEnd::may_hold_unflushed() change together: Send()
+  // skips TryFlush() while nothing is pending.
+  void HoldPending(absl::Span<const char> message) {
+    pending_.assign(message.data(), message.size());
+    pending_offset_ = 0;
+    set_may_hold_unflushed(true);
+  }
+  void DropPending() {
+    pending_.clear();
+    pending_.shrink_to_fit();
+    pending_offset_ = 0;
+    set_may_hold_unflushed(false);
   }
 
   // Writes one record if the ring has room; publishes it and wakes the
@@ -759,8 +761,8 @@ class MemoryChannelFactory final : public ChannelFactory {
     }
     const size_t bytes = std::bit_ceil(requested);
     auto state =
-        std::make_shared<PairState>(bytes, options.max_message_size,
-                                             RegisterAsymmetricBarrier(), WritePrefetch());
+        std::make_shared<PairState>(bytes, options.max_message_size, RegisterAsymmetricBarrier(),
+                                    CpuHasWritePrefetch());
     ChannelPair pair;
     pair.task_end = std::make_unique<MemoryEnd>(state, &state->a_to_b, &state->b_to_a);
     pair.owner_end = std::make_unique<MemoryEnd>(state, &state->b_to_a, &state->a_to_b);
