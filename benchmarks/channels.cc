@@ -31,7 +31,6 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
-#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -52,35 +51,9 @@
 namespace taskrt {
 namespace {
 
-struct ChannelSpec {
-  std::string name;
-  std::function<absl::StatusOr<std::unique_ptr<ChannelFactory>>()> make;
-};
-
-struct LoopSpec {
-  std::string name;
-  std::function<absl::StatusOr<std::unique_ptr<EventLoop>>()> make;
-};
-
-// Every channel and loop backend, from backends/registry.h.
-std::vector<ChannelSpec> ChannelBackends() {
-  std::vector<ChannelSpec> specs;
-  for (const std::string& name : ChannelNames()) {
-    specs.push_back({name, [name] { return NewChannelFactoryNamed(name); }});
-  }
-  return specs;
-}
-
-std::vector<LoopSpec> LoopBackends() {
-  std::vector<LoopSpec> specs;
-  for (const std::string& name : LoopNames()) {
-    specs.push_back({name, [name] { return NewLoopNamed(name); }});
-  }
-  return specs;
-}
-
-absl::StatusOr<ChannelPair> MakePair(benchmark::State& state, const ChannelSpec& spec) {
-  absl::StatusOr<std::unique_ptr<ChannelFactory>> factory = spec.make();
+// Channels and loops by name (backends/registry.h), made when a job runs.
+absl::StatusOr<ChannelPair> MakePair(benchmark::State& state, const std::string& channel) {
+  absl::StatusOr<std::unique_ptr<ChannelFactory>> factory = NewChannelFactoryNamed(channel);
   if (!factory.ok()) {
     state.SkipWithError(factory.status().ToString().c_str());
     return factory.status();
@@ -108,8 +81,8 @@ class Percentiles {
   std::vector<double> samples_;
 };
 
-void CrossThreadPingPong(benchmark::State& state, const ChannelSpec& spec) {
-  absl::StatusOr<ChannelPair> pair = MakePair(state, spec);
+void CrossThreadPingPong(benchmark::State& state, const std::string& channel) {
+  absl::StatusOr<ChannelPair> pair = MakePair(state, channel);
   if (!pair.ok()) return;
   std::thread echo([end = pair->task_end.get()] {
     uint64_t value;
@@ -219,8 +192,8 @@ void ReceiveStream(benchmark::State& state, ChannelEnd& end, size_t message_size
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(message_size));
 }
 
-void Stream(benchmark::State& state, const ChannelSpec& spec, size_t message_size) {
-  absl::StatusOr<ChannelPair> pair = MakePair(state, spec);
+void Stream(benchmark::State& state, const std::string& channel, size_t message_size) {
+  absl::StatusOr<ChannelPair> pair = MakePair(state, channel);
   if (!pair.ok()) return;
   const int64_t messages = state.max_iterations;
   std::thread producer([end = pair->task_end.get(), messages, message_size] {
@@ -245,8 +218,9 @@ absl::Status Flush(ChannelEnd& end) {
   }
 }
 
-void StreamBatch(benchmark::State& state, const ChannelSpec& spec, size_t message_size, int burst) {
-  absl::StatusOr<ChannelPair> pair = MakePair(state, spec);
+void StreamBatch(benchmark::State& state, const std::string& channel, size_t message_size,
+                 int burst) {
+  absl::StatusOr<ChannelPair> pair = MakePair(state, channel);
   if (!pair.ok()) return;
   const int64_t messages = state.max_iterations;
   std::thread producer([end = pair->task_end.get(), messages, message_size, burst] {
@@ -267,11 +241,11 @@ void StreamBatch(benchmark::State& state, const ChannelSpec& spec, size_t messag
   producer.join();
 }
 
-void FanIn(benchmark::State& state, const LoopSpec& loop_spec, const ChannelSpec& channel_spec) {
+void FanIn(benchmark::State& state, const std::string& loop_name, const std::string& channel) {
   constexpr int kTasks = 1000;
   constexpr int kMessagesEach = 10;
-  absl::StatusOr<std::unique_ptr<EventLoop>> loop = loop_spec.make();
-  absl::StatusOr<std::unique_ptr<ChannelFactory>> channels = channel_spec.make();
+  absl::StatusOr<std::unique_ptr<EventLoop>> loop = NewLoopNamed(loop_name);
+  absl::StatusOr<std::unique_ptr<ChannelFactory>> channels = NewChannelFactoryNamed(channel);
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = NewWorkStealingPool(2);
   for (const absl::Status& status : {loop.status(), channels.status(), scheduler.status()}) {
     if (!status.ok()) {
@@ -322,21 +296,21 @@ void FanIn(benchmark::State& state, const LoopSpec& loop_spec, const ChannelSpec
 }
 
 void Register() {
-  for (const ChannelSpec& spec : ChannelBackends()) {
-    bench::AddJob(("cross_thread_ping_pong/" + spec.name), CrossThreadPingPong, spec)
+  for (const std::string& channel : ChannelNames()) {
+    bench::AddJob(("cross_thread_ping_pong/" + channel), CrossThreadPingPong, channel)
         ->UseRealTime()
         ->Iterations(bench::Iterations(20000));
-    bench::AddJob(("stream_8B/" + spec.name), Stream, spec, size_t{8})
+    bench::AddJob(("stream_8B/" + channel), Stream, channel, size_t{8})
         ->UseRealTime()
         ->Iterations(bench::Iterations(1000000));
-    bench::AddJob(("stream_4KiB/" + spec.name), Stream, spec, size_t{4096})
+    bench::AddJob(("stream_4KiB/" + channel), Stream, channel, size_t{4096})
         ->UseRealTime()
         ->Iterations(bench::Iterations(100000));
-    bench::AddJob(("stream_8B_batch64/" + spec.name), StreamBatch, spec, size_t{8}, 64)
+    bench::AddJob(("stream_8B_batch64/" + channel), StreamBatch, channel, size_t{8}, 64)
         ->UseRealTime()
         ->Iterations(bench::Iterations(1000000));
-    for (const LoopSpec& loop : LoopBackends()) {
-      bench::AddJob(("fan_in_1000/" + loop.name + "+" + spec.name), FanIn, loop, spec)
+    for (const std::string& loop : LoopNames()) {
+      bench::AddJob(("fan_in_1000/" + loop + "+" + channel), FanIn, loop, channel)
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond)
           ->Iterations(bench::Iterations(3));
