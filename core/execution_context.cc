@@ -63,12 +63,24 @@ using execution_context_internal::current;
 
 void ExecutionContext::Yield() { std::this_thread::yield(); }
 
+void TaskLocals::Set(const void* key, void* value) {
+  for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+    if (it->first != key) continue;
+    if (value != nullptr) {
+      it->second = value;
+    } else {
+      entries_.erase(it);
+    }
+    return;
+  }
+  if (value != nullptr) entries_.emplace_back(key, value);
+}
+
 namespace {
-thread_local void* thread_task_local = nullptr;
+thread_local TaskLocals thread_task_locals;
 }  // namespace
 
-void* ExecutionContext::task_local() const { return thread_task_local; }
-void ExecutionContext::set_task_local(void* value) { thread_task_local = value; }
+TaskLocals& ExecutionContext::task_locals() const { return thread_task_locals; }
 
 void ExecutionContext::Park(Parker& parker) {
   uint32_t state = Parker::kIdle;

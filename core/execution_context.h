@@ -21,12 +21,32 @@
 #include <chrono>
 #include <cstdint>
 
+#include <utility>
+
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 
 namespace taskrt {
 
 class ExecutionContext;
+
+// The pointers one task keeps under ExecutionContext::task_local(). A task
+// holds one or two, so a short list searched in order beats a map.
+class TaskLocals {
+ public:
+  void* Get(const void* key) const {
+    for (const auto& [entry_key, value] : entries_) {
+      if (entry_key == key) return value;
+    }
+    return nullptr;
+  }
+  void Set(const void* key, void* value);
+  void Clear() { entries_.clear(); }
+
+ private:
+  absl::InlinedVector<std::pair<const void*, void*>, 2> entries_;
+};
 
 // A one-shot wake-up for one blocked caller, in any execution context: the
 // primitive under joins and waits. Park() blocks the caller until Unpark()
@@ -117,17 +137,22 @@ class ExecutionContext {
   // OS thread.
   virtual bool suspends_task() const { return false; }
 
-  // One pointer of task-local storage for modules built on top (the SPL
-  // module keeps its task record here): per stackful task under a
+  // Task-local storage for modules built on top: pointers under keys that
+  // the modules own (the address of a namespace-scope variable of theirs),
+  // so no module ever reads another's. Per stackful task under a
   // cooperative scheduler, per thread otherwise. Null until set; a new task
-  // starts with null.
-  virtual void* task_local() const;
-  virtual void set_task_local(void* value);
+  // starts with none. Setting null removes the key.
+  void* task_local(const void* key) const { return task_locals().Get(key); }
+  void set_task_local(const void* key, void* value) { task_locals().Set(key, value); }
 
   // A short name for messages and test output ("os_thread", ...).
   virtual const char* name() const = 0;
 
  protected:
+  // The storage behind task_local(): the running task's, or the thread's.
+  // The default is the thread's.
+  virtual TaskLocals& task_locals() const;
+
   // For contexts that suspend in Park(): makes Unpark() call Wake(token)
   // instead of signalling a sleeping thread. Returns false, registering
   // nothing, when Unpark() already happened (do not suspend then).

@@ -41,6 +41,41 @@ TEST(ParkerTest, UnparkFromAnotherThreadWakesASleeper) {
   }
 }
 
+TEST(TaskLocalsTest, KeysAreIndependentAndNullRemoves) {
+  static const char kFirst = 0;
+  static const char kSecond = 0;
+  static const char kThird = 0;
+  int one = 1, two = 2, three = 3;
+  TaskLocals locals;
+  EXPECT_EQ(locals.Get(&kFirst), nullptr);
+  locals.Set(&kFirst, &one);
+  locals.Set(&kSecond, &two);
+  locals.Set(&kThird, &three);  // past the inline capacity
+  EXPECT_EQ(locals.Get(&kFirst), &one);
+  EXPECT_EQ(locals.Get(&kSecond), &two);
+  EXPECT_EQ(locals.Get(&kThird), &three);
+  locals.Set(&kSecond, nullptr);
+  EXPECT_EQ(locals.Get(&kSecond), nullptr);
+  EXPECT_EQ(locals.Get(&kFirst), &one);
+  EXPECT_EQ(locals.Get(&kThird), &three);
+  locals.Set(&kFirst, &three);
+  EXPECT_EQ(locals.Get(&kFirst), &three);
+  locals.Clear();
+  EXPECT_EQ(locals.Get(&kFirst), nullptr);
+  EXPECT_EQ(locals.Get(&kThird), nullptr);
+}
+
+TEST(ExecutionContextTest, TaskLocalsOfAnOsThreadArePerThread) {
+  static const char kKey = 0;
+  int mine = 0;
+  CurrentExecutionContext().set_task_local(&kKey, &mine);
+  void* other_thread_saw = &mine;
+  std::thread([&] { other_thread_saw = CurrentExecutionContext().task_local(&kKey); }).join();
+  EXPECT_EQ(other_thread_saw, nullptr);
+  EXPECT_EQ(CurrentExecutionContext().task_local(&kKey), &mine);
+  CurrentExecutionContext().set_task_local(&kKey, nullptr);
+}
+
 TEST(ExecutionContextTest, OsThreadContextBlocksTheThread) {
   ExecutionContext& context = CurrentExecutionContext();
   EXPECT_STREQ(context.name(), "os_thread");

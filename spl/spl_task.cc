@@ -31,6 +31,9 @@ struct TaskKilled {};
 
 enum class WaitKind { kNone, kPause, kGate, kEval };
 
+// The key of a task's Record in its execution context's task-local storage.
+constexpr char kRecordKey = 0;
+
 }  // namespace
 
 struct Record {
@@ -484,7 +487,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   // thread, ever hold one of its records as their task-local pointer
   // (RunTask), so the owner check also proves the thread.
   Record* Current() const {
-    auto* record = static_cast<Record*>(CurrentExecutionContext().task_local());
+    auto* record = static_cast<Record*>(CurrentExecutionContext().task_local(&kRecordKey));
     return record != nullptr && record->owner == this ? record : nullptr;
   }
 
@@ -847,7 +850,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   }
 
   void RunTask(const std::shared_ptr<Record>& record) {
-    CurrentExecutionContext().set_task_local(record.get());
+    CurrentExecutionContext().set_task_local(&kRecordKey, record.get());
     absl::StatusOr<Value> outcome = Value();
     try {
       {
@@ -881,7 +884,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
       }
       Forget(*record);
     }
-    CurrentExecutionContext().set_task_local(nullptr);
+    CurrentExecutionContext().set_task_local(&kRecordKey, nullptr);
     for (Parker* parker : wake) parker->Unpark();
   }
 

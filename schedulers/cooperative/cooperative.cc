@@ -51,7 +51,7 @@ struct CoTask {
   Job* job = nullptr;
   FiberSlot* slot = nullptr;
   CoTask* next_ready = nullptr;
-  void* task_local = nullptr;  // ExecutionContext::task_local()
+  TaskLocals locals;  // ExecutionContext::task_local()
   // While waiting on a descriptor with a deadline.
   int waiting_fd = -1;
   bool has_timer = false;
@@ -155,16 +155,9 @@ class CooperativeScheduler final : public Scheduler {
       return true;
     }
     bool suspends_task() const override { return true; }
-    void* task_local() const override {
+    TaskLocals& task_locals() const override {
       CoTask* task = scheduler_->current_;
-      return task != nullptr ? task->task_local : ExecutionContext::task_local();
-    }
-    void set_task_local(void* value) override {
-      if (CoTask* task = scheduler_->current_) {
-        task->task_local = value;
-      } else {
-        ExecutionContext::set_task_local(value);
-      }
+      return task != nullptr ? task->locals : ExecutionContext::task_locals();
     }
     const char* name() const override { return "cooperative_task"; }
 
@@ -235,7 +228,7 @@ class CooperativeScheduler final : public Scheduler {
     if (free_tasks_.empty()) return new CoTask;
     CoTask* task = free_tasks_.back();
     free_tasks_.pop_back();
-    task->task_local = nullptr;
+    task->locals.Clear();
     return task;
   }
 

@@ -98,6 +98,57 @@ TEST(CooperativeTest, UnparkFromAnotherThreadResumesASuspendedTask) {
   EXPECT_TRUE(scheduler->Shutdown().ok());
 }
 
+// Task-local storage is per task: two tasks interleaved on the one thread
+// each see their own pointers across a suspension, and a new task (on a
+// reused record) starts with none.
+TEST(CooperativeTest, TaskLocalStorageIsPerTask) {
+  static const char kKey = 0;
+  static const char kOtherKey = 0;
+  std::unique_ptr<Scheduler> scheduler = NewScheduler();
+  ASSERT_NE(scheduler, nullptr);
+  int a = 0, b = 0;
+  void* a_seen = nullptr;
+  void* a_other_seen = &a;
+  void* b_seen_first = &b;
+  void* b_seen = nullptr;
+  void* later_seen = &a;
+  Parker a_parked, b_parked, done;
+  ASSERT_TRUE(scheduler
+                  ->Schedule([&] {
+                    CurrentExecutionContext().set_task_local(&kKey, &a);
+                    a_parked.Park();  // B runs meanwhile
+                    a_seen = CurrentExecutionContext().task_local(&kKey);
+                    a_other_seen = CurrentExecutionContext().task_local(&kOtherKey);
+                    CurrentExecutionContext().set_task_local(&kKey, nullptr);
+                    b_parked.Unpark();
+                  })
+                  .ok());
+  ASSERT_TRUE(scheduler
+                  ->Schedule([&] {
+                    b_seen_first = CurrentExecutionContext().task_local(&kKey);
+                    CurrentExecutionContext().set_task_local(&kKey, &b);
+                    CurrentExecutionContext().set_task_local(&kOtherKey, &b);
+                    a_parked.Unpark();
+                    b_parked.Park();  // A runs meanwhile
+                    b_seen = CurrentExecutionContext().task_local(&kKey);
+                  })
+                  .ok());
+  ASSERT_TRUE(scheduler
+                  ->Schedule([&] {
+                    later_seen = CurrentExecutionContext().task_local(&kKey);
+                    done.Unpark();
+                  })
+                  .ok());
+  done.Park();
+  EXPECT_EQ(a_seen, &a);
+  EXPECT_EQ(a_other_seen, nullptr) << "B's second key is B's";
+  EXPECT_EQ(b_seen_first, nullptr) << "a new task starts with none";
+  EXPECT_EQ(b_seen, &b);
+  EXPECT_EQ(later_seen, nullptr);
+  EXPECT_EQ(CurrentExecutionContext().task_local(&kKey), nullptr) << "the test's thread has its own";
+  EXPECT_TRUE(scheduler->Shutdown().ok());
+}
+
 // Two tasks of one scheduler ping-pong over a memory channel: every reply
 // arrives, in order, whichever of the wake-up paths (yield to the ready
 // peer, or park and be woken) each wait takes.
