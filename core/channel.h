@@ -101,9 +101,16 @@ class ChannelEnd {
   // task on the same thread) overrides it. Errors only when waiting failed.
   virtual absl::Status WaitUntilReady(ChannelDirection direction);
 
-  // True when a whole message is already held inside this end, so a
-  // receive would succeed without the fd becoming ready.
-  virtual bool HasBufferedMessage() const = 0;
+  // True when a whole message is waiting, so TryReceive() would return it
+  // now; pulls in what has arrived to decide, and hands nothing out. False
+  // counts as a TryReceive() that returned WouldBlock(): the receive
+  // readiness fires once a message arrives or the peer closes. A large
+  // message whose last pieces are still on their way may count as waiting
+  // (a receive then waits for the rest, which is being sent). False after
+  // Close(), on a closed and drained channel, and on an error, which
+  // TryReceive() reports. An owner that reads one message per notification
+  // asks this to know whether to read again (core/task.h).
+  virtual bool ReceiveReady() = 0;
 
   // Ends this side; see "Closing" above. Unflushed bytes of a message that
   // TrySend accepted are discarded; the blocking Send() never leaves any.

@@ -276,63 +276,22 @@ class IoUringEnd final : public ChannelEnd {
   }
 
   absl::StatusOr<size_t> TryReceive(absl::Span<char> out) override {
-    if (closed_) return ClosedError("receive");
-    receive_owed_ = false;  // the receiving side is here: it sees what the send side reaped
-    bool ran_task_work = false;
-    while (true) {
-      // Reap on every call, so that buffers go back to the kernel at once
-      // and the multishot receive keeps running. Once the receive has
-      // finished (end of stream, or an error) nothing more can arrive:
-      // leave the queue alone, so the ring stays readable as a socket at end
-      // of stream does (see EnsureFinishIsVisible).
-      bool progress = false;
-      if (!ReceiveFinished()) {
-        progress = ReapAll();
-        progress |= KeepReceiving();
-      }
-      const size_t available = in_end_ - in_begin_;
-      size_t needed = kHeaderSize;
-      if (available >= kHeaderSize) {
-        uint32_t length;
-        std::memcpy(&length, in_.data() + in_begin_, kHeaderSize);
-        if (length > max_message_size_) {
-          return absl::DataLossError(absl::StrCat(
-              "channel receive: the peer announced a message of ", length,
-              " bytes, over the channel's maximum of ", max_message_size_, " bytes"));
-        }
-        needed = kHeaderSize + length;
-        if (available >= needed) {
-          const size_t copied = std::min<size_t>(length, out.size());
-          if (copied > 0) std::memcpy(out.data(), in_.data() + in_begin_ + kHeaderSize, copied);
-          in_begin_ += needed;
-          if (in_begin_ == in_end_) ResetInput();
-          return static_cast<size_t>(length);
-        }
-      }
-      if (progress) continue;
-      if (peer_closed_) {
-        if (available == 0) return PeerClosedError();
-        return absl::DataLossError(absl::StrCat(
-            "channel receive: the peer closed in the middle of a message (", available,
-            " bytes of ", needed, " arrived)"));
-      }
-      if (!receive_error_.ok()) return receive_error_;
-      if (!ran_task_work) {
-        // Data may have arrived with its copy still queued as task work for
-        // this thread (the one that armed the receive): run it, once,
-        // before reporting WouldBlock.
-        ran_task_work = true;
-        RunTaskWork();
-        continue;
-      }
-      return WouldBlock();
-    }
+    absl::StatusOr<size_t> length = PullMessage();
+    if (!length.ok()) return length;
+    const size_t copied = std::min(*length, out.size());
+    if (copied > 0) std::memcpy(out.data(), in_.data() + in_begin_ + kHeaderSize, copied);
+    in_begin_ += kHeaderSize + *length;
+    if (in_begin_ == in_end_) ResetInput();
+    return length;
   }
+
+  bool ReceiveReady() override { return PullMessage().ok(); }
 
   Readiness send_readiness() const override { return {ring_.ring_fd, POLLIN}; }
   Readiness receive_readiness() const override { return {ring_.ring_fd, POLLIN}; }
 
-  bool HasBufferedMessage() const override {
+  // A whole message already reaped into in_.
+  bool HasBufferedMessage() const {
     const size_t available = in_end_ - in_begin_;
     if (available < kHeaderSize) return false;
     uint32_t length;
@@ -417,6 +376,56 @@ class IoUringEnd final : public ChannelEnd {
   bool InFlight() const { return receive_armed_ || send_inflight_ || watch_armed_; }
 
   size_t Buffered() const { return in_end_ - in_begin_; }
+
+  // Reaps until in_ holds a whole message at in_begin_, and returns its
+  // length; WouldBlock() when nothing more has arrived.
+  absl::StatusOr<size_t> PullMessage() {
+    if (closed_) return ClosedError("receive");
+    receive_owed_ = false;  // the receiving side is here: it sees what the send side reaped
+    bool ran_task_work = false;
+    while (true) {
+      // Reap on every call, so that buffers go back to the kernel at once
+      // and the multishot receive keeps running. Once the receive has
+      // finished (end of stream, or an error) nothing more can arrive:
+      // leave the queue alone, so the ring stays readable as a socket at end
+      // of stream does (see EnsureFinishIsVisible).
+      bool progress = false;
+      if (!ReceiveFinished()) {
+        progress = ReapAll();
+        progress |= KeepReceiving();
+      }
+      const size_t available = in_end_ - in_begin_;
+      size_t needed = kHeaderSize;
+      if (available >= kHeaderSize) {
+        uint32_t length;
+        std::memcpy(&length, in_.data() + in_begin_, kHeaderSize);
+        if (length > max_message_size_) {
+          return absl::DataLossError(absl::StrCat(
+              "channel receive: the peer announced a message of ", length,
+              " bytes, over the channel's maximum of ", max_message_size_, " bytes"));
+        }
+        needed = kHeaderSize + length;
+        if (available >= needed) return static_cast<size_t>(length);
+      }
+      if (progress) continue;
+      if (peer_closed_) {
+        if (available == 0) return PeerClosedError();
+        return absl::DataLossError(absl::StrCat(
+            "channel receive: the peer closed in the middle of a message (", available,
+            " bytes of ", needed, " arrived)"));
+      }
+      if (!receive_error_.ok()) return receive_error_;
+      if (!ran_task_work) {
+        // Data may have arrived with its copy still queued as task work for
+        // this thread (the one that armed the receive): run it, once,
+        // before reporting WouldBlock.
+        ran_task_work = true;
+        RunTaskWork();
+        continue;
+      }
+      return WouldBlock();
+    }
+  }
 
   // Keeps the receive going, or parks it while the reader is far behind:
   // with whole messages and at least kHighWater bytes unread here, the

@@ -60,7 +60,7 @@
 //     readable for good, as a socket at end of stream does: TryReceive stops
 //     reaping and a no-op is left queued if need be. Sends fail at once with
 //     kFailedPrecondition (the peer is gone).
-//   HasBufferedMessage() reports whole messages already reaped.
+//   ReceiveReady() reaps as TryReceive does, and hands nothing out.
 //
 // Threads and the kernel's task work
 //   io_uring finishes a socket request on the thread that submitted it (task

@@ -533,8 +533,32 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
                          ring.asymmetric_barrier);
   }
 
-  bool HasBufferedMessage() const override {
-    return RecordArrived(*in_, read_position_)();
+  bool ReceiveReady() override {
+    if (closed_) return false;
+    Ring& ring = *in_;
+    char* const data = ring.data.get();
+    while (true) {
+      const size_t offset = read_position_ & ring.mask;
+      const uint64_t header = HeaderAt(data, offset).load(std::memory_order_acquire);
+      if (header == kWrapMarker) {
+        read_position_ += ring.capacity - offset;
+        continue;
+      }
+      // A whole message, or a piece of one whose rest is being sent.
+      if (header != 0) return true;
+      // Nothing waiting: the reader is about to idle, so hand the producer
+      // the space read so far, and arm the watcher as TryReceive does.
+      PublishHead();
+      if (ring.producer_closed.load(std::memory_order_acquire)) return false;
+      if (ring.consumer.watched.load(std::memory_order_relaxed)) {
+        ring.consumer.event.Drain();
+        if (!ArmWaiter(ring.consumer, RecordArrived(ring, read_position_), ring.producer_closed,
+                       ring.asymmetric_barrier)) {
+          continue;
+        }
+      }
+      return false;
+    }
   }
 
   void Close() override {

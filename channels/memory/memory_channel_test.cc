@@ -186,16 +186,16 @@ TEST(MemoryChannel, MixedSizesFillAndWrapATinyRing) {
 TEST(MemoryChannel, ZeroLengthMessagesAndEmptyRing) {
   ChannelPair pair = TinyPair();
   char byte = 'x';
-  EXPECT_FALSE(pair.owner_end->HasBufferedMessage());
+  EXPECT_FALSE(pair.owner_end->ReceiveReady());
   absl::StatusOr<size_t> got = pair.owner_end->TryReceive(absl::MakeSpan(&byte, 1));
   EXPECT_TRUE(IsWouldBlock(got.status())) << got.status();
   for (int i = 0; i < 100; ++i) {  // several laps of the ring
     ASSERT_TRUE(pair.task_end->TrySend(absl::Span<const char>()).ok());
-    EXPECT_TRUE(pair.owner_end->HasBufferedMessage());
+    EXPECT_TRUE(pair.owner_end->ReceiveReady());
     got = pair.owner_end->TryReceive(absl::MakeSpan(&byte, 1));
     ASSERT_TRUE(got.ok()) << got.status();
     EXPECT_EQ(*got, 0u);
-    EXPECT_FALSE(pair.owner_end->HasBufferedMessage());
+    EXPECT_FALSE(pair.owner_end->ReceiveReady());
     got = pair.owner_end->TryReceive(absl::MakeSpan(&byte, 1));
     EXPECT_TRUE(IsWouldBlock(got.status())) << got.status();
   }

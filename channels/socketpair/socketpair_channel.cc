@@ -5,6 +5,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -84,63 +85,19 @@ class SocketpairEnd final : public ChannelEnd {
   }
 
   absl::StatusOr<size_t> TryReceive(absl::Span<char> out) override {
-    if (fd_ < 0) return ClosedError("receive");
-    while (true) {
-      const size_t available = in_end_ - in_begin_;
-      size_t needed = kHeaderSize;
-      if (available >= kHeaderSize) {
-        uint32_t length;
-        std::memcpy(&length, in_.data() + in_begin_, kHeaderSize);
-        if (length > max_message_size_) {
-          return absl::DataLossError(absl::StrCat(
-              "channel receive: the peer announced a message of ", length,
-              " bytes, over the channel's maximum of ", max_message_size_, " bytes"));
-        }
-        needed = kHeaderSize + length;
-        if (available >= needed) {
-          std::memcpy(out.data(), in_.data() + in_begin_ + kHeaderSize,
-                      std::min<size_t>(length, out.size()));
-          in_begin_ += needed;
-          if (in_begin_ == in_end_) ResetBuffer();
-          return static_cast<size_t>(length);
-        }
-      }
-      if (peer_closed_) {
-        if (available == 0) return PeerClosedError();
-        return absl::DataLossError(absl::StrCat(
-            "channel receive: the peer closed in the middle of a message (", available,
-            " bytes of ", needed, " arrived)"));
-      }
-      MakeRoom(needed);
-      const ssize_t got =
-          recv(fd_, in_.data() + in_end_, in_.size() - in_end_, MSG_DONTWAIT);
-      if (got < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return WouldBlock();
-        if (errno == ECONNRESET) {
-          peer_closed_ = true;
-          continue;
-        }
-        return ErrnoError("channel receive: recv", errno);
-      }
-      if (got == 0) {
-        peer_closed_ = true;
-        continue;
-      }
-      in_end_ += static_cast<size_t>(got);
-    }
+    absl::StatusOr<size_t> length = PullMessage();
+    if (!length.ok()) return length;
+    const size_t copied = std::min(*length, out.size());
+    if (copied > 0) std::memcpy(out.data(), in_.data() + in_begin_ + kHeaderSize, copied);
+    in_begin_ += kHeaderSize + *length;
+    if (in_begin_ == in_end_) ResetBuffer();
+    return length;
   }
+
+  bool ReceiveReady() override { return PullMessage().ok(); }
 
   Readiness send_readiness() const override { return {fd_, POLLOUT}; }
   Readiness receive_readiness() const override { return {fd_, POLLIN}; }
-
-  bool HasBufferedMessage() const override {
-    const size_t available = in_end_ - in_begin_;
-    if (available < kHeaderSize) return false;
-    uint32_t length;
-    std::memcpy(&length, in_.data() + in_begin_, kHeaderSize);
-    return available >= kHeaderSize + length;
-  }
 
   void Close() override {
     if (fd_ < 0) return;
@@ -170,6 +127,50 @@ class SocketpairEnd final : public ChannelEnd {
       return absl::FailedPreconditionError("channel send: the peer closed the channel");
     }
     return ErrnoError("channel send", error_number);
+  }
+
+  // Reads from the socket until in_ holds a whole message at in_begin_, and
+  // returns its length; WouldBlock() when the socket has no more for now.
+  absl::StatusOr<size_t> PullMessage() {
+    if (fd_ < 0) return ClosedError("receive");
+    while (true) {
+      const size_t available = in_end_ - in_begin_;
+      size_t needed = kHeaderSize;
+      if (available >= kHeaderSize) {
+        uint32_t length;
+        std::memcpy(&length, in_.data() + in_begin_, kHeaderSize);
+        if (length > max_message_size_) {
+          return absl::DataLossError(absl::StrCat(
+              "channel receive: the peer announced a message of ", length,
+              " bytes, over the channel's maximum of ", max_message_size_, " bytes"));
+        }
+        needed = kHeaderSize + length;
+        if (available >= needed) return static_cast<size_t>(length);
+      }
+      if (peer_closed_) {
+        if (available == 0) return PeerClosedError();
+        return absl::DataLossError(absl::StrCat(
+            "channel receive: the peer closed in the middle of a message (", available,
+            " bytes of ", needed, " arrived)"));
+      }
+      MakeRoom(needed);
+      const ssize_t got =
+          recv(fd_, in_.data() + in_end_, in_.size() - in_end_, MSG_DONTWAIT);
+      if (got < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return WouldBlock();
+        if (errno == ECONNRESET) {
+          peer_closed_ = true;
+          continue;
+        }
+        return ErrnoError("channel receive: recv", errno);
+      }
+      if (got == 0) {
+        peer_closed_ = true;
+        continue;
+      }
+      in_end_ += static_cast<size_t>(got);
+    }
   }
 
   // Ensures the buffer can hold `needed` bytes from in_begin_ on.

@@ -133,8 +133,68 @@ TEST_P(ChannelConformance, NonBlockingReceiveOnEmptyChannelWouldBlock) {
   ChannelPair pair = MakePair();
   char byte;
   EXPECT_TRUE(IsWouldBlock(pair.owner_end->TryReceive(absl::MakeSpan(&byte, 1)).status()));
-  EXPECT_FALSE(pair.owner_end->HasBufferedMessage());
+  EXPECT_FALSE(pair.owner_end->ReceiveReady());
   EXPECT_TRUE(pair.owner_end->TryFlush().ok()) << "nothing to flush";
+}
+
+// ReceiveReady() says whether a message waits, and takes nothing: an owner
+// that reads one message per notification asks it whether to read again.
+TEST_P(ChannelConformance, ReceiveReadySeesWaitingMessagesWithoutTakingThem) {
+  ChannelPair pair = MakePair();
+  ChannelEnd& owner = *pair.owner_end;
+  // A backend may see a sent message only once it has arrived (io_uring's
+  // completion): wait for readiness between the questions.
+  auto wait_until_ready = [&owner] {
+    while (!owner.ReceiveReady()) {
+      absl::Status waited = owner.WaitUntilReady(ChannelDirection::kReceive);
+      if (!waited.ok()) return waited;
+    }
+    return absl::OkStatus();
+  };
+  EXPECT_FALSE(owner.ReceiveReady()) << "nothing was sent";
+  Notification sent;
+  ASSERT_TRUE(scheduler_->Schedule([&] {
+    EXPECT_TRUE(Send(*pair.task_end, Bytes(std::string("one"))).ok());
+    EXPECT_TRUE(Send(*pair.task_end, Bytes(std::string())).ok());
+    EXPECT_TRUE(Send(*pair.task_end, Bytes(Pattern(200000, 3))).ok());  // past any buffer
+    pair.task_end->Close();
+    sent.Notify();
+  }).ok());
+  ASSERT_TRUE(wait_until_ready().ok());
+  EXPECT_TRUE(owner.ReceiveReady()) << "asking again takes nothing";
+  EXPECT_EQ(*ReceiveString(owner), "one");
+  ASSERT_TRUE(wait_until_ready().ok());
+  EXPECT_EQ(*ReceiveString(owner), "") << "a zero-length message is a message";
+  ASSERT_TRUE(wait_until_ready().ok());
+  EXPECT_EQ(*ReceiveString(owner), Pattern(200000, 3));
+  EXPECT_FALSE(owner.ReceiveReady()) << "all three were read";
+  EXPECT_EQ(ReceiveString(owner).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_FALSE(owner.ReceiveReady()) << "closed and drained: no message";
+  ASSERT_TRUE(sent.WaitForNotification());
+  owner.Close();
+  EXPECT_FALSE(owner.ReceiveReady()) << "after this end's own Close()";
+}
+
+// False from ReceiveReady() stands for a receive that would block: the
+// watched readiness fires when the next message arrives, even though no
+// receive was tried (a reader that took its one message and asked).
+TEST_P(ChannelConformance, ReadinessFiresAfterReceiveReadySaidNone) {
+  ChannelPair pair = MakePair();
+  ChannelEnd& owner = *pair.owner_end;
+  int calls = 0;
+  absl::StatusOr<WatchId> watch = loop_->Watch(owner.receive_readiness(), [&calls] { ++calls; });
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_TRUE(loop_->RunOnce(absl::ZeroDuration()).ok());  // any edge from before
+    EXPECT_FALSE(owner.ReceiveReady());
+    const int before = calls;
+    const std::string message = absl::StrCat("news ", round);
+    ASSERT_TRUE(Send(*pair.task_end, Bytes(message)).ok());
+    EXPECT_TRUE(PumpUntil([&] { return calls > before; })) << "round " << round;
+    EXPECT_TRUE(owner.ReceiveReady());
+    EXPECT_EQ(*ReceiveString(owner), message);
+  }
+  EXPECT_TRUE(loop_->Unwatch(*watch).ok());
 }
 
 TEST_P(ChannelConformance, CloseDeliversWhatWasSentThenReportsEndOfStream) {
