@@ -19,10 +19,6 @@ struct TaskContext::Shared {
   TaskContext context{this};
 };
 
-namespace {
-thread_local TaskContext* current_task_context = nullptr;
-}  // namespace
-
 const char* TaskStateName(TaskState state) {
   switch (state) {
     case TaskState::kCreated:
@@ -46,8 +42,6 @@ absl::StatusOr<size_t> TaskContext::Read(absl::Span<char> out) {
 bool TaskContext::cancel_requested() const {
   return shared_->cancel.load(std::memory_order_acquire);
 }
-
-TaskContext* TaskContext::Current() { return current_task_context; }
 
 absl::StatusOr<std::unique_ptr<Task>> Task::Create(TaskEntry entry) {
   if (!entry) return absl::InvalidArgumentError("Task::Create: the entry is empty");
@@ -96,10 +90,7 @@ absl::Status Task::Run(const TaskEnvironment& env) {
   watch_ = *watch;
 
   absl::Status scheduled = env.scheduler->Schedule([shared = shared_] {
-    TaskContext* const previous = current_task_context;
-    current_task_context = &shared->context;
     const int result = shared->entry(shared->context);
-    current_task_context = previous;
     shared->entry = nullptr;  // free what the entry captured, here and now
     shared->result = result;
     shared->entry_done.store(true, std::memory_order_release);
@@ -131,12 +122,36 @@ void Task::OnChannelEvent() {
     callback = callback_;
     request = request_.lock();
   }
-  // Either may destroy this Task: touch nothing of it afterwards.
+  if (callback == nullptr && request == nullptr) return;
+  owner_drained_ = false;
+  const std::weak_ptr<bool> alive = alive_;
+  // Either may destroy this Task: `alive` says whether it did.
   if (callback != nullptr) {
     (*callback)(*this);
-  } else if (request != nullptr) {
+  } else {
     request->Resume();
   }
+  RecallIfUnread(alive);
+}
+
+void Task::RecallIfUnread(const std::weak_ptr<bool>& alive) {
+  if (alive.expired() || finished() || owner_drained_ || recall_posted_) return;
+  // The readiness fires only for news: a message left unread would wait
+  // for the next one (and a writer blocked on a full channel, for ever).
+  if (!owner_end()->ReceiveReady()) return;
+  recall_posted_ = true;
+  absl::Status posted = loop_->Post([this, alive] {
+    if (alive.expired()) return;  // destroyed meanwhile; nothing to call
+    recall_posted_ = false;
+    OnChannelEvent();
+  });
+  if (!posted.ok()) recall_posted_ = false;  // only for empty work, which this is not
+}
+
+absl::StatusOr<size_t> Task::NoteReceive(absl::StatusOr<size_t> result) {
+  // WouldBlock arms the readiness; any other error is final.
+  owner_drained_ = !result.ok();
+  return result;
 }
 
 absl::Status Task::BindCallback(Callback callback) {
@@ -181,14 +196,14 @@ absl::Status Task::Write(absl::Span<const char> message) {
 
 absl::StatusOr<size_t> Task::Read(absl::Span<char> out) {
   if (owner_end() == nullptr) return absl::FailedPreconditionError("Task::Read: the task has not been run");
-  return Receive(*owner_end(), out);
+  return NoteReceive(Receive(*owner_end(), out));
 }
 
 absl::StatusOr<size_t> Task::TryRead(absl::Span<char> out) {
   if (owner_end() == nullptr) {
     return absl::FailedPreconditionError("Task::TryRead: the task has not been run");
   }
-  return owner_end()->TryReceive(out);
+  return NoteReceive(owner_end()->TryReceive(out));
 }
 
 void Task::RequestCancel() { shared_->cancel.store(true, std::memory_order_release); }

@@ -18,10 +18,16 @@
 // Notifications (on the loop thread)
 //   A bound callback is called when the task writes; several writes may be
 //   coalesced into one call, and no message is lost: what a call leaves
-//   unread stays queued, in order, for later reads. When the task has
-//   finished, the callback is called exactly once more, as the last call,
-//   with finished() true; every message the task wrote is still readable
-//   then. A bound request (a Resumable) is resumed on the same events.
+//   unread stays queued, in order, for later reads. While messages are
+//   unread after a call returns, the callback is called again (on the loop's
+//   next round, after the other ready work), as with Kore's level-triggered
+//   task sockets: a callback may read one message per call. When the task
+//   has finished, the callback is called exactly once more, as the last
+//   call, with finished() true; every message the task wrote and no call
+//   read is still readable then, and unread ones cause no further call. A
+//   bound request (a Resumable) is resumed on the same events, by the same
+//   rules. A binding that leaves messages unread on purpose is called on
+//   every round of the loop until they are read or the task finishes.
 //   Binding both a callback and a request is refused (Kore aborts here).
 //   Rebinding the same kind replaces the binding.
 //
@@ -94,9 +100,6 @@ class TaskContext {
   // True once the owner asked the task to stop (RequestCancel or destroy).
   bool cancel_requested() const;
 
-  // The context of the task whose entry is running on this thread, or null.
-  static TaskContext* Current();
-
  private:
   friend class Task;
   struct Shared;
@@ -147,6 +150,11 @@ class Task {
  private:
   explicit Task(TaskEntry entry);
   void OnChannelEvent();
+  // After a notification: calls the binding again on the loop's next round
+  // if it left a message unread.
+  void RecallIfUnread(const std::weak_ptr<bool>& alive);
+  // Records what an owner-side receive says about unread messages.
+  absl::StatusOr<size_t> NoteReceive(absl::StatusOr<size_t> result);
   ChannelEnd* owner_end() const;
 
   std::shared_ptr<TaskContext::Shared> shared_;
@@ -154,6 +162,12 @@ class Task {
   EventLoop* loop_ = nullptr;
   WatchId watch_ = 0;
   int result_ = 0;
+  // Expires with this Task: what a posted recall checks before it runs.
+  const std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  // Owner side: the last receive found the channel empty (or ended), so the
+  // readiness fires for the next message and no recall is needed.
+  bool owner_drained_ = false;
+  bool recall_posted_ = false;  // loop thread
 
   // Bindings are set by the owner and read on the loop thread.
   mutable Mutex binding_mu_;
