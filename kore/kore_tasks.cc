@@ -2,75 +2,137 @@
 
 #include "kore/kore_tasks.h"
 
-#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "channels/socketpair/socketpair_channel.h"
+#include "backends/registry.h"
+#include "core/execution_context.h"
 #include "core/task.h"
-#include "event_loops/epoll/epoll_loop.h"
-#include "schedulers/thread_pool/thread_pool.h"
 
 namespace {
 
 using taskrt::Task;
 
-thread_local std::string last_error;
-thread_local bool last_call_failed = false;
+// More worker threads than this is a mistake, not a configuration.
+constexpr unsigned int kMaxWorkers = 1024;
 
-void Succeeded() { last_call_failed = false; }
-void Failed(const absl::Status& status) {
-  last_error = status.ToString();
-  last_call_failed = true;
-}
-
-struct Runtime {
-  std::unique_ptr<taskrt::Scheduler> scheduler;
-  std::unique_ptr<taskrt::ChannelFactory> channels;
-  std::unique_ptr<taskrt::EventLoop> loop;
+struct ErrorSlot {
+  std::string message;
+  bool failed = false;
 };
 
-// Tasks that exist: the runtime may not go away under them.
-std::atomic<int> live_tasks{0};
+// The running entry, as the facade knows it: kept under the facade's own
+// key in the execution context's task-local storage, so it is per stackful
+// task on the cooperative scheduler (whose entries share one thread) and
+// per thread elsewhere. An entry's calls on its own task go through its
+// TaskContext, never through the task's record: the owner may destroy the
+// task while the entry still runs.
+struct EntryRecord {
+  struct kore_task* task;
+  taskrt::TaskContext* context;
+  ErrorSlot error;  // kore_task_last_error() inside the entry
+};
+constexpr char kEntryKey = 0;
 
-std::mutex runtime_mutex;
-Runtime* runtime = nullptr;  // guarded by runtime_mutex
-void (*request_resume)(struct http_request*) = nullptr;  // guarded by runtime_mutex
+EntryRecord* CurrentEntry() {
+  return static_cast<EntryRecord*>(taskrt::CurrentExecutionContext().task_local(&kEntryKey));
+}
+
+thread_local ErrorSlot thread_error;  // kore_task_last_error() outside entries
+
+ErrorSlot& CurrentErrorSlot() {
+  EntryRecord* entry = CurrentEntry();
+  return entry != nullptr ? entry->error : thread_error;
+}
+
+void Succeeded() { CurrentErrorSlot().failed = false; }
+void Failed(const absl::Status& status) {
+  ErrorSlot& slot = CurrentErrorSlot();
+  slot.message = status.ToString();
+  slot.failed = true;
+}
+
+// The entry's context when `t` is the task whose entry is calling, else null.
+taskrt::TaskContext* OwnEntryContext(struct kore_task* t) {
+  EntryRecord* entry = CurrentEntry();
+  return entry != nullptr && t != nullptr && entry->task == t ? entry->context : nullptr;
+}
+
+// The owner's calls change what the owner's loop thread uses; from an
+// entry they would race with it.
+bool RefuseInsideEntry(const char* function) {
+  if (CurrentEntry() == nullptr) return false;
+  Failed(absl::PermissionDeniedError(absl::StrCat(
+      function, ": called from inside a task's entry; only the owner (the thread that runs the "
+                "loop) may call it")));
+  return true;
+}
+
+// Resumes a bound request through the hook the application registered.
+class RequestResumer final : public taskrt::Resumable {
+ public:
+  explicit RequestResumer(struct http_request* request) : request_(request) {}
+  void Resume() override;
+
+ private:
+  struct http_request* const request_;
+};
+
+struct KoreTask {
+  std::unique_ptr<Task> task;
+  std::shared_ptr<RequestResumer> request;  // the Task holds a weak_ptr
+};
+
+// Everything below is guarded by `mu`. Tasks are known by the address of
+// the caller's struct: the facade never reads a pointer out of it, so a
+// struct in un-zeroed memory, a destroyed one and one never created are
+// all told apart from live ones.
+std::mutex mu;
+taskrt::Backends* runtime = nullptr;
+void (*request_resume)(struct http_request*) = nullptr;
+absl::flat_hash_map<const struct kore_task*, std::unique_ptr<KoreTask>>* live_tasks = nullptr;
+
+absl::flat_hash_map<const struct kore_task*, std::unique_ptr<KoreTask>>& LiveTasks() {
+  if (live_tasks == nullptr) {
+    live_tasks = new absl::flat_hash_map<const struct kore_task*, std::unique_ptr<KoreTask>>();
+  }
+  return *live_tasks;
+}
+
+void RequestResumer::Resume() {
+  void (*resume)(struct http_request*);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    resume = request_resume;
+  }
+  if (resume != nullptr) resume(request_);
+}
 
 absl::Status CreateRuntime(const char* scheduler, const char* channel, const char* loop,
                            unsigned int workers) {
-  auto made = std::make_unique<Runtime>();
-  if (std::string(scheduler) != "thread_pool") {
+  if (workers > kMaxWorkers) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "kore_task_runtime_init: unknown scheduler \"", scheduler, "\" (known: thread_pool)"));
+        "kore_task_runtime_init: ", workers, " workers is more than the ", kMaxWorkers, " allowed"));
   }
-  if (std::string(channel) != "socketpair") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "kore_task_runtime_init: unknown channel \"", channel, "\" (known: socketpair)"));
+  absl::StatusOr<taskrt::Backends> made =
+      taskrt::NewBackends(scheduler, channel, loop, static_cast<int>(workers));
+  if (!made.ok()) {
+    return absl::Status(made.status().code(),
+                        absl::StrCat("kore_task_runtime_init: ", made.status().message()));
   }
-  if (std::string(loop) != "epoll") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("kore_task_runtime_init: unknown loop \"", loop, "\" (known: epoll)"));
-  }
-  absl::StatusOr<std::unique_ptr<taskrt::Scheduler>> pool = taskrt::NewThreadPool(workers);
-  if (!pool.ok()) return pool.status();
-  absl::StatusOr<std::unique_ptr<taskrt::EventLoop>> epoll = taskrt::NewEpollLoop();
-  if (!epoll.ok()) return epoll.status();
-  made->scheduler = *std::move(pool);
-  made->channels = taskrt::NewSocketpairChannelFactory();
-  made->loop = *std::move(epoll);
-  runtime = made.release();
+  runtime = new taskrt::Backends(*std::move(made));
   return absl::OkStatus();
 }
 
 // The runtime, created with Kore's defaults on first use.
-Runtime* GetRuntime() {
-  std::lock_guard<std::mutex> lock(runtime_mutex);
+taskrt::Backends* GetRuntime() {
+  std::lock_guard<std::mutex> lock(mu);
   if (runtime == nullptr) {
     absl::Status status = CreateRuntime("thread_pool", "socketpair", "epoll", 2);
     if (!status.ok()) {
@@ -81,45 +143,31 @@ Runtime* GetRuntime() {
   return runtime;
 }
 
-// Resumes a bound request through the hook the application registered.
-class RequestResumer final : public taskrt::Resumable {
- public:
-  explicit RequestResumer(struct http_request* request) : request_(request) {}
-  void Resume() override {
-    void (*resume)(struct http_request*);
-    {
-      std::lock_guard<std::mutex> lock(runtime_mutex);
-      resume = request_resume;
-    }
-    if (resume != nullptr) resume(request_);
+// The live task `t`, or null with the error set. The owner's calls come from
+// one thread, and only the owner destroys: the record stays valid for the
+// caller's call.
+KoreTask* Get(struct kore_task* t, const char* function) {
+  if (t != nullptr) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = LiveTasks().find(t);
+    if (it != LiveTasks().end()) return it->second.get();
   }
-
- private:
-  struct http_request* const request_;
-};
-
-// The Kore task whose entry runs on this thread (the thread pool runs one
-// entry per thread at a time). An entry's own calls go through its
-// TaskContext, never through t->impl: the owner may destroy the task, and
-// free its KoreTask, while the entry still runs.
-thread_local struct kore_task* running_entry = nullptr;
-
-taskrt::TaskContext* EntryContext(struct kore_task* t) {
-  return t != nullptr && t == running_entry ? taskrt::TaskContext::Current() : nullptr;
+  Failed(absl::FailedPreconditionError(
+      absl::StrCat(function, t == nullptr ? ": the task is NULL"
+                                          : ": the task was not created or has been destroyed")));
+  return nullptr;
 }
 
-struct KoreTask {
-  std::unique_ptr<Task> task;
-  std::shared_ptr<RequestResumer> request;  // the Task holds a weak_ptr
-};
-
-KoreTask* Get(struct kore_task* t, const char* function) {
-  if (t == nullptr || t->impl == nullptr) {
-    Failed(absl::FailedPreconditionError(
-        absl::StrCat(function, ": the task was not created or has been destroyed")));
-    return nullptr;
+// Runs `read` on the live task `t` under the lock, for the queries that may
+// come from any thread; `missing` if there is none.
+template <typename Read>
+auto Query(struct kore_task* t, Read read, decltype(read(std::declval<KoreTask&>())) missing) {
+  std::lock_guard<std::mutex> lock(mu);
+  if (t != nullptr) {
+    auto it = LiveTasks().find(t);
+    if (it != LiveTasks().end()) return read(*it->second);
   }
-  return static_cast<KoreTask*>(t->impl);
+  return missing;
 }
 
 }  // namespace
@@ -127,35 +175,45 @@ KoreTask* Get(struct kore_task* t, const char* function) {
 extern "C" {
 
 void kore_task_create(struct kore_task* t, int (*entry)(struct kore_task*)) {
+  if (RefuseInsideEntry("kore_task_create")) return;
   if (t == nullptr || entry == nullptr) {
     Failed(absl::InvalidArgumentError("kore_task_create: the task and the entry must not be NULL"));
     return;
   }
-  if (t->impl != nullptr) {
-    Failed(absl::FailedPreconditionError(
-        "kore_task_create: the task exists (impl is set); destroy it first, or zero a new one"));
-    return;
-  }
   absl::StatusOr<std::unique_ptr<Task>> task =
-      Task::Create([t, entry](taskrt::TaskContext&) {
-        running_entry = t;
+      Task::Create([t, entry](taskrt::TaskContext& context) {
+        EntryRecord record{t, &context, {}};
+        void* const outer = taskrt::CurrentExecutionContext().task_local(&kEntryKey);
+        taskrt::CurrentExecutionContext().set_task_local(&kEntryKey, &record);
         const int result = entry(t);
-        running_entry = nullptr;
+        taskrt::CurrentExecutionContext().set_task_local(&kEntryKey, outer);
         return result;
       });
   if (!task.ok()) {
     Failed(task.status());
     return;
   }
-  t->impl = new KoreTask{*std::move(task), nullptr};
-  live_tasks.fetch_add(1);
+  auto kore = std::make_unique<KoreTask>();
+  kore->task = *std::move(task);
+  KoreTask* record = kore.get();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!LiveTasks().try_emplace(t, std::move(kore)).second) {
+      Failed(absl::FailedPreconditionError(
+          "kore_task_create: this task already exists; destroy it before creating it again"));
+      return;
+    }
+  }
+  // Written for the caller's eyes only; never read back.
+  t->impl = record;
   Succeeded();
 }
 
 void kore_task_run(struct kore_task* t) {
+  if (RefuseInsideEntry("kore_task_run")) return;
   KoreTask* kore = Get(t, "kore_task_run");
   if (kore == nullptr) return;
-  Runtime* rt = GetRuntime();
+  taskrt::Backends* rt = GetRuntime();
   if (rt == nullptr) return;
   taskrt::TaskEnvironment env;
   env.scheduler = rt->scheduler.get();
@@ -166,6 +224,7 @@ void kore_task_run(struct kore_task* t) {
 }
 
 void kore_task_bind_request(struct kore_task* t, struct http_request* req) {
+  if (RefuseInsideEntry("kore_task_bind_request")) return;
   KoreTask* kore = Get(t, "kore_task_bind_request");
   if (kore == nullptr) return;
   auto resumer = std::make_shared<RequestResumer>(req);
@@ -179,6 +238,7 @@ void kore_task_bind_request(struct kore_task* t, struct http_request* req) {
 }
 
 void kore_task_bind_callback(struct kore_task* t, void (*cb)(struct kore_task*)) {
+  if (RefuseInsideEntry("kore_task_bind_callback")) return;
   KoreTask* kore = Get(t, "kore_task_bind_callback");
   if (kore == nullptr) return;
   if (cb == nullptr) {
@@ -190,19 +250,34 @@ void kore_task_bind_callback(struct kore_task* t, void (*cb)(struct kore_task*))
 }
 
 void kore_task_destroy(struct kore_task* t) {
-  KoreTask* kore = Get(t, "kore_task_destroy");
-  if (kore == nullptr) return;
+  if (RefuseInsideEntry("kore_task_destroy")) return;
+  std::unique_ptr<KoreTask> kore;
+  if (t != nullptr) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = LiveTasks().find(t);
+    if (it != LiveTasks().end()) {
+      kore = std::move(it->second);
+      LiveTasks().erase(it);
+    }
+  }
+  if (kore == nullptr) {
+    Get(t, "kore_task_destroy");  // sets the error
+    return;
+  }
   t->impl = nullptr;
-  delete kore;
-  live_tasks.fetch_sub(1);
+  kore.reset();  // outside the lock: the Task unwatches and closes its channel
   Succeeded();
 }
 
 int kore_task_finished(struct kore_task* t) {
-  KoreTask* kore = Get(t, "kore_task_finished");
-  if (kore == nullptr) return 0;
+  const int finished = Query(
+      t, [](KoreTask& kore) { return kore.task->finished() ? 1 : 0; }, -1);
+  if (finished < 0) {
+    Get(t, "kore_task_finished");
+    return 0;
+  }
   Succeeded();
-  return kore->task->finished() ? 1 : 0;
+  return finished;
 }
 
 void kore_task_channel_write(struct kore_task* t, void* data, u_int32_t length) {
@@ -211,7 +286,7 @@ void kore_task_channel_write(struct kore_task* t, void* data, u_int32_t length) 
     return;
   }
   absl::Span<const char> message(static_cast<const char*>(data), length);
-  if (taskrt::TaskContext* context = EntryContext(t)) {
+  if (taskrt::TaskContext* context = OwnEntryContext(t)) {
     absl::Status status = context->Write(message);
     status.ok() ? Succeeded() : Failed(status);
     return;
@@ -229,7 +304,7 @@ u_int32_t kore_task_channel_read(struct kore_task* t, void* out, u_int32_t lengt
   }
   absl::Span<char> buffer(static_cast<char*>(out), length);
   absl::StatusOr<size_t> got;
-  if (taskrt::TaskContext* context = EntryContext(t)) {
+  if (taskrt::TaskContext* context = OwnEntryContext(t)) {
     got = context->Read(buffer);
   } else {
     KoreTask* kore = Get(t, "kore_task_channel_read");
@@ -245,15 +320,19 @@ u_int32_t kore_task_channel_read(struct kore_task* t, void* out, u_int32_t lengt
 }
 
 int kore_task_state(struct kore_task* t) {
-  if (t == nullptr || t->impl == nullptr) return 0;
   Succeeded();
-  return static_cast<int>(static_cast<KoreTask*>(t->impl)->task->state());
+  return Query(
+      t, [](KoreTask& kore) { return static_cast<int>(kore.task->state()); }, 0);
 }
 
 int kore_task_result(struct kore_task* t) {
-  KoreTask* kore = Get(t, "kore_task_result");
-  if (kore == nullptr) return 0;
-  absl::StatusOr<int> result = kore->task->result();
+  const absl::StatusOr<int> result = Query(
+      t, [](KoreTask& kore) { return kore.task->result(); },
+      absl::StatusOr<int>(absl::NotFoundError("")));
+  if (absl::IsNotFound(result.status())) {
+    Get(t, "kore_task_result");
+    return 0;
+  }
   if (!result.ok()) {
     Failed(result.status());
     return 0;
@@ -263,23 +342,28 @@ int kore_task_result(struct kore_task* t) {
 }
 
 int kore_task_cancel_requested(struct kore_task* t) {
-  if (taskrt::TaskContext* context = EntryContext(t)) {
+  if (taskrt::TaskContext* context = OwnEntryContext(t)) {
     Succeeded();
     return context->cancel_requested() ? 1 : 0;
   }
-  KoreTask* kore = Get(t, "kore_task_cancel_requested");
-  if (kore == nullptr) return 1;  // destroyed: stop
+  const int requested = Query(
+      t, [](KoreTask& kore) { return kore.task->cancel_requested() ? 1 : 0; }, -1);
+  if (requested < 0) {
+    Get(t, "kore_task_cancel_requested");
+    return 1;  // destroyed: stop
+  }
   Succeeded();
-  return kore->task->cancel_requested() ? 1 : 0;
+  return requested;
 }
 
 int kore_task_runtime_init(const char* scheduler, const char* channel, const char* loop,
                            unsigned int workers) {
+  if (RefuseInsideEntry("kore_task_runtime_init")) return -1;
   if (scheduler == nullptr || channel == nullptr || loop == nullptr) {
     Failed(absl::InvalidArgumentError("kore_task_runtime_init: backend names must not be NULL"));
     return -1;
   }
-  std::lock_guard<std::mutex> lock(runtime_mutex);
+  std::lock_guard<std::mutex> lock(mu);
   if (runtime != nullptr) {
     Failed(absl::FailedPreconditionError(
         "kore_task_runtime_init: the runtime is already running; call "
@@ -296,10 +380,11 @@ int kore_task_runtime_init(const char* scheduler, const char* channel, const cha
 }
 
 void kore_task_runtime_shutdown(void) {
-  Runtime* rt;
+  if (RefuseInsideEntry("kore_task_runtime_shutdown")) return;
+  taskrt::Backends* rt;
   {
-    std::lock_guard<std::mutex> lock(runtime_mutex);
-    if (const int live = live_tasks.load(); live > 0) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (const size_t live = LiveTasks().size(); live > 0) {
       Failed(absl::FailedPreconditionError(absl::StrCat(
           "kore_task_runtime_shutdown: ", live, " task(s) still exist; destroy them first")));
       return;
@@ -311,13 +396,16 @@ void kore_task_runtime_shutdown(void) {
     Succeeded();
     return;
   }
+  // Entries still running were detached by destroy; they end once they see
+  // their channel closed.
   absl::Status status = rt->scheduler->Shutdown();
   delete rt;
   status.ok() ? Succeeded() : Failed(status);
 }
 
 int kore_task_loop_run_once(int timeout_ms) {
-  Runtime* rt = GetRuntime();
+  if (RefuseInsideEntry("kore_task_loop_run_once")) return -1;
+  taskrt::Backends* rt = GetRuntime();
   if (rt == nullptr) return -1;
   const absl::Duration timeout =
       timeout_ms < 0 ? absl::InfiniteDuration() : absl::Milliseconds(timeout_ms);
@@ -331,13 +419,14 @@ int kore_task_loop_run_once(int timeout_ms) {
 }
 
 void kore_task_set_request_resume(void (*resume)(struct http_request*)) {
-  std::lock_guard<std::mutex> lock(runtime_mutex);
+  std::lock_guard<std::mutex> lock(mu);
   request_resume = resume;
   Succeeded();
 }
 
 const char* kore_task_last_error(void) {
-  return last_call_failed ? last_error.c_str() : nullptr;
+  const ErrorSlot& slot = CurrentErrorSlot();
+  return slot.failed ? slot.message.c_str() : nullptr;
 }
 
 }  // extern "C"

@@ -12,17 +12,34 @@
  *   - kore_task_destroy() is safe at any point; a running task is asked to
  *     cancel (kore_task_cancel_requested()) and detached.
  *
+ *   - the struct may sit in un-zeroed memory (kore_malloc): the facade
+ *     knows live tasks by the struct's address and never reads a pointer
+ *     out of it, so a second create of a live task, and any call on a
+ *     destroyed or never-created struct, set kore_task_last_error() and
+ *     do nothing else;
+ *   - a bound callback or request is called again while messages it left
+ *     unread wait (Kore's task sockets were level-triggered), so it may
+ *     read one message per call; once the task has finished it is called
+ *     exactly once more, and messages it leaves unread then cause no
+ *     further call (read them in that call if they matter).
+ *
  * Additions: choosing the backends (kore_task_runtime_init), pumping the
  * owner's loop from C (kore_task_loop_run_once), kore_task_state,
  * kore_task_result, and the request-resume hook for bind_request.
  *
  * Threads: the owner's calls (create, run, bind, destroy, the owner side of
- * the channel, the loop pump) come from one thread, the owner's. As in Kore,
+ * the channel, the loop pump, runtime init and shutdown) come from one
+ * thread, the owner's; from inside an entry they are refused. As in Kore,
  * kore_task_channel_write/read pick the channel end by who calls: inside the
- * task's entry they talk to the owner, anywhere else to the task. An entry's
- * channel calls and kore_task_cancel_requested() stay safe after the owner
- * destroyed its task: they fail (or return 1) and never touch the freed
- * task. The entry's other calls on its own task are not.
+ * task's own entry they talk to the owner, anywhere else to the task. That
+ * holds on every scheduler, the cooperative one included, whose entries
+ * share one thread. An entry's channel calls and
+ * kore_task_cancel_requested() stay safe after the owner destroyed its
+ * task: they fail (or return 1) and never touch the freed task.
+ * kore_task_state, kore_task_finished and kore_task_result may be called
+ * from any thread.
+ *
+ * Kore programs may include this header as <kore/tasks.h>.
  */
 #ifndef TASKRT_KORE_KORE_TASKS_H_
 #define TASKRT_KORE_KORE_TASKS_H_
@@ -41,10 +58,13 @@ extern "C" {
 /* Kore's request type; the facade only passes pointers to the resume hook. */
 struct http_request;
 
-/* Allocated by the caller, as in Kore (usually embedded in a larger struct). */
+/*
+ * Allocated by the caller, as in Kore (usually embedded in a larger struct,
+ * from memory that need not be zeroed).
+ */
 struct kore_task {
-	void *impl; /* owned by the runtime; NULL before create and after destroy */
-	void *arg;  /* free for the caller */
+	void *impl; /* set by create, NULL after destroy; never read by the facade */
+	void *arg;  /* free for the caller; the facade never touches it */
 };
 
 /* Kore's API. */
@@ -65,10 +85,15 @@ int kore_task_result(struct kore_task *t);
 int kore_task_cancel_requested(struct kore_task *t);
 
 /*
- * Chooses the backends by name and the number of worker threads. Without
- * this call the first kore_task_run() uses Kore's defaults: "thread_pool"
- * with 2 threads, "socketpair", "epoll". Returns 0, or -1 with
- * kore_task_last_error() set (unknown name, zero workers, already running).
+ * Chooses the backends by name, the names of the backend registry
+ * (backends/registry.h): schedulers "thread_pool", "work_stealing",
+ * "cooperative"; channels "socketpair", "memory", "io_uring"; loops
+ * "epoll", "io_uring"; and the number of worker threads (1 to 1024; the
+ * cooperative scheduler has one and ignores it). Without this call the
+ * first kore_task_run() uses Kore's defaults: "thread_pool" with 2 threads,
+ * "socketpair", "epoll". Returns 0, or -1 with kore_task_last_error() set
+ * (unknown name, which lists the known ones; a bad worker count; a backend
+ * the kernel refuses; already running).
  */
 int kore_task_runtime_init(const char *scheduler, const char *channel, const char *loop,
 			   unsigned int workers);
@@ -89,8 +114,9 @@ int kore_task_loop_run_once(int timeout_ms);
 void kore_task_set_request_resume(void (*resume)(struct http_request *));
 
 /*
- * Why the calling thread's last facade call failed, or NULL if it
- * succeeded. Valid until this thread's next facade call.
+ * Why the caller's last facade call failed, or NULL if it succeeded. Kept
+ * per entry inside a task's entry (per thread elsewhere); valid until the
+ * same caller's next facade call.
  */
 const char *kore_task_last_error(void);
 

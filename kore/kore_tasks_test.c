@@ -79,6 +79,25 @@ quick_entry(struct kore_task *t)
 	return 5;
 }
 
+/* The owner's calls from inside an entry are refused, not raced. */
+static int
+meddling_entry(struct kore_task *t)
+{
+	struct kore_task other;
+	int refused = 0;
+
+	kore_task_destroy(t);
+	refused += kore_task_last_error() != NULL;
+	kore_task_create(&other, quick_entry);
+	refused += kore_task_last_error() != NULL;
+	refused += kore_task_loop_run_once(0) == -1;
+	kore_task_runtime_shutdown();
+	refused += kore_task_last_error() != NULL;
+	kore_task_channel_write(t, "still mine", 10);
+	refused += kore_task_last_error() == NULL;
+	return refused;
+}
+
 static int request_resumes = 0;
 static void
 resume_request(struct http_request *req)
@@ -154,6 +173,18 @@ main(void)
 	pump_until_finished(&other);
 	CHECK(kore_task_result(&other) == 5);
 	CHECK(request_resumes >= 1);
+
+	memset(&task, 0, sizeof(task));
+	kore_task_create(&task, meddling_entry);
+	kore_task_run(&task);
+	pump_until_finished(&task);
+	CHECK(kore_task_result(&task) == 5);
+	{
+		char msg[16];
+		CHECK(kore_task_channel_read(&task, msg, sizeof(msg)) == 10);
+	}
+	kore_task_destroy(&task);
+	CHECK(kore_task_last_error() == NULL);
 
 	/* Shutdown is refused while a task exists. */
 	kore_task_runtime_shutdown();

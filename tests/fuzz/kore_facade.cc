@@ -1,6 +1,10 @@
 // Fuzz target: the Kore C facade (kore/kore_tasks.h), driven by arbitrary
 // sequences of calls on four tasks from the owner's thread while their
-// entries run on the thread pool.
+// entries run on a backend combination the input picks (every scheduler x
+// channel x loop of the registry). The task structs hold garbage, as
+// kore_malloc'd memory does: before create, after destroy, and whenever the
+// input scribbles over them or copies a live one over another; the facade
+// must never trust their bytes.
 //
 // Entries: one returns at once, one echoes every message until its channel
 // closes, one writes five numbered messages. Ops: create, run, bind a
@@ -8,7 +12,8 @@
 // read (only where a message is due, as a blocking read would otherwise
 // wait for ever), read into a short buffer, state/finished/result, a loop
 // pump, and misuse: NULL arguments, calls on destroyed tasks, a second run,
-// a second create, init while running, shutdown while tasks exist.
+// a second create, init while running, shutdown while tasks exist, calls on
+// garbage structs and on byte copies of live ones.
 //
 // Invariants: an echo task returns every message in order and intact; a
 // writer's messages arrive in order; a short read reports the full length
@@ -22,7 +27,9 @@
 #include <cstring>
 #include <deque>
 #include <string>
+#include <vector>
 
+#include "backends/registry.h"
 #include "kore/kore_tasks.h"
 #include "tests/fuzz/fuzz_input.h"
 
@@ -63,12 +70,37 @@ void Callback(struct kore_task*) { callbacks.fetch_add(1); }
 void Resume(struct http_request*) { resumes.fetch_add(1); }
 
 struct Slot {
-  struct kore_task task {};
+  struct kore_task task;  // garbage until created; the facade never reads it
+  bool exists = false;    // what the facade must say: created and not destroyed
   Kind kind = kReturn;
   bool ran = false;
   std::deque<std::string> echo_due;  // written to an echo task, not read back
   int writer_next = 0;               // the writer's next message to read
+
+  // Back to "no task", keeping the struct's bytes, as freed memory does.
+  void Forget() {
+    const struct kore_task bytes = task;
+    *this = Slot();
+    task = bytes;
+  }
 };
+
+struct Combination {
+  std::string scheduler, channel, loop;
+};
+
+const std::vector<Combination>& Combinations() {
+  static const auto* all = [] {
+    auto* combinations = new std::vector<Combination>;
+    for (const std::string& s : SchedulerNames()) {
+      for (const std::string& c : ChannelNames()) {
+        for (const std::string& l : LoopNames()) combinations->push_back({s, c, l});
+      }
+    }
+    return combinations;
+  }();
+  return *all;
+}
 
 void ExpectFailed(const char* call) {
   FUZZ_CHECK(kore_task_last_error() != nullptr, "%s was accepted", call);
@@ -83,21 +115,30 @@ class KoreRun {
   explicit KoreRun(FuzzInput& in) : in_(in) {}
 
   void Run() {
+    const Combination& backends = Combinations()[in_.Byte() % Combinations().size()];
+    const uint8_t garbage = in_.Byte();
+    for (Slot& slot : slots_) std::memset(&slot.task, garbage, sizeof slot.task);
     // One worker per task, so every running entry has a thread and a due
-    // read always completes.
-    FUZZ_CHECK(kore_task_runtime_init("thread_pool", "socketpair", "epoll", kTasks) == 0,
-               "runtime_init: %s", kore_task_last_error());
+    // read always completes (the cooperative scheduler suspends blocked
+    // entries instead).
+    if (kore_task_runtime_init(backends.scheduler.c_str(), backends.channel.c_str(),
+                               backends.loop.c_str(), kTasks) != 0) {
+      const std::string error = kore_task_last_error();
+      // io_uring refused by the kernel (a seccomp sandbox): nothing to fuzz.
+      FUZZ_CHECK(error.rfind("UNAVAILABLE", 0) == 0, "runtime_init: %s", error.c_str());
+      return;
+    }
     kore_task_set_request_resume(Resume);
     for (int op = 0; op < 150 && !in_.empty(); ++op) Op();
     for (Slot& slot : slots_) {
-      if (slot.task.impl != nullptr) Destroy(slot);
+      if (slot.exists) Destroy(slot);
     }
     kore_task_runtime_shutdown();
     ExpectOk("runtime_shutdown with every task destroyed");
   }
 
  private:
-  bool Exists(const Slot& slot) const { return slot.task.impl != nullptr; }
+  static bool Exists(const Slot& slot) { return slot.exists; }
 
   void Create(Slot& slot, Kind kind) {
     static int (*const entries[kKindCount])(struct kore_task*) = {ReturnEntry, EchoEntry,
@@ -109,9 +150,8 @@ class KoreRun {
       return;
     }
     ExpectOk("create");
-    const struct kore_task created = slot.task;
-    slot = Slot();
-    slot.task = created;
+    slot.Forget();
+    slot.exists = true;
     slot.kind = kind;
   }
 
@@ -119,7 +159,18 @@ class KoreRun {
     kore_task_destroy(&slot.task);
     ExpectOk("destroy");
     FUZZ_CHECK(kore_task_state(&slot.task) == 0, "a destroyed task has a state");
-    slot = Slot{};
+    slot.Forget();
+  }
+
+  // Garbage in a struct, live or not: the facade does not read it.
+  void Scribble(Slot& slot) {
+    if (in_.Byte() % 2 == 0) {
+      std::memset(&slot.task, in_.Byte(), sizeof slot.task);
+      return;
+    }
+    // A byte copy of another slot's struct, live or not, is not its task.
+    const Slot& other = slots_[in_.Byte() % kTasks];
+    if (&other != &slot) std::memcpy(&slot.task, &other.task, sizeof slot.task);
   }
 
   void Write(Slot& slot, const std::string& message) {
@@ -191,7 +242,7 @@ class KoreRun {
         break;
       case 3:
         if (std::any_of(std::begin(slots_), std::end(slots_),
-                        [this](const Slot& s) { return Exists(s); })) {
+                        [](const Slot& s) { return Exists(s); })) {
           kore_task_runtime_shutdown();
           ExpectFailed("shutdown while tasks exist");
         }
@@ -206,7 +257,7 @@ class KoreRun {
   void Op() {
     const uint8_t op = in_.Byte();
     Slot& slot = slots_[in_.Byte() % kTasks];
-    switch (op % 11) {
+    switch (op % 12) {
       case 0:
         Create(slot, static_cast<Kind>(in_.Byte() % kKindCount));
         break;
@@ -244,6 +295,9 @@ class KoreRun {
         break;
       case 10:
         Misuse(slot);
+        break;
+      case 11:
+        Scribble(slot);
         break;
     }
   }

@@ -1,0 +1,85 @@
+// Runs Kore's example programs (kore_examples.c, compiled as C) on every
+// scheduler x channel x loop combination of the backend registry.
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "backends/registry.h"
+#include "gtest/gtest.h"
+#include "kore/kore_examples.h"
+#include "kore/kore_tasks.h"
+
+namespace taskrt {
+namespace {
+
+// Kore's default number of task threads.
+constexpr unsigned int kWorkers = 2;
+
+struct Combination {
+  std::string scheduler;
+  std::string channel;
+  std::string loop;
+};
+
+std::vector<Combination> AllCombinations() {
+  std::vector<Combination> all;
+  for (const std::string& scheduler : SchedulerNames()) {
+    for (const std::string& channel : ChannelNames()) {
+      for (const std::string& loop : LoopNames()) all.push_back({scheduler, channel, loop});
+    }
+  }
+  return all;
+}
+
+class KoreExamples : public ::testing::TestWithParam<Combination> {
+ protected:
+  void SetUp() override {
+    const Combination& c = GetParam();
+    std::printf("[ backend  ] scheduler=%s channel=%s loop=%s workers=%u\n", c.scheduler.c_str(),
+                c.channel.c_str(), c.loop.c_str(), kWorkers);
+    if (kore_task_runtime_init(c.scheduler.c_str(), c.channel.c_str(), c.loop.c_str(),
+                               kWorkers) != 0) {
+      const std::string error = kore_task_last_error();
+      if (absl::StartsWith(error, "UNAVAILABLE")) {
+        GTEST_SKIP() << "a backend is not available on this machine: " << error;
+      }
+      FAIL() << "kore_task_runtime_init: " << error;
+    }
+    initialised_ = true;
+  }
+
+  void TearDown() override {
+    if (!initialised_) return;
+    kore_task_runtime_shutdown();
+    const char* error = kore_task_last_error();
+    EXPECT_EQ(error, nullptr) << "kore_task_runtime_shutdown: " << error
+                              << " (a scenario left a task behind)";
+  }
+
+ private:
+  bool initialised_ = false;
+};
+
+TEST_P(KoreExamples, TasksExampleAnswersTwoHundredRequestsInFlight) {
+  EXPECT_EQ(kore_example_tasks(200), 0);
+}
+
+TEST_P(KoreExamples, PipeTaskExampleDeliversEveryLineToAOneMessagePerCallCallback) {
+  EXPECT_EQ(kore_example_pipe_task(/*lines=*/20000, /*burst=*/2000), 0);
+}
+
+TEST_P(KoreExamples, TaskStructsInUnzeroedMemory) {
+  EXPECT_EQ(kore_example_unzeroed_structs(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllBackends, KoreExamples, ::testing::ValuesIn(AllCombinations()),
+    [](const ::testing::TestParamInfo<Combination>& info) {
+      return absl::StrCat(info.param.scheduler, "_", info.param.channel, "_", info.param.loop);
+    });
+
+}  // namespace
+}  // namespace taskrt
