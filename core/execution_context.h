@@ -22,8 +22,8 @@
 #include <cstdint>
 
 #include <utility>
+#include <vector>
 
-#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 
@@ -32,7 +32,8 @@ namespace taskrt {
 class ExecutionContext;
 
 // The pointers one task keeps under ExecutionContext::task_local(). A task
-// holds one or two, so a short list searched in order beats a map.
+// holds one or two, so a short list searched in order beats a map; Clear()
+// keeps its capacity for the next task on a reused record.
 class TaskLocals {
  public:
   void* Get(const void* key) const {
@@ -45,7 +46,7 @@ class TaskLocals {
   void Clear() { entries_.clear(); }
 
  private:
-  absl::InlinedVector<std::pair<const void*, void*>, 2> entries_;
+  std::vector<std::pair<const void*, void*>> entries_;
 };
 
 // A one-shot wake-up for one blocked caller, in any execution context: the

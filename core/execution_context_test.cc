@@ -50,7 +50,7 @@ TEST(TaskLocalsTest, KeysAreIndependentAndNullRemoves) {
   EXPECT_EQ(locals.Get(&kFirst), nullptr);
   locals.Set(&kFirst, &one);
   locals.Set(&kSecond, &two);
-  locals.Set(&kThird, &three);  // past the inline capacity
+  locals.Set(&kThird, &three);
   EXPECT_EQ(locals.Get(&kFirst), &one);
   EXPECT_EQ(locals.Get(&kSecond), &two);
   EXPECT_EQ(locals.Get(&kThird), &three);
