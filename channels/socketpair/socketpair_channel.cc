@@ -27,10 +27,13 @@ class SocketpairEnd final : public ChannelEnd {
  public:
   SocketpairEnd(int fd, size_t max_message_size)
       : fd_(fd), max_message_size_(max_message_size), in_(kInitialBufferSize) {}
-  ~SocketpairEnd() override { Close(); }
+  ~SocketpairEnd() override {
+    Close();
+    close(fd_);
+  }
 
   absl::Status TrySend(absl::Span<const char> message) override {
-    if (fd_ < 0) return ClosedError("send");
+    if (closed_) return ClosedError("send");
     if (message.size() > max_message_size_) {
       return absl::ResourceExhaustedError(
           absl::StrCat("channel send: a message of ", message.size(),
@@ -68,7 +71,7 @@ class SocketpairEnd final : public ChannelEnd {
   }
 
   absl::Status TryFlush() override {
-    if (fd_ < 0) return ClosedError("flush");
+    if (closed_) return ClosedError("flush");
     while (out_offset_ < out_.size()) {
       const ssize_t sent = send(fd_, out_.data() + out_offset_, out_.size() - out_offset_,
                                 MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -100,14 +103,13 @@ class SocketpairEnd final : public ChannelEnd {
   Readiness receive_readiness() const override { return {fd_, POLLIN}; }
 
   void Close() override {
-    if (fd_ < 0) return;
-    // close() alone ends the stream only once nothing else holds the
-    // socket, and an io_uring loop's poll on it may, until its cancellation
-    // completes: the peer then waited for ever (the shutdown conformance
-    // test found it). shutdown() ends the stream now.
+    if (closed_) return;
+    closed_ = true;
+    // shutdown() ends the stream now for the peer; the descriptor itself
+    // stays open until the end is destroyed (core/channel.h), so an owner
+    // that closes before it unwatches cannot unwatch a new pair's socket
+    // that reused the number.
     shutdown(fd_, SHUT_RDWR);
-    close(fd_);
-    fd_ = -1;
     out_.clear();
     out_offset_ = 0;
   }
@@ -132,7 +134,7 @@ class SocketpairEnd final : public ChannelEnd {
   // Reads from the socket until in_ holds a whole message at in_begin_, and
   // returns its length; WouldBlock() when the socket has no more for now.
   absl::StatusOr<size_t> PullMessage() {
-    if (fd_ < 0) return ClosedError("receive");
+    if (closed_) return ClosedError("receive");
     while (true) {
       const size_t available = in_end_ - in_begin_;
       size_t needed = kHeaderSize;
@@ -192,7 +194,8 @@ class SocketpairEnd final : public ChannelEnd {
     }
   }
 
-  int fd_;
+  const int fd_;  // open for the end's whole life
+  bool closed_ = false;
   const size_t max_message_size_;
   bool peer_closed_ = false;
   // Received bytes not yet handed out: in_[in_begin_, in_end_).
