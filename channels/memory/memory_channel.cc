@@ -294,6 +294,9 @@ struct Ring {
   // prefetcher pairs lines): the head moves between the two threads' caches
   // once per quarter ring at most, the closing flags never.
   alignas(128) std::atomic<uint64_t> head{0};  // written by the consumer
+  // The consumer's exact position, stored at every receive; read by a
+  // producer only when it is about to wait for space.
+  alignas(128) std::atomic<uint64_t> read_position{0};
   alignas(128) std::atomic<bool> producer_closed{false};
   std::atomic<bool> consumer_closed{false};
   alignas(128) WaitPoint consumer;  // waits for data
@@ -308,8 +311,10 @@ auto RecordArrived(const Ring& ring, uint64_t position) {
   };
 }
 // The news a producer waits for: the consumer published a head past `seen`.
-auto HeadMoved(const Ring& ring, uint64_t seen) {
-  return [&head = ring.head, seen] { return head.load(kSeqCst) != seen; };
+// The news a producer waits for: the consumer read past `seen` (its exact
+// position, which is at least the head it publishes).
+auto SpaceFreed(const Ring& ring, uint64_t seen) {
+  return [&position = ring.read_position, seen] { return position.load(kSeqCst) != seen; };
 }
 
 struct PairState {
@@ -380,9 +385,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
       if (header != 0 && (header & kMoreFragments) == 0 && length <= kSmallMessage) [[likely]] {
         CopySmall(out.data(), data + offset + kHeaderSize, std::min(out.size(), length));
         read_position_ += kHeaderSize + RoundUp8(length);
-        if (read_position_ - published_head_ >= ring.capacity / 4) [[unlikely]] {
-          return PublishHeadAfterReceive(length);
-        }
+        if (MustPublishHead(ring)) [[unlikely]] return PublishHeadAfterReceive(length);
         return length;
       }
       // Empty, open and unwatched: TryReceiveSlow's first answer, without
@@ -500,10 +503,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
         delivered = length;
       }
       read_position_ += kHeaderSize + RoundUp8(length);
-      // Publish lazily, once a quarter of the ring was read: the producer
-      // needs the head only when it runs out of space, and with less than a
-      // quarter unpublished a caught-up reader always leaves it room.
-      if (read_position_ - published_head_ >= ring.capacity / 4) PublishHead();
+      if (MustPublishHead(ring)) PublishHead();
       if (delivered.has_value()) return *delivered;
     }
   }
@@ -511,7 +511,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
  public:
   Readiness send_readiness() const override {
     Ring& ring = *out_;
-    return Watch(ring.producer, HeadMoved(ring, known_head_), ring.consumer_closed,
+    return Watch(ring.producer, SpaceFreed(ring, known_head_), ring.consumer_closed,
                  ring.asymmetric_barrier);
   }
   Readiness receive_readiness() const override {
@@ -529,8 +529,14 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
                            ring.asymmetric_barrier);
     }
     Ring& ring = *out_;
-    return ParkUntilNews(ring.producer, HeadMoved(ring, known_head_), ring.consumer_closed,
-                         ring.asymmetric_barrier);
+    // The head may lag: the consumer's exact position, if it moved, is news.
+    const uint64_t seen = known_head_;
+    TakeHead(ring.read_position);
+    if (known_head_ != seen) return absl::OkStatus();
+    absl::Status waited = ParkUntilNews(ring.producer, SpaceFreed(ring, known_head_),
+                                        ring.consumer_closed, ring.asymmetric_barrier);
+    TakeHead(ring.read_position);
+    return waited;
   }
 
   bool ReceiveReady() override {
@@ -674,15 +680,37 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   [[gnu::noinline]] bool MakeRoom(size_t needed) {
     Ring& ring = *out_;
     while (true) {
-      known_head_ = ring.head.load(std::memory_order_acquire);
+      TakeHead(ring.head);
       if (ring.capacity - (write_position_ - known_head_) >= needed) return true;
       if (!ring.producer.watched.load(std::memory_order_relaxed)) return false;
       ring.producer.event.Drain();
-      if (ArmWaiter(ring.producer, HeadMoved(ring, known_head_), ring.consumer_closed,
+      // About to arm the watcher: the exact position may have room.
+      TakeHead(ring.read_position);
+      if (ring.capacity - (write_position_ - known_head_) >= needed) return true;
+      if (ArmWaiter(ring.producer, SpaceFreed(ring, known_head_), ring.consumer_closed,
                     ring.asymmetric_barrier)) {
         return false;
       }
     }
+  }
+
+  // After a receive: records the exact read position for a producer about
+  // to sleep, and says whether to publish the head. The head is published
+  // lazily, once a quarter of the ring was read: a streaming producer needs
+  // it only when it runs out of space, and with less than a quarter
+  // unpublished a caught-up reader always leaves it room. A producer that
+  // waits for space gets it at once: it raises its flag, then reads the
+  // exact position (a Dekker pair with the store and load here).
+  [[gnu::always_inline]] bool MustPublishHead(Ring& ring) {
+    ring.read_position.store(read_position_, std::memory_order_release);
+    LightBarrier(ring.asymmetric_barrier);
+    return read_position_ - published_head_ >= ring.capacity / 4 ||
+           ring.producer.waiting.load(std::memory_order_relaxed);
+  }
+
+  // Space up to `position` (the head, or the exact read position) is free.
+  void TakeHead(const std::atomic<uint64_t>& position) {
+    known_head_ = std::max(known_head_, position.load(std::memory_order_acquire));
   }
 
   void PublishHead() {

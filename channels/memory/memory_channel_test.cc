@@ -6,7 +6,10 @@
 
 #include <poll.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <future>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -139,6 +142,55 @@ TEST(MemoryChannel, SendReadinessSignalsWhenTheReaderMakesRoom) {
     ASSERT_GE(poll(&entry, 1, -1), 0);
   }
   consumer.join();
+}
+
+// The head is published lazily (a quarter ring at a time), but a producer
+// parked for room gets it from the very receive that makes its message fit:
+// Go's small-buffer pattern, where the receiver takes one message and then
+// waits for the sender somewhere else.
+TEST(MemoryChannel, AParkedSenderResumesAfterTheOneReceiveThatMakesRoom) {
+  for (const size_t ring_bytes : {size_t{256}, size_t{4096}, size_t{65536}}) {
+    SCOPED_TRACE(ring_bytes);
+    ChannelOptions options;
+    options.buffer_bytes = ring_bytes;
+    absl::StatusOr<ChannelPair> made = NewMemoryChannelFactory()->CreatePair(options);
+    ASSERT_TRUE(made.ok()) << made.status();
+    ChannelPair pair = *std::move(made);
+    const std::string message = "12345678";  // 16-byte records
+    int filled = 0;
+    while (pair.task_end->TrySend(absl::MakeConstSpan(message)).ok()) ++filled;
+    std::atomic<bool> sent{false};
+    std::promise<absl::Status> sent_status;
+    std::thread producer([&] {
+      NoSpinContext context;  // parks at once, through the waiter flag
+      ScopedExecutionContext scoped(&context);
+      absl::Status status = Send(*pair.task_end, absl::MakeConstSpan(std::string("last one")));
+      sent.store(true);
+      sent_status.set_value(status);
+    });
+    // The ring is full: nothing can let the producer through yet.
+    EXPECT_FALSE(sent.load());
+    char buffer[16];
+    absl::StatusOr<size_t> got = pair.owner_end->TryReceive(absl::MakeSpan(buffer));
+    ASSERT_TRUE(got.ok()) << got.status();
+    std::future<absl::Status> outcome = sent_status.get_future();
+    if (outcome.wait_for(std::chrono::seconds(120)) != std::future_status::ready) {  // hang guard
+      ADD_FAILURE() << "the receive that made room did not wake the parked sender";
+      pair.owner_end->Close();  // lets the sender fail, so the thread ends
+      producer.join();
+      return;
+    }
+    producer.join();
+    EXPECT_TRUE(outcome.get().ok());
+    for (int i = 1; i < filled; ++i) {
+      got = pair.owner_end->TryReceive(absl::MakeSpan(buffer));
+      ASSERT_TRUE(got.ok()) << i << ": " << got.status();
+      ASSERT_EQ(std::string(buffer, *got), message);
+    }
+    got = pair.owner_end->TryReceive(absl::MakeSpan(buffer));
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(std::string(buffer, *got), "last one");
+  }
 }
 
 // Records carry their own publication (a non-zero header, with a zero header

@@ -2,7 +2,10 @@
 // each pair is driven from work on the scheduler under test, the owner side
 // from the test's thread.
 
+#include <fcntl.h>
+
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -195,6 +198,85 @@ TEST_P(ChannelConformance, ReadinessFiresAfterReceiveReadySaidNone) {
     EXPECT_EQ(*ReceiveString(owner), message);
   }
   EXPECT_TRUE(loop_->Unwatch(*watch).ok());
+}
+
+// Go's unbuffered and small-buffer patterns: the receiver takes messages
+// and waits for the sender's next step somewhere else, never on the channel.
+// A sender blocked on the full channel must complete once receives alone
+// have made room for its message: at once on the memory channel (see its
+// own test), once the kernel's buffer drains on socketpair, once the
+// receiving end is down to its low-water mark on io_uring. The receiver
+// takes one message at a time, looks (without waiting) whether the sender
+// got through, and once every earlier message is taken, waits for it.
+TEST_P(ChannelConformance, ReceivesAloneFreeASenderBlockedOnAFullChannel) {
+  ChannelOptions options;
+  options.buffer_bytes = 4096;  // where the backend buffers in its own memory
+  absl::StatusOr<ChannelPair> made = channels_->CreatePair(options);
+  ASSERT_TRUE(made.ok()) << made.status();
+  ChannelPair pair = *std::move(made);
+  const std::string message = "12345678";
+  int filled = 0;
+  for (;; ++filled) {
+    absl::Status sent = pair.task_end->TrySend(Bytes(message));
+    if (IsWouldBlock(sent)) break;
+    ASSERT_TRUE(sent.ok()) << sent;
+    ASSERT_LT(filled, 1 << 22) << "the channel never filled";
+  }
+  Notification sent;
+  ASSERT_TRUE(scheduler_->Schedule([&] {
+    EXPECT_TRUE(Send(*pair.task_end, Bytes(std::string("last one"))).ok());
+    sent.Notify();
+  }).ok());
+  int received = 0;
+  while (received < filled && (received == 0 || !sent.HasBeenNotified())) {
+    ASSERT_EQ(*ReceiveString(*pair.owner_end), message) << received;
+    ++received;
+  }
+  ASSERT_TRUE(sent.WaitForNotification())
+      << "the sender stayed blocked after " << received << " of " << filled
+      << " messages were received";
+  std::printf("[ receives ] the blocked sender got through within %d receives (%d filled)\n",
+              received, filled);
+  for (; received < filled; ++received) ASSERT_EQ(*ReceiveString(*pair.owner_end), message);
+  EXPECT_EQ(*ReceiveString(*pair.owner_end), "last one");
+}
+
+// core/channel.h: the readiness fds stay valid until the end is destroyed,
+// Close() or not.
+TEST_P(ChannelConformance, ReadinessFdsStayOpenAndUnchangedAfterClose) {
+  ChannelPair pair = MakePair();
+  for (ChannelEnd* end : {pair.task_end.get(), pair.owner_end.get()}) {
+    const int send_fd = end->send_readiness().fd;
+    const int receive_fd = end->receive_readiness().fd;
+    end->Close();
+    EXPECT_EQ(end->send_readiness().fd, send_fd);
+    EXPECT_EQ(end->receive_readiness().fd, receive_fd);
+    EXPECT_NE(fcntl(send_fd, F_GETFD), -1) << "send readiness fd " << send_fd << " was closed";
+    EXPECT_NE(fcntl(receive_fd, F_GETFD), -1) << "receive readiness fd " << receive_fd << " was closed";
+  }
+}
+
+// An owner that closes its end before it unwatches it, then makes a new
+// pair: unwatching the old watch must not take the new pair's watch with
+// it (it would, were the old fd number free for the new pair to reuse).
+TEST_P(ChannelConformance, UnwatchAfterCloseLeavesANewPairsWatchAlone) {
+  ChannelPair old_pair = MakePair();
+  absl::StatusOr<WatchId> old_watch = loop_->Watch(old_pair.owner_end->receive_readiness(), [] {});
+  ASSERT_TRUE(old_watch.ok()) << old_watch.status();
+  old_pair.owner_end->Close();
+  ChannelPair new_pair = MakePair();
+  int calls = 0;
+  absl::StatusOr<WatchId> new_watch =
+      loop_->Watch(new_pair.owner_end->receive_readiness(), [&calls] { ++calls; });
+  ASSERT_TRUE(new_watch.ok()) << new_watch.status();
+  ASSERT_TRUE(loop_->Unwatch(*old_watch).ok());
+  ASSERT_TRUE(loop_->RunOnce(absl::ZeroDuration()).ok());  // any edge from before
+  EXPECT_FALSE(new_pair.owner_end->ReceiveReady());
+  const int before = calls;
+  ASSERT_TRUE(Send(*new_pair.task_end, Bytes(std::string("to the new pair"))).ok());
+  EXPECT_TRUE(PumpUntil([&] { return calls > before; })) << "the new pair's watch never fired";
+  EXPECT_EQ(*ReceiveString(*new_pair.owner_end), "to the new pair");
+  EXPECT_TRUE(loop_->Unwatch(*new_watch).ok());
 }
 
 TEST_P(ChannelConformance, CloseDeliversWhatWasSentThenReportsEndOfStream) {
