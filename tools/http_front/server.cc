@@ -32,6 +32,12 @@ namespace {
 
 // Bytes read ahead of the parser, at most (or max_header_bytes + 1).
 constexpr size_t kInputCap = 64 * 1024;
+// Sent output is erased from the buffer's front once this much is sent.
+constexpr size_t kCompactOutputBytes = 64 * 1024;
+// A drained output buffer larger than this gives its memory back.
+constexpr size_t kKeptOutputCapacity = 256 * 1024;
+// Descriptors kept free for tasks' channels and the server's own.
+constexpr size_t kReservedDescriptors = 64;
 
 // Counters shared with the task entries, which may outlive the server.
 struct Counters {
@@ -42,6 +48,10 @@ struct Counters {
   std::atomic<uint64_t> responses_5xx{0};
   std::atomic<uint64_t> tasks_started{0};
   std::atomic<uint64_t> tasks_cancelled{0};
+  std::atomic<uint64_t> tasks_refused{0};
+  std::atomic<uint64_t> connections_refused{0};
+  std::atomic<uint64_t> connections_evicted{0};
+  std::atomic<int64_t> output_buffer_bytes{0};
 
   // What WaitForIdle waits on.
   mutable Mutex mu;
@@ -155,8 +165,13 @@ struct Connection {
   bool close_after_write = false;
   bool closed = false;
   bool input_drained = false;  // the last read saw EAGAIN: wait for the next edge
-  absl::Time last_input;   // when the last request bytes arrived (or accept)
-  absl::Time last_output;  // when output last left, or was queued into an empty buffer
+  bool input_ended = false;    // the client sent FIN: answer what it sent, then close
+  bool lingering = false;      // answered, sending side shut: discarding input until FIN
+  absl::Time last_input;     // when the last request bytes arrived (or accept)
+  absl::Time request_start;  // when the first byte of the head now arriving came
+  absl::Time last_output;    // when output last left, or was queued into an empty buffer
+  absl::Time linger_until;
+  size_t counted_output_capacity = 0;  // out.capacity() as the stats know it
 
   size_t pending_output() const { return out.size() - out_sent; }
 };
@@ -169,11 +184,15 @@ class ServerImpl final : public Server {
         input_cap_(std::max(kInputCap, options.max_header_bytes + 1)),
         counters_(std::make_shared<Counters>()) {}
 
-  ~ServerImpl() override {
+  ~ServerImpl() override { CloseAll(); }
+
+  void CloseAll() override {
     if (timer_watch_ != 0) env_.loop->Unwatch(timer_watch_).IgnoreError();
     if (listen_watch_ != 0) env_.loop->Unwatch(listen_watch_).IgnoreError();
+    timer_watch_ = listen_watch_ = 0;
     if (timer_fd_ >= 0) close(timer_fd_);
     if (listen_fd_ >= 0) close(listen_fd_);
+    timer_fd_ = listen_fd_ = -1;
     std::vector<int> fds;
     for (const auto& [fd, connection] : connections_) fds.push_back(fd);
     for (int fd : fds) Close(*connections_[fd]);
@@ -193,6 +212,10 @@ class ServerImpl final : public Server {
     s.responses_5xx = counters_->responses_5xx.load();
     s.tasks_started = counters_->tasks_started.load();
     s.tasks_cancelled = counters_->tasks_cancelled.load();
+    s.tasks_refused = counters_->tasks_refused.load();
+    s.connections_refused = counters_->connections_refused.load();
+    s.connections_evicted = counters_->connections_evicted.load();
+    s.output_buffer_bytes = static_cast<uint64_t>(counters_->output_buffer_bytes.load());
     MutexLock lock(&counters_->mu);
     s.connections_open = counters_->connections_open;
     s.tasks_running = counters_->tasks_running;
@@ -223,15 +246,26 @@ class ServerImpl final : public Server {
 
   // Queues a whole response; `close` ends the connection once it is sent.
   void Respond(Connection& c, int status, absl::string_view body, bool close,
-               bool head_only = false, absl::string_view content_type = "text/plain");
+               bool head_only = false, absl::string_view content_type = "text/plain",
+               absl::string_view extra_headers = "");
   void QueueOutput(Connection& c, absl::string_view bytes);
   void Flush(Connection& c);
+  // The end of a connection after its last response: at once if the client
+  // has finished sending, else lingering (see server.h).
+  void FinishConnection(Connection& c);
+  void DiscardInput(Connection& c);
+  // Abortive: now, with whatever is unsent.
   void Close(Connection& c);
+  void CountOutputMemory(Connection& c);
+  // Makes room for one more connection at the cap; false if none is idle.
+  bool EvictIdleConnection();
+  void RefuseConnection(int fd);
   void Count(int status);
 
   const ServerOptions options_;
   const TaskEnvironment env_;
   const size_t input_cap_;  // > max_header_bytes, so a full buffer always parses or fails
+  size_t connection_cap_ = 0;  // max_connections, kept below the open-file limit
   std::shared_ptr<Counters> counters_;
   int listen_fd_ = -1;
   int timer_fd_ = -1;
@@ -271,6 +305,13 @@ absl::Status ServerImpl::Listen() {
     return ErrnoError(absl::StrCat("bind ", options_.listen), errno);
   }
   if (listen(listen_fd_, 4096) != 0) return ErrnoError("listen", errno);
+  connection_cap_ = options_.max_connections;
+  if (rlimit limit{}; getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
+    // Each running task holds its channel's descriptors (up to four).
+    const size_t reserved = kReservedDescriptors + 4 * options_.max_tasks;
+    const size_t usable = limit.rlim_cur > reserved ? limit.rlim_cur - reserved : 1;
+    connection_cap_ = std::min(connection_cap_, usable);
+  }
   socklen_t length = sizeof address;
   getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length);
   port_ = ntohs(address.sin_port);
@@ -304,6 +345,10 @@ void ServerImpl::OnListenReady() {
       // the edge-triggered watch will not fire again for the waiting ones.
       return;
     }
+    if (connections_.size() >= connection_cap_ && !EvictIdleConnection()) {
+      RefuseConnection(fd);
+      continue;
+    }
     const int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     auto connection = std::make_unique<Connection>();
@@ -331,16 +376,21 @@ void ServerImpl::OnTimer() {
   const absl::Time now = absl::Now();
   std::vector<Connection*> expired;
   for (const auto& [fd, c] : connections_) {
-    if (c->request != nullptr || c->close_after_write) {
+    if (c->lingering) {
+      if (now > c->linger_until) expired.push_back(c.get());
+    } else if (c->request != nullptr || c->close_after_write) {
       // A job runs (or a last response is on its way): only a reader that
       // stalls its output is cut off.
       if (c->pending_output() > 0 && now - c->last_output > options_.idle_timeout) expired.push_back(c.get());
-    } else if (now - c->last_input > (c->in.empty() ? options_.idle_timeout : options_.request_timeout)) {
+    } else if (!c->in.empty()) {
+      // From the head's first byte: trickling bytes does not extend it.
+      if (now - c->request_start > options_.request_timeout) expired.push_back(c.get());
+    } else if (now - c->last_input > options_.idle_timeout) {
       expired.push_back(c.get());
     }
   }
   for (Connection* c : expired) {
-    if (c->request == nullptr && !c->close_after_write && !c->in.empty()) {
+    if (!c->lingering && c->request == nullptr && !c->close_after_write && !c->in.empty()) {
       Respond(*c, 408, "the request did not arrive in time\n", /*close=*/true);
     } else {
       Close(*c);
@@ -352,6 +402,10 @@ void ServerImpl::OnConnectionEvent(int fd) {
   auto it = connections_.find(fd);
   if (it == connections_.end()) return;
   Connection& c = *it->second;
+  if (c.lingering) {
+    DiscardInput(c);
+    return;
+  }
   c.input_drained = false;  // a new edge: there may be bytes, or the end
   Flush(c);
   Pump(c);
@@ -374,6 +428,13 @@ void ServerImpl::Pump(Connection& c) {
     const size_t before = c.in.size();
     ProcessInput(c);
     if (c.closed || c.request != nullptr || c.close_after_write) return;
+    if (c.input_ended) {
+      // Every whole request the client sent is answered; a partial one
+      // never will be.
+      c.close_after_write = true;
+      Flush(c);
+      return;
+    }
     if (c.input_drained && c.in.size() == before) return;  // waits for more bytes
   }
 }
@@ -383,8 +444,9 @@ void ServerImpl::ReadInput(Connection& c) {
   while (!c.closed && c.in.size() < input_cap_) {
     const ssize_t n = recv(c.fd, buffer, std::min(sizeof buffer, input_cap_ - c.in.size()), MSG_DONTWAIT);
     if (n > 0) {
-      c.in.append(buffer, static_cast<size_t>(n));
       c.last_input = absl::Now();
+      if (c.in.empty()) c.request_start = c.last_input;
+      c.in.append(buffer, static_cast<size_t>(n));
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -392,7 +454,14 @@ void ServerImpl::ReadInput(Connection& c) {
       c.input_drained = true;
       return;
     }
-    // The peer closed (or reset): a running job is cancelled with its Task.
+    if (n == 0) {
+      // FIN: the client may still read. What it sent is answered (a
+      // running job included), then the connection closes.
+      c.input_ended = true;
+      c.input_drained = true;
+      return;
+    }
+    // A reset or an error: a running job is cancelled with its Task.
     Close(c);
     return;
   }
@@ -409,6 +478,7 @@ void ServerImpl::ProcessInput(Connection& c) {
       return;
     }
     c.in.erase(0, parsed.consumed);
+    if (!c.in.empty()) c.request_start = absl::Now();  // the next head's clock
     Dispatch(c, std::move(parsed.head));
   }
 }
@@ -438,6 +508,15 @@ void ServerImpl::Dispatch(Connection& c, RequestHead head) {
     return;
   }
   const std::vector<std::pair<std::string, std::string>> params = ParseQuery(head.query);
+  for (size_t i = 0; i < params.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (params[j].first != params[i].first) continue;
+      // Which one counts is a guess a proxy in front may make differently.
+      Respond(c, 400, absl::StrCat("query parameter \"", params[i].first, "\" is given twice\n"),
+              /*close=*/true, head_only);
+      return;
+    }
+  }
   if (head.path == "/") {
     Respond(c, 200,
             "GET /primes?below=N[&stream=1] | /hash?mib=N[&stream=1] | /stats\n", !keep_alive,
@@ -452,7 +531,10 @@ void ServerImpl::Dispatch(Connection& c, RequestHead head) {
                          ", \"responses_2xx\": ", s.responses_2xx, ", \"responses_4xx\": ",
                          s.responses_4xx, ", \"responses_5xx\": ", s.responses_5xx,
                          ", \"tasks_started\": ", s.tasks_started, ", \"tasks_running\": ",
-                         s.tasks_running, ", \"tasks_cancelled\": ", s.tasks_cancelled, "}\n"),
+                         s.tasks_running, ", \"tasks_cancelled\": ", s.tasks_cancelled,
+                         ", \"tasks_refused\": ", s.tasks_refused, ", \"connections_refused\": ",
+                         s.connections_refused, ", \"connections_evicted\": ", s.connections_evicted,
+                         ", \"output_buffer_bytes\": ", s.output_buffer_bytes, "}\n"),
             !keep_alive, head_only, "application/json");
     return;
   }
@@ -492,6 +574,18 @@ void ServerImpl::Dispatch(Connection& c, RequestHead head) {
     const std::optional<uint64_t> result =
         RunJobSteps(job, [](uint64_t, uint64_t) { return true; });
     Respond(c, 200, FormatResult(job, *result) + "\n", !keep_alive, head_only);
+    return;
+  }
+  uint64_t running;
+  {
+    MutexLock lock(&counters_->mu);
+    running = counters_->tasks_running;
+  }
+  if (running >= options_.max_tasks) {
+    counters_->tasks_refused.fetch_add(1);
+    Respond(c, 503,
+            absl::StrCat(running, " jobs are running, the most this server takes; retry later\n"),
+            !keep_alive, head_only, "text/plain", "Retry-After: 1\r\n");
     return;
   }
   c.request = std::make_shared<JobRequest>(this, &c, std::move(head), job, stream);
@@ -596,11 +690,13 @@ void ServerImpl::Count(int status) {
 }
 
 void ServerImpl::Respond(Connection& c, int status, absl::string_view body, bool close,
-                         bool head_only, absl::string_view content_type) {
+                         bool head_only, absl::string_view content_type,
+                         absl::string_view extra_headers) {
   Count(status);
   QueueOutput(c, absl::StrCat("HTTP/1.1 ", status, " ", StatusText(status), "\r\nContent-Type: ",
                               content_type, "\r\nContent-Length: ", body.size(), "\r\n",
-                              close ? "Connection: close\r\n" : "", "\r\n", head_only ? "" : body));
+                              extra_headers, close ? "Connection: close\r\n" : "", "\r\n",
+                              head_only ? "" : body));
   if (close) c.close_after_write = true;
   Flush(c);
 }
@@ -611,6 +707,7 @@ void ServerImpl::QueueOutput(Connection& c, absl::string_view bytes) {
   c.out.append(bytes.data(), bytes.size());
   Flush(c);
   if (!c.closed && c.pending_output() > options_.max_pending_output) Close(c);  // a reader that reads nothing
+  if (!c.closed) CountOutputMemory(c);
 }
 
 void ServerImpl::Flush(Connection& c) {
@@ -623,21 +720,97 @@ void ServerImpl::Flush(Connection& c) {
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;  // POLLOUT resumes
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;  // POLLOUT resumes
     Close(c);  // EPIPE, ECONNRESET: the client is gone
     return;
   }
   if (c.closed) return;
+  if (c.pending_output() > 0) {
+    // A slow reader: erase what was sent as it goes, so the buffer holds
+    // about what is pending, not everything since it last drained.
+    if (c.out_sent >= kCompactOutputBytes) {
+      c.out.erase(0, c.out_sent);
+      c.out_sent = 0;
+    }
+    CountOutputMemory(c);
+    return;
+  }
   c.out.clear();
   c.out_sent = 0;
-  if (c.close_after_write) Close(c);
+  if (c.out.capacity() > kKeptOutputCapacity) c.out.shrink_to_fit();
+  CountOutputMemory(c);
+  if (c.close_after_write) FinishConnection(c);
+}
+
+void ServerImpl::CountOutputMemory(Connection& c) {
+  const size_t capacity = c.closed ? 0 : c.out.capacity();
+  counters_->output_buffer_bytes.fetch_add(static_cast<int64_t>(capacity) -
+                                           static_cast<int64_t>(c.counted_output_capacity));
+  c.counted_output_capacity = capacity;
+}
+
+void ServerImpl::FinishConnection(Connection& c) {
+  if (c.closed || c.lingering) return;
+  if (c.input_ended) {
+    Close(c);  // the client has sent all it will
+    return;
+  }
+  // The client may still be sending (pipelined requests behind an error,
+  // say): closing now with its bytes unread makes the kernel reset the
+  // connection, and the reset can destroy the answers still on their way.
+  // Send FIN, then read and discard until the client's FIN or the timeout.
+  shutdown(c.fd, SHUT_WR);
+  c.lingering = true;
+  c.linger_until = absl::Now() + options_.linger_timeout;
+  c.request = nullptr;
+  c.in.clear();
+  c.in.shrink_to_fit();
+  DiscardInput(c);
+}
+
+void ServerImpl::DiscardInput(Connection& c) {
+  char buffer[16 * 1024];
+  while (!c.closed) {
+    const ssize_t n = recv(c.fd, buffer, sizeof buffer, MSG_DONTWAIT);
+    if (n > 0) continue;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;  // the next edge, or the timer
+    Close(c);  // the client's FIN (or a reset): done
+  }
+}
+
+bool ServerImpl::EvictIdleConnection() {
+  Connection* oldest = nullptr;
+  for (const auto& [fd, c] : connections_) {
+    const bool idle = c->request == nullptr && c->in.empty() && c->pending_output() == 0 &&
+                      !c->close_after_write;
+    if ((idle || c->lingering) && (oldest == nullptr || c->last_input < oldest->last_input)) {
+      oldest = c.get();
+    }
+  }
+  if (oldest == nullptr) return false;
+  counters_->connections_evicted.fetch_add(1);
+  Close(*oldest);
+  return true;
+}
+
+void ServerImpl::RefuseConnection(int fd) {
+  counters_->connections_refused.fetch_add(1);
+  Count(503);
+  static constexpr char kRefusal[] =
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 28\r\n"
+      "Retry-After: 1\r\nConnection: close\r\n\r\ntoo many connections; retry\n";
+  // Best effort: a new socket's buffer takes it whole, or the client misses it.
+  [[maybe_unused]] ssize_t sent = send(fd, kRefusal, sizeof kRefusal - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+  shutdown(fd, SHUT_WR);
+  close(fd);
 }
 
 void ServerImpl::Close(Connection& c) {
   if (c.closed) return;
   c.closed = true;
+  CountOutputMemory(c);
   env_.loop->Unwatch(c.watch).IgnoreError();
-  // Graceful: the client reads the last response before it sees the end.
   shutdown(c.fd, SHUT_WR);
   close(c.fd);
   // Destroying the Task asks its entry to cancel; the entry frees itself.
@@ -667,10 +840,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     return absl::InvalidArgumentError("Server::Start: the environment needs a scheduler, channels and a loop");
   }
   if (options.max_header_bytes < 64 || options.idle_timeout <= absl::ZeroDuration() ||
-      options.request_timeout <= absl::ZeroDuration() || options.max_pending_output == 0) {
+      options.request_timeout <= absl::ZeroDuration() ||
+      options.linger_timeout < absl::ZeroDuration() || options.max_pending_output == 0 ||
+      options.max_connections == 0 || options.max_tasks == 0) {
     return absl::InvalidArgumentError(
-        "Server::Start: max_header_bytes must be at least 64; the timeouts and max_pending_output "
-        "positive");
+        "Server::Start: max_header_bytes must be at least 64; the timeouts, max_pending_output, "
+        "max_connections and max_tasks positive (linger_timeout may be zero)");
   }
   auto server = std::make_unique<ServerImpl>(options, env);
   if (absl::Status status = server->Listen(); !status.ok()) return status;
