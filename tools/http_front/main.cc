@@ -33,6 +33,7 @@ constexpr char kUsage[] =
     "usage: http_front [--scheduler=S] [--channel=C] [--loop=L] [--workers=N]\n"
     "                  [--listen=IPV4:PORT] [--max_header_bytes=N]\n"
     "                  [--idle_timeout=DURATION] [--request_timeout=DURATION]\n"
+    "                  [--linger_timeout=DURATION] [--max_connections=N] [--max_tasks=N]\n"
     "An HTTP/1.1 server whose handlers run heavy work in background tasks:\n"
     "  GET /primes?below=N[&stream=1]   GET /hash?mib=N[&stream=1]   GET /stats\n"
     "  --scheduler         thread_pool (default), work_stealing, cooperative\n"
@@ -43,7 +44,13 @@ constexpr char kUsage[] =
     "  --max_header_bytes  longest request head accepted, 431 beyond (default 8192)\n"
     "  --idle_timeout      how long a connection may sit with no request under way, or\n"
     "                      leave its response unread (default 30s)\n"
-    "  --request_timeout   how long a client may stall mid-request before a 408 (default 10s)\n";
+    "  --request_timeout   how long a request head may take from its first byte, 408\n"
+    "                      beyond (default 10s)\n"
+    "  --linger_timeout    how long a closing connection discards the client's input\n"
+    "                      (default 5s)\n"
+    "  --max_connections   open connections at most; beyond, the oldest idle one is closed,\n"
+    "                      or the new one gets 503 (default 10000)\n"
+    "  --max_tasks         jobs running at most; beyond, 503 with Retry-After (default 64)\n";
 
 struct Flags {
   std::string scheduler = "thread_pool";
@@ -77,6 +84,12 @@ absl::Status ParseFlags(int argc, char** argv, Flags& flags) {
       ok = ok && absl::ParseDuration(value, &flags.server.idle_timeout);
     } else if (name == "--request_timeout") {
       ok = ok && absl::ParseDuration(value, &flags.server.request_timeout);
+    } else if (name == "--linger_timeout") {
+      ok = ok && absl::ParseDuration(value, &flags.server.linger_timeout);
+    } else if (name == "--max_connections") {
+      ok = ok && absl::SimpleAtoi(value, &flags.server.max_connections);
+    } else if (name == "--max_tasks") {
+      ok = ok && absl::SimpleAtoi(value, &flags.server.max_tasks);
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown argument \"", arg, "\" (see --help)"));
     }
@@ -133,6 +146,12 @@ int main(int argc, char** argv) {
   absl::Status run = loop.Run();
   loop.Unwatch(*signal_watch).IgnoreError();
   close(signal_fd);
+  // Cancel what runs, wait for the entries to see it, then count: the
+  // cancellations happen after the connections close.
+  (*server)->CloseAll();
+  if (!(*server)->WaitForIdle(absl::Seconds(30))) {
+    std::fprintf(stderr, "http_front: some task entries were still running after 30 s\n");
+  }
   const taskrt::http::ServerStats stats = (*server)->stats();
   server->reset();
   std::printf("http_front: stopped after %llu requests (%llu tasks, %llu cancelled)\n",

@@ -351,6 +351,10 @@ void ServerImpl::OnListenReady() {
     }
     const int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (options_.send_buffer_bytes > 0) {
+      setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &options_.send_buffer_bytes,
+                 sizeof options_.send_buffer_bytes);
+    }
     auto connection = std::make_unique<Connection>();
     connection->fd = fd;
     connection->last_input = connection->last_output = absl::Now();

@@ -23,13 +23,28 @@
 //     with a body gets 413 and a close; methods other than GET and HEAD
 //     get 405; unknown paths 404; a bad or out-of-range query 400 with the
 //     reason in the body.
-//   - A client that has sent part of a request and then nothing for
-//     request_timeout gets 408 and a close; a connection with no request
-//     under way (new, or between keep-alive requests) is closed after
-//     idle_timeout; a client that reads nothing while its response grows
-//     past max_pending_output bytes, or leaves it unread for idle_timeout,
-//     is closed.
-//   - A client that disconnects while its task runs: the Task is destroyed,
+//   - Smuggling: a second Content-Length or Host, an invalid one, or a query
+//     parameter given twice gets 400 and a close (http_parser.h).
+//   - A request head must arrive whole within request_timeout of its first
+//     byte (a client that trickles bytes gains nothing), else 408 and a
+//     close; a connection with no request under way (new, or between
+//     keep-alive requests) is closed after idle_timeout; a client that reads
+//     nothing while its response grows past max_pending_output bytes, or
+//     leaves it unread for idle_timeout, is closed. The output buffer
+//     shrinks as it is sent: its real size stays near the pending bytes.
+//   - A client that half-closes (sends FIN) after its requests gets their
+//     answers, then the close.
+//   - A close after a response (Connection: close, or an error) lingers as
+//     nginx's does: the server shuts down its sending side, then reads and
+//     discards what the client still sends until it closes too, for at most
+//     linger_timeout, so that the client's unread input cannot make the
+//     kernel reset the connection and drop the answers on their way.
+//   - Beyond max_connections open connections, a new one replaces the
+//     oldest idle keep-alive connection; with none idle it gets 503 and a
+//     close. With max_tasks task entries running, a job gets 503 with
+//     Retry-After; requests that need no task are still answered.
+//   - A client that disconnects while its task runs (its socket reports an
+//     error, or a streamed answer cannot be sent): the Task is destroyed,
 //     which asks the entry to cancel (it checks between steps) and frees it
 //     when the entry returns.
 //   Keep-alive and pipelined requests are served in order, one at a time.
@@ -58,6 +73,16 @@ struct ServerOptions {
   absl::Duration idle_timeout = absl::Seconds(30);
   absl::Duration request_timeout = absl::Seconds(10);
   size_t max_pending_output = 1 << 20;
+  // How long a closing connection reads and discards the client's input.
+  absl::Duration linger_timeout = absl::Seconds(5);
+  // SO_SNDBUF of each connection's socket; 0 leaves the kernel's default
+  // (and its autotuning). Smaller bounds what a slow reader parks in the
+  // kernel.
+  int send_buffer_bytes = 0;
+  // Open connections at most (also kept below the open-file limit).
+  size_t max_connections = 10'000;
+  // Task entries running at most (cancelled ones count until they return).
+  size_t max_tasks = 64;
   // Upper bounds of the job sizes a query may ask for.
   uint64_t max_primes_below = 2'000'000'000;
   uint64_t max_hash_mib = 4096;
@@ -77,6 +102,10 @@ struct ServerStats {
   uint64_t tasks_started = 0;
   uint64_t tasks_running = 0;     // entries that have not returned yet
   uint64_t tasks_cancelled = 0;   // entries that stopped early on a cancel
+  uint64_t tasks_refused = 0;     // jobs answered 503 at max_tasks
+  uint64_t connections_refused = 0;  // at max_connections with none idle
+  uint64_t connections_evicted = 0;  // idle ones closed to make room
+  uint64_t output_buffer_bytes = 0;  // memory held by output buffers
 };
 
 class Server {
@@ -97,6 +126,11 @@ class Server {
   // `timeout` passed; returns whether it got there. Thread-safe; for a
   // thread other than the loop thread (the loop must be running).
   virtual bool WaitForIdle(absl::Duration timeout) const = 0;
+
+  // Stops listening and closes every connection, which cancels their
+  // tasks; for a clean exit, before WaitForIdle and the last stats(). On the
+  // loop thread, or while the loop is not running.
+  virtual void CloseAll() = 0;
 };
 
 // Raises this process's open-file limit to its hard limit: each connection
