@@ -472,12 +472,9 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
           continue;
         }
         // An event loop's watcher asks for a signal with the next record.
-        if (ring.consumer.watched.load(std::memory_order_relaxed)) {
-          ring.consumer.event.Drain();
-          if (!ArmWaiter(ring.consumer, RecordArrived(ring, read_position_), ring.producer_closed,
-                         ring.asymmetric_barrier)) {
-            continue;
-          }
+        if (!ArmWatcher(ring.consumer, RecordArrived(ring, read_position_), ring.producer_closed,
+                        ring.asymmetric_barrier)) {
+          continue;
         }
         return WouldBlock();
       }
@@ -556,12 +553,9 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
       // the space read so far, and arm the watcher as TryReceive does.
       PublishHead();
       if (ring.producer_closed.load(std::memory_order_acquire)) return false;
-      if (ring.consumer.watched.load(std::memory_order_relaxed)) {
-        ring.consumer.event.Drain();
-        if (!ArmWaiter(ring.consumer, RecordArrived(ring, read_position_), ring.producer_closed,
-                       ring.asymmetric_barrier)) {
-          continue;
-        }
+      if (!ArmWatcher(ring.consumer, RecordArrived(ring, read_position_), ring.producer_closed,
+                      ring.asymmetric_barrier)) {
+        continue;
       }
       return false;
     }
@@ -683,14 +677,15 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
       TakeHead(ring.head);
       if (ring.capacity - (write_position_ - known_head_) >= needed) return true;
       if (!ring.producer.watched.load(std::memory_order_relaxed)) return false;
-      ring.producer.event.Drain();
       // About to arm the watcher: the exact position may have room.
       TakeHead(ring.read_position);
       if (ring.capacity - (write_position_ - known_head_) >= needed) return true;
-      if (ArmWaiter(ring.producer, SpaceFreed(ring, known_head_), ring.consumer_closed,
-                    ring.asymmetric_barrier)) {
+      if (ArmWatcher(ring.producer, SpaceFreed(ring, known_head_), ring.consumer_closed,
+                     ring.asymmetric_barrier)) {
         return false;
       }
+      // A close is final: the caller's next send reports it.
+      if (ring.consumer_closed.load(std::memory_order_acquire)) return false;
     }
   }
 
@@ -746,6 +741,22 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     HeavyBarrier(asymmetric);
     if (!has_news() && !other_closed.load(kSeqCst)) return true;
     point.waiting.store(false, kSeqCst);
+    return false;
+  }
+
+  // For an event loop's watcher, if any (true otherwise): clears a stale
+  // signal and arms the flag for the next news. False when there is news
+  // already, which the caller takes in its next step; if that news is the
+  // other side's close, the eventfd is signalled again, since the Drain may
+  // have taken the close's only signal and the watcher must still hear of
+  // it (a task's end, say).
+  template <typename HasNews>
+  static bool ArmWatcher(WaitPoint& point, HasNews has_news, const std::atomic<bool>& other_closed,
+                         bool asymmetric) {
+    if (!point.watched.load(std::memory_order_relaxed)) return true;
+    point.event.Drain();
+    if (ArmWaiter(point, has_news, other_closed, asymmetric)) return true;
+    if (other_closed.load(kSeqCst)) point.event.Signal();
     return false;
   }
 
