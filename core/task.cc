@@ -135,15 +135,29 @@ void Task::OnChannelEvent() {
 }
 
 void Task::RecallIfUnread(const std::weak_ptr<bool>& alive) {
-  if (alive.expired() || finished() || owner_drained_ || recall_posted_) return;
+  if (alive.expired() || finished() || recall_posted_) return;
   // The readiness fires only for news: a message left unread would wait
   // for the next one (and a writer blocked on a full channel, for ever).
-  if (!owner_end()->ReceiveReady()) return;
+  // An entry that has returned is news of its own, whatever the channel
+  // said: the next call is the final one.
+  if (!shared_->entry_done.load(std::memory_order_acquire) &&
+      (owner_drained_ || !owner_end()->ReceiveReady())) {
+    return;
+  }
+  PostRecall(alive);
+}
+
+void Task::PostRecall(const std::weak_ptr<bool>& alive) {
+  if (recall_posted_) return;
   recall_posted_ = true;
   absl::Status posted = loop_->Post([this, alive] {
     if (alive.expired()) return;  // destroyed meanwhile; nothing to call
     recall_posted_ = false;
-    OnChannelEvent();
+    // Looked again now: never a call with nothing to read (a Kore callback
+    // reads with a blocking call).
+    if (shared_->entry_done.load(std::memory_order_acquire) || owner_end()->ReceiveReady()) {
+      OnChannelEvent();
+    }
   });
   if (!posted.ok()) recall_posted_ = false;  // only for empty work, which this is not
 }
@@ -163,7 +177,14 @@ absl::Status Task::BindCallback(Callback callback) {
         "Task::BindCallback: a request is already bound to this task; a task has one binding");
   }
   callback_ = std::make_shared<Callback>(std::move(callback));
+  RecallIfBoundLate();
   return absl::OkStatus();
+}
+
+void Task::RecallIfBoundLate() {
+  // Bound after Run(): what arrived while nothing was bound raised no call
+  // that will come again. One call on the loop looks.
+  if (state() == TaskState::kRunning && loop_ != nullptr) PostRecall(alive_);
 }
 
 absl::Status Task::BindRequest(std::weak_ptr<Resumable> request) {
@@ -176,6 +197,7 @@ absl::Status Task::BindRequest(std::weak_ptr<Resumable> request) {
   }
   request_ = std::move(request);
   request_bound_ = true;
+  RecallIfBoundLate();
   return absl::OkStatus();
 }
 

@@ -153,6 +153,8 @@ class Task {
   // After a notification: calls the binding again on the loop's next round
   // if it left a message unread.
   void RecallIfUnread(const std::weak_ptr<bool>& alive);
+  void PostRecall(const std::weak_ptr<bool>& alive);
+  void RecallIfBoundLate();
   // Records what an owner-side receive says about unread messages.
   absl::StatusOr<size_t> NoteReceive(absl::StatusOr<size_t> result);
   ChannelEnd* owner_end() const;
@@ -167,7 +169,7 @@ class Task {
   // Owner side: the last receive found the channel empty (or ended), so the
   // readiness fires for the next message and no recall is needed.
   bool owner_drained_ = false;
-  bool recall_posted_ = false;  // loop thread
+  bool recall_posted_ = false;  // the owner's
 
   // Bindings are set by the owner and read on the loop thread.
   mutable Mutex binding_mu_;

@@ -196,6 +196,23 @@ TEST_P(TaskConformance, RequestReadingOneMessagePerResumeKeepsUpWithABurstingWri
   EXPECT_EQ(*task->result(), 0);
 }
 
+// A binding made after Run() still gets what arrived while nothing was
+// bound: those arrivals raised no call that will come again.
+TEST_P(TaskConformance, BindingAfterRunSeesWhatArrivedBefore) {
+  std::unique_ptr<Task> task = MakeTask(OneMessagePerCall::WriterEntry);
+  Task* raw = task.get();
+  OneMessagePerCall reader(&raw);
+  ASSERT_TRUE(task->Run(Env()).ok());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(loop_->RunOnce(absl::ZeroDuration()).ok());
+  ASSERT_TRUE(task->BindCallback([&reader](Task& t) { reader.ReadOne(t); }).ok());
+  ASSERT_TRUE(PumpUntil([&] { return reader.finished_calls > 0; }))
+      << reader.read << " of " << OneMessagePerCall::kMessages << " read in " << reader.calls
+      << " calls";
+  EXPECT_EQ(reader.read, OneMessagePerCall::kMessages);
+  EXPECT_EQ(reader.out_of_order, 0);
+  EXPECT_EQ(*task->result(), 0);
+}
+
 class CountingRequest : public Resumable {
  public:
   explicit CountingRequest(Task** task) : task_(task) {}
