@@ -291,6 +291,8 @@ void kore_task_channel_write(struct kore_task* t, void* data, u_int32_t length) 
     status.ok() ? Succeeded() : Failed(status);
     return;
   }
+  // Another task's owner side: the owner's alone.
+  if (RefuseInsideEntry("kore_task_channel_write")) return;
   KoreTask* kore = Get(t, "kore_task_channel_write");
   if (kore == nullptr) return;
   absl::Status status = kore->task->Write(message);
@@ -307,6 +309,7 @@ u_int32_t kore_task_channel_read(struct kore_task* t, void* out, u_int32_t lengt
   if (taskrt::TaskContext* context = OwnEntryContext(t)) {
     got = context->Read(buffer);
   } else {
+    if (RefuseInsideEntry("kore_task_channel_read")) return 0;
     KoreTask* kore = Get(t, "kore_task_channel_read");
     if (kore == nullptr) return 0;
     got = kore->task->Read(buffer);

@@ -31,7 +31,8 @@
  * the channel, the loop pump, runtime init and shutdown) come from one
  * thread, the owner's; from inside an entry they are refused. As in Kore,
  * kore_task_channel_write/read pick the channel end by who calls: inside the
- * task's own entry they talk to the owner, anywhere else to the task. That
+ * task's own entry they talk to the owner, in the owner to the task, and
+ * inside another task's entry they are refused. That
  * holds on every scheduler, the cooperative one included, whose entries
  * share one thread. An entry's channel calls and
  * kore_task_cancel_requested() stay safe after the owner destroyed its

@@ -93,6 +93,8 @@ meddling_entry(struct kore_task *t)
 	refused += kore_task_loop_run_once(0) == -1;
 	kore_task_runtime_shutdown();
 	refused += kore_task_last_error() != NULL;
+	kore_task_channel_write(&other, "x", 1); /* another task's channel */
+	refused += kore_task_last_error() != NULL;
 	kore_task_channel_write(t, "still mine", 10);
 	refused += kore_task_last_error() == NULL;
 	return refused;
@@ -178,7 +180,7 @@ main(void)
 	kore_task_create(&task, meddling_entry);
 	kore_task_run(&task);
 	pump_until_finished(&task);
-	CHECK(kore_task_result(&task) == 5);
+	CHECK(kore_task_result(&task) == 6);
 	{
 		char msg[16];
 		CHECK(kore_task_channel_read(&task, msg, sizeof(msg)) == 10);
