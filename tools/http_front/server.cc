@@ -416,6 +416,7 @@ void ServerImpl::OnConnectionEvent(int fd) {
 }
 
 void ServerImpl::Pump(Connection& c) {
+  if (c.lingering) return;  // answered for good; DiscardInput reads the rest
   // Reads at most input_cap_ bytes ahead of what has been parsed, so a client that
   // pipelines faster than it reads its answers is held back by TCP rather
   // than by our memory. The watch is edge-triggered: every path that stops
@@ -508,7 +509,7 @@ void ServerImpl::Dispatch(Connection& c, RequestHead head) {
   }
   if (head.method != "GET" && !head_only) {
     Respond(c, 405, absl::StrCat("method ", head.method, " is not allowed; use GET or HEAD\n"),
-            !keep_alive);
+            !keep_alive, /*head_only=*/false, "text/plain", "Allow: GET, HEAD\r\n");
     return;
   }
   const std::vector<std::pair<std::string, std::string>> params = ParseQuery(head.query);
@@ -607,9 +608,11 @@ void ServerImpl::RunStates(JobRequest& request) {
     if (result == StateResult::kRetry) return;
     break;
   }
-  // Complete: serve what is pipelined behind it.
+  // Complete: serve what is pipelined behind it; a head that came in part
+  // during the job is timed from now.
   Connection& c = *request.connection_;
   c.request = nullptr;
+  if (!c.in.empty()) c.request_start = absl::Now();
   Pump(c);
 }
 
@@ -774,7 +777,13 @@ void ServerImpl::FinishConnection(Connection& c) {
 
 void ServerImpl::DiscardInput(Connection& c) {
   char buffer[16 * 1024];
-  while (!c.closed) {
+  if (absl::Now() > c.linger_until) {
+    Close(c);
+    return;
+  }
+  // A bounded helping per event, so that a fast sender cannot hold the
+  // loop; what is left makes the next edge, and the timer ends it all.
+  for (int reads = 0; !c.closed && reads < 64; ++reads) {
     const ssize_t n = recv(c.fd, buffer, sizeof buffer, MSG_DONTWAIT);
     if (n > 0) continue;
     if (n < 0 && errno == EINTR) continue;
@@ -804,9 +813,14 @@ void ServerImpl::RefuseConnection(int fd) {
   static constexpr char kRefusal[] =
       "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 28\r\n"
       "Retry-After: 1\r\nConnection: close\r\n\r\ntoo many connections; retry\n";
-  // Best effort: a new socket's buffer takes it whole, or the client misses it.
+  // Best effort: a new socket's buffer takes it whole, or the client misses
+  // it. What the client sent already is read first, so that the close is a
+  // FIN rather than a reset that could destroy the answer.
   [[maybe_unused]] ssize_t sent = send(fd, kRefusal, sizeof kRefusal - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
   shutdown(fd, SHUT_WR);
+  char buffer[4096];
+  while (recv(fd, buffer, sizeof buffer, MSG_DONTWAIT) > 0) {
+  }
   close(fd);
 }
 
