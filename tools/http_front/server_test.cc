@@ -558,16 +558,23 @@ TEST_P(HttpFront, RequestsFollowedAtOnceByFinAreAnswered) {
 
 // After a 400 with the client's input still arriving, the server lingers
 // (FIN, then reads and discards) instead of closing with unread bytes, which
-// makes the kernel send RST and drop the queued answers.
+// makes the kernel send RST and throw away the answers it still holds. The
+// client reads nothing until the server is done with the connection, so the
+// answers wait in the server's socket buffer (made big enough for them) when
+// it closes.
 TEST_P(HttpFront, AnswersQueuedBeforeAnErrorSurviveTheClose) {
-  constexpr int kRequests = 3000;
-  StartServer();
-  Client client(port());
+  constexpr int kRequests = 2000;  // about 270 KiB of answers
+  ServerOptions options;
+  options.send_buffer_bytes = 1 << 20;  // the kernel caps it near 400 KiB
+  options.linger_timeout = absl::Milliseconds(200);
+  StartServer(options);
+  Client client(port(), /*receive_buffer_bytes=*/64 * 1024);
   std::string requests;
   for (int i = 0; i < kRequests; ++i) requests += Get("/");
   requests += "BROKEN\r\n\r\n";
   requests += std::string(1 << 20, 'x');  // still arriving when the server closes
   std::thread sender([&client, &requests] { client.Send(requests); });
+  ASSERT_TRUE(server_->WaitForIdle(absl::Milliseconds(kHangGuardMs)));  // it closed
   int answered = 0;
   Response r;
   for (; answered < kRequests; ++answered) {
