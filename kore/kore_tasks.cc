@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -143,6 +144,13 @@ taskrt::Backends* GetRuntime() {
   return runtime;
 }
 
+// The error of a call on `t`, which is not a live task.
+void FailNotLive(struct kore_task* t, const char* function) {
+  Failed(absl::FailedPreconditionError(
+      absl::StrCat(function, t == nullptr ? ": the task is NULL"
+                                          : ": the task was not created or has been destroyed")));
+}
+
 // The live task `t`, or null with the error set. The owner's calls come from
 // one thread, and only the owner destroys: the record stays valid for the
 // caller's call.
@@ -152,22 +160,19 @@ KoreTask* Get(struct kore_task* t, const char* function) {
     auto it = LiveTasks().find(t);
     if (it != LiveTasks().end()) return it->second.get();
   }
-  Failed(absl::FailedPreconditionError(
-      absl::StrCat(function, t == nullptr ? ": the task is NULL"
-                                          : ": the task was not created or has been destroyed")));
+  FailNotLive(t, function);
   return nullptr;
 }
 
 // Runs `read` on the live task `t` under the lock, for the queries that may
-// come from any thread; `missing` if there is none.
+// come from any thread; nullopt if there is none.
 template <typename Read>
-auto Query(struct kore_task* t, Read read, decltype(read(std::declval<KoreTask&>())) missing) {
+auto Query(struct kore_task* t, Read read) -> std::optional<decltype(read(std::declval<KoreTask&>()))> {
+  if (t == nullptr) return std::nullopt;
   std::lock_guard<std::mutex> lock(mu);
-  if (t != nullptr) {
-    auto it = LiveTasks().find(t);
-    if (it != LiveTasks().end()) return read(*it->second);
-  }
-  return missing;
+  auto it = LiveTasks().find(t);
+  if (it == LiveTasks().end()) return std::nullopt;
+  return read(*it->second);
 }
 
 }  // namespace
@@ -261,7 +266,7 @@ void kore_task_destroy(struct kore_task* t) {
     }
   }
   if (kore == nullptr) {
-    Get(t, "kore_task_destroy");  // sets the error
+    FailNotLive(t, "kore_task_destroy");
     return;
   }
   t->impl = nullptr;
@@ -270,14 +275,14 @@ void kore_task_destroy(struct kore_task* t) {
 }
 
 int kore_task_finished(struct kore_task* t) {
-  const int finished = Query(
-      t, [](KoreTask& kore) { return kore.task->finished() ? 1 : 0; }, -1);
-  if (finished < 0) {
-    Get(t, "kore_task_finished");
+  const std::optional<bool> finished =
+      Query(t, [](KoreTask& kore) { return kore.task->finished(); });
+  if (!finished.has_value()) {
+    FailNotLive(t, "kore_task_finished");
     return 0;
   }
   Succeeded();
-  return finished;
+  return *finished ? 1 : 0;
 }
 
 void kore_task_channel_write(struct kore_task* t, void* data, u_int32_t length) {
@@ -323,25 +328,25 @@ u_int32_t kore_task_channel_read(struct kore_task* t, void* out, u_int32_t lengt
 }
 
 int kore_task_state(struct kore_task* t) {
-  Succeeded();
-  return Query(
-      t, [](KoreTask& kore) { return static_cast<int>(kore.task->state()); }, 0);
+  const std::optional<taskrt::TaskState> state =
+      Query(t, [](KoreTask& kore) { return kore.task->state(); });
+  Succeeded();  // 0 for no task is the answer, not an error
+  return state.has_value() ? static_cast<int>(*state) : 0;
 }
 
 int kore_task_result(struct kore_task* t) {
-  const absl::StatusOr<int> result = Query(
-      t, [](KoreTask& kore) { return kore.task->result(); },
-      absl::StatusOr<int>(absl::NotFoundError("")));
-  if (absl::IsNotFound(result.status())) {
-    Get(t, "kore_task_result");
+  const std::optional<absl::StatusOr<int>> result =
+      Query(t, [](KoreTask& kore) { return kore.task->result(); });
+  if (!result.has_value()) {
+    FailNotLive(t, "kore_task_result");
     return 0;
   }
-  if (!result.ok()) {
-    Failed(result.status());
+  if (!result->ok()) {
+    Failed(result->status());
     return 0;
   }
   Succeeded();
-  return *result;
+  return **result;
 }
 
 int kore_task_cancel_requested(struct kore_task* t) {
@@ -349,14 +354,14 @@ int kore_task_cancel_requested(struct kore_task* t) {
     Succeeded();
     return context->cancel_requested() ? 1 : 0;
   }
-  const int requested = Query(
-      t, [](KoreTask& kore) { return kore.task->cancel_requested() ? 1 : 0; }, -1);
-  if (requested < 0) {
-    Get(t, "kore_task_cancel_requested");
+  const std::optional<bool> requested =
+      Query(t, [](KoreTask& kore) { return kore.task->cancel_requested(); });
+  if (!requested.has_value()) {
+    FailNotLive(t, "kore_task_cancel_requested");
     return 1;  // destroyed: stop
   }
   Succeeded();
-  return requested;
+  return *requested ? 1 : 0;
 }
 
 int kore_task_runtime_init(const char* scheduler, const char* channel, const char* loop,
