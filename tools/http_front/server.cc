@@ -714,7 +714,6 @@ void ServerImpl::QueueOutput(Connection& c, absl::string_view bytes) {
   c.out.append(bytes.data(), bytes.size());
   Flush(c);
   if (!c.closed && c.pending_output() > options_.max_pending_output) Close(c);  // a reader that reads nothing
-  if (!c.closed) CountOutputMemory(c);
 }
 
 void ServerImpl::Flush(Connection& c) {
