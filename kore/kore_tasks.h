@@ -86,12 +86,11 @@ int kore_task_result(struct kore_task *t);
 int kore_task_cancel_requested(struct kore_task *t);
 
 /*
- * Chooses the backends by name, the names of the backend registry
- * (backends/registry.h): schedulers "thread_pool", "work_stealing",
- * "cooperative"; channels "socketpair", "memory", "io_uring"; loops
- * "epoll", "io_uring"; and the number of worker threads (1 to 1024; the
- * cooperative scheduler has one and ignores it). Without this call the
- * first kore_task_run() uses Kore's defaults: "thread_pool" with 2 threads,
+ * Chooses the backends by the names of the backend registry
+ * (backends/registry.h: every scheduler, channel and event loop the
+ * project has), and the number of worker threads (1 to 1024; a scheduler
+ * with one thread of its own ignores it). Without this call the first
+ * kore_task_run() uses Kore's defaults: "thread_pool" with 2 threads,
  * "socketpair", "epoll". Returns 0, or -1 with kore_task_last_error() set
  * (unknown name, which lists the known ones; a bad worker count; a backend
  * the kernel refuses; already running).
