@@ -44,8 +44,9 @@ constexpr size_t kInitialInputSize = 16 * 1024;
 constexpr size_t kShrinkAbove = 256 * 1024;
 // Unread bytes held by an end (with whole messages among them) at which its
 // receive is parked, and below which it resumes; see KeepReceiving().
-constexpr size_t kHighWater = 256 * 1024;
-constexpr size_t kLowWater = 64 * 1024;
+constexpr size_t kParkAt = 256 * 1024;
+// Unread bytes at which an end stops draining its socket; see DrainSocket().
+constexpr size_t kDrainLimit = 1024 * 1024;
 
 static_assert(kBufferCount * sizeof(io_uring_buf) <= kBufferRingBytes,
               "buffer descriptors must fit the first page");
@@ -282,6 +283,10 @@ class IoUringEnd final : public ChannelEnd {
     if (copied > 0) std::memcpy(out.data(), in_.data() + in_begin_ + kHeaderSize, copied);
     in_begin_ += kHeaderSize + *length;
     if (in_begin_ == in_end_) ResetInput();
+    // The receive that takes a parked end below kParkAt resumes it now, not
+    // at the next call: a sender blocked on the full socket may be waiting
+    // for exactly this one.
+    if (parked_ && Buffered() < kParkAt) KeepReceiving();
     return length;
   }
 
@@ -428,18 +433,21 @@ class IoUringEnd final : public ChannelEnd {
   }
 
   // Keeps the receive going, or parks it while the reader is far behind:
-  // with whole messages and at least kHighWater bytes unread here, the
+  // with whole messages and at least kParkAt bytes unread here, the
   // multishot receive is cancelled, so that the socket fills and the sender
   // feels back-pressure as with a plain socket, and a multishot poll of the
   // socket (POLLIN | POLLRDHUP) stands in for it, so that new data and the
-  // end of the stream still make the ring readable. Once the reader is down
-  // to kLowWater, or needs more bytes to complete a message, the receive is
-  // armed again. Returns whether it armed the receive (its first
-  // completions may already be queued).
+  // end of the stream still make the ring readable. The first receive that
+  // takes the reader below kParkAt arms the receive again, which drains the
+  // socket and so frees a sender blocked on it: no lower resume mark, as a
+  // sender waiting for room must not wait for receives beyond the ones that
+  // make room (an arm drains up to 64 KiB, so re-arming costs little).
+  // Returns whether it armed the receive (its first completions may already
+  // be queued).
   bool KeepReceiving() {
     if (closed_ || ReceiveFinished()) return false;
     const bool has_message = HasBufferedMessage();
-    if (!parked_ && has_message && Buffered() >= kHighWater) {
+    if (!parked_ && has_message && Buffered() >= kParkAt) {
       parked_ = true;
       ++stats_.recv_parks;
       if (receive_armed_) {
@@ -453,7 +461,7 @@ class IoUringEnd final : public ChannelEnd {
       if (absl::Status submitted = Submit(); !submitted.ok()) receive_error_ = submitted;
       return false;
     }
-    if (parked_ && (!has_message || Buffered() < kLowWater)) {
+    if (parked_ && (!has_message || Buffered() < kParkAt)) {
       parked_ = false;
       if (watch_armed_ && !watch_removing_) {
         if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_); sqe != nullptr) {
@@ -475,7 +483,25 @@ class IoUringEnd final : public ChannelEnd {
       return false;
     }
     ArmReceive();  // submits the watch's removal too, if queued
+    DrainSocket();
     return true;
+  }
+
+  // An armed receive copies at most the 64 KiB of provided buffers, then
+  // runs out of them and ends. A sender blocked on a full socket waits for
+  // the kernel to free whole socket buffers, which 64 KiB may not do; and
+  // this end's thread may not call again until that sender has got
+  // through. So the receive is reaped and re-armed while it keeps running
+  // out of buffers: until the socket is empty (the receive stays armed,
+  // waiting) or this end holds kDrainLimit unread bytes.
+  void DrainSocket() {
+    while (true) {
+      ReapAll();
+      if (receive_armed_ || closed_ || ReceiveFinished() || Buffered() >= kDrainLimit) return;
+      ++stats_.recv_drain_arms;
+      ArmReceive();
+      if (!receive_armed_) return;  // could not arm: receive_error_ says why
+    }
   }
 
   void PrepareWatch() {

@@ -32,7 +32,9 @@
 //   whole messages among them) it parks: it cancels the receive, so that the
 //   socket fills and the sender waits, as with a plain socket, and arms a
 //   multishot poll of the socket instead, so that new data and the end of
-//   the stream still make the ring readable. Below 64 KiB it resumes.
+//   the stream still make the ring readable. The first receive that takes it
+//   below 256 KiB resumes it, so a sender blocked on a full socket is freed
+//   by the receives that make room, and no more.
 //
 // Sending: batched
 //   TrySend copies header and payload into a pending batch and returns; it

@@ -22,6 +22,7 @@ struct EndStats {
   uint64_t recv_buffer_exhaustions = 0;  // ended with -ENOBUFS
   uint64_t recv_cancellations = 0;       // ended with -ECANCELED (re-armed)
   uint64_t recv_parks = 0;               // parked: the reader was far behind
+  uint64_t recv_drain_arms = 0;          // re-armed at once to drain the socket
 };
 
 // The counters of an io_uring channel end; nullopt for any other end.

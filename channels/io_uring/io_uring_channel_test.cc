@@ -16,8 +16,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -223,6 +225,38 @@ TEST_F(IoUringChannelTest, AReaderFarBehindParksTheReceiveAndTheSenderFeelsIt) {
   EXPECT_EQ(received, sent);
   char byte;
   EXPECT_TRUE(IsWouldBlock(pair.owner_end->TryReceive(absl::MakeSpan(&byte, 1)).status()));
+}
+
+// The conformance suite's blocked-sender test, with the receiving end's
+// counters in view: the channel is filled while nobody reads, a thread
+// blocks sending one more, and one receive must free it.
+TEST_F(IoUringChannelTest, OneReceiveFreesASenderBlockedOnAFullSocket) {
+  ChannelPair pair = MakePair();
+  const std::string message = "12345678";
+  int filled = 0;
+  while (true) {
+    absl::Status sent = pair.task_end->TrySend(Bytes(message));
+    if (IsWouldBlock(sent)) break;
+    ASSERT_TRUE(sent.ok()) << sent;
+    ++filled;
+  }
+  std::atomic<bool> sent{false};
+  std::thread sender([&] {
+    EXPECT_TRUE(Send(*pair.task_end, Bytes(message)).ok());
+    sent.store(true);
+  });
+  absl::StatusOr<std::string> got = ReceiveString(*pair.owner_end);
+  ASSERT_TRUE(got.ok()) << got.status();
+  const EndStats after_one = Stats(*pair.owner_end);
+  std::printf("[ receiver ] %d messages filled it; after one receive: %llu arms, %llu of them "
+              "to drain the socket, %llu buffer exhaustions\n",
+              filled, static_cast<unsigned long long>(after_one.recv_arms),
+              static_cast<unsigned long long>(after_one.recv_drain_arms),
+              static_cast<unsigned long long>(after_one.recv_buffer_exhaustions));
+  EXPECT_GE(after_one.recv_drain_arms, 1u) << "64 KiB of provided buffers cannot drain a full socket";
+  sender.join();
+  EXPECT_TRUE(sent.load());
+  for (int i = 0; i < filled; ++i) ASSERT_EQ(*ReceiveString(*pair.owner_end), message) << i;
 }
 
 TEST_F(IoUringChannelTest, ReceiveReadinessSurvivesTheSendSideReapingIt) {
