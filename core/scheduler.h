@@ -56,6 +56,19 @@ class Job {
   Job* scheduler_link = nullptr;
 };
 
+// What a scheduler offers beyond this contract. Code that needs more asks
+// for a capability, never for a backend by name.
+struct SchedulerCapabilities {
+  // Every unit runs on one thread, as a stackful task: a blocking call
+  // (a channel, a join, a Parker) suspends only that task, and units
+  // interleave at such calls alone, never in between.
+  bool single_thread_stackful_tasks = false;
+  // The backend runs as many workers as it is asked for (otherwise one).
+  bool honours_worker_count = false;
+
+  friend bool operator==(const SchedulerCapabilities&, const SchedulerCapabilities&) = default;
+};
+
 class Scheduler {
  public:
   virtual ~Scheduler() = default;
@@ -85,8 +98,11 @@ class Scheduler {
   // How many units can run at once (the number of worker threads).
   virtual size_t concurrency() const = 0;
 
-  // Backend name and configuration, e.g. "thread_pool(4)".
+  // Backend name and configuration, e.g. "thread_pool(4)", for people to
+  // read: choose by capabilities(), never by parsing this.
   virtual std::string name() const = 0;
+
+  virtual SchedulerCapabilities capabilities() const = 0;
 };
 
 }  // namespace taskrt

@@ -123,6 +123,7 @@ class CooperativeScheduler final : public Scheduler {
 
   bool IsCurrentThreadOwned() const override { return current_scheduler == this; }
   size_t concurrency() const override { return 1; }
+  SchedulerCapabilities capabilities() const override { return {.single_thread_stackful_tasks = true}; }
   std::string name() const override { return "cooperative"; }
 
  private:

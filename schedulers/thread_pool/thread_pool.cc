@@ -86,6 +86,7 @@ class ThreadPool final : public Scheduler {
 
   bool IsCurrentThreadOwned() const override { return current_pool == this; }
   size_t concurrency() const override { return threads_.size(); }
+  SchedulerCapabilities capabilities() const override { return {.honours_worker_count = true}; }
   std::string name() const override { return absl::StrCat("thread_pool(", threads_.size(), ")"); }
 
  private:

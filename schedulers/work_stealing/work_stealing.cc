@@ -119,6 +119,7 @@ class WorkStealingPool final : public Scheduler {
     return current_worker != nullptr && current_worker->pool == this;
   }
   size_t concurrency() const override { return workers_.size(); }
+  SchedulerCapabilities capabilities() const override { return {.honours_worker_count = true}; }
   std::string name() const override {
     return absl::StrCat("work_stealing(", workers_.size(), ")");
   }

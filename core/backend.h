@@ -1,0 +1,53 @@
+#ifndef TASKRT_CORE_BACKEND_H_
+#define TASKRT_CORE_BACKEND_H_
+
+// What a backend is, to the code that chooses one: a descriptor with its
+// name, a one-line summary, its capabilities and its factory. Each backend
+// defines its descriptor in its own folder; backends/registry.cc lists them,
+// and everything that picks a backend (flags, the Kore facade, tests,
+// benchmarks, fuzzers) reads that list, never a name of its own.
+//
+// Factories
+//   One shape for every kind: absl::StatusOr<std::unique_ptr<Interface>>
+//   from BackendOptions. A configuration the backend cannot honour is
+//   kInvalidArgument; a kernel that refuses the backend here (io_uring under
+//   seccomp) is kUnavailable, with the reason.
+
+#include <memory>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "core/channel.h"
+#include "core/event_loop.h"
+#include "core/scheduler.h"
+
+namespace taskrt {
+
+struct BackendOptions {
+  // Worker threads, for schedulers that honour a count
+  // (SchedulerCapabilities::honours_worker_count); others ignore it.
+  int workers = 1;
+};
+
+template <typename Interface>
+struct BackendDescriptor {
+  using Factory = absl::StatusOr<std::unique_ptr<Interface>> (*)(const BackendOptions&);
+
+  std::string_view name;     // the flag value, e.g. "thread_pool"
+  std::string_view summary;  // one line, for usage texts
+  // The kernel must allow io_uring: where it does not, the factory returns
+  // kUnavailable and tests skip with its reason.
+  bool needs_io_uring = false;
+  Factory create = nullptr;
+};
+
+struct SchedulerDescriptor : BackendDescriptor<Scheduler> {
+  // What every scheduler this factory makes reports as capabilities().
+  SchedulerCapabilities capabilities;
+};
+using ChannelDescriptor = BackendDescriptor<ChannelFactory>;
+using EventLoopDescriptor = BackendDescriptor<EventLoop>;
+
+}  // namespace taskrt
+
+#endif  // TASKRT_CORE_BACKEND_H_
