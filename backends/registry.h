@@ -1,15 +1,14 @@
 #ifndef TASKRT_BACKENDS_REGISTRY_H_
 #define TASKRT_BACKENDS_REGISTRY_H_
 
-// The runtime's backends by name, for command-line flags and for the tests,
-// fuzzers and benchmarks that run over every backend: the one list of them.
+// The registered backends: the one list that flags, usage texts, the Kore
+// facade, tests, fuzzers and benchmarks read. A backend joins by adding its
+// descriptor (core/backend.h) to registry.cc and its name to backends.bzl,
+// which generates the conformance matrix; a test checks the two agree.
 //
-//   schedulers  thread_pool, work_stealing, cooperative
-//   channels    socketpair, memory, io_uring
-//   loops       epoll, io_uring
-//
-// An unknown name is kInvalidArgument listing the known ones; a backend the
-// kernel refuses (io_uring under seccomp) is the backend's kUnavailable.
+// Lookups by name return kInvalidArgument listing the known names; a
+// backend the kernel refuses (io_uring under seccomp) is the backend's own
+// kUnavailable.
 
 #include <memory>
 #include <string>
@@ -17,20 +16,52 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "core/backend.h"
 #include "core/channel.h"
 #include "core/event_loop.h"
 #include "core/scheduler.h"
 
 namespace taskrt {
 
-const std::vector<std::string>& SchedulerNames();
-const std::vector<std::string>& ChannelNames();
-const std::vector<std::string>& LoopNames();
+// In registration order.
+const std::vector<const SchedulerDescriptor*>& Schedulers();
+const std::vector<const ChannelDescriptor*>& Channels();
+const std::vector<const EventLoopDescriptor*>& EventLoops();
 
-// `workers` is ignored by the cooperative scheduler (one thread).
+std::vector<std::string> SchedulerNames();
+std::vector<std::string> ChannelNames();
+std::vector<std::string> LoopNames();
+
+absl::StatusOr<const SchedulerDescriptor*> FindScheduler(absl::string_view name);
+absl::StatusOr<const ChannelDescriptor*> FindChannel(absl::string_view name);
+absl::StatusOr<const EventLoopDescriptor*> FindLoop(absl::string_view name);
+
+// The registered schedulers that have every capability set in `wanted`.
+std::vector<const SchedulerDescriptor*> SchedulersWith(const SchedulerCapabilities& wanted);
+
+// Creates a scheduler with `wanted` capabilities: the first registered one
+// that has them; kNotFound if none does.
+absl::StatusOr<std::unique_ptr<Scheduler>> NewSchedulerWith(const SchedulerCapabilities& wanted,
+                                                            const BackendOptions& options = {});
+
+// `workers` is ignored by schedulers that do not honour a worker count.
 absl::StatusOr<std::unique_ptr<Scheduler>> NewSchedulerNamed(absl::string_view name, int workers);
 absl::StatusOr<std::unique_ptr<ChannelFactory>> NewChannelFactoryNamed(absl::string_view name);
 absl::StatusOr<std::unique_ptr<EventLoop>> NewLoopNamed(absl::string_view name);
+
+// One scheduler x channel x loop combination.
+struct Combination {
+  const SchedulerDescriptor* scheduler;
+  const ChannelDescriptor* channel;
+  const EventLoopDescriptor* loop;
+  std::string name() const;  // "<scheduler>_<channel>_<loop>"
+};
+
+// Every combination of the registered backends, schedulers outermost.
+std::vector<Combination> Combinations();
+
+// Lines for a usage text: each kind's names with their summaries.
+std::string BackendUsage();
 
 // The three together, owned; what a server or a test needs to run tasks.
 // Members are destroyed scheduler first: its shutdown waits for every entry,

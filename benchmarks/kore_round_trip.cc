@@ -26,19 +26,20 @@ namespace {
 struct BackendPair {
   std::string name;
   std::function<absl::StatusOr<std::unique_ptr<Scheduler>>()> make_scheduler;
-  std::function<std::unique_ptr<ChannelFactory>()> make_channels;
+  std::function<absl::StatusOr<std::unique_ptr<ChannelFactory>>()> make_channels;
 };
 
 void KoreRoundTrip(benchmark::State& state, const BackendPair& backends) {
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = backends.make_scheduler();
   absl::StatusOr<std::unique_ptr<EventLoop>> loop = NewEpollLoop();
-  std::unique_ptr<ChannelFactory> channels = backends.make_channels();
-  for (const absl::Status& status : {scheduler.status(), loop.status()}) {
+  absl::StatusOr<std::unique_ptr<ChannelFactory>> made_channels = backends.make_channels();
+  for (const absl::Status& status : {scheduler.status(), loop.status(), made_channels.status()}) {
     if (!status.ok()) {
       state.SkipWithError(status.ToString().c_str());
       return;
     }
   }
+  std::unique_ptr<ChannelFactory> channels = *std::move(made_channels);
   absl::StatusOr<std::unique_ptr<Task>> task = Task::Create([](TaskContext& self) {
     uint64_t value;
     while (true) {

@@ -14,9 +14,10 @@
 //   seccomp) is kUnavailable, with the reason.
 
 #include <memory>
-#include <string_view>
+
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "core/channel.h"
 #include "core/event_loop.h"
 #include "core/scheduler.h"
@@ -29,22 +30,27 @@ struct BackendOptions {
   int workers = 1;
 };
 
-template <typename Interface>
+// For kinds whose backends differ in nothing a caller must choose by.
+struct NoCapabilities {
+  friend bool operator==(const NoCapabilities&, const NoCapabilities&) = default;
+};
+
+template <typename Interface, typename Capabilities = NoCapabilities>
 struct BackendDescriptor {
   using Factory = absl::StatusOr<std::unique_ptr<Interface>> (*)(const BackendOptions&);
 
-  std::string_view name;     // the flag value, e.g. "thread_pool"
-  std::string_view summary;  // one line, for usage texts
+  absl::string_view name;     // the flag value, e.g. "thread_pool"
+  absl::string_view summary;  // one line, for usage texts
   // The kernel must allow io_uring: where it does not, the factory returns
   // kUnavailable and tests skip with its reason.
   bool needs_io_uring = false;
+  // What every instance the factory makes reports (for schedulers, as
+  // Scheduler::capabilities()).
+  Capabilities capabilities;
   Factory create = nullptr;
 };
 
-struct SchedulerDescriptor : BackendDescriptor<Scheduler> {
-  // What every scheduler this factory makes reports as capabilities().
-  SchedulerCapabilities capabilities;
-};
+using SchedulerDescriptor = BackendDescriptor<Scheduler, SchedulerCapabilities>;
 using ChannelDescriptor = BackendDescriptor<ChannelFactory>;
 using EventLoopDescriptor = BackendDescriptor<EventLoop>;
 

@@ -120,11 +120,15 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "core/backend.h"
 #include "core/channel.h"
 
 namespace taskrt {
 
 absl::StatusOr<std::unique_ptr<ChannelFactory>> NewIoUringChannelFactory();
+
+// This backend's descriptor ("io_uring"), listed in backends/registry.cc.
+const ChannelDescriptor& IoUringChannelDescriptor();
 
 }  // namespace taskrt
 

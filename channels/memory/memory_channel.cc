@@ -837,7 +837,7 @@ class MemoryChannelFactory final : public ChannelFactory {
 
 }  // namespace
 
-std::unique_ptr<ChannelFactory> NewMemoryChannelFactory() {
+absl::StatusOr<std::unique_ptr<ChannelFactory>> NewMemoryChannelFactory() {
   return std::make_unique<MemoryChannelFactory>();
 }
 

@@ -49,11 +49,16 @@
 
 #include <memory>
 
+#include "absl/status/statusor.h"
+#include "core/backend.h"
 #include "core/channel.h"
 
 namespace taskrt {
 
-std::unique_ptr<ChannelFactory> NewMemoryChannelFactory();
+absl::StatusOr<std::unique_ptr<ChannelFactory>> NewMemoryChannelFactory();
+
+// This backend's descriptor ("memory"), listed in backends/registry.cc.
+const ChannelDescriptor& MemoryChannelDescriptor();
 
 }  // namespace taskrt
 

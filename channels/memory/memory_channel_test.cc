@@ -50,7 +50,7 @@ ChannelPair TinyPair() {
   ChannelOptions options;
   options.buffer_bytes = 256;
   options.max_message_size = 4096;
-  absl::StatusOr<ChannelPair> pair = NewMemoryChannelFactory()->CreatePair(options);
+  absl::StatusOr<ChannelPair> pair = NewMemoryChannelFactory().value()->CreatePair(options);
   EXPECT_TRUE(pair.ok()) << pair.status();
   return *std::move(pair);
 }
@@ -153,7 +153,7 @@ TEST(MemoryChannel, AParkedSenderResumesAfterTheOneReceiveThatMakesRoom) {
     SCOPED_TRACE(ring_bytes);
     ChannelOptions options;
     options.buffer_bytes = ring_bytes;
-    absl::StatusOr<ChannelPair> made = NewMemoryChannelFactory()->CreatePair(options);
+    absl::StatusOr<ChannelPair> made = NewMemoryChannelFactory().value()->CreatePair(options);
     ASSERT_TRUE(made.ok()) << made.status();
     ChannelPair pair = *std::move(made);
     const std::string message = "12345678";  // 16-byte records
@@ -263,7 +263,7 @@ void StreamEveryMessage(size_t buffer_bytes, uint32_t messages) {
   ChannelOptions options;
   options.buffer_bytes = buffer_bytes;
   options.max_message_size = 4096;
-  absl::StatusOr<ChannelPair> pair = NewMemoryChannelFactory()->CreatePair(options);
+  absl::StatusOr<ChannelPair> pair = NewMemoryChannelFactory().value()->CreatePair(options);
   ASSERT_TRUE(pair.ok()) << pair.status();
   // Mostly 8..24 bytes, sometimes up to 1,000 (fragments in small rings).
   const auto size_of = [](uint32_t i) -> size_t {

@@ -230,7 +230,7 @@ class SocketpairFactory final : public ChannelFactory {
 
 }  // namespace
 
-std::unique_ptr<ChannelFactory> NewSocketpairChannelFactory() {
+absl::StatusOr<std::unique_ptr<ChannelFactory>> NewSocketpairChannelFactory() {
   return std::make_unique<SocketpairFactory>();
 }
 

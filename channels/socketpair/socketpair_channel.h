@@ -18,11 +18,16 @@
 
 #include <memory>
 
+#include "absl/status/statusor.h"
+#include "core/backend.h"
 #include "core/channel.h"
 
 namespace taskrt {
 
-std::unique_ptr<ChannelFactory> NewSocketpairChannelFactory();
+absl::StatusOr<std::unique_ptr<ChannelFactory>> NewSocketpairChannelFactory();
+
+// This backend's descriptor ("socketpair"), listed in backends/registry.cc.
+const ChannelDescriptor& SocketpairChannelDescriptor();
 
 }  // namespace taskrt
 

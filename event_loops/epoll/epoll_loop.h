@@ -11,12 +11,16 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "core/backend.h"
 #include "core/event_loop.h"
 
 namespace taskrt {
 
 // A system error if epoll or the eventfd cannot be created.
 absl::StatusOr<std::unique_ptr<EventLoop>> NewEpollLoop();
+
+// This backend's descriptor ("epoll"), listed in backends/registry.cc.
+const EventLoopDescriptor& EpollLoopDescriptor();
 
 }  // namespace taskrt
 

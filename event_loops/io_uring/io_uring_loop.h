@@ -50,11 +50,15 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "core/backend.h"
 #include "core/event_loop.h"
 
 namespace taskrt {
 
 absl::StatusOr<std::unique_ptr<EventLoop>> NewIoUringLoop();
+
+// This backend's descriptor ("io_uring"), listed in backends/registry.cc.
+const EventLoopDescriptor& IoUringLoopDescriptor();
 
 }  // namespace taskrt
 

@@ -46,6 +46,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "core/backend.h"
 #include "core/fiber.h"
 #include "core/scheduler.h"
 #include "core/stack.h"
@@ -59,6 +60,9 @@ struct CooperativeOptions {
 
 absl::StatusOr<std::unique_ptr<Scheduler>> NewCooperativeScheduler(
     const CooperativeOptions& options = {});
+
+// This backend's descriptor ("cooperative"), listed in backends/registry.cc.
+const SchedulerDescriptor& CooperativeDescriptor();
 
 }  // namespace taskrt
 

@@ -154,7 +154,7 @@ TEST(CooperativeTest, TaskLocalStorageIsPerTask) {
 TEST(CooperativeTest, SameThreadPingPongKeepsOrder) {
   std::unique_ptr<Scheduler> scheduler = NewScheduler();
   ASSERT_NE(scheduler, nullptr);
-  std::unique_ptr<ChannelFactory> factory = NewMemoryChannelFactory();
+  std::unique_ptr<ChannelFactory> factory = NewMemoryChannelFactory().value();
   absl::StatusOr<ChannelPair> pair = factory->CreatePair(ChannelOptions{});
   ASSERT_TRUE(pair.ok()) << pair.status();
   constexpr int kRounds = 10000;

@@ -14,12 +14,16 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "core/backend.h"
 #include "core/scheduler.h"
 
 namespace taskrt {
 
 // kInvalidArgument for zero threads; a system error if a thread cannot start.
 absl::StatusOr<std::unique_ptr<Scheduler>> NewThreadPool(size_t num_threads);
+
+// This backend's descriptor ("thread_pool"), listed in backends/registry.cc.
+const SchedulerDescriptor& ThreadPoolDescriptor();
 
 }  // namespace taskrt
 

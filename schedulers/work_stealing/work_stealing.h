@@ -26,12 +26,16 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "core/backend.h"
 #include "core/scheduler.h"
 
 namespace taskrt {
 
 // kInvalidArgument for zero workers; a system error if a thread cannot start.
 absl::StatusOr<std::unique_ptr<Scheduler>> NewWorkStealingPool(size_t num_workers);
+
+// This backend's descriptor ("work_stealing"), listed in backends/registry.cc.
+const SchedulerDescriptor& WorkStealingDescriptor();
 
 }  // namespace taskrt
 

@@ -1,15 +1,22 @@
 #include "tests/conformance/conformance.h"
 
 #include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
 #include <utility>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "backends/registry.h"
 
 namespace taskrt::conformance {
 namespace {
 
-Backends& Registered() {
-  static Backends* backends = new Backends;
+Factories& Registered() {
+  static Factories* backends = new Factories;
   return *backends;
 }
 
@@ -22,7 +29,7 @@ std::string WorkerCountName(const ::testing::TestParamInfo<size_t>& info) {
 }
 
 void ConformanceTest::SetUp() {
-  const Backends& backends = Registered();
+  const Factories& backends = Registered();
   ASSERT_TRUE(backends.make_scheduler && backends.make_channels && backends.make_loop)
       << "RunConformanceSuite was not given every factory";
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = backends.make_scheduler(GetParam());
@@ -70,10 +77,66 @@ bool ConformanceTest::PumpUntil(const std::function<bool()>& done) {
   return true;
 }
 
-int RunConformanceSuite(int argc, char** argv, Backends backends) {
-  Registered() = std::move(backends);
+int RunConformanceSuite(int argc, char** argv, Factories factories) {
+  Registered() = std::move(factories);
   ::testing::InitGoogleTest(&argc, argv);
+  const Factories& registered = Registered();
+  if (!registered.excluded_suites.empty()) {
+    std::string filter = GTEST_FLAG_GET(filter);
+    filter += filter.find('-') == std::string::npos ? "-" : ":";
+    filter += absl::StrJoin(registered.excluded_suites, ":");
+    GTEST_FLAG_SET(filter, filter);
+    std::printf("[ excluded ] %s: %s\n", absl::StrJoin(registered.excluded_suites, ", ").c_str(),
+                registered.excluded_because.c_str());
+  }
   return RUN_ALL_TESTS();
+}
+
+int RunConformanceSuiteFromFlags(int argc, char** argv) {
+  std::string names[3];
+  const char* const flags[3] = {"--scheduler=", "--channel=", "--event_loop="};
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    bool ours = false;
+    for (int k = 0; k < 3; ++k) {
+      if (i > 0 && absl::StartsWith(argv[i], flags[k])) {
+        names[k] = argv[i] + std::strlen(flags[k]);
+        ours = true;
+      }
+    }
+    if (!ours) rest.push_back(argv[i]);
+  }
+  absl::StatusOr<const SchedulerDescriptor*> scheduler = FindScheduler(names[0]);
+  absl::StatusOr<const ChannelDescriptor*> channel = FindChannel(names[1]);
+  absl::StatusOr<const EventLoopDescriptor*> loop = FindLoop(names[2]);
+  absl::Status found = scheduler.status();
+  found.Update(channel.status());
+  found.Update(loop.status());
+  if (!found.ok()) {
+    std::fprintf(stderr, "conformance: %s\n(give --scheduler=, --channel= and --event_loop=)\n",
+                 found.ToString().c_str());
+    return 2;
+  }
+  Factories factories;
+  const SchedulerDescriptor* s = *scheduler;
+  const ChannelDescriptor* c = *channel;
+  const EventLoopDescriptor* l = *loop;
+  factories.make_scheduler = [s](size_t workers) {
+    return s->create(BackendOptions{.workers = static_cast<int>(workers)});
+  };
+  factories.make_channels = [c] { return c->create(BackendOptions{}); };
+  factories.make_loop = [l] { return l->create(BackendOptions{}); };
+  factories.worker_counts = s->capabilities.honours_worker_count ? std::vector<size_t>{1, 4}
+                                                                 : std::vector<size_t>{1};
+  if (!s->capabilities.single_thread_stackful_tasks) {
+    factories.excluded_suites.push_back("Conformance/SplConformance.*");
+    factories.excluded_because = absl::StrCat(
+        "SPL's task module needs a scheduler with single-thread stackful tasks, which ", s->name,
+        " does not have");
+  }
+  int rest_count = static_cast<int>(rest.size());
+  rest.push_back(nullptr);
+  return RunConformanceSuite(rest_count, rest.data(), std::move(factories));
 }
 
 }  // namespace taskrt::conformance

@@ -4,8 +4,8 @@
 // The one conformance suite, after gRPC's EventEngine test suite: each group
 // of tests (scheduler, channel, task, event loop) is a testonly, alwayslink
 // library; each backend combination is a small test target whose main()
-// registers factories with RunConformanceSuite() and links the groups it
-// supports. Every group runs once per worker count of the combination, and
+// picks its backends from the registry (RunConformanceSuiteFromFlags) and
+// links the groups; matrix.bzl generates one target per combination. Every group runs once per worker count of the combination, and
 // every test prints which backends it ran on.
 //
 // A backend that cannot run here (its factory returns kUnavailable, such as
@@ -29,16 +29,29 @@
 
 namespace taskrt::conformance {
 
-struct Backends {
+struct Factories {
   std::function<absl::StatusOr<std::unique_ptr<Scheduler>>(size_t workers)> make_scheduler;
   std::function<absl::StatusOr<std::unique_ptr<ChannelFactory>>()> make_channels;
   std::function<absl::StatusOr<std::unique_ptr<EventLoop>>()> make_loop;
   // Each group runs once per entry: one worker, and several.
   std::vector<size_t> worker_counts = {1, 4};
+  // Test suites this combination cannot run (a gtest negative filter, e.g.
+  // "Conformance/SplConformance.*"), each printed with `excluded_because`.
+  std::vector<std::string> excluded_suites;
+  std::string excluded_because;
 };
 
-// Registers `backends` and runs every linked test group. Call from main().
-int RunConformanceSuite(int argc, char** argv, Backends backends);
+// Registers `factories` and runs every linked test group. Call from main().
+int RunConformanceSuite(int argc, char** argv, Factories factories);
+
+// Picks the combination from the registry by --scheduler=NAME,
+// --channel=NAME and --event_loop=NAME (which it removes from argv), then
+// runs the suite as RunConformanceSuite does. Groups a scheduler lacks the
+// capabilities for (SPL's needs single-thread stackful tasks) are filtered
+// out with the reason printed; a scheduler that honours a worker count runs
+// every group with one worker and with four. A missing or unknown name is
+// an error (exit code 2), never a silent default.
+int RunConformanceSuiteFromFlags(int argc, char** argv);
 
 // The worker counts registered; for INSTANTIATE_TEST_SUITE_P.
 std::vector<size_t> WorkerCounts();

@@ -1,0 +1,27 @@
+#include "channels/io_uring/io_uring_channel.h"
+
+#include <memory>
+
+#include "core/backend.h"
+
+namespace taskrt {
+namespace {
+
+absl::StatusOr<std::unique_ptr<ChannelFactory>> Create(const BackendOptions& /*options*/) {
+  return NewIoUringChannelFactory();
+}
+
+}  // namespace
+
+const ChannelDescriptor& IoUringChannelDescriptor() {
+  static constexpr ChannelDescriptor kDescriptor{
+      .name = "io_uring",
+      .summary = "socket I/O through io_uring: multishot receive, batched sends",
+      .needs_io_uring = true,
+      .capabilities = {},
+      .create = &Create,
+  };
+  return kDescriptor;
+}
+
+}  // namespace taskrt
