@@ -41,6 +41,16 @@ const std::vector<const EventLoopDescriptor*>& EventLoops() {
   return *list;
 }
 
+const DefaultBackends& Defaults() {
+  static const DefaultBackends defaults{
+      .scheduler = ThreadPoolDescriptor().name,
+      .channel = SocketpairChannelDescriptor().name,
+      .loop = EpollLoopDescriptor().name,
+      .workers = 2,
+  };
+  return defaults;
+}
+
 namespace {
 
 template <typename Descriptor>

@@ -60,6 +60,16 @@ struct Combination {
 // Every combination of the registered backends, schedulers outermost.
 std::vector<Combination> Combinations();
 
+// What a caller that names no backend gets: Kore's own arrangement, a
+// thread pool of two workers, its socket wire format and epoll.
+struct DefaultBackends {
+  absl::string_view scheduler;
+  absl::string_view channel;
+  absl::string_view loop;
+  int workers;
+};
+const DefaultBackends& Defaults();
+
 // Lines for a usage text: each kind's names with their summaries.
 std::string BackendUsage();
 

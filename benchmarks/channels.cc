@@ -17,8 +17,9 @@
 //   fan_in_1000             1,000 Kore tasks each write 10 messages to one
 //                           owner whose event loop reads them through bound
 //                           callbacks; one iteration = all 10,000 messages.
-//                           Rows are <loop>+<channel>, tasks on
-//                           work_stealing(2).
+//                           Rows are <scheduler>+<loop>+<channel>, for
+//                           every scheduler that honours a worker count,
+//                           with two workers.
 // Every channel backend that is built registers here; a backend that is
 // unavailable on this machine (io_uring refused) reports an error row.
 
@@ -38,6 +39,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "backends/registry.h"
 #include "benchmark/benchmark.h"
@@ -46,7 +48,6 @@
 #include "core/errors.h"
 #include "core/event_loop.h"
 #include "core/task.h"
-#include "schedulers/work_stealing/work_stealing.h"
 
 namespace taskrt {
 namespace {
@@ -241,12 +242,14 @@ void StreamBatch(benchmark::State& state, const std::string& channel, size_t mes
   producer.join();
 }
 
-void FanIn(benchmark::State& state, const std::string& loop_name, const std::string& channel) {
+void FanIn(benchmark::State& state, const SchedulerDescriptor* scheduler_backend,
+           const std::string& loop_name, const std::string& channel) {
   constexpr int kTasks = 1000;
   constexpr int kMessagesEach = 10;
   absl::StatusOr<std::unique_ptr<EventLoop>> loop = NewLoopNamed(loop_name);
   absl::StatusOr<std::unique_ptr<ChannelFactory>> channels = NewChannelFactoryNamed(channel);
-  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = NewWorkStealingPool(2);
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
+      scheduler_backend->create(BackendOptions{.workers = 2});
   for (const absl::Status& status : {loop.status(), channels.status(), scheduler.status()}) {
     if (!status.ok()) {
       state.SkipWithError(status.ToString().c_str());
@@ -309,11 +312,14 @@ void Register() {
     bench::AddJob(("stream_8B_batch64/" + channel), StreamBatch, channel, size_t{8}, 64)
         ->UseRealTime()
         ->Iterations(bench::Iterations(1000000));
-    for (const std::string& loop : LoopNames()) {
-      bench::AddJob(("fan_in_1000/" + loop + "+" + channel), FanIn, loop, channel)
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond)
-          ->Iterations(bench::Iterations(3));
+    for (const SchedulerDescriptor* scheduler : SchedulersWith({.honours_worker_count = true})) {
+      for (const std::string& loop : LoopNames()) {
+        const std::string row = absl::StrCat(scheduler->name, "+", loop, "+", channel);
+        bench::AddJob(("fan_in_1000/" + row), FanIn, scheduler, loop, channel)
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond)
+            ->Iterations(bench::Iterations(3));
+      }
     }
   }
   bench::AddJob("cross_thread_ping_pong/raw_atomic_spin", PingPongAtomicSpin)

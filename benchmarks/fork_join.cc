@@ -10,20 +10,20 @@
 // concurrency (its arena counts the calling thread as one of its threads).
 
 #include <atomic>
-#include <functional>
 #include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "backends/registry.h"
 #include "benchmark/benchmark.h"
 #include "benchmarks/job_registry.h"
+#include "core/backend.h"
 #include "core/task_group.h"
 #include "oneapi/tbb/global_control.h"
 #include "oneapi/tbb/task_arena.h"
 #include "oneapi/tbb/task_group.h"
-#include "schedulers/thread_pool/thread_pool.h"
-#include "schedulers/work_stealing/work_stealing.h"
 
 namespace taskrt {
 namespace {
@@ -34,8 +34,7 @@ constexpr int kOutsideSpawns = 1000000;
 constexpr int kChainLength = 100000;
 
 struct SchedulerSpec {
-  std::string name;
-  std::function<absl::StatusOr<std::unique_ptr<Scheduler>>(size_t)> make;
+  const SchedulerDescriptor* descriptor;
   size_t workers;
 };
 
@@ -64,7 +63,8 @@ int TbbFib(int n) {
 }
 
 std::unique_ptr<Scheduler> Make(benchmark::State& state, const SchedulerSpec& spec) {
-  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = spec.make(spec.workers);
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
+      spec.descriptor->create(BackendOptions{.workers = static_cast<int>(spec.workers)});
   if (!scheduler.ok()) {
     state.SkipWithError(scheduler.status().ToString().c_str());
     return nullptr;
@@ -178,14 +178,17 @@ void ChainedSpawnTbb(benchmark::State& state, int threads) {
 }
 
 void Register() {
-  static const auto* specs = new std::vector<SchedulerSpec>{
-      {"work_stealing", NewWorkStealingPool, 1},
-      {"work_stealing", NewWorkStealingPool, 2},
-      {"thread_pool", NewThreadPool, 2},
-  };
+  // Every scheduler that runs as many workers as asked, on one and two.
+  static const auto* specs = [] {
+    auto* specs = new std::vector<SchedulerSpec>;
+    for (const SchedulerDescriptor* descriptor : SchedulersWith({.honours_worker_count = true})) {
+      for (size_t workers : {1, 2}) specs->push_back({descriptor, workers});
+    }
+    return specs;
+  }();
   auto row = [](const std::string& job, const std::string& backend) { return job + "/" + backend; };
   auto label = [](const SchedulerSpec& spec) {
-    return spec.name + "(" + std::to_string(spec.workers) + ")";
+    return std::string(spec.descriptor->name) + "(" + std::to_string(spec.workers) + ")";
   };
   for (const SchedulerSpec& spec : *specs) {
     bench::AddJob(row("fork_join_fib30", label(spec)),

@@ -285,7 +285,9 @@ void Register() {
   // with no task, channel or wake-up (the backends are created but unused).
   bench::AddJob("http_load/raw_inline_epoll",
                 [](benchmark::State& state) {
-                  HttpLoad(state, "thread_pool", "socketpair", "epoll", /*jobs_inline=*/true);
+                  const DefaultBackends& defaults = Defaults();
+                  HttpLoad(state, std::string(defaults.scheduler), std::string(defaults.channel),
+                           std::string(defaults.loop), /*jobs_inline=*/true);
                 })
       ->Iterations(1)
       ->UseManualTime();

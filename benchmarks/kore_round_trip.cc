@@ -1,38 +1,37 @@
 // Kore round trip: the owner writes 8 bytes, the task echoes them back, and
 // the owner's bound callback receives them on the event loop. One benchmark
-// per scheduler x channel pair; compare against round_trip/raw_socketpair
-// (baselines.cc), measured in the same run.
+// per registered scheduler (two workers where it honours a count), on Kore's
+// own channel and loop (the registry's Defaults()); compare against
+// round_trip/raw_socketpair (baselines.cc), measured in the same run.
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "backends/registry.h"
 #include "benchmark/benchmark.h"
 #include "benchmarks/job_registry.h"
-#include "channels/socketpair/socketpair_channel.h"
+#include "core/backend.h"
 #include "core/task.h"
-#include "event_loops/epoll/epoll_loop.h"
-#include "schedulers/cooperative/cooperative.h"
-#include "schedulers/thread_pool/thread_pool.h"
-#include "schedulers/work_stealing/work_stealing.h"
 
 namespace taskrt {
 namespace {
 
 struct BackendPair {
   std::string name;
-  std::function<absl::StatusOr<std::unique_ptr<Scheduler>>()> make_scheduler;
-  std::function<absl::StatusOr<std::unique_ptr<ChannelFactory>>()> make_channels;
+  const SchedulerDescriptor* scheduler;
 };
 
 void KoreRoundTrip(benchmark::State& state, const BackendPair& backends) {
-  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = backends.make_scheduler();
-  absl::StatusOr<std::unique_ptr<EventLoop>> loop = NewEpollLoop();
-  absl::StatusOr<std::unique_ptr<ChannelFactory>> made_channels = backends.make_channels();
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
+      backends.scheduler->create(BackendOptions{.workers = 2});
+  absl::StatusOr<std::unique_ptr<EventLoop>> loop = NewLoopNamed(Defaults().loop);
+  absl::StatusOr<std::unique_ptr<ChannelFactory>> made_channels =
+      NewChannelFactoryNamed(Defaults().channel);
   for (const absl::Status& status : {scheduler.status(), loop.status(), made_channels.status()}) {
     if (!status.ok()) {
       state.SkipWithError(status.ToString().c_str());
@@ -80,13 +79,13 @@ void KoreRoundTrip(benchmark::State& state, const BackendPair& backends) {
 }
 
 const std::vector<BackendPair>& Pairs() {
-  static const auto* pairs = new std::vector<BackendPair>{
-      {"thread_pool+socketpair", [] { return NewThreadPool(2); }, NewSocketpairChannelFactory},
-      {"work_stealing+socketpair", [] { return NewWorkStealingPool(2); },
-       NewSocketpairChannelFactory},
-      {"cooperative+socketpair", [] { return NewCooperativeScheduler(); },
-       NewSocketpairChannelFactory},
-  };
+  static const auto* pairs = [] {
+    auto* pairs = new std::vector<BackendPair>;
+    for (const SchedulerDescriptor* scheduler : Schedulers()) {
+      pairs->push_back({absl::StrCat(scheduler->name, "+", Defaults().channel), scheduler});
+    }
+    return pairs;
+  }();
   return *pairs;
 }
 

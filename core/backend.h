@@ -50,8 +50,17 @@ struct BackendDescriptor {
   Factory create = nullptr;
 };
 
+struct ChannelCapabilities {
+  // The send readiness fd is the stream socket that carries the channel's
+  // wire format (core/channel.h's length prefix), so bytes written to it
+  // reach the peer as if sent: for tests that forge a peer's bytes.
+  bool readiness_fd_is_the_wire = false;
+
+  friend bool operator==(const ChannelCapabilities&, const ChannelCapabilities&) = default;
+};
+
 using SchedulerDescriptor = BackendDescriptor<Scheduler, SchedulerCapabilities>;
-using ChannelDescriptor = BackendDescriptor<ChannelFactory>;
+using ChannelDescriptor = BackendDescriptor<ChannelFactory, ChannelCapabilities>;
 using EventLoopDescriptor = BackendDescriptor<EventLoop>;
 
 }  // namespace taskrt

@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/str_cat.h"
 #include "backends/registry.h"
 #include "gtest/gtest.h"
 #include "kore/kore_examples.h"
@@ -18,30 +17,16 @@ namespace {
 // Kore's default number of task threads.
 constexpr unsigned int kWorkers = 2;
 
-struct Combination {
-  std::string scheduler;
-  std::string channel;
-  std::string loop;
-};
-
-std::vector<Combination> AllCombinations() {
-  std::vector<Combination> all;
-  for (const std::string& scheduler : SchedulerNames()) {
-    for (const std::string& channel : ChannelNames()) {
-      for (const std::string& loop : LoopNames()) all.push_back({scheduler, channel, loop});
-    }
-  }
-  return all;
-}
-
 class KoreExamples : public ::testing::TestWithParam<Combination> {
  protected:
   void SetUp() override {
     const Combination& c = GetParam();
-    std::printf("[ backend  ] scheduler=%s channel=%s loop=%s workers=%u\n", c.scheduler.c_str(),
-                c.channel.c_str(), c.loop.c_str(), kWorkers);
-    if (kore_task_runtime_init(c.scheduler.c_str(), c.channel.c_str(), c.loop.c_str(),
-                               kWorkers) != 0) {
+    const std::string scheduler(c.scheduler->name);
+    const std::string channel(c.channel->name);
+    const std::string loop(c.loop->name);
+    std::printf("[ backend  ] scheduler=%s channel=%s loop=%s workers=%u\n", scheduler.c_str(),
+                channel.c_str(), loop.c_str(), kWorkers);
+    if (kore_task_runtime_init(scheduler.c_str(), channel.c_str(), loop.c_str(), kWorkers) != 0) {
       const std::string error = kore_task_last_error();
       if (absl::StartsWith(error, "UNAVAILABLE")) {
         GTEST_SKIP() << "a backend is not available on this machine: " << error;
@@ -76,10 +61,8 @@ TEST_P(KoreExamples, TaskStructsInUnzeroedMemory) {
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    AllBackends, KoreExamples, ::testing::ValuesIn(AllCombinations()),
-    [](const ::testing::TestParamInfo<Combination>& info) {
-      return absl::StrCat(info.param.scheduler, "_", info.param.channel, "_", info.param.loop);
-    });
+    AllBackends, KoreExamples, ::testing::ValuesIn(Combinations()),
+    [](const ::testing::TestParamInfo<Combination>& info) { return info.param.name(); });
 
 }  // namespace
 }  // namespace taskrt

@@ -115,8 +115,8 @@ void RequestResumer::Resume() {
   if (resume != nullptr) resume(request_);
 }
 
-absl::Status CreateRuntime(const char* scheduler, const char* channel, const char* loop,
-                           unsigned int workers) {
+absl::Status CreateRuntime(absl::string_view scheduler, absl::string_view channel,
+                           absl::string_view loop, unsigned int workers) {
   if (workers > kMaxWorkers) {
     return absl::InvalidArgumentError(absl::StrCat(
         "kore_task_runtime_init: ", workers, " workers is more than the ", kMaxWorkers, " allowed"));
@@ -135,7 +135,9 @@ absl::Status CreateRuntime(const char* scheduler, const char* channel, const cha
 taskrt::Backends* GetRuntime() {
   std::lock_guard<std::mutex> lock(mu);
   if (runtime == nullptr) {
-    absl::Status status = CreateRuntime("thread_pool", "socketpair", "epoll", 2);
+    const taskrt::DefaultBackends& defaults = taskrt::Defaults();
+    absl::Status status = CreateRuntime(defaults.scheduler, defaults.channel, defaults.loop,
+                                        static_cast<unsigned int>(defaults.workers));
     if (!status.ok()) {
       Failed(status);
       return nullptr;

@@ -90,8 +90,9 @@ int kore_task_cancel_requested(struct kore_task *t);
  * (backends/registry.h: every scheduler, channel and event loop the
  * project has), and the number of worker threads (1 to 1024; a scheduler
  * with one thread of its own ignores it). Without this call the first
- * kore_task_run() uses Kore's defaults: "thread_pool" with 2 threads,
- * "socketpair", "epoll". Returns 0, or -1 with kore_task_last_error() set
+ * kore_task_run() uses Kore's defaults (the registry's Defaults(): a thread
+ * pool of 2 threads, Kore's socket wire format, epoll). Returns 0, or -1
+ * with kore_task_last_error() set
  * (unknown name, which lists the known ones; a bad worker count; a backend
  * the kernel refuses; already running).
  */

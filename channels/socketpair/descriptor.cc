@@ -18,7 +18,7 @@ const ChannelDescriptor& SocketpairChannelDescriptor() {
       .name = "socketpair",
       .summary = "Kore's wire format over an AF_UNIX socketpair",
       .needs_io_uring = false,
-      .capabilities = {},
+      .capabilities = {.readiness_fd_is_the_wire = true},
       .create = &Create,
   };
   return kDescriptor;

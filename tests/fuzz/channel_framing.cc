@@ -37,16 +37,16 @@ namespace taskrt::fuzz {
 namespace {
 
 // The input's first byte picks ChannelNames()[byte % count] from
-// backends/registry.h (socketpair, memory, io_uring: the order the corpus
-// was made in). A backend the kernel refuses runs its inputs on socketpair.
+// backends/registry.h, in registration order (the corpus was made in that
+// order). A backend the kernel refuses runs its inputs on the first one.
 ChannelFactory& Factory(size_t backend) {
   static const auto* const factories = [] {
     auto* made = new std::vector<std::unique_ptr<ChannelFactory>>();
     for (const std::string& name : ChannelNames()) {
       absl::StatusOr<std::unique_ptr<ChannelFactory>> factory = NewChannelFactoryNamed(name);
       if (!factory.ok()) {
-        std::fprintf(stderr, "channel_framing: %s inputs run on socketpair: %s\n", name.c_str(),
-                     factory.status().ToString().c_str());
+        std::fprintf(stderr, "channel_framing: %s inputs run on %s: %s\n", name.c_str(),
+                     ChannelNames()[0].c_str(), factory.status().ToString().c_str());
       }
       made->push_back(factory.ok() ? *std::move(factory) : nullptr);
     }
@@ -175,8 +175,8 @@ class FramingRun {
     closed_ = true;
   }
 
-  // Socketpair's readiness fd is its socket (socketpair_channel.cc), so
-  // bytes written there reach the owner as if the peer sent them.
+  // Where the readiness fd is the wire (ChannelCapabilities), bytes written
+  // there reach the owner as if the peer sent them.
   void WriteRawBytes(const std::string& raw) {
     if (!raw_bytes_allowed_ || closed_ || unflushed_ || raw.empty()) return;
     if (write(task_->send_readiness().fd, raw.data(), raw.size()) > 0) broken_ = true;
@@ -251,7 +251,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                "CreatePair failed: %s", pair.status().ToString().c_str());
     return 0;
   }
-  const bool raw_bytes_allowed = fuzz::Factory(backend).name() == "socketpair";
+  const bool raw_bytes_allowed = Channels()[backend]->capabilities.readiness_fd_is_the_wire;
   fuzz::FramingRun(*std::move(pair), raw_bytes_allowed).Run(in);
   return 0;
 }

@@ -237,7 +237,9 @@ class KoreRun {
         ExpectFailed("write of NULL data");
         break;
       case 2:
-        FUZZ_CHECK(kore_task_runtime_init("thread_pool", "socketpair", "epoll", 1) == -1,
+        FUZZ_CHECK(kore_task_runtime_init(std::string(Defaults().scheduler).c_str(),
+                                          std::string(Defaults().channel).c_str(),
+                                          std::string(Defaults().loop).c_str(), 1) == -1,
                    "a second runtime_init was accepted");
         break;
       case 3:

@@ -1,7 +1,7 @@
 // http_front: the HTTP server of server.h on backends chosen by flags.
 //
-//   tools/bazel run //tools/http_front -- --scheduler=work_stealing
-//       --channel=memory --loop=epoll --listen=127.0.0.1:8080   (one line)
+//   tools/bazel run //tools/http_front -- --listen=127.0.0.1:8080
+//       [--scheduler=NAME --channel=NAME --loop=NAME]   (--help lists them)
 //   curl 'http://127.0.0.1:8080/primes?below=10000000&stream=1'
 //
 // SIGINT or SIGTERM stops it: running tasks are cancelled, then it exits.
@@ -36,10 +36,9 @@ constexpr char kUsage[] =
     "                  [--linger_timeout=DURATION] [--max_connections=N] [--max_tasks=N]\n"
     "An HTTP/1.1 server whose handlers run heavy work in background tasks:\n"
     "  GET /primes?below=N[&stream=1]   GET /hash?mib=N[&stream=1]   GET /stats\n"
-    "  --scheduler         thread_pool (default), work_stealing, cooperative\n"
-    "  --channel           socketpair (default), memory, io_uring\n"
-    "  --loop              epoll (default), io_uring\n"
-    "  --workers           worker threads of thread_pool and work_stealing (default 2)\n"
+    "  --scheduler, --channel, --loop\n"
+    "                      the backends, by name (defaults and the list: below)\n"
+    "  --workers           worker threads, for schedulers that take a count (default 2)\n"
     "  --listen            address to listen on (default 127.0.0.1:8080; port 0 picks one)\n"
     "  --max_header_bytes  longest request head accepted, 431 beyond (default 8192)\n"
     "  --idle_timeout      how long a connection may sit with no request under way, or\n"
@@ -52,11 +51,19 @@ constexpr char kUsage[] =
     "                      or the new one gets 503 (default 10000)\n"
     "  --max_tasks         jobs running at most; beyond, 503 with Retry-After (default 64)\n";
 
+// The whole usage text: the flags, then the registered backends.
+std::string Usage() {
+  const taskrt::DefaultBackends& defaults = taskrt::Defaults();
+  return absl::StrCat(kUsage, "Backends (defaults: --scheduler=", defaults.scheduler,
+                      " --channel=", defaults.channel, " --loop=", defaults.loop, "):\n",
+                      taskrt::BackendUsage());
+}
+
 struct Flags {
-  std::string scheduler = "thread_pool";
-  std::string channel = "socketpair";
-  std::string loop = "epoll";
-  int workers = 2;
+  std::string scheduler{taskrt::Defaults().scheduler};
+  std::string channel{taskrt::Defaults().channel};
+  std::string loop{taskrt::Defaults().loop};
+  int workers = taskrt::Defaults().workers;
   taskrt::http::ServerOptions server;
 };
 
@@ -103,7 +110,7 @@ absl::Status ParseFlags(int argc, char** argv, Flags& flags) {
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (absl::string_view(argv[i]) == "--help" || absl::string_view(argv[i]) == "-h") {
-      std::fputs(kUsage, stdout);
+      std::fputs(Usage().c_str(), stdout);
       return 0;
     }
   }
