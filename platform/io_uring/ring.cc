@@ -14,22 +14,14 @@ extern "C" void __tsan_release(void* addr);
 namespace taskrt::io_uring_platform {
 namespace {
 
-// See "ThreadSanitizer" in the header.
-void TsanRingMapped([[maybe_unused]] io_uring* ring) {
 #if defined(TASKRT_TSAN)
-  __tsan_acquire(ring->sq.ring_ptr);
-  __tsan_acquire(ring->cq.ring_ptr);
-  __tsan_acquire(ring->sq.sqes);
-#endif
+// Calls `annotate` with each of the ring's mappings.
+void ForEachMapping(io_uring* ring, void (*annotate)(void*)) {
+  annotate(ring->sq.ring_ptr);
+  annotate(ring->cq.ring_ptr);
+  annotate(ring->sq.sqes);
 }
-
-void TsanRingUnmapping([[maybe_unused]] io_uring* ring) {
-#if defined(TASKRT_TSAN)
-  __tsan_release(ring->sq.ring_ptr);
-  __tsan_release(ring->cq.ring_ptr);
-  __tsan_release(ring->sq.sqes);
 #endif
-}
 
 int QueueInit(io_uring* ring, const RingOptions& options, unsigned flags, unsigned* features) {
   io_uring_params params{};
@@ -78,12 +70,16 @@ absl::StatusOr<RingSetup> SetUpRing(io_uring* ring, const RingOptions& options) 
     rc = QueueInit(ring, options, 0, &setup.features);
   }
   if (rc < 0) return RefusedOrError(options.user, "io_uring_setup", -rc);
-  TsanRingMapped(ring);
+#if defined(TASKRT_TSAN)
+  ForEachMapping(ring, __tsan_acquire);  // see "ThreadSanitizer" in the header
+#endif
   return setup;
 }
 
 void ExitRing(io_uring* ring) {
-  TsanRingUnmapping(ring);
+#if defined(TASKRT_TSAN)
+  ForEachMapping(ring, __tsan_release);
+#endif
   io_uring_queue_exit(ring);
 }
 

@@ -3,6 +3,7 @@
 #include <liburing.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -78,6 +79,31 @@ class RingTest : public ::testing::Test {
     if (ready_) ExitRing(&ring_);
   }
 
+  // Fills the submission queue with no-ops, submits them in one call and
+  // waits for every completion.
+  void ExpectAFullQueueOfNopsToComplete() {
+    const unsigned entries = ring_.sq.ring_entries;
+    for (unsigned i = 0; i < entries; ++i) {
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+      ASSERT_NE(sqe, nullptr) << i;
+      io_uring_prep_nop(sqe);
+      io_uring_sqe_set_data64(sqe, i);
+    }
+    EXPECT_EQ(io_uring_get_sqe(&ring_), nullptr) << "the queue holds sq_entries";
+    ASSERT_EQ(SubmitRetrying(&ring_), static_cast<int>(entries));
+    std::vector<bool> completed(entries, false);
+    for (unsigned i = 0; i < entries; ++i) {
+      io_uring_cqe* cqe = nullptr;
+      ASSERT_EQ(WaitRetrying(&ring_, &cqe), 0);
+      const uint64_t data = io_uring_cqe_get_data64(cqe);
+      EXPECT_EQ(cqe->res, 0);
+      io_uring_cqe_seen(&ring_, cqe);
+      ASSERT_LT(data, entries);
+      EXPECT_FALSE(completed[data]) << data << " completed twice";
+      completed[data] = true;
+    }
+  }
+
   io_uring ring_{};
   RingSetup setup_;
   bool ready_ = false;
@@ -90,17 +116,7 @@ TEST_F(RingTest, SetUpGivesTheSizesAskedForAndARingThatWorks) {
   EXPECT_EQ(ring_.cq.ring_entries, 16u);
   EXPECT_FALSE(setup_.cooperative_task_running) << "not asked for";
   EXPECT_EQ(ring_.flags & IORING_SETUP_COOP_TASKRUN, 0u);
-
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-  ASSERT_NE(sqe, nullptr);
-  io_uring_prep_nop(sqe);
-  io_uring_sqe_set_data64(sqe, 42);
-  ASSERT_EQ(SubmitRetrying(&ring_), 1);
-  io_uring_cqe* cqe = nullptr;
-  ASSERT_EQ(WaitRetrying(&ring_, &cqe), 0);
-  EXPECT_EQ(io_uring_cqe_get_data64(cqe), 42u);
-  EXPECT_EQ(cqe->res, 0);
-  io_uring_cqe_seen(&ring_, cqe);
+  ExpectAFullQueueOfNopsToComplete();
 }
 
 TEST_F(RingTest, CooperativeTaskRunningIsReportedAsTheRingGotIt) {
@@ -110,13 +126,7 @@ TEST_F(RingTest, CooperativeTaskRunningIsReportedAsTheRingGotIt) {
   std::printf("cooperative task running: %s\n", setup_.cooperative_task_running ? "yes" : "no");
   constexpr unsigned kCooperative = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
   EXPECT_EQ(ring_.flags & kCooperative, setup_.cooperative_task_running ? kCooperative : 0u);
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-  ASSERT_NE(sqe, nullptr);
-  io_uring_prep_nop(sqe);
-  ASSERT_EQ(SubmitRetrying(&ring_), 1);
-  io_uring_cqe* cqe = nullptr;
-  ASSERT_EQ(WaitRetrying(&ring_, &cqe), 0);
-  io_uring_cqe_seen(&ring_, cqe);
+  ExpectAFullQueueOfNopsToComplete();
 }
 
 TEST_F(RingTest, ProbingFindsTheNoOpAndNamesAnOpcodeTheKernelLacks) {
@@ -124,9 +134,19 @@ TEST_F(RingTest, ProbingFindsTheNoOpAndNamesAnOpcodeTheKernelLacks) {
   if (IsSkipped()) return;
   EXPECT_TRUE(ProbeOpcodes(&ring_, {{IORING_OP_NOP, "IORING_OP_NOP"}}).ok());
   // Beyond any kernel's last opcode.
-  absl::Status status = ProbeOpcodes(&ring_, {{IORING_OP_NOP, "IORING_OP_NOP"}, {255, "opcode 255"}});
+  absl::Status status =
+      ProbeOpcodes(&ring_, {{IORING_OP_NOP, "IORING_OP_NOP"}, {255, "opcode 255"}});
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
   EXPECT_EQ(status.message(), "io_uring: the kernel does not support opcode 255");
+}
+
+// SetUpRing(options)'s status on a thread where io_uring_setup fails with
+// `error`; the outer status says why that thread could not be made.
+absl::StatusOr<absl::Status> SetUpWhereRefused(int error, const RingOptions& options) {
+  return RunWithIoUringSetupRefused(error, [&] {
+    io_uring ring{};
+    return SetUpRing(&ring, options).status();
+  });
 }
 
 TEST(SetUpRingTest, ARefusedSetUpIsUnavailableAndOtherErrorsAreNot) {
@@ -134,18 +154,12 @@ TEST(SetUpRingTest, ARefusedSetUpIsUnavailableAndOtherErrorsAreNot) {
     RingOptions options = kSmallRing;
     options.cooperative_task_running = cooperative;
     for (int error : {EPERM, EINVAL}) {
-      absl::StatusOr<absl::Status> status = RunWithIoUringSetupRefused(error, [&] {
-        io_uring ring{};
-        return SetUpRing(&ring, options).status();
-      });
+      absl::StatusOr<absl::Status> status = SetUpWhereRefused(error, options);
       if (!status.ok()) GTEST_SKIP() << status.status().message();
       EXPECT_EQ(status->code(), absl::StatusCode::kUnavailable) << *status;
       EXPECT_EQ(status->message(), "io_uring: io_uring_setup refused: " + ErrnoText(error));
     }
-    absl::StatusOr<absl::Status> status = RunWithIoUringSetupRefused(ENOMEM, [&] {
-      io_uring ring{};
-      return SetUpRing(&ring, options).status();
-    });
+    absl::StatusOr<absl::Status> status = SetUpWhereRefused(ENOMEM, options);
     if (!status.ok()) GTEST_SKIP() << status.status().message();
     EXPECT_EQ(status->code(), absl::StatusCode::kResourceExhausted) << *status;
     EXPECT_EQ(status->message(), "test ring: io_uring_setup: " + ErrnoText(ENOMEM));
