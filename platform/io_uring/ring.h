@@ -69,9 +69,10 @@ struct RingOptions {
   // in user space does not interrupt it (an inter-processor interrupt is
   // costly on virtual machines): the kernel raises IORING_SQ_TASKRUN in the
   // shared ring instead, and io_uring_peek_cqe() enters the kernel to run
-  // the work when it sees the flag. A sleeping thread is still woken. Only
-  // for a ring whose requests are submitted by the threads that reap it:
-  // the work runs on the submitting thread, which may be busy elsewhere.
+  // the work when it sees the flag. A sleeping thread is still woken. Suits
+  // a ring whose requests are submitted by the thread that reaps it: the
+  // work runs on the submitting thread, and a busy one runs it only when it
+  // next enters the kernel.
   bool cooperative_task_running = false;
 };
 
