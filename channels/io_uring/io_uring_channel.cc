@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "channels/io_uring/io_uring_channel_internal.h"
 #include "core/errors.h"
+#include "platform/io_uring/ring.h"
 
 namespace taskrt {
 namespace {
@@ -61,77 +62,26 @@ enum Tag : uint64_t {
   kWatchTag = 5,
 };
 
-std::string ErrnoText(int error_number) {
-  char buffer[128];
-  return strerror_r(error_number, buffer, sizeof buffer);
-}
+namespace platform = io_uring_platform;
 
-// Errors that mean "this kernel or its sandbox will not do io_uring".
-bool IsRefusal(int error_number) {
-  return error_number == ENOSYS || error_number == EPERM || error_number == EACCES ||
-         error_number == EINVAL || error_number == EOPNOTSUPP;
-}
-
-absl::Status RefusedOrError(absl::string_view operation, int error_number) {
-  if (IsRefusal(error_number)) {
-    return absl::UnavailableError(
-        absl::StrCat("io_uring: ", operation, " refused: ", ErrnoText(error_number)));
-  }
-  return ErrnoError(absl::StrCat("io_uring channel: ", operation), error_number);
-}
-
-#if defined(TASKRT_TSAN)
-extern "C" void __tsan_acquire(void* addr);
-extern "C" void __tsan_release(void* addr);
-#endif
-
-// liburing maps and unmaps a ring with raw system calls, which
-// ThreadSanitizer does not see: when a closed ring's addresses come back for
-// a new ring, it pairs the new ring's accesses with the old ring's, from
-// other threads, and reports races that cannot happen. A release before
-// the unmapping and an acquire after the mapping, keyed by the mapped
-// addresses, give it the order the kernel guarantees. Nothing without TSAN.
-void TsanRingMapped([[maybe_unused]] io_uring* ring) {
-#if defined(TASKRT_TSAN)
-  __tsan_acquire(ring->sq.ring_ptr);
-  __tsan_acquire(ring->cq.ring_ptr);
-  __tsan_acquire(ring->sq.sqes);
-#endif
-}
-void ExitRing(io_uring* ring) {
-#if defined(TASKRT_TSAN)
-  __tsan_release(ring->sq.ring_ptr);
-  __tsan_release(ring->cq.ring_ptr);
-  __tsan_release(ring->sq.sqes);
-#endif
-  io_uring_queue_exit(ring);
-}
-
-// Sets up `ring` with the channel's sizes. Returns 0 or -errno.
-//
-// Cooperative task running where the kernel has it (Linux 5.19): completion
-// work queued for a thread that is running in user space does not
-// interrupt it (an inter-processor interrupt costs tens of microseconds on
-// virtual machines); the kernel flags it in the shared ring instead
-// (IORING_SQ_TASKRUN), and io_uring_peek_cqe() enters the kernel to run it
-// when it sees the flag. A sleeping thread is still woken. `*cooperative`
-// says which mode the ring got.
-int InitRing(io_uring* ring, unsigned* features, bool* cooperative) {
-  io_uring_params params{};
-  params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
-  params.cq_entries = kCqEntries;
-  int rc = io_uring_queue_init_params(kSqEntries, ring, &params);
-  *cooperative = rc == 0;
-  if (rc == -EINVAL) {
-    params = io_uring_params{};
-    params.flags = IORING_SETUP_CQSIZE;
-    params.cq_entries = kCqEntries;
-    rc = io_uring_queue_init_params(kSqEntries, ring, &params);
-  }
-  if (rc == 0 && features != nullptr) *features = params.features;
-  if (rc == 0) TsanRingMapped(ring);
-  return rc;
-}
+constexpr absl::string_view kUser = "io_uring channel";
+constexpr platform::RingOptions kRingOptions{
+    .user = kUser,
+    .sq_entries = kSqEntries,
+    .cq_entries = kCqEntries,
+    // See "Threads and the kernel's task work" in the header.
+    .cooperative_task_running = true,
+};
+constexpr platform::Feature kNeededFeatures[] = {
+    {IORING_FEAT_NODROP, "IORING_FEAT_NODROP", "Linux 5.5"},
+    {IORING_FEAT_FAST_POLL, "IORING_FEAT_FAST_POLL", "Linux 5.7"},
+};
+constexpr platform::Opcode kNeededOpcodes[] = {
+    {IORING_OP_SEND, "IORING_OP_SEND"},
+    {IORING_OP_RECV, "IORING_OP_RECV"},
+    {IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"},
+    {IORING_OP_NOP, "IORING_OP_NOP"},
+};
 
 // The 68 KiB mapping of one end: the buffer ring's descriptors (first page,
 // registered with the kernel), then the buffers.
@@ -198,22 +148,6 @@ void PrepareMultishotReceive(io_uring_sqe* sqe, int fd) {
   io_uring_sqe_set_data64(sqe, kReceiveTag);
 }
 
-int SubmitRetrying(io_uring* ring) {
-  int rc;
-  do {
-    rc = io_uring_submit(ring);
-  } while (rc == -EINTR);
-  return rc;
-}
-
-int WaitRetrying(io_uring* ring, io_uring_cqe** cqe) {
-  int rc;
-  do {
-    rc = io_uring_wait_cqe(ring, cqe);
-  } while (rc == -EINTR);
-  return rc;
-}
-
 class IoUringEnd final : public ChannelEnd {
  public:
   // Takes `fd`, a connected stream socket; closes it on failure too.
@@ -225,7 +159,7 @@ class IoUringEnd final : public ChannelEnd {
 
   ~IoUringEnd() override {
     Close();
-    if (ring_ready_) ExitRing(&ring_);
+    if (ring_ready_) platform::ExitRing(&ring_);
   }
 
   absl::Status TrySend(absl::Span<const char> message) override {
@@ -317,11 +251,11 @@ class IoUringEnd final : public ChannelEnd {
       if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_); sqe != nullptr) {
         io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
         io_uring_sqe_set_data64(sqe, kCancelTag);
-        SubmitRetrying(&ring_);
+        platform::SubmitRetrying(&ring_);
       }
       while (InFlight()) {
         io_uring_cqe* cqe = nullptr;
-        if (WaitRetrying(&ring_, &cqe) < 0) break;
+        if (platform::WaitRetrying(&ring_, &cqe) < 0) break;
         HandleCompletion(cqe);
       }
     }
@@ -349,11 +283,12 @@ class IoUringEnd final : public ChannelEnd {
       : fd_(fd), max_message_size_(max_message_size) {}
 
   absl::Status Init() {
-    int rc = InitRing(&ring_, nullptr, &cooperative_);
-    if (rc < 0) return RefusedOrError("io_uring_queue_init", -rc);
+    absl::StatusOr<platform::RingSetup> setup = platform::SetUpRing(&ring_, kRingOptions);
+    if (!setup.ok()) return setup.status();
     ring_ready_ = true;
-    rc = region_.Setup(&ring_);
-    if (rc < 0) return RefusedOrError("provided buffer ring", -rc);
+    cooperative_ = setup->cooperative_task_running;
+    const int rc = region_.Setup(&ring_);
+    if (rc < 0) return platform::RefusedOrError(kUser, "provided buffer ring", -rc);
     ArmReceive();
     return receive_error_;
   }
@@ -531,7 +466,7 @@ class IoUringEnd final : public ChannelEnd {
   // directions (the ring is unusable).
   absl::Status Submit() {
     ++stats_.submit_calls;
-    const int rc = SubmitRetrying(&ring_);
+    const int rc = platform::SubmitRetrying(&ring_);
     if (rc < 0) return ErrnoError("io_uring channel: io_uring_submit", -rc);
     return absl::OkStatus();
   }
@@ -768,32 +703,23 @@ class IoUringEnd final : public ChannelEnd {
 // Everything the ends rely on, tried once on a scratch ring and socketpair.
 absl::Status Probe() {
   io_uring ring;
-  unsigned features = 0;
-  bool cooperative = false;
-  int rc = InitRing(&ring, &features, &cooperative);
-  if (rc < 0) return RefusedOrError("io_uring_setup", -rc);
-  absl::Cleanup exit_ring = [&ring] { ExitRing(&ring); };
-
-  if (!(features & IORING_FEAT_NODROP)) {
-    return absl::UnavailableError("io_uring: the kernel lacks IORING_FEAT_NODROP (Linux 5.5)");
+  absl::StatusOr<platform::RingSetup> setup = platform::SetUpRing(&ring, kRingOptions);
+  if (!setup.ok()) return setup.status();
+  absl::Cleanup exit_ring = [&ring] { platform::ExitRing(&ring); };
+  if (absl::Status features = platform::CheckFeatures(setup->features, kNeededFeatures);
+      !features.ok()) {
+    return features;
   }
-  if (!(features & IORING_FEAT_FAST_POLL)) {
-    return absl::UnavailableError("io_uring: the kernel lacks IORING_FEAT_FAST_POLL (Linux 5.7)");
+  if (absl::Status opcodes = platform::ProbeOpcodes(&ring, kNeededOpcodes); !opcodes.ok()) {
+    return opcodes;
   }
-  io_uring_probe* probe = io_uring_get_probe_ring(&ring);
-  if (probe == nullptr) {
-    return absl::UnavailableError("io_uring: the kernel refused IORING_REGISTER_PROBE (Linux 5.6)");
-  }
-  absl::Status opcodes = io_uring_channel_internal::CheckOpcodes(*probe);
-  io_uring_free_probe(probe);
-  if (!opcodes.ok()) return opcodes;
 
   BufferRegion region;
-  rc = region.Setup(&ring);
+  int rc = region.Setup(&ring);
   if (rc < 0) {
-    if (IsRefusal(-rc)) {
+    if (platform::IsRefusal(-rc)) {
       return absl::UnavailableError(absl::StrCat(
-          "io_uring: provided buffer rings refused (Linux 5.19): ", ErrnoText(-rc)));
+          "io_uring: provided buffer rings refused (Linux 5.19): ", platform::ErrnoText(-rc)));
     }
     return ErrnoError("io_uring channel: probe: io_uring_register_buf_ring", -rc);
   }
@@ -807,15 +733,15 @@ absl::Status Probe() {
     close(fds[1]);
   };
   PrepareMultishotReceive(io_uring_get_sqe(&ring), fds[0]);
-  rc = SubmitRetrying(&ring);
-  if (rc < 0) return RefusedOrError("io_uring_enter", -rc);
+  rc = platform::SubmitRetrying(&ring);
+  if (rc < 0) return platform::RefusedOrError(kUser, "io_uring_enter", -rc);
   const char byte = 'p';
   if (send(fds[1], &byte, 1, MSG_NOSIGNAL) != 1) {
     return ErrnoError("io_uring channel: probe: send", errno);
   }
   io_uring_cqe* cqe = nullptr;
-  rc = WaitRetrying(&ring, &cqe);
-  if (rc < 0) return RefusedOrError("io_uring_enter(GETEVENTS)", -rc);
+  rc = platform::WaitRetrying(&ring, &cqe);
+  if (rc < 0) return platform::RefusedOrError(kUser, "io_uring_enter(GETEVENTS)", -rc);
   const int result = cqe->res;
   const uint32_t flags = cqe->flags;
   io_uring_cqe_seen(&ring, cqe);
@@ -823,7 +749,7 @@ absl::Status Probe() {
   if (result != 1 || !(flags & IORING_CQE_F_BUFFER) || receive_ended) {
     if (!receive_ended) {
       shutdown(fds[0], SHUT_RDWR);
-      while (!receive_ended && WaitRetrying(&ring, &cqe) == 0) {
+      while (!receive_ended && platform::WaitRetrying(&ring, &cqe) == 0) {
         receive_ended = !(cqe->flags & IORING_CQE_F_MORE);
         io_uring_cqe_seen(&ring, cqe);
       }
@@ -831,12 +757,13 @@ absl::Status Probe() {
     if (!receive_ended) region.Abandon();
     return absl::UnavailableError(absl::StrCat(
         "io_uring: multishot receive with provided buffers does not work here (Linux 6.0): ",
-        result < 0 ? ErrnoText(-result) : absl::StrCat("result ", result, ", flags ", flags)));
+        result < 0 ? platform::ErrnoText(-result)
+                   : absl::StrCat("result ", result, ", flags ", flags)));
   }
   // End the probe's receive before its buffers go away.
   shutdown(fds[0], SHUT_RDWR);
   while (!receive_ended) {
-    if (WaitRetrying(&ring, &cqe) < 0) {
+    if (platform::WaitRetrying(&ring, &cqe) < 0) {
       region.Abandon();
       break;
     }
@@ -884,25 +811,6 @@ std::optional<EndStats> GetEndStats(const ChannelEnd& end) {
   const auto* io_uring_end = dynamic_cast<const IoUringEnd*>(&end);
   if (io_uring_end == nullptr) return std::nullopt;
   return io_uring_end->stats();
-}
-
-absl::Status CheckOpcodes(const io_uring_probe& probe) {
-  constexpr struct {
-    int opcode;
-    const char* name;
-  } kNeeded[] = {
-      {IORING_OP_SEND, "IORING_OP_SEND"},
-      {IORING_OP_RECV, "IORING_OP_RECV"},
-      {IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"},
-      {IORING_OP_NOP, "IORING_OP_NOP"},
-  };
-  for (const auto& needed : kNeeded) {
-    if (!io_uring_opcode_supported(&probe, needed.opcode)) {
-      return absl::UnavailableError(
-          absl::StrCat("io_uring: the kernel does not support ", needed.name));
-    }
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace io_uring_channel_internal

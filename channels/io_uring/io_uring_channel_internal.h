@@ -3,12 +3,9 @@
 
 // Internals of the io_uring channel, for its own unit tests only.
 
-#include <liburing.h>
-
 #include <cstdint>
 #include <optional>
 
-#include "absl/status/status.h"
 #include "core/channel.h"
 
 namespace taskrt::io_uring_channel_internal {
@@ -27,10 +24,6 @@ struct EndStats {
 
 // The counters of an io_uring channel end; nullopt for any other end.
 std::optional<EndStats> GetEndStats(const ChannelEnd& end);
-
-// kUnavailable naming the first opcode `probe` lacks among those the
-// channel needs; OK when it has them all.
-absl::Status CheckOpcodes(const io_uring_probe& probe);
 
 }  // namespace taskrt::io_uring_channel_internal
 

@@ -25,6 +25,7 @@
 #include "core/execution_context.h"
 #include "core/mutex.h"
 #include "event_loops/io_uring/io_uring_loop_internal.h"
+#include "platform/io_uring/ring.h"
 
 namespace taskrt {
 namespace {
@@ -39,23 +40,18 @@ constexpr uint64_t kRemoveTag = ~uint64_t{0};
 // Completions taken per reaping pass (on the stack: RunOnce may nest).
 constexpr int kCompletionsPerPass = 128;
 
-std::string ErrnoText(int error_number) {
-  char buffer[128];
-  return strerror_r(error_number, buffer, sizeof buffer);
-}
+namespace platform = io_uring_platform;
 
-bool IsRefusal(int error_number) {
-  return error_number == ENOSYS || error_number == EPERM || error_number == EACCES ||
-         error_number == EINVAL || error_number == EOPNOTSUPP;
-}
-
-absl::Status RefusedOrError(absl::string_view operation, int error_number) {
-  if (IsRefusal(error_number)) {
-    return absl::UnavailableError(
-        absl::StrCat("io_uring: ", operation, " refused: ", ErrnoText(error_number)));
-  }
-  return ErrnoError(absl::StrCat("io_uring loop: ", operation), error_number);
-}
+constexpr absl::string_view kUser = "io_uring loop";
+constexpr platform::Feature kNeededFeatures[] = {
+    {IORING_FEAT_NODROP, "IORING_FEAT_NODROP", "Linux 5.5"},
+    {IORING_FEAT_EXT_ARG, "IORING_FEAT_EXT_ARG", "Linux 5.11"},
+};
+constexpr platform::Opcode kNeededOpcodes[] = {
+    {IORING_OP_POLL_ADD, "IORING_OP_POLL_ADD"},
+    {IORING_OP_POLL_REMOVE, "IORING_OP_POLL_REMOVE"},
+    {IORING_OP_NOP, "IORING_OP_NOP"},
+};
 
 unsigned ToPollMask(short events) {
   unsigned mask = POLLRDHUP;  // errors and hang-ups are always reported
@@ -81,7 +77,7 @@ class IoUringLoop final : public EventLoop {
   ~IoUringLoop() override {
     // The kernel cancels the remaining polls as the ring goes away; they
     // reference no memory of ours.
-    if (ring_ready_) io_uring_queue_exit(&ring_);
+    if (ring_ready_) platform::ExitRing(&ring_);
   }
 
   absl::StatusOr<WatchId> Watch(Readiness readiness, std::function<void()> callback) override {
@@ -196,26 +192,20 @@ class IoUringLoop final : public EventLoop {
   IoUringLoop() = default;
 
   absl::Status Init() {
-    io_uring_params params{};
-    params.flags = IORING_SETUP_CQSIZE;
-    params.cq_entries = kCqEntries;
-    const int rc = io_uring_queue_init_params(kSqEntries, &ring_, &params);
-    if (rc < 0) return RefusedOrError("io_uring_setup", -rc);
+    // Without cooperative task running: any thread may arm a poll, and the
+    // kernel runs the poll's wake-up on that thread, so with it the loop's
+    // event would wait until that thread next enters the kernel.
+    absl::StatusOr<platform::RingSetup> setup = platform::SetUpRing(
+        &ring_, {.user = kUser, .sq_entries = kSqEntries, .cq_entries = kCqEntries});
+    if (!setup.ok()) return setup.status();
     ring_ready_ = true;
-    if (!(params.features & IORING_FEAT_NODROP)) {
-      return absl::UnavailableError("io_uring: the kernel lacks IORING_FEAT_NODROP (Linux 5.5)");
+    if (absl::Status features = platform::CheckFeatures(setup->features, kNeededFeatures);
+        !features.ok()) {
+      return features;
     }
-    if (!(params.features & IORING_FEAT_EXT_ARG)) {
-      return absl::UnavailableError("io_uring: the kernel lacks IORING_FEAT_EXT_ARG (Linux 5.11)");
+    if (absl::Status opcodes = platform::ProbeOpcodes(&ring_, kNeededOpcodes); !opcodes.ok()) {
+      return opcodes;
     }
-    io_uring_probe* probe = io_uring_get_probe_ring(&ring_);
-    if (probe == nullptr) {
-      return absl::UnavailableError(
-          "io_uring: the kernel refused IORING_REGISTER_PROBE (Linux 5.6)");
-    }
-    absl::Status opcodes = io_uring_loop_internal::CheckOpcodes(*probe);
-    io_uring_free_probe(probe);
-    if (!opcodes.ok()) return opcodes;
     return ProbeMultishotPoll();
   }
 
@@ -230,10 +220,10 @@ class IoUringLoop final : public EventLoop {
     io_uring_prep_poll_multishot(sqe, event_fd, POLLIN);
     io_uring_sqe_set_data64(sqe, kProbeTag);
     int rc = SubmitRetrying();
-    if (rc < 0) return RefusedOrError("io_uring_enter", -rc);
+    if (rc < 0) return platform::RefusedOrError(kUser, "io_uring_enter", -rc);
     io_uring_cqe* cqe = nullptr;
-    rc = WaitRetrying(&cqe);
-    if (rc < 0) return RefusedOrError("io_uring_enter(GETEVENTS)", -rc);
+    rc = platform::WaitRetrying(&ring_, &cqe);
+    if (rc < 0) return platform::RefusedOrError(kUser, "io_uring_enter(GETEVENTS)", -rc);
     const int result = cqe->res;
     bool ended = !(cqe->flags & IORING_CQE_F_MORE);
     io_uring_cqe_seen(&ring_, cqe);
@@ -241,7 +231,7 @@ class IoUringLoop final : public EventLoop {
     if (result < 0 || !(result & POLLIN) || ended) {
       status = absl::UnavailableError(absl::StrCat(
           "io_uring: multishot poll does not work here (Linux 5.13): ",
-          result < 0 ? ErrnoText(-result) : absl::StrCat("result ", result)));
+          result < 0 ? platform::ErrnoText(-result) : absl::StrCat("result ", result)));
     }
     bool removed = ended;
     if (!ended) {
@@ -249,12 +239,12 @@ class IoUringLoop final : public EventLoop {
       io_uring_prep_poll_remove(sqe, kProbeTag);
       io_uring_sqe_set_data64(sqe, kRemoveTag);
       rc = SubmitRetrying();
-      if (rc < 0) return RefusedOrError("io_uring_enter", -rc);
+      if (rc < 0) return platform::RefusedOrError(kUser, "io_uring_enter", -rc);
     }
     // Wait for the poll's end and the removal's own completion.
     while (!ended || !removed) {
-      rc = WaitRetrying(&cqe);
-      if (rc < 0) return RefusedOrError("io_uring_enter(GETEVENTS)", -rc);
+      rc = platform::WaitRetrying(&ring_, &cqe);
+      if (rc < 0) return platform::RefusedOrError(kUser, "io_uring_enter(GETEVENTS)", -rc);
       if (io_uring_cqe_get_data64(cqe) == kProbeTag && !(cqe->flags & IORING_CQE_F_MORE)) {
         ended = true;
       }
@@ -285,11 +275,7 @@ class IoUringLoop final : public EventLoop {
 
   int SubmitRetrying() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     ++stats_.submit_calls;
-    int rc;
-    do {
-      rc = io_uring_submit(&ring_);
-    } while (rc == -EINTR);
-    return rc;
+    return platform::SubmitRetrying(&ring_);
   }
 
   absl::Status SubmitLocked(absl::string_view operation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -334,19 +320,11 @@ class IoUringLoop final : public EventLoop {
 
   // --- Completion side: the loop thread only. ---
 
-  int WaitRetrying(io_uring_cqe** cqe) {
-    int rc;
-    do {
-      rc = io_uring_wait_cqe(&ring_, cqe);
-    } while (rc == -EINTR);
-    return rc;
-  }
-
   // Waits until a completion is queued or `timeout` passes.
   absl::Status Wait(absl::Duration timeout) {
     io_uring_cqe* cqe = nullptr;
     if (timeout == absl::InfiniteDuration()) {
-      const int rc = WaitRetrying(&cqe);
+      const int rc = platform::WaitRetrying(&ring_, &cqe);
       if (rc < 0) return ErrnoError("io_uring loop: io_uring_wait_cqe", -rc);
       return absl::OkStatus();
     }
@@ -477,24 +455,6 @@ class IoUringLoop final : public EventLoop {
 }  // namespace
 
 namespace io_uring_loop_internal {
-
-absl::Status CheckOpcodes(const io_uring_probe& probe) {
-  constexpr struct {
-    int opcode;
-    const char* name;
-  } kNeeded[] = {
-      {IORING_OP_POLL_ADD, "IORING_OP_POLL_ADD"},
-      {IORING_OP_POLL_REMOVE, "IORING_OP_POLL_REMOVE"},
-      {IORING_OP_NOP, "IORING_OP_NOP"},
-  };
-  for (const auto& needed : kNeeded) {
-    if (!io_uring_opcode_supported(&probe, needed.opcode)) {
-      return absl::UnavailableError(
-          absl::StrCat("io_uring: the kernel does not support ", needed.name));
-    }
-  }
-  return absl::OkStatus();
-}
 
 std::optional<LoopStats> GetLoopStats(const EventLoop& loop) {
   const auto* io_uring_loop = dynamic_cast<const IoUringLoop*>(&loop);

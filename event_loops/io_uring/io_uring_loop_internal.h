@@ -3,12 +3,9 @@
 
 // Internals of the io_uring event loop, for its own unit tests only.
 
-#include <liburing.h>
-
 #include <cstdint>
 #include <optional>
 
-#include "absl/status/status.h"
 #include "core/event_loop.h"
 
 namespace taskrt::io_uring_loop_internal {
@@ -22,10 +19,6 @@ struct LoopStats {
 
 // The counters of an io_uring loop; nullopt for any other loop.
 std::optional<LoopStats> GetLoopStats(const EventLoop& loop);
-
-// kUnavailable naming the first opcode `probe` lacks among those the loop
-// needs; OK when it has them all.
-absl::Status CheckOpcodes(const io_uring_probe& probe);
 
 }  // namespace taskrt::io_uring_loop_internal
 

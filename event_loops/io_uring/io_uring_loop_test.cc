@@ -5,13 +5,7 @@
 
 #include "event_loops/io_uring/io_uring_loop.h"
 
-#include <liburing.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -25,7 +19,6 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -33,6 +26,7 @@
 #include "core/channel.h"
 #include "event_loops/io_uring/io_uring_loop_internal.h"
 #include "gtest/gtest.h"
+#include "platform/io_uring/refuse_for_test.h"
 
 namespace taskrt {
 namespace {
@@ -239,57 +233,8 @@ TEST_F(IoUringLoopTest, AWatchOfAClosedFdIsRefused) {
             absl::StatusCode::kInvalidArgument);
 }
 
-// Installs, on the calling thread only, a seccomp filter that makes
-// io_uring_setup fail with `error`. Returns 0 or the errno of the refusal.
-int RefuseIoUringSetupOnThisThread(int error) {
-  sock_filter filter[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(error) & SECCOMP_RET_DATA)),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  sock_fprog program{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return errno;
-  if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program) != 0) return errno;
-  return 0;
-}
-
-#if defined(__x86_64__)
 TEST(IoUringLoopProbeTest, AKernelThatRefusesIoUringMakesTheLoopUnavailable) {
-  for (int error : {EPERM, ENOSYS}) {
-    int filter_error = 0;
-    absl::Status status;
-    std::thread refused([&] {
-      filter_error = RefuseIoUringSetupOnThisThread(error);
-      if (filter_error == 0) status = NewIoUringLoop().status();
-    });
-    refused.join();
-    if (filter_error != 0) {
-      GTEST_SKIP() << "cannot install a seccomp filter here: " << std::strerror(filter_error);
-    }
-    EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
-    EXPECT_TRUE(absl::StartsWith(status.message(), "io_uring: ")) << status;
-    EXPECT_NE(status.message().find(std::strerror(error)), absl::string_view::npos) << status;
-  }
-}
-#endif
-
-TEST(IoUringLoopProbeTest, AMissingOpcodeIsNamed) {
-  constexpr int kOps = 64;
-  const size_t size = sizeof(io_uring_probe) + kOps * sizeof(io_uring_probe_op);
-  std::vector<unsigned char> storage(size, 0);
-  auto* probe = reinterpret_cast<io_uring_probe*>(storage.data());
-  probe->last_op = kOps - 1;
-  probe->ops_len = kOps;
-  for (int op = 0; op < kOps; ++op) probe->ops[op].flags = IO_URING_OP_SUPPORTED;
-  EXPECT_TRUE(io_uring_loop_internal::CheckOpcodes(*probe).ok());
-  probe->ops[IORING_OP_POLL_ADD].flags = 0;
-  absl::Status status = io_uring_loop_internal::CheckOpcodes(*probe);
-  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
-  EXPECT_NE(status.message().find("IORING_OP_POLL_ADD"), absl::string_view::npos) << status;
+  io_uring_platform::ExpectUnavailableWhenIoUringIsRefused([] { return NewIoUringLoop().status(); });
 }
 
 }  // namespace
