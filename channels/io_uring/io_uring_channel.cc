@@ -46,8 +46,10 @@ constexpr size_t kShrinkAbove = 256 * 1024;
 // Unread bytes held by an end (with whole messages among them) at which its
 // receive is parked, and below which it resumes; see KeepReceiving().
 constexpr size_t kParkAt = 256 * 1024;
-// Unread bytes at which an end stops draining its socket; see DrainSocket().
+// Unread bytes, with a whole message among them, at which an end stops
+// draining its socket and parks; see DrainSocket().
 constexpr size_t kDrainLimit = 1024 * 1024;
+static_assert(kDrainLimit >= kParkAt, "an end that stops draining must be one that parks");
 
 static_assert(kBufferCount * sizeof(io_uring_buf) <= kBufferRingBytes,
               "buffer descriptors must fit the first page");
@@ -276,7 +278,15 @@ class IoUringEnd final : public ChannelEnd {
 
   size_t max_message_size() const override { return max_message_size_; }
 
-  const EndStats& stats() const { return stats_; }
+  EndStats stats() const {
+    EndStats stats = stats_;
+    stats.receive_armed = receive_armed_;
+    stats.parked = parked_;
+    stats.watch_armed = watch_armed_;
+    stats.receive_cancelling = receive_cancelling_;
+    stats.watch_removing = watch_removing_;
+    return stats;
+  }
 
  private:
   IoUringEnd(int fd, size_t max_message_size)
@@ -385,27 +395,18 @@ class IoUringEnd final : public ChannelEnd {
     if (!parked_ && has_message && Buffered() >= kParkAt) {
       parked_ = true;
       ++stats_.recv_parks;
-      if (receive_armed_) {
-        io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-        if (sqe != nullptr) {
+      if (receive_armed_ && !receive_cancelling_) {
+        if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_); sqe != nullptr) {
           io_uring_prep_cancel64(sqe, kReceiveTag, 0);
           io_uring_sqe_set_data64(sqe, kCancelTag);
+          receive_cancelling_ = true;
         }
       }
       PrepareWatch();
       if (absl::Status submitted = Submit(); !submitted.ok()) receive_error_ = submitted;
       return false;
     }
-    if (parked_ && (!has_message || Buffered() < kParkAt)) {
-      parked_ = false;
-      if (watch_armed_ && !watch_removing_) {
-        if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_); sqe != nullptr) {
-          io_uring_prep_poll_remove(sqe, kWatchTag);
-          io_uring_sqe_set_data64(sqe, kCancelTag);
-          watch_removing_ = true;
-        }
-      }
-    }
+    if (parked_ && (!has_message || Buffered() < kParkAt)) parked_ = false;
     if (parked_) {
       if (!watch_armed_) {
         PrepareWatch();
@@ -413,12 +414,32 @@ class IoUringEnd final : public ChannelEnd {
       }
       return false;
     }
+    // Not parked: the receive runs. Until a receive that is not being
+    // cancelled is in the kernel, the watch stays, so that something there
+    // still posts on new data or the end of the stream: a watcher that does
+    // not reap (an owner loop with nothing bound) would otherwise never hear
+    // of them. The cancelled receive's last completion, when reaped, lets
+    // the next call arm a new one.
+    if (receive_cancelling_) return false;
     if (receive_armed_) {
-      if (watch_removing_ && io_uring_sq_ready(&ring_) > 0) Submit().IgnoreError();
+      if (RemoveWatch()) Submit().IgnoreError();
       return false;
     }
-    ArmReceive();  // submits the watch's removal too, if queued
+    RemoveWatch();  // submitted with the receive
+    ArmReceive();
     DrainSocket();
+    return true;
+  }
+
+  // Queues the removal of the parked end's poll, if it is armed; returns
+  // whether it queued one.
+  bool RemoveWatch() {
+    if (!watch_armed_ || watch_removing_) return false;
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    if (sqe == nullptr) return false;
+    io_uring_prep_poll_remove(sqe, kWatchTag);
+    io_uring_sqe_set_data64(sqe, kCancelTag);
+    watch_removing_ = true;
     return true;
   }
 
@@ -428,11 +449,18 @@ class IoUringEnd final : public ChannelEnd {
   // this end's thread may not call again until that sender has got
   // through. So the receive is reaped and re-armed while it keeps running
   // out of buffers: until the socket is empty (the receive stays armed,
-  // waiting) or this end holds kDrainLimit unread bytes.
+  // waiting), or this end holds kDrainLimit unread bytes with a whole
+  // message among them (it parks). Either way it returns with the receive
+  // or the parked end's poll armed, so that the end of the stream still
+  // makes the ring readable for a watcher.
   void DrainSocket() {
     while (true) {
       ReapAll();
-      if (receive_armed_ || closed_ || ReceiveFinished() || Buffered() >= kDrainLimit) return;
+      if (receive_armed_ || closed_ || ReceiveFinished()) return;
+      if (Buffered() >= kDrainLimit && HasBufferedMessage()) {
+        KeepReceiving();  // parks: above kParkAt with a whole message
+        return;
+      }
       ++stats_.recv_drain_arms;
       ArmReceive();
       if (!receive_armed_) return;  // could not arm: receive_error_ says why
@@ -615,6 +643,7 @@ class IoUringEnd final : public ChannelEnd {
     }
     if (flags & IORING_CQE_F_MORE) return;
     receive_armed_ = false;  // re-armed by the next TryReceive if it should be
+    receive_cancelling_ = false;
     if (result == 0 || result == -ECONNRESET || result == -EPIPE) {
       peer_closed_ = true;
     } else if (result == -ENOBUFS) {
@@ -678,6 +707,7 @@ class IoUringEnd final : public ChannelEnd {
 
   // Receiving.
   bool receive_armed_ = false;
+  bool receive_cancelling_ = false;  // a cancel of the armed receive is in flight
   bool parked_ = false;          // see KeepReceiving
   bool watch_armed_ = false;     // the parked state's multishot poll
   bool watch_removing_ = false;

@@ -20,6 +20,12 @@ struct EndStats {
   uint64_t recv_cancellations = 0;       // ended with -ECANCELED (re-armed)
   uint64_t recv_parks = 0;               // parked: the reader was far behind
   uint64_t recv_drain_arms = 0;          // re-armed at once to drain the socket
+  // The end's state when the counters were read.
+  bool receive_armed = false;  // the multishot receive is in the kernel
+  bool parked = false;         // see io_uring_channel.cc, KeepReceiving()
+  bool watch_armed = false;    // the parked end's multishot poll is in the kernel
+  bool receive_cancelling = false;  // the armed receive is being cancelled
+  bool watch_removing = false;      // the armed poll is being removed
 };
 
 // The counters of an io_uring channel end; nullopt for any other end.

@@ -252,6 +252,46 @@ TEST_F(IoUringChannelTest, OneReceiveFreesASenderBlockedOnAFullSocket) {
   for (int i = 0; i < filled; ++i) ASSERT_EQ(*ReceiveString(*pair.owner_end), message) << i;
 }
 
+// A receive that drains a large message out of the socket must leave the
+// end listening (the receive or the parked end's poll armed): the peer's
+// close that follows has to make the ring readable for an edge-triggered
+// watcher, as core/task.cc's owner loop relies on to see an entry finish.
+TEST_F(IoUringChannelTest, TheEndOfStreamAfterALargeMessageWakesAWatcher) {
+  constexpr size_t kSize = 2 << 20;  // several times the socket buffer and the drain limit
+  ChannelPair pair = MakePair(kSize);
+  const int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+  ASSERT_GE(epoll_fd, 0);
+  epoll_event event{};
+  event.events = EPOLLIN | EPOLLET;
+  ASSERT_EQ(epoll_ctl(epoll_fd, EPOLL_CTL_ADD, pair.owner_end->receive_readiness().fd, &event), 0);
+  const std::string big = Pattern(kSize, 3);
+  std::thread sender([&] { EXPECT_TRUE(Send(*pair.task_end, Bytes(big)).ok()); });
+  absl::StatusOr<std::string> got = ReceiveString(*pair.owner_end, kSize);
+  sender.join();
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(*got, big);
+  const EndStats after = Stats(*pair.owner_end);
+  EXPECT_TRUE((after.receive_armed && !after.receive_cancelling) ||
+              (after.watch_armed && !after.watch_removing))
+      << "the end is not listening: receive armed " << after.receive_armed << " (cancelling "
+      << after.receive_cancelling << "), poll armed " << after.watch_armed << " (removing "
+      << after.watch_removing << ")";
+  // Whatever edges the receive raised are old news: take them.
+  epoll_event out[4];
+  while (epoll_wait(epoll_fd, out, 4, 0) > 0) {
+  }
+  pair.task_end->Close();
+  int ready;
+  do {
+    ready = epoll_wait(epoll_fd, out, 4, 60 * 1000);  // a hang guard
+  } while (ready < 0 && errno == EINTR);
+  EXPECT_EQ(ready, 1) << "the peer's close never made the ring readable";
+  char byte;
+  EXPECT_EQ(pair.owner_end->TryReceive(absl::MakeSpan(&byte, 1)).status().code(),
+            absl::StatusCode::kOutOfRange);
+  close(epoll_fd);
+}
+
 TEST_F(IoUringChannelTest, ReceiveReadinessSurvivesTheSendSideReapingIt) {
   ChannelPair pair = MakePair();
   const int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
