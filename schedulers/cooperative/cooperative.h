@@ -2,7 +2,7 @@
 #define TASKRT_SCHEDULERS_COOPERATIVE_COOPERATIVE_H_
 
 // Scheduler backend: one OS thread runs many stackful tasks, switched in
-// user space (core/fiber.h) on stacks from a pool (core/stack.h).
+// user space (fiber.h) on stacks from a pool (stack.h).
 //
 //   - Every unit of work runs as its own stackful task, so it may block
 //     anywhere in its call stack. A blocking call (a channel's Send or
@@ -46,9 +46,9 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "core/fiber.h"
+#include "schedulers/cooperative/fiber.h"
 #include "core/scheduler.h"
-#include "core/stack.h"
+#include "schedulers/cooperative/stack.h"
 
 namespace taskrt {
 
