@@ -445,13 +445,9 @@ class CooperativeScheduler final : public Scheduler {
             break;
           }
         }
-        // A one-shot interest left armed for nobody would only wake the
-        // loop once for nothing; re-arm for those still waiting.
-        if (waiters.empty()) {
-          fd_waiters_.erase(it);
-        } else {
-          ArmFd(task->waiting_fd, waiters).IgnoreError();
-        }
+        // The interest was armed for the union of the waiters' events:
+        // narrow it to those still waiting.
+        RearmOrWakeAll(it);
       }
       PushReady(task);
     }
@@ -536,18 +532,23 @@ class CooperativeScheduler final : public Scheduler {
         }
       }
       waiters.resize(kept);
-      if (waiters.empty()) {
-        fd_waiters_.erase(it);
-      } else if (absl::Status rearmed = ArmFd(fd, waiters); !rearmed.ok()) {
-        // The others retry and report the error themselves.
-        for (FdWaiter& waiter : waiters) {
-          CancelTimer(waiter.task);
-          PushReady(waiter.task);
-        }
-        fd_waiter_count_ -= waiters.size();
-        fd_waiters_.erase(fd);
-      }
+      RearmOrWakeAll(it);
     }
+  }
+
+  // After some waiters of a descriptor left: forgets it when none is left,
+  // else re-arms its one-shot interest for the others. When the kernel
+  // refuses that, they are all woken: each retries its operation and, if it
+  // waits again, gets the error from WaitFd.
+  void RearmOrWakeAll(absl::flat_hash_map<int, std::vector<FdWaiter>>::iterator it) {
+    std::vector<FdWaiter>& waiters = it->second;
+    if (!waiters.empty() && ArmFd(it->first, waiters).ok()) return;
+    for (FdWaiter& waiter : waiters) {
+      CancelTimer(waiter.task);
+      PushReady(waiter.task);
+    }
+    fd_waiter_count_ -= waiters.size();
+    fd_waiters_.erase(it);
   }
 
   void CancelTimer(CoTask* task) {
@@ -587,15 +588,6 @@ class CooperativeScheduler final : public Scheduler {
     ScopedExecutionContext scope(&context_);
     FiberContext loop_context(options_.context_switch);
     loop_context_ = &loop_context;
-    {
-      epoll_event event{};
-      event.events = EPOLLIN;
-      event.data.fd = wake_fd_;
-      if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &event) != 0) {
-        std::perror("taskrt: cooperative: epoll_ctl(wake fd)");
-        std::abort();
-      }
-    }
     while (true) {
       DrainInbox();
       ExpireTimers();
@@ -714,6 +706,15 @@ absl::StatusOr<std::unique_ptr<Scheduler>> NewCooperativeScheduler(
     const int error = errno;
     close(epoll_fd);
     return ErrnoError("cooperative: eventfd", error);
+  }
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.fd = wake_fd;
+  if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &event) != 0) {
+    const int error = errno;
+    close(wake_fd);
+    close(epoll_fd);
+    return ErrnoError("cooperative: epoll_ctl(ADD wake-up eventfd)", error);
   }
   auto scheduler =
       std::make_unique<CooperativeScheduler>(options, *std::move(stacks), epoll_fd, wake_fd);
