@@ -15,7 +15,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -78,7 +77,15 @@ class CooperativeScheduler final : public Scheduler {
     close(wake_fd_);
   }
 
+  // Registers the wake-up descriptor and starts the thread; on an error the
+  // destructor closes the descriptors.
   absl::Status Start() {
+    epoll_event wake_event{};
+    wake_event.events = EPOLLIN;
+    wake_event.data.fd = wake_fd_;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &wake_event) != 0) {
+      return ErrnoError("cooperative: epoll_ctl(ADD wake-up eventfd)", errno);
+    }
     try {
       thread_ = std::thread([this] { LoopMain(); });
     } catch (const std::system_error& e) {
@@ -700,21 +707,14 @@ absl::StatusOr<std::unique_ptr<Scheduler>> NewCooperativeScheduler(
   stack_options.max_cached = 0;  // the scheduler caches whole fiber slots itself
   absl::StatusOr<StackPool> stacks = StackPool::Create(stack_options);
   if (!stacks.ok()) return stacks.status();
-  // Each descriptor is closed again unless the scheduler takes it over.
   const int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd < 0) return ErrnoError("cooperative: epoll_create1", errno);
-  absl::Cleanup close_epoll_fd = [epoll_fd] { close(epoll_fd); };
   const int wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd < 0) return ErrnoError("cooperative: eventfd", errno);
-  absl::Cleanup close_wake_fd = [wake_fd] { close(wake_fd); };
-  epoll_event wake_event{};
-  wake_event.events = EPOLLIN;
-  wake_event.data.fd = wake_fd;
-  if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &wake_event) != 0) {
-    return ErrnoError("cooperative: epoll_ctl(ADD wake-up eventfd)", errno);
+  if (wake_fd < 0) {
+    const int error = errno;
+    close(epoll_fd);
+    return ErrnoError("cooperative: eventfd", error);
   }
-  std::move(close_epoll_fd).Cancel();
-  std::move(close_wake_fd).Cancel();
   auto scheduler =
       std::make_unique<CooperativeScheduler>(options, *std::move(stacks), epoll_fd, wake_fd);
   if (absl::Status started = scheduler->Start(); !started.ok()) return started;
