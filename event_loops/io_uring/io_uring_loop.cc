@@ -22,8 +22,8 @@
 #include "core/errors.h"
 #include "core/execution_context.h"
 #include "core/mutex.h"
-#include "event_loops/loop_base/loop_base.h"
 #include "event_loops/io_uring/io_uring_loop_internal.h"
+#include "event_loops/loop_base/loop_base.h"
 
 namespace taskrt {
 namespace {

@@ -27,8 +27,8 @@
 //   - RunOnce() with a negative timeout returns kInvalidArgument; Run()
 //     re-entered from a callback or posted work returns kFailedPrecondition.
 //   - Run() returns OK after Stop(), or the first error of DispatchReady().
-//     A Stop() before Run() makes the next Run() return at once; each Stop()
-//     ends one Run().
+//     A Stop() before Run() makes the next Run() return at once; Stops that
+//     come before a Run() notices them count as one.
 //   - Post() queues work from any thread and calls Wake(); the work runs on
 //     the loop thread in the order posted, after the ready callbacks of the
 //     same iteration. Work posted while the queue runs waits for the next
