@@ -41,8 +41,8 @@
 #include "channels/socketpair/socketpair_channel.h"
 #include "core/channel.h"
 #include "core/execution_context.h"
-#include "core/fiber.h"
-#include "core/stack.h"
+#include "schedulers/cooperative/fiber.h"
+#include "schedulers/cooperative/stack.h"
 #include "core/task_group.h"
 
 namespace taskrt {

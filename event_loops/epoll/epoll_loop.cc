@@ -5,10 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
-#include <deque>
-#include <thread>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -16,6 +13,7 @@
 #include "core/errors.h"
 #include "core/execution_context.h"
 #include "core/mutex.h"
+#include "event_loops/loop_base/loop_base.h"
 
 namespace taskrt {
 namespace {
@@ -31,9 +29,10 @@ uint32_t ToEpollEvents(short poll_events) {
   return events;
 }
 
-class EpollLoop final : public EventLoop {
+class EpollLoop final : public LoopBase {
  public:
-  EpollLoop(int epoll_fd, int wake_fd) : epoll_fd_(epoll_fd), wake_fd_(wake_fd) {}
+  EpollLoop(int epoll_fd, int wake_fd)
+      : LoopBase("epoll loop"), epoll_fd_(epoll_fd), wake_fd_(wake_fd) {}
   ~EpollLoop() override {
     close(wake_fd_);
     close(epoll_fd_);
@@ -71,53 +70,6 @@ class EpollLoop final : public EventLoop {
     return absl::OkStatus();
   }
 
-  absl::Status Post(Work work) override {
-    if (!work) return absl::InvalidArgumentError("epoll loop: Post got empty work");
-    {
-      MutexLock lock(&mu_);
-      posted_.push_back(std::move(work));
-    }
-    Wake();
-    return absl::OkStatus();
-  }
-
-  absl::StatusOr<int> RunOnce(absl::Duration timeout) override {
-    if (absl::Status owner = ClaimLoopThread("RunOnce"); !owner.ok()) return owner;
-    if (timeout < absl::ZeroDuration()) {
-      return absl::InvalidArgumentError("epoll loop: RunOnce got a negative timeout");
-    }
-    const int timeout_ms = timeout == absl::InfiniteDuration()
-                               ? -1
-                               : static_cast<int>(absl::ToInt64Milliseconds(absl::Ceil(
-                                     timeout, absl::Milliseconds(1))));
-    return Dispatch(timeout_ms);
-  }
-
-  absl::Status Run() override {
-    if (absl::Status owner = ClaimLoopThread("Run"); !owner.ok()) return owner;
-    if (running_) return absl::FailedPreconditionError("epoll loop: Run re-entered from a callback");
-    running_ = true;
-    absl::Status status;
-    while (!stop_requested_.exchange(false, std::memory_order_acq_rel)) {
-      absl::StatusOr<int> ran = Dispatch(-1);
-      if (!ran.ok()) {
-        status = ran.status();
-        break;
-      }
-    }
-    running_ = false;
-    return status;
-  }
-
-  void Stop() override {
-    stop_requested_.store(true, std::memory_order_release);
-    Wake();
-  }
-
-  bool IsLoopThread() const override {
-    return loop_thread_.load(std::memory_order_acquire) == std::this_thread::get_id();
-  }
-
   std::string name() const override { return "epoll"; }
 
  private:
@@ -126,25 +78,19 @@ class EpollLoop final : public EventLoop {
     std::shared_ptr<std::function<void()>> callback;
   };
 
-  absl::Status ClaimLoopThread(const char* operation) {
-    std::thread::id expected{};
-    const std::thread::id self = std::this_thread::get_id();
-    if (loop_thread_.compare_exchange_strong(expected, self) || expected == self) {
-      return absl::OkStatus();
-    }
-    return absl::PermissionDeniedError(absl::StrCat(
-        "epoll loop: ", operation,
-        " called from a thread that is not the loop thread (the first thread to run the loop)"));
-  }
-
-  void Wake() {
+  absl::Status Wake() override {
     const uint64_t one = 1;
     // A full counter (EAGAIN) already means "wake up"; nothing else can fail
     // on a valid eventfd.
     [[maybe_unused]] ssize_t written = write(wake_fd_, &one, sizeof one);
+    return absl::OkStatus();
   }
 
-  absl::StatusOr<int> Dispatch(int timeout_ms) {
+  absl::StatusOr<int> DispatchReady(absl::Duration timeout) override {
+    int timeout_ms = timeout == absl::InfiniteDuration()
+                         ? -1
+                         : static_cast<int>(absl::ToInt64Milliseconds(
+                               absl::Ceil(timeout, absl::Milliseconds(1))));
     if (timeout_ms != 0) {
       // In a stackful task, wait the task's way (the epoll fd is readable
       // while events are pending) so other tasks on the thread keep running.
@@ -182,31 +128,14 @@ class EpollLoop final : public EventLoop {
       (*callback)();
       ++ran;
     }
-    ran += RunPosted();
     return ran;
-  }
-
-  int RunPosted() {
-    std::deque<Work> batch;
-    {
-      MutexLock lock(&mu_);
-      batch.swap(posted_);
-    }
-    const int count = static_cast<int>(batch.size());
-    for (Work& work : batch) std::move(work)();
-    return count;
   }
 
   const int epoll_fd_;
   const int wake_fd_;
-  std::atomic<std::thread::id> loop_thread_{};
-  std::atomic<bool> stop_requested_{false};
-  bool running_ = false;  // loop thread only
-
   Mutex mu_;
   WatchId next_id_ ABSL_GUARDED_BY(mu_) = kWakeId + 1;
   absl::flat_hash_map<WatchId, WatchEntry> watches_ ABSL_GUARDED_BY(mu_);
-  std::deque<Work> posted_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

@@ -10,11 +10,9 @@
 #include <cerrno>
 #include <cstdint>
 #include <ctime>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -25,6 +23,7 @@
 #include "core/execution_context.h"
 #include "core/mutex.h"
 #include "event_loops/io_uring/io_uring_loop_internal.h"
+#include "event_loops/loop_base/loop_base.h"
 #include "platform/io_uring/ring.h"
 
 namespace taskrt {
@@ -66,7 +65,7 @@ struct Completion {
   uint32_t flags;
 };
 
-class IoUringLoop final : public EventLoop {
+class IoUringLoop final : public LoopBase {
  public:
   static absl::StatusOr<std::unique_ptr<EventLoop>> Create() {
     std::unique_ptr<IoUringLoop> loop(new IoUringLoop());
@@ -131,49 +130,6 @@ class IoUringLoop final : public EventLoop {
     return absl::OkStatus();
   }
 
-  absl::Status Post(Work work) override {
-    if (!work) return absl::InvalidArgumentError("io_uring loop: Post got empty work");
-    MutexLock lock(&mu_);
-    posted_.push_back(std::move(work));
-    return WakeLocked();
-  }
-
-  absl::StatusOr<int> RunOnce(absl::Duration timeout) override {
-    if (absl::Status owner = ClaimLoopThread("RunOnce"); !owner.ok()) return owner;
-    if (timeout < absl::ZeroDuration()) {
-      return absl::InvalidArgumentError("io_uring loop: RunOnce got a negative timeout");
-    }
-    return Dispatch(timeout);
-  }
-
-  absl::Status Run() override {
-    if (absl::Status owner = ClaimLoopThread("Run"); !owner.ok()) return owner;
-    if (running_) {
-      return absl::FailedPreconditionError("io_uring loop: Run re-entered from a callback");
-    }
-    running_ = true;
-    absl::Status status;
-    while (!stop_requested_.exchange(false, std::memory_order_acq_rel)) {
-      absl::StatusOr<int> ran = Dispatch(absl::InfiniteDuration());
-      if (!ran.ok()) {
-        status = ran.status();
-        break;
-      }
-    }
-    running_ = false;
-    return status;
-  }
-
-  void Stop() override {
-    stop_requested_.store(true, std::memory_order_release);
-    MutexLock lock(&mu_);
-    WakeLocked().IgnoreError();  // a failed wake-up leaves Stop for the next wait's end
-  }
-
-  bool IsLoopThread() const override {
-    return loop_thread_.load(std::memory_order_acquire) == std::this_thread::get_id();
-  }
-
   std::string name() const override { return "io_uring"; }
 
   io_uring_loop_internal::LoopStats stats() const {
@@ -189,7 +145,7 @@ class IoUringLoop final : public EventLoop {
     std::shared_ptr<std::function<void()>> callback;
   };
 
-  IoUringLoop() = default;
+  IoUringLoop() : LoopBase("io_uring loop") {}
 
   absl::Status Init() {
     // Without cooperative task running: any thread may arm a poll, and the
@@ -254,17 +210,6 @@ class IoUringLoop final : public EventLoop {
     return status;
   }
 
-  absl::Status ClaimLoopThread(const char* operation) {
-    std::thread::id expected{};
-    const std::thread::id self = std::this_thread::get_id();
-    if (loop_thread_.compare_exchange_strong(expected, self) || expected == self) {
-      return absl::OkStatus();
-    }
-    return absl::PermissionDeniedError(absl::StrCat(
-        "io_uring loop: ", operation,
-        " called from a thread that is not the loop thread (the first thread to run the loop)"));
-  }
-
   // --- Submission side: any thread, under mu_. ---
 
   io_uring_sqe* GetSqeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -299,6 +244,11 @@ class IoUringLoop final : public EventLoop {
     io_uring_sqe_set_data64(sqe, id);
     entry.armed = true;
     ++stats_.polls_armed;
+  }
+
+  absl::Status Wake() override {
+    MutexLock lock(&mu_);
+    return WakeLocked();
   }
 
   // Makes the loop's wait return: one NOP completion, unless one is already
@@ -342,7 +292,7 @@ class IoUringLoop final : public EventLoop {
     }
   }
 
-  absl::StatusOr<int> Dispatch(absl::Duration timeout) {
+  absl::StatusOr<int> DispatchReady(absl::Duration timeout) override {
     if (io_uring_cq_ready(&ring_) == 0) {
       if (timeout == absl::ZeroDuration()) {
         // Just poll: let the kernel run pending poll wake-ups and flush an
@@ -406,11 +356,10 @@ class IoUringLoop final : public EventLoop {
       (*callback)();
       ++ran;
     }
-    // Cleared before the posted work is taken: a Post() from here on sends
-    // a new wake-up, one before it is in the batch below.
+    // Cleared before LoopBase takes the posted work: a Post() from here on
+    // sends a new wake-up, one before it is in the batch taken next.
     if (woken) wake_pending_.store(false, std::memory_order_release);
     RearmEnded();
-    ran += RunPosted();
     return ran;
   }
 
@@ -426,29 +375,14 @@ class IoUringLoop final : public EventLoop {
     SubmitRetrying();
   }
 
-  int RunPosted() {
-    std::deque<Work> batch;
-    {
-      MutexLock lock(&mu_);
-      batch.swap(posted_);
-    }
-    const int count = static_cast<int>(batch.size());
-    for (Work& work : batch) std::move(work)();
-    return count;
-  }
-
   io_uring ring_{};
   bool ring_ready_ = false;
-  std::atomic<std::thread::id> loop_thread_{};
-  std::atomic<bool> stop_requested_{false};
   std::atomic<bool> wake_pending_{false};
-  bool running_ = false;              // loop thread only
-  std::vector<WatchId> rearm_;        // loop thread only
+  std::vector<WatchId> rearm_;  // loop thread only
 
   mutable Mutex mu_;
   WatchId next_id_ ABSL_GUARDED_BY(mu_) = kFirstWatchId;
   absl::flat_hash_map<WatchId, WatchEntry> watches_ ABSL_GUARDED_BY(mu_);
-  std::deque<Work> posted_ ABSL_GUARDED_BY(mu_);
   io_uring_loop_internal::LoopStats stats_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -77,7 +77,15 @@ class CooperativeScheduler final : public Scheduler {
     close(wake_fd_);
   }
 
+  // Registers the wake-up descriptor and starts the thread; on an error the
+  // destructor closes the descriptors.
   absl::Status Start() {
+    epoll_event wake_event{};
+    wake_event.events = EPOLLIN;
+    wake_event.data.fd = wake_fd_;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &wake_event) != 0) {
+      return ErrnoError("cooperative: epoll_ctl(ADD wake-up eventfd)", errno);
+    }
     try {
       thread_ = std::thread([this] { LoopMain(); });
     } catch (const std::system_error& e) {
@@ -445,13 +453,9 @@ class CooperativeScheduler final : public Scheduler {
             break;
           }
         }
-        // A one-shot interest left armed for nobody would only wake the
-        // loop once for nothing; re-arm for those still waiting.
-        if (waiters.empty()) {
-          fd_waiters_.erase(it);
-        } else {
-          ArmFd(task->waiting_fd, waiters).IgnoreError();
-        }
+        // The interest was armed for the union of the waiters' events:
+        // narrow it to those still waiting.
+        RearmOrWakeAll(it);
       }
       PushReady(task);
     }
@@ -536,18 +540,23 @@ class CooperativeScheduler final : public Scheduler {
         }
       }
       waiters.resize(kept);
-      if (waiters.empty()) {
-        fd_waiters_.erase(it);
-      } else if (absl::Status rearmed = ArmFd(fd, waiters); !rearmed.ok()) {
-        // The others retry and report the error themselves.
-        for (FdWaiter& waiter : waiters) {
-          CancelTimer(waiter.task);
-          PushReady(waiter.task);
-        }
-        fd_waiter_count_ -= waiters.size();
-        fd_waiters_.erase(fd);
-      }
+      RearmOrWakeAll(it);
     }
+  }
+
+  // After some waiters of a descriptor left: forgets it when none is left,
+  // else re-arms its one-shot interest for the others. When the kernel
+  // refuses that, they are all woken: each retries its operation and, if it
+  // waits again, gets the error from WaitFd.
+  void RearmOrWakeAll(absl::flat_hash_map<int, std::vector<FdWaiter>>::iterator it) {
+    std::vector<FdWaiter>& waiters = it->second;
+    if (!waiters.empty() && ArmFd(it->first, waiters).ok()) return;
+    for (FdWaiter& waiter : waiters) {
+      CancelTimer(waiter.task);
+      PushReady(waiter.task);
+    }
+    fd_waiter_count_ -= waiters.size();
+    fd_waiters_.erase(it);
   }
 
   void CancelTimer(CoTask* task) {
@@ -587,15 +596,6 @@ class CooperativeScheduler final : public Scheduler {
     ScopedExecutionContext scope(&context_);
     FiberContext loop_context(options_.context_switch);
     loop_context_ = &loop_context;
-    {
-      epoll_event event{};
-      event.events = EPOLLIN;
-      event.data.fd = wake_fd_;
-      if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &event) != 0) {
-        std::perror("taskrt: cooperative: epoll_ctl(wake fd)");
-        std::abort();
-      }
-    }
     while (true) {
       DrainInbox();
       ExpireTimers();

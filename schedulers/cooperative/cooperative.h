@@ -2,7 +2,7 @@
 #define TASKRT_SCHEDULERS_COOPERATIVE_COOPERATIVE_H_
 
 // Scheduler backend: one OS thread runs many stackful tasks, switched in
-// user space (core/fiber.h) on stacks from a pool (core/stack.h).
+// user space (fiber.h) on stacks from a pool (stack.h).
 //
 //   - Every unit of work runs as its own stackful task, so it may block
 //     anywhere in its call stack. A blocking call (a channel's Send or
@@ -38,18 +38,32 @@
 // suspended ones, so a task blocked forever on a descriptor nobody writes
 // keeps Shutdown waiting (as a blocked thread-pool worker does).
 //
+// Why it keeps its own epoll set rather than an event-loop backend: the
+// loops sit on top of it (run from a task, a loop waits on its own fd
+// through this scheduler's WaitFd), so the scheduler cannot wait through
+// one. A task's wait is also the hot path of every blocking call here: it
+// re-arms a one-shot interest with one epoll_ctl, without a lock or an
+// allocation, and several tasks may wait on one descriptor for different
+// events (a channel's reader and writer); an EventLoop watch is a
+// persistent, edge-triggered callback, one per descriptor, added and
+// removed under the loop's lock.
+//
 // Errors: NewCooperativeScheduler returns the stack options' error
-// (kInvalidArgument) or kResourceExhausted when the thread or its epoll set
-// cannot be created. WaitFd on a descriptor epoll refuses (a regular file,
-// a closed fd) returns that error to the waiting task.
+// (kInvalidArgument), kResourceExhausted when the thread or its epoll set
+// cannot be created, and the kernel's error (core/errors.h) when epoll
+// refuses the scheduler's wake-up descriptor. WaitFd on a descriptor epoll
+// refuses (a regular file, a closed fd, no memory) returns that error to the
+// waiting task. When epoll refuses to re-arm a descriptor for the tasks
+// still waiting on it, they are all woken to retry; a task that waits again
+// gets the error from its WaitFd. Nothing aborts.
 
 #include <memory>
 
 #include "absl/status/statusor.h"
 #include "core/backend.h"
-#include "core/fiber.h"
 #include "core/scheduler.h"
-#include "core/stack.h"
+#include "schedulers/cooperative/fiber.h"
+#include "schedulers/cooperative/stack.h"
 
 namespace taskrt {
 

@@ -1,5 +1,5 @@
-#ifndef TASKRT_CORE_FIBER_H_
-#define TASKRT_CORE_FIBER_H_
+#ifndef TASKRT_SCHEDULERS_COOPERATIVE_FIBER_H_
+#define TASKRT_SCHEDULERS_COOPERATIVE_FIBER_H_
 
 // FiberContext: the user-space context switch under stackful tasks.
 //
@@ -34,7 +34,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "core/stack.h"
+#include "schedulers/cooperative/stack.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define TASKRT_FIBER_ASAN 1
@@ -122,4 +122,4 @@ class FiberContext {
 
 }  // namespace taskrt
 
-#endif  // TASKRT_CORE_FIBER_H_
+#endif  // TASKRT_SCHEDULERS_COOPERATIVE_FIBER_H_

@@ -1,4 +1,4 @@
-// User-space context switch for x86-64 (System V ABI). See core/fiber.cc.
+// User-space context switch for x86-64 (System V ABI). See fiber.cc.
 //
 // A suspended context is the stack pointer saved by taskrt_switch_context;
 // its stack holds, from that pointer up: MXCSR and the x87 control word

@@ -1,5 +1,5 @@
-#ifndef TASKRT_CORE_STACK_H_
-#define TASKRT_CORE_STACK_H_
+#ifndef TASKRT_SCHEDULERS_COOPERATIVE_STACK_H_
+#define TASKRT_SCHEDULERS_COOPERATIVE_STACK_H_
 
 // Stacks for stackful tasks: mmap'd memory with a guard page below, reused
 // through a pool.
@@ -79,4 +79,4 @@ class StackPool {
 
 }  // namespace taskrt
 
-#endif  // TASKRT_CORE_STACK_H_
+#endif  // TASKRT_SCHEDULERS_COOPERATIVE_STACK_H_

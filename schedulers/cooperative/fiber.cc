@@ -1,4 +1,4 @@
-#include "core/fiber.h"
+#include "schedulers/cooperative/fiber.h"
 
 #include <ucontext.h>
 

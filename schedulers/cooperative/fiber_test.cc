@@ -1,4 +1,4 @@
-#include "core/fiber.h"
+#include "schedulers/cooperative/fiber.h"
 
 #include <csignal>
 #include <cmath>
@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "core/stack.h"
+#include "schedulers/cooperative/stack.h"
 #include "gtest/gtest.h"
 
 namespace taskrt {

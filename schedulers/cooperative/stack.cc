@@ -1,4 +1,4 @@
-#include "core/stack.h"
+#include "schedulers/cooperative/stack.h"
 
 #include <sys/mman.h>
 #include <unistd.h>
