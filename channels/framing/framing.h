@@ -35,8 +35,9 @@
 //   The buffer is allocated on first use at the initial capacity the owner
 //   chooses, grows to hold the largest message in flight, and is freed when
 //   it drains after growing beyond kShrinkAbove, so a burst of large
-//   messages does not pin its memory. Nothing else allocates: Front() and
-//   Take() never do, and Append() and Commit() only when the buffer grows.
+//   messages does not pin its memory. Beyond that nothing allocates:
+//   Append() and Space() allocate only to grow the buffer, Front() only for
+//   an error's message.
 //
 // Cost
 //   Front(), Take(), Append(), Space() and Commit() are inline; the slow
