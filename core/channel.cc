@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "absl/strings/str_cat.h"
+
 #include "core/errors.h"
 #include "core/execution_context.h"
 
@@ -79,5 +81,24 @@ absl::StatusOr<size_t> ReceiveSlow(ChannelEnd& end, absl::Span<char> out) {
 }
 
 }  // namespace channel_internal
+
+absl::Status ChannelEndClosedError(absl::string_view operation) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("channel ", operation, ": this end of the channel is closed"));
+}
+
+absl::Status ChannelPeerClosedError() {
+  return absl::FailedPreconditionError("channel send: the peer closed the channel");
+}
+
+absl::Status ChannelDrainedError() {
+  return absl::OutOfRangeError("channel receive: the peer closed the channel and it is drained");
+}
+
+absl::Status ChannelMessageTooLargeError(size_t size, size_t max_message_size) {
+  return absl::ResourceExhaustedError(absl::StrCat("channel send: a message of ", size,
+                                                   " bytes exceeds the channel's maximum of ",
+                                                   max_message_size, " bytes; nothing was sent"));
+}
 
 }  // namespace taskrt

@@ -50,6 +50,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "core/errors.h"
 
@@ -178,6 +179,19 @@ inline absl::StatusOr<size_t> Receive(ChannelEnd& end, absl::Span<char> out) {
   if (received.ok() || !IsWouldBlock(received.status())) return received;
   return channel_internal::ReceiveSlow(end, out);
 }
+
+// The errors of the contract above, for backends, so that every backend
+// words them alike. Out of line: an error's message is never on a hot path.
+//
+// kFailedPrecondition: `operation` ("send", "receive", ...) on an end after
+// its own Close().
+absl::Status ChannelEndClosedError(absl::string_view operation);
+// kFailedPrecondition: a send after the peer closed.
+absl::Status ChannelPeerClosedError();
+// kOutOfRange: a receive after the peer closed, once every message is read.
+absl::Status ChannelDrainedError();
+// kResourceExhausted: a send of `size` bytes over the end's maximum.
+absl::Status ChannelMessageTooLargeError(size_t size, size_t max_message_size);
 
 }  // namespace taskrt
 

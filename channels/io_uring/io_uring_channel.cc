@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -18,6 +19,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "channels/framing/framing.h"
 #include "channels/io_uring/io_uring_channel_internal.h"
 #include "core/errors.h"
 #include "platform/io_uring/ring.h"
@@ -40,7 +42,6 @@ constexpr size_t kBufferRingBytes = 4096;  // the ring of buffer descriptors: on
 constexpr size_t kRegionBytes = kBufferRingBytes + kBufferCount * kBufferSize;
 constexpr size_t kBatchBytes = 64 * 1024;
 constexpr size_t kMaxSendBytes = size_t{1} << 30;  // per SQE; the length field is 32-bit
-constexpr size_t kHeaderSize = sizeof(uint32_t);
 constexpr size_t kInitialInputSize = 16 * 1024;
 constexpr size_t kShrinkAbove = 256 * 1024;
 // Unread bytes held by an end (with whole messages among them) at which its
@@ -165,16 +166,13 @@ class IoUringEnd final : public ChannelEnd {
   }
 
   absl::Status TrySend(absl::Span<const char> message) override {
-    if (closed_) return ClosedError("send");
+    if (closed_) return ChannelEndClosedError("send");
     if (message.size() > max_message_size_) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("channel send: a message of ", message.size(),
-                       " bytes exceeds the channel's maximum of ", max_message_size_,
-                       " bytes; nothing was sent"));
+      return ChannelMessageTooLargeError(message.size(), max_message_size_);
     }
     if (!send_error_.ok()) return send_error_;
-    if (peer_closed_) return PeerGoneError();
-    const size_t size = kHeaderSize + message.size();
+    if (peer_closed_) return ChannelPeerClosedError();
+    const size_t size = framing::kHeaderSize + message.size();
     if (!pending_.empty() && pending_.size() + size > kBatchBytes) {
       // The batch is full: it has to leave before this message joins one.
       ReapForSend();
@@ -183,18 +181,15 @@ class IoUringEnd final : public ChannelEnd {
       if (!send_error_.ok()) return send_error_;
       if (!pending_.empty()) return WouldBlock();  // the in-flight send's completion wakes us
     }
-    const uint32_t header = static_cast<uint32_t>(message.size());
-    const char* header_bytes = reinterpret_cast<const char*>(&header);
-    pending_.insert(pending_.end(), header_bytes, header_bytes + kHeaderSize);
-    pending_.insert(pending_.end(), message.begin(), message.end());
+    framing::AppendFrame(pending_, message);
     if (pending_.size() >= kBatchBytes && !send_inflight_) SubmitSend();
     SignalReceiveIfOwed();
     return absl::OkStatus();
   }
 
   absl::Status TryFlush() override {
-    if (closed_) return ClosedError("flush");
-    if (peer_closed_ && send_error_.ok()) return PeerGoneError();
+    if (closed_) return ChannelEndClosedError("flush");
+    if (peer_closed_ && send_error_.ok()) return ChannelPeerClosedError();
     bool ran_task_work = false;
     while (true) {
       ReapForSend();
@@ -215,10 +210,7 @@ class IoUringEnd final : public ChannelEnd {
   absl::StatusOr<size_t> TryReceive(absl::Span<char> out) override {
     absl::StatusOr<size_t> length = PullMessage();
     if (!length.ok()) return length;
-    const size_t copied = std::min(*length, out.size());
-    if (copied > 0) std::memcpy(out.data(), in_.data() + in_begin_ + kHeaderSize, copied);
-    in_begin_ += kHeaderSize + *length;
-    if (in_begin_ == in_end_) ResetInput();
+    in_.Take(out, *length);
     // The receive that takes a parked end below kParkAt resumes it now, not
     // at the next call: a sender blocked on the full socket may be waiting
     // for exactly this one.
@@ -230,15 +222,6 @@ class IoUringEnd final : public ChannelEnd {
 
   Readiness send_readiness() const override { return {ring_.ring_fd, POLLIN}; }
   Readiness receive_readiness() const override { return {ring_.ring_fd, POLLIN}; }
-
-  // A whole message already reaped into in_.
-  bool HasBufferedMessage() const {
-    const size_t available = in_end_ - in_begin_;
-    if (available < kHeaderSize) return false;
-    uint32_t length;
-    std::memcpy(&length, in_.data() + in_begin_, kHeaderSize);
-    return available >= kHeaderSize + length;
-  }
 
   void Close() override {
     if (closed_) return;
@@ -272,8 +255,7 @@ class IoUringEnd final : public ChannelEnd {
     }
     pending_ = std::vector<char>();
     inflight_ = std::vector<char>();
-    in_ = std::vector<char>();
-    in_begin_ = in_end_ = 0;
+    in_.Clear();
   }
 
   size_t max_message_size() const override { return max_message_size_; }
@@ -290,7 +272,7 @@ class IoUringEnd final : public ChannelEnd {
 
  private:
   IoUringEnd(int fd, size_t max_message_size)
-      : fd_(fd), max_message_size_(max_message_size) {}
+      : fd_(fd), max_message_size_(max_message_size), in_(max_message_size, kInitialInputSize) {}
 
   absl::Status Init() {
     absl::StatusOr<platform::RingSetup> setup = platform::SetUpRing(&ring_, kRingOptions);
@@ -303,34 +285,17 @@ class IoUringEnd final : public ChannelEnd {
     return receive_error_;
   }
 
-  static absl::Status ClosedError(const char* operation) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("channel ", operation, ": this end of the channel is closed"));
-  }
-  static absl::Status PeerClosedError() {
-    return absl::OutOfRangeError("channel receive: the peer closed the channel and it is drained");
-  }
-  static absl::Status PeerGoneError() {
-    return absl::FailedPreconditionError("channel send: the peer closed the channel");
-  }
-  static absl::Status SendError(int error_number) {
-    if (error_number == EPIPE || error_number == ECONNRESET) {
-      return absl::FailedPreconditionError("channel send: the peer closed the channel");
-    }
-    return ErrnoError("channel send: io_uring send", error_number);
-  }
-
   bool ReceiveFinished() const { return peer_closed_ || !receive_error_.ok(); }
 
   // Requests the kernel may still be working on (and using memory for).
   bool InFlight() const { return receive_armed_ || send_inflight_ || watch_armed_; }
 
-  size_t Buffered() const { return in_end_ - in_begin_; }
+  size_t Buffered() const { return in_.buffered(); }
 
-  // Reaps until in_ holds a whole message at in_begin_, and returns its
+  // Reaps until in_ holds a whole message at its front, and returns its
   // length; WouldBlock() when nothing more has arrived.
   absl::StatusOr<size_t> PullMessage() {
-    if (closed_) return ClosedError("receive");
+    if (closed_) return ChannelEndClosedError("receive");
     receive_owed_ = false;  // the receiving side is here: it sees what the send side reaped
     bool ran_task_work = false;
     while (true) {
@@ -344,26 +309,10 @@ class IoUringEnd final : public ChannelEnd {
         progress = ReapAll();
         progress |= KeepReceiving();
       }
-      const size_t available = in_end_ - in_begin_;
-      size_t needed = kHeaderSize;
-      if (available >= kHeaderSize) {
-        uint32_t length;
-        std::memcpy(&length, in_.data() + in_begin_, kHeaderSize);
-        if (length > max_message_size_) {
-          return absl::DataLossError(absl::StrCat(
-              "channel receive: the peer announced a message of ", length,
-              " bytes, over the channel's maximum of ", max_message_size_, " bytes"));
-        }
-        needed = kHeaderSize + length;
-        if (available >= needed) return static_cast<size_t>(length);
-      }
+      absl::StatusOr<size_t> length = in_.Front();
+      if (length.ok() || !IsWouldBlock(length.status())) return length;
       if (progress) continue;
-      if (peer_closed_) {
-        if (available == 0) return PeerClosedError();
-        return absl::DataLossError(absl::StrCat(
-            "channel receive: the peer closed in the middle of a message (", available,
-            " bytes of ", needed, " arrived)"));
-      }
+      if (peer_closed_) return in_.EndOfStream();
       if (!receive_error_.ok()) return receive_error_;
       if (!ran_task_work) {
         // Data may have arrived with its copy still queued as task work for
@@ -391,7 +340,7 @@ class IoUringEnd final : public ChannelEnd {
   // be queued).
   bool KeepReceiving() {
     if (closed_ || ReceiveFinished()) return false;
-    const bool has_message = HasBufferedMessage();
+    const bool has_message = in_.HasMessage();
     if (!parked_ && has_message && Buffered() >= kParkAt) {
       parked_ = true;
       ++stats_.recv_parks;
@@ -457,7 +406,7 @@ class IoUringEnd final : public ChannelEnd {
     while (true) {
       ReapAll();
       if (receive_armed_ || closed_ || ReceiveFinished()) return;
-      if (Buffered() >= kDrainLimit && HasBufferedMessage()) {
+      if (Buffered() >= kDrainLimit && in_.HasMessage()) {
         KeepReceiving();  // parks: above kParkAt with a whole message
         return;
       }
@@ -634,7 +583,7 @@ class IoUringEnd final : public ChannelEnd {
     if (flags & IORING_CQE_F_BUFFER) {
       const unsigned id = flags >> IORING_CQE_BUFFER_SHIFT;
       if (id < kBufferCount) {
-        if (result > 0 && !closed_) Append(region_.buffer(id), static_cast<size_t>(result));
+        if (result > 0 && !closed_) in_.Append(region_.buffer(id), static_cast<size_t>(result));
         if (!closed_) {
           region_.Recycle(id, 0);
           region_.Publish(1);
@@ -661,7 +610,7 @@ class IoUringEnd final : public ChannelEnd {
     if (closed_) return;
     if (result == -ECANCELED || result == -EINTR) return;  // nothing sent: SubmitSend retries
     if (result < 0) {
-      send_error_ = SendError(-result);
+      send_error_ = framing::SendErrnoError("channel send: io_uring send", -result);
       return;
     }
     if (result == 0 && inflight_sent_ < inflight_.size()) {
@@ -674,26 +623,6 @@ class IoUringEnd final : public ChannelEnd {
       inflight_sent_ = 0;
       if (inflight_.capacity() > kShrinkAbove) inflight_.shrink_to_fit();
     }
-  }
-
-  void Append(const char* data, size_t size) {
-    if (in_.size() - in_end_ < size) {
-      if (in_begin_ > 0) {
-        std::memmove(in_.data(), in_.data() + in_begin_, in_end_ - in_begin_);
-        in_end_ -= in_begin_;
-        in_begin_ = 0;
-      }
-      if (in_.size() - in_end_ < size) {
-        in_.resize(std::max({in_end_ + size, 2 * in_.size(), kInitialInputSize}));
-      }
-    }
-    std::memcpy(in_.data() + in_end_, data, size);
-    in_end_ += size;
-  }
-
-  void ResetInput() {
-    in_begin_ = in_end_ = 0;
-    if (in_.size() > kShrinkAbove) in_ = std::vector<char>(kInitialInputSize);
   }
 
   const int fd_;
@@ -715,10 +644,8 @@ class IoUringEnd final : public ChannelEnd {
   absl::Status receive_error_;
   // The send side consumed receive completions since the last TryReceive.
   bool receive_owed_ = false;
-  // Received bytes not yet handed out: in_[in_begin_, in_end_).
-  std::vector<char> in_;
-  size_t in_begin_ = 0;
-  size_t in_end_ = 0;
+  // Received bytes not yet handed out.
+  framing::FrameReader in_;
 
   // Sending. inflight_ is read by the kernel while send_inflight_.
   std::vector<char> pending_;
@@ -806,23 +733,17 @@ absl::Status Probe() {
 class IoUringFactory final : public ChannelFactory {
  public:
   absl::StatusOr<ChannelPair> CreatePair(const ChannelOptions& options) override {
-    if (options.max_message_size > std::numeric_limits<uint32_t>::max()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "io_uring channel: max_message_size ", options.max_message_size,
-          " does not fit the 32-bit length of the wire format"));
-    }
-    int fds[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) != 0) {
-      return ErrnoError("io_uring channel: socketpair", errno);
-    }
+    absl::StatusOr<std::array<int, 2>> fds =
+        framing::NewStreamSocketPair("io_uring channel", options);
+    if (!fds.ok()) return fds.status();
     absl::StatusOr<std::unique_ptr<IoUringEnd>> task_end =
-        IoUringEnd::Create(fds[0], options.max_message_size);
+        IoUringEnd::Create((*fds)[0], options.max_message_size);
     if (!task_end.ok()) {
-      close(fds[1]);
+      close((*fds)[1]);
       return task_end.status();
     }
     absl::StatusOr<std::unique_ptr<IoUringEnd>> owner_end =
-        IoUringEnd::Create(fds[1], options.max_message_size);
+        IoUringEnd::Create((*fds)[1], options.max_message_size);
     if (!owner_end.ok()) return owner_end.status();
     ChannelPair pair;
     pair.task_end = *std::move(task_end);

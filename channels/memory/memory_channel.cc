@@ -16,7 +16,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <new>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -254,15 +253,18 @@ struct FreeDeleter {
   void operator()(char* p) const { std::free(p); }
 };
 
-// Ring memory, aligned to cache-line pairs. Only the first header needs to
-// start as 0 ("nothing yet"): every later header the consumer reads was
-// written by the producer first (the zero it stores ahead of each record,
-// or the record at the ring's start that a wrap marker points to).
-std::unique_ptr<char, FreeDeleter> AllocateRing(size_t bytes) {
+using RingMemory = std::unique_ptr<char, FreeDeleter>;
+
+// Ring memory, aligned to cache-line pairs; null when the system refuses
+// it. Only the first header needs to start as 0 ("nothing yet"): every
+// later header the consumer reads was written by the producer first (the
+// zero it stores ahead of each record, or the record at the ring's start
+// that a wrap marker points to).
+RingMemory AllocateRing(size_t bytes) {
   char* data = static_cast<char*>(std::aligned_alloc(128, bytes));  // bytes: a power of two >= 256
-  if (data == nullptr) throw std::bad_alloc();
+  if (data == nullptr) return nullptr;
   HeaderAt(data, 0).store(0, std::memory_order_relaxed);
-  return std::unique_ptr<char, FreeDeleter>(data);
+  return RingMemory(data);
 }
 
 // One direction: a byte ring with one producer and one consumer.
@@ -277,19 +279,20 @@ std::unique_ptr<char, FreeDeleter> AllocateRing(size_t bytes) {
 // position never leaves the producer's cache; the consumer looks at the
 // producer's closed flag only when it finds nothing.
 struct Ring {
-  Ring(size_t bytes, bool asymmetric, bool write_prefetch)
+  // `memory`: `bytes` from AllocateRing().
+  Ring(RingMemory memory, size_t bytes, bool asymmetric, bool write_prefetch)
       : capacity(bytes),
         mask(bytes - 1),
         asymmetric_barrier(asymmetric),
         write_prefetch_distance(write_prefetch ? std::min(kWritePrefetchDistance, bytes / 4) : 0),
-        data(AllocateRing(bytes)) {}
+        data(std::move(memory)) {}
 
   // Read-only after construction: shared by both caches, never moves.
   const size_t capacity;
   const size_t mask;
   const bool asymmetric_barrier;  // see LightBarrier / HeavyBarrier
   const size_t write_prefetch_distance;  // 0: no write prefetch (see kWritePrefetchDistance)
-  const std::unique_ptr<char, FreeDeleter> data;
+  const RingMemory data;
   // Each word on its own cache line (128 bytes: the adjacent-line
   // prefetcher pairs lines): the head moves between the two threads' caches
   // once per quarter ring at most, the closing flags never.
@@ -310,7 +313,6 @@ auto RecordArrived(const Ring& ring, uint64_t position) {
     return HeaderAt(data, offset).load(kSeqCst) != 0;
   };
 }
-// The news a producer waits for: the consumer published a head past `seen`.
 // The news a producer waits for: the consumer read past `seen` (its exact
 // position, which is at least the head it publishes).
 auto SpaceFreed(const Ring& ring, uint64_t seen) {
@@ -318,9 +320,10 @@ auto SpaceFreed(const Ring& ring, uint64_t seen) {
 }
 
 struct PairState {
-  PairState(size_t bytes, size_t max_message, bool asymmetric, bool write_prefetch)
-      : a_to_b(bytes, asymmetric, write_prefetch),
-        b_to_a(bytes, asymmetric, write_prefetch),
+  PairState(RingMemory a_to_b_memory, RingMemory b_to_a_memory, size_t bytes, size_t max_message,
+            bool asymmetric, bool write_prefetch)
+      : a_to_b(std::move(a_to_b_memory), bytes, asymmetric, write_prefetch),
+        b_to_a(std::move(b_to_a_memory), bytes, asymmetric, write_prefetch),
         max_message_size(max_message) {}
   Ring a_to_b;
   Ring b_to_a;
@@ -410,19 +413,16 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   }
 
   [[gnu::noinline]] absl::Status TrySendSlow(absl::Span<const char> message) {
-    if (closed_) return ClosedError("send");
+    if (closed_) return ChannelEndClosedError("send");
     if (message.size() > max_message_size_) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("channel send: a message of ", message.size(),
-                       " bytes exceeds the channel's maximum of ", max_message_size_,
-                       " bytes; nothing was sent"));
+      return ChannelMessageTooLargeError(message.size(), max_message_size_);
     }
     // One message at a time: finish the last one first. (Tested inline: the
     // common case has nothing pending and should not build a Status.)
     if (pending_offset_ < pending_.size()) {
       if (absl::Status flushed = TryFlush(); !flushed.ok()) return flushed;
     }
-    if (out_->consumer_closed.load(std::memory_order_acquire)) return PeerClosedSendError();
+    if (out_->consumer_closed.load(std::memory_order_acquire)) return ChannelPeerClosedError();
     if (message.size() <= max_fragment_) {
       if (!TryWriteRecord(message.data(), message.size(), 0)) return WouldBlock();
       return absl::OkStatus();
@@ -434,11 +434,11 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   }
 
   [[gnu::noinline]] absl::Status TryFlushSlow() {
-    if (closed_) return ClosedError("flush");
+    if (closed_) return ChannelEndClosedError("flush");
     while (pending_offset_ < pending_.size()) {
       if (out_->consumer_closed.load(std::memory_order_acquire)) {
         DropPending();
-        return PeerClosedSendError();
+        return ChannelPeerClosedError();
       }
       const size_t left = pending_.size() - pending_offset_;
       const size_t piece = std::min(left, max_fragment_);
@@ -453,7 +453,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   }
 
   [[gnu::noinline]] absl::StatusOr<size_t> TryReceiveSlow(absl::Span<char> out) {
-    if (closed_) return ClosedError("receive");
+    if (closed_) return ChannelEndClosedError("receive");
     Ring& ring = *in_;
     char* const data = ring.data.get();
     while (true) {
@@ -518,7 +518,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   }
 
   absl::Status WaitUntilReady(ChannelDirection direction) override {
-    if (closed_) return ClosedError("wait");
+    if (closed_) return ChannelEndClosedError("wait");
     if (direction == ChannelDirection::kReceive) {
       Ring& ring = *in_;
       PublishHead();  // the producer may be waiting for this space
@@ -581,20 +581,13 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   size_t max_message_size() const override { return max_message_size_; }
 
  private:
-  static absl::Status ClosedError(const char* operation) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("channel ", operation, ": this end of the channel is closed"));
-  }
-  static absl::Status PeerClosedSendError() {
-    return absl::FailedPreconditionError("channel send: the peer closed the channel");
-  }
   absl::Status ClosedWhileReading() {
     if (reassembling_) {
       reassembling_ = false;
       reassembly_.clear();
       return absl::DataLossError("channel receive: the peer closed the channel mid-message");
     }
-    return absl::OutOfRangeError("channel receive: the peer closed the channel and it is drained");
+    return ChannelDrainedError();
   }
 
   // pending_ and ChannelEnd::may_hold_unflushed() change together: Send()
@@ -823,13 +816,19 @@ class MemoryChannelFactory final : public ChannelFactory {
           " does not fit the 32-bit record length"));
     }
     const size_t bytes = std::bit_ceil(requested);
-    auto state =
-        std::make_shared<PairState>(bytes, options.max_message_size, RegisterAsymmetricBarrier(),
-                                    CpuHasWritePrefetch());
-    ChannelPair pair;
-    pair.task_end = std::make_unique<MemoryEnd>(state, &state->a_to_b, &state->b_to_a);
-    pair.owner_end = std::make_unique<MemoryEnd>(state, &state->b_to_a, &state->a_to_b);
-    return pair;
+    RingMemory a_to_b = AllocateRing(bytes);
+    RingMemory b_to_a = AllocateRing(bytes);
+    if (a_to_b == nullptr || b_to_a == nullptr) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("memory channel: the system refused the memory for two rings of ", bytes,
+                       " bytes (buffer_bytes ", requested, ")"));
+    }
+    auto state = std::make_shared<PairState>(std::move(a_to_b), std::move(b_to_a), bytes,
+                                             options.max_message_size, RegisterAsymmetricBarrier(),
+                                             CpuHasWritePrefetch());
+    return ChannelPair{
+        .task_end = std::make_unique<MemoryEnd>(state, &state->a_to_b, &state->b_to_a),
+        .owner_end = std::make_unique<MemoryEnd>(state, &state->b_to_a, &state->a_to_b)};
   }
 
   std::string name() const override { return "memory"; }

@@ -5,12 +5,17 @@
 #include "channels/memory/memory_channel.h"
 
 #include <poll.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
-#include <future>
+#include <cstdio>
 #include <cstring>
+#include <future>
 #include <string>
 #include <thread>
 
@@ -20,6 +25,16 @@
 #include "core/errors.h"
 #include "core/execution_context.h"
 #include "gtest/gtest.h"
+
+// RingMemoryTheSystemRefusesIsResourceExhausted needs a refused allocation
+// to come back as null, as it does without a sanitizer, rather than be
+// reported as running out of memory.
+#if defined(TASKRT_ASAN)
+extern "C" const char* __asan_default_options() { return "allocator_may_return_null=1"; }
+#endif
+#if defined(TASKRT_TSAN)
+extern "C" const char* __tsan_default_options() { return "allocator_may_return_null=1"; }
+#endif
 
 namespace taskrt {
 namespace {
@@ -349,6 +364,57 @@ TEST(MemoryChannel, CloseWakesAParkedReceiver) {
   pair.task_end->Close();
   receiver.join();
   EXPECT_EQ(result.code(), absl::StatusCode::kOutOfRange) << result;
+}
+
+// In a child process: limits the address space to a little above what the
+// process already maps, asks for the largest rings (two of 1 GiB), writes
+// the resulting status to `report_fd`, and returns its code (or 100 + a
+// step that failed first).
+int CreateLargestPairWithLittleAddressSpace(int report_fd) {
+  std::FILE* statm = std::fopen("/proc/self/statm", "r");
+  if (statm == nullptr) return 101;
+  unsigned long pages = 0;
+  const int scanned = std::fscanf(statm, "%lu", &pages);
+  std::fclose(statm);
+  if (scanned != 1) return 102;
+  const rlim_t limit = static_cast<rlim_t>(pages) * sysconf(_SC_PAGESIZE) + (rlim_t{64} << 20);
+  const rlimit address_space{.rlim_cur = limit, .rlim_max = limit};
+  if (setrlimit(RLIMIT_AS, &address_space) != 0) return 103;
+  ChannelOptions options;
+  options.buffer_bytes = size_t{1} << 30;
+  absl::StatusOr<ChannelPair> pair = NewMemoryChannelFactory().value()->CreatePair(options);
+  const std::string report = pair.ok() ? "created" : pair.status().ToString();
+  if (write(report_fd, report.data(), report.size()) < 0) return 104;
+  return pair.ok() ? 105 : static_cast<int>(pair.status().code());
+}
+
+// Ring memory the system refuses is kResourceExhausted, not an exception.
+// The refusal is real: the child asking for it has too little address
+// space left, so the test takes no memory from the machine.
+TEST(MemoryChannel, RingMemoryTheSystemRefusesIsResourceExhausted) {
+  int report[2];
+  ASSERT_EQ(pipe(report), 0) << std::strerror(errno);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0) << std::strerror(errno);
+  if (child == 0) {
+    close(report[0]);
+    _exit(CreateLargestPairWithLittleAddressSpace(report[1]));
+  }
+  close(report[1]);
+  int wait_status = 0;
+  ASSERT_EQ(waitpid(child, &wait_status, 0), child) << std::strerror(errno);
+  // The report is one write shorter than PIPE_BUF: it is all in the pipe.
+  char chunk[512];
+  const ssize_t got = read(report[0], chunk, sizeof chunk);
+  close(report[0]);
+  const std::string text(chunk, got > 0 ? static_cast<size_t>(got) : 0);
+  ASSERT_TRUE(WIFEXITED(wait_status)) << "the child did not exit: wait status " << wait_status;
+  EXPECT_EQ(WEXITSTATUS(wait_status), static_cast<int>(absl::StatusCode::kResourceExhausted))
+      << "child's report: " << text;
+  EXPECT_NE(text.find("memory channel: the system refused the memory for two rings of "
+                      "1073741824 bytes"),
+            std::string::npos)
+      << text;
 }
 
 }  // namespace
