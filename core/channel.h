@@ -120,10 +120,10 @@ class ChannelEnd {
   virtual size_t max_message_size() const = 0;
 
   // False when TryFlush() would return OK at once because nothing accepted
-  // is held back, so the blocking Send() skips that call: a streaming
-  // sender's second call per message (with the Status it returns through
-  // memory) costs as much as the send itself while its stores wait for
-  // ring lines (channels/memory). True unless the backend keeps it.
+  // is held back, so the blocking Send() skips that call: for a backend
+  // whose send is a few stores, a second call per message (and the Status
+  // it returns through memory) can cost as much as the send itself. True
+  // unless the backend keeps it.
   bool may_hold_unflushed() const { return may_hold_unflushed_; }
 
  protected:

@@ -4,7 +4,7 @@
 // EventLoop: the owner's side of the runtime. It watches file descriptors
 // (task channels) and runs their callbacks, and work posted from other
 // threads, on one thread: the loop thread. Backends live in
-// event_loops/<name>/ (epoll; io_uring later).
+// event_loops/<name>/, listed in backends/registry.cc.
 //
 // The loop thread
 //   The first thread to call RunOnce() or Run() becomes the loop thread for

@@ -100,8 +100,8 @@ class ExecutionContext {
   virtual absl::Status WaitFdUntil(int fd, short poll_events, absl::Time deadline) = 0;
 
   // How long a blocking call retries its non-blocking operation before it
-  // waits. On this project's machines a park-and-wake costs tens of
-  // microseconds, so an OS thread that expects a quick answer (a round trip)
+  // waits. A park-and-wake costs tens of microseconds on virtual machines,
+  // so an OS thread that expects a quick answer (a round trip)
   // is faster spinning briefly first; a cooperative task should instead let
   // the others run at once (zero).
   virtual std::chrono::nanoseconds spin_before_wait() const { return std::chrono::nanoseconds(0); }
@@ -201,8 +201,8 @@ ExecutionContext& OsThreadContext();
 
 // The context of the calling code: the one installed by the innermost live
 // ScopedExecutionContext on this thread, or else the OS-thread context,
-// whose WaitFd parks the thread in poll(). Inline: every blocking call and
-// every SPL call asks for it.
+// whose WaitFd parks the thread in poll(). Inline: every blocking call asks
+// for it.
 inline ExecutionContext& CurrentExecutionContext() {
   ExecutionContext* current = execution_context_internal::current;
   return current != nullptr ? *current : execution_context_internal::OsThreadContext();

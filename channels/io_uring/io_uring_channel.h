@@ -86,7 +86,7 @@
 //     reaps. Nothing is lost either way. Create pairs on a thread that
 //     outlives them and takes part in the traffic (core/task.cc does).
 //   - Threads that armed receives may see EINTR from epoll_wait() and
-//     poll() (this project's waits retry).
+//     poll() (the runtime's own waits retry).
 //
 // Closing
 //   Close() shuts the socket down both ways (the peer reads everything
@@ -96,15 +96,13 @@
 //   is discarded, as the contract allows. The ring stays open until the end
 //   is destroyed, so the readiness fd stays valid.
 //
-// Where it wins and loses (this project's 2-core VM, one run)
-//   Wins where sends are batched: 64 TrySend() of 8 bytes, then one
-//   TryFlush(), cost about 0.1 us per message against 1.5-2.3 us with the
-//   socketpair backend, whose every TrySend is a sendmsg(). Loses with one
-//   blocking Send()/Receive() per message: a cross-thread round trip takes
-//   about 1.2-1.4x, an 8-byte stream 1.3-1.8x and a 4 KiB stream about 2x
-//   the socketpair's time, as each message still costs an io_uring_enter()
-//   to send, task work on the arming thread to receive, and one more copy
-//   (provided buffer to reassembly buffer).
+// Where it wins and loses
+//   It wins where sends are batched: N TrySend() calls, then one
+//   TryFlush(), cost one io_uring_enter() for all N. It loses with one
+//   blocking Send()/Receive() per message, where each message still costs
+//   an io_uring_enter() to send, task work on the arming thread to receive,
+//   and one more copy (provided buffer to reassembly buffer). The README's
+//   numbers section has the measurements.
 //
 // Probe
 //   NewIoUringChannelFactory() creates a ring, checks the features

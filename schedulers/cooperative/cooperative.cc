@@ -463,8 +463,9 @@ class CooperativeScheduler final : public Scheduler {
 
   // Before sleeping, polls the waiters' descriptors for a short while: a
   // reply that is microseconds away (a round trip) then costs no wake-up
-  // of this thread, which is tens of microseconds on this project's
-  // machines. Returns whether something became ready.
+  // of this thread, which costs far more (a futex wake and a context
+  // switch, tens of microseconds on virtual machines). Returns whether
+  // something became ready.
   bool SpinForReadiness() {
     const absl::Time deadline = absl::Now() + kIdleSpin;
     do {

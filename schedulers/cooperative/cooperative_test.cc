@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "channels/memory/memory_channel.h"
+#include "backends/registry.h"
 #include "core/channel.h"
 #include "core/execution_context.h"
 #include "gtest/gtest.h"
@@ -148,14 +148,18 @@ TEST(CooperativeTest, TaskLocalStorageIsPerTask) {
   EXPECT_TRUE(scheduler->Shutdown().ok());
 }
 
-// Two tasks of one scheduler ping-pong over a memory channel: every reply
-// arrives, in order, whichever of the wake-up paths (yield to the ready
-// peer, or park and be woken) each wait takes.
-TEST(CooperativeTest, SameThreadPingPongKeepsOrder) {
+// Two tasks of one scheduler ping-pong over each registered channel: every
+// reply arrives, in order, whichever of the wake-up paths (yield to the
+// ready peer, or park and be woken) each wait takes.
+class CooperativeChannelTest : public ::testing::TestWithParam<const ChannelDescriptor*> {};
+
+TEST_P(CooperativeChannelTest, SameThreadPingPongKeepsOrder) {
   std::unique_ptr<Scheduler> scheduler = NewScheduler();
   ASSERT_NE(scheduler, nullptr);
-  std::unique_ptr<ChannelFactory> factory = NewMemoryChannelFactory().value();
-  absl::StatusOr<ChannelPair> pair = factory->CreatePair(ChannelOptions{});
+  absl::StatusOr<std::unique_ptr<ChannelFactory>> factory = GetParam()->create(BackendOptions{});
+  if (absl::IsUnavailable(factory.status())) GTEST_SKIP() << factory.status();
+  ASSERT_TRUE(factory.ok()) << factory.status();
+  absl::StatusOr<ChannelPair> pair = (*factory)->CreatePair(ChannelOptions{});
   ASSERT_TRUE(pair.ok()) << pair.status();
   constexpr int kRounds = 10000;
   int wrong = 0;
@@ -192,6 +196,12 @@ TEST(CooperativeTest, SameThreadPingPongKeepsOrder) {
   EXPECT_EQ(wrong, 0);
   EXPECT_TRUE(scheduler->Shutdown().ok());
 }
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryChannel, CooperativeChannelTest, ::testing::ValuesIn(Channels()),
+    [](const ::testing::TestParamInfo<const ChannelDescriptor*>& info) {
+      return std::string(info.param->name);
+    });
 
 }  // namespace
 }  // namespace taskrt
