@@ -1,5 +1,6 @@
 // Stackful tasks on the cooperative scheduler, beside Boost.Fiber's rows
-// (boost_fiber.cc) and plain baselines measured in the same run:
+// (benchmarks/boost_fiber.cc) and plain baselines measured in the same run;
+// linked into //benchmarks:compare:
 //   yield_switch            two tasks on one thread, both yielding; one
 //                           iteration = one yield by the measuring task and
 //                           the other task's yield back (A -> B -> A).
@@ -9,8 +10,9 @@
 //                           from inside a task; raw_std_thread is a thread
 //                           per task, for scale
 //   same_thread_ping_pong   one round trip between two tasks on the same
-//                           thread over a channel pair, both tasks running
-//                           the same relay loop (Relay below)
+//                           thread over a pair of each registered channel,
+//                           both tasks running the same relay loop (Relay
+//                           below)
 //   suspended_100k          100,000 tasks that each suspend (Parker::Park),
 //                           then are all woken; reports the resident memory
 //                           they added while suspended (counter rss_MiB) and
@@ -35,36 +37,19 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "backends/registry.h"
 #include "benchmark/benchmark.h"
 #include "benchmarks/job_registry.h"
-#include "channels/memory/memory_channel.h"
-#include "channels/socketpair/socketpair_channel.h"
+#include "core/backend.h"
 #include "core/channel.h"
 #include "core/execution_context.h"
+#include "core/task_group.h"
 #include "schedulers/cooperative/fiber.h"
 #include "schedulers/cooperative/stack.h"
-#include "core/task_group.h"
 
 namespace taskrt {
 namespace {
-
-struct ChannelSpec {
-  std::string name;
-  std::function<absl::StatusOr<std::unique_ptr<ChannelFactory>>()> make;
-};
-
-std::vector<ChannelSpec> Channels() {
-  return {
-      {"memory",
-       []() -> absl::StatusOr<std::unique_ptr<ChannelFactory>> {
-         return NewMemoryChannelFactory();
-       }},
-      {"socketpair",
-       []() -> absl::StatusOr<std::unique_ptr<ChannelFactory>> {
-         return NewSocketpairChannelFactory();
-       }},
-  };
-}
 
 // Runs `body` as a task of a fresh cooperative scheduler and waits for it.
 bool RunInTask(benchmark::State& state, const CooperativeOptions& options,
@@ -159,8 +144,8 @@ void SpawnJoinStdThread(benchmark::State& state) {
   return true;
 }
 
-void SameThreadPingPong(benchmark::State& state, const ChannelSpec& spec) {
-  absl::StatusOr<std::unique_ptr<ChannelFactory>> channels = spec.make();
+void SameThreadPingPong(benchmark::State& state, const ChannelDescriptor* channel) {
+  absl::StatusOr<std::unique_ptr<ChannelFactory>> channels = channel->create(BackendOptions{});
   if (!channels.ok()) {
     state.SkipWithError(channels.status().ToString().c_str());
     return;
@@ -246,8 +231,9 @@ void Register() {
   bench::AddJob("spawn_join/raw_std_thread", SpawnJoinStdThread)
       ->UseRealTime()
       ->Iterations(bench::Iterations(2000));
-  for (const ChannelSpec& spec : Channels()) {
-    bench::AddJob(("same_thread_ping_pong/cooperative+" + spec.name), SameThreadPingPong, spec)
+  for (const ChannelDescriptor* channel : Channels()) {
+    bench::AddJob(absl::StrCat("same_thread_ping_pong/cooperative+", channel->name),
+                  SameThreadPingPong, channel)
         ->UseRealTime()
         ->Iterations(bench::Iterations(20000));
   }
