@@ -18,6 +18,22 @@
 
 namespace taskrt::spl {
 
+// Inline: the co-call fast path looks up through it on every call.
+inline Record* Runtime::Impl::LookupCached(Record* self, absl::string_view name) {
+  CoRoutineState& co = State(*self).co;
+  if (co.cache_target != nullptr && co.cache_generation == names_generation_ &&
+      name == co.cache_name) {
+    return co.cache_target;
+  }
+  Record* target = Lookup(name);
+  if (target != nullptr) {
+    co.cache_name.assign(name.data(), name.size());
+    co.cache_target = target;
+    co.cache_generation = names_generation_;
+  }
+  return target;
+}
+
 namespace {
 
 [[gnu::noinline]] absl::Status ContinuedEarlyError(absl::string_view name) {
@@ -217,21 +233,6 @@ void Runtime::Impl::Deliver(Record& caller, absl::Status error) {
   if (state.co.slot == nullptr) return;
   *state.co.slot = std::move(error);
   state.co.delivered = true;
-}
-
-Record* Runtime::Impl::LookupCached(Record* self, absl::string_view name) {
-  CoRoutineState& co = State(*self).co;
-  if (co.cache_target != nullptr && co.cache_generation == names_generation_ &&
-      name == co.cache_name) {
-    return co.cache_target;
-  }
-  Record* target = Lookup(name);
-  if (target != nullptr) {
-    co.cache_name.assign(name.data(), name.size());
-    co.cache_target = target;
-    co.cache_generation = names_generation_;
-  }
-  return target;
 }
 
 }  // namespace taskrt::spl

@@ -20,19 +20,19 @@ namespace taskrt::spl {
 absl::Status Runtime::Impl::Kill(TaskRef task, KillTiming timing) {
   const char* what = timing == KillTiming::kWhenItNextPauses ? "task_late_kill" : "task_kill";
   if (absl::Status inside = RequireInside(what); !inside.ok()) return inside;
-  Record* self = Current();
   std::vector<Parker*> wake;
   bool kill_self = false;
   {
     SpinLockHolder lock(&mu_);
-    Record* target = Resolve(task, self);
-    if (target == nullptr) return Unresolved(task, what);
+    absl::StatusOr<Record*> resolved = Resolve(task, what);
+    if (!resolved.ok()) return resolved.status();
+    Record* target = *resolved;
     if (timing == KillTiming::kWhenItNextPauses && State(*target).waiting != WaitKind::kPause) {
       State(*target).late_kill = true;
       return absl::OkStatus();
     }
     KillLocked(*target, wake);
-    kill_self = target == self;
+    kill_self = target == Current();
   }
   for (Parker* parker : wake) parker->Unpark();
   if (kill_self) throw TaskKilled{};

@@ -129,10 +129,13 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
     auto it = names_.find(name);
     return it == names_.end() ? nullptr : it->second.get();
   }
-  // The task `task` means, seen from `self` (null outside a task); null
-  // when there is none.
-  Record* Resolve(TaskRef task, Record* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return task.is_current() ? self : Lookup(task.name());
+  // The task `task` means; kFailedPrecondition (current, outside a task)
+  // or kNotFound (named) for `what` when there is none.
+  absl::StatusOr<Record*> Resolve(TaskRef task, const char* what)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Record* target = task.is_current() ? Current() : Lookup(task.name());
+    if (target == nullptr) return Unresolved(task, what);
+    return target;
   }
 
   // Takes `record`'s registered wait: returns its parker (to unpark once
@@ -165,7 +168,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   static absl::Status NoCurrentTask(absl::string_view what);
   static absl::Status UnknownTask(absl::string_view what, absl::string_view name);
   static absl::Status SwitchToSelf(const char* what);
-  // The error for a TaskRef that resolved to no task.
+  // Resolve's error for a TaskRef that means no task.
   static absl::Status Unresolved(TaskRef task, const char* what);
   static std::string Describe(const Record& record);
 

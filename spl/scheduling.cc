@@ -78,10 +78,10 @@ absl::Status Runtime::Impl::ContinueNamed(absl::string_view name) {
 
 absl::Status Runtime::Impl::SetSystem(TaskRef task) {
   if (absl::Status inside = RequireInside("task_system"); !inside.ok()) return inside;
-  Record* self = Current();
   SpinLockHolder lock(&mu_);
-  Record* target = Resolve(task, self);
-  if (target == nullptr) return Unresolved(task, "task_system");
+  absl::StatusOr<Record*> resolved = Resolve(task, "task_system");
+  if (!resolved.ok()) return resolved.status();
+  Record* target = *resolved;
   if (system_ != nullptr && system_ != target) {
     return absl::FailedPreconditionError(absl::StrCat(
         "task_system: task '", Describe(*system_), "' holds the SYSTEM flag"));

@@ -84,11 +84,10 @@ absl::StatusOr<Value> Runtime::Impl::Eval(Code code, std::shared_ptr<Context> co
 
 absl::Status Runtime::Impl::SetPublic(TaskRef task) {
   if (absl::Status inside = RequireInside("task_public"); !inside.ok()) return inside;
-  Record* self = Current();
   SpinLockHolder lock(&mu_);
-  Record* target = Resolve(task, self);
-  if (target == nullptr) return Unresolved(task, "task_public");
-  State(*target).is_public = true;
+  absl::StatusOr<Record*> target = Resolve(task, "task_public");
+  if (!target.ok()) return target.status();
+  State(**target).is_public = true;
   return absl::OkStatus();
 }
 
