@@ -37,8 +37,8 @@ inline Record* Runtime::Impl::LookupCached(Record* self, absl::string_view name)
 namespace {
 
 [[gnu::noinline]] absl::Status ContinuedEarlyError(absl::string_view name) {
-  return absl::FailedPreconditionError(absl::StrCat(
-      "task_co_call: continued before task '", name, "' called task_co_return"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("task_co_call: continued before task '", name, "' called task_co_return"));
 }
 
 }  // namespace
@@ -62,8 +62,8 @@ namespace {
 // The fast path is the common case: the other task waits paused and this
 // one has nothing pending (QuietLocked). Anything else takes the general
 // paths, which do the same steps with full generality.
-[[gnu::always_inline]] inline absl::StatusOr<Value> Runtime::Impl::CoSwitch(
-    absl::string_view name, Value* returning) {
+[[gnu::always_inline]] inline absl::StatusOr<Value> Runtime::Impl::CoSwitch(absl::string_view name,
+                                                                            Value* returning) {
   // CoCall's result, filled in place (Deliver). Every path returns this
   // one object, so it is built in the caller's return slot (no copy).
   absl::StatusOr<Value> result{Value()};
@@ -126,7 +126,7 @@ absl::StatusOr<Value> Runtime::CoSwitch(absl::string_view name, Value* returning
 }
 
 [[gnu::noinline]] void Runtime::Impl::CoCallGeneral(Record* self, absl::string_view name,
-                                  absl::StatusOr<Value>& result) {
+                                                    absl::StatusOr<Value>& result) {
   mu_.Lock();
   Record* target = LookupCached(self, name);
   absl::Status refused;
@@ -135,9 +135,9 @@ absl::StatusOr<Value> Runtime::CoSwitch(absl::string_view name, Value* returning
   } else if (target == self) {
     refused = SwitchToSelf("task_co_call");
   } else if (Record* caller = State(*target).co.caller; caller != nullptr) {
-    refused = absl::FailedPreconditionError(
-        absl::StrCat("task_co_call: task '", name, "' is already in a co-routine call from '",
-                     Describe(*caller), "'"));
+    refused = absl::FailedPreconditionError(absl::StrCat("task_co_call: task '", name,
+                                                         "' is already in a co-routine call from '",
+                                                         Describe(*caller), "'"));
   }
   if (!refused.ok()) {
     mu_.Unlock();
@@ -163,10 +163,10 @@ absl::StatusOr<Value> Runtime::CoSwitch(absl::string_view name, Value* returning
   absl::Status refused;
   if (target == nullptr) {
     if (state.co.default_task.empty()) {
-      refused = absl::FailedPreconditionError(absl::StrCat(
-          "task_co_return: task '", Describe(*self),
-          "' was not entered through task_co_call and has no default task "
-          "(task_co_setdefault)"));
+      refused = absl::FailedPreconditionError(
+          absl::StrCat("task_co_return: task '", Describe(*self),
+                       "' was not entered through task_co_call and has no default task "
+                       "(task_co_setdefault)"));
     } else {
       target = Lookup(state.co.default_task);
       if (target == nullptr) {
@@ -198,8 +198,7 @@ absl::Status Runtime::Impl::SetCoReturnDefault(absl::string_view name,
   return absl::OkStatus();
 }
 
-void Runtime::Impl::AnswerCoCaller(Record& record, absl::Status error,
-                                   std::vector<Parker*>& wake) {
+void Runtime::Impl::AnswerCoCaller(Record& record, absl::Status error, std::vector<Parker*>& wake) {
   Unlink(record);
   Record* caller = State(record).co.caller;
   if (caller == nullptr) return;

@@ -54,10 +54,10 @@ void Runtime::Impl::KillLocked(Record& record, std::vector<Parker*>& wake) {
   State(record).killed = true;
   ReleaseName(record);
   if (system_ == &record) ClearSystem(wake);
-  AnswerCoCaller(record,
-                 absl::AbortedError(
-                     absl::StrCat("task_co_call: task '", Describe(record), "' was killed")),
-                 wake);
+  AnswerCoCaller(
+      record,
+      absl::AbortedError(absl::StrCat("task_co_call: task '", Describe(record), "' was killed")),
+      wake);
   const WaitKind waiting = State(record).waiting;
   if (waiting != WaitKind::kNone && waiting != WaitKind::kEval) {
     wake.push_back(TakeWaiter(record));

@@ -96,7 +96,7 @@ class Record {
   Record& operator=(const Record&) = delete;
 
   Runtime::Impl* const owner;
-  uint64_t id = 0;  // given under the owner's lock, before the record is published
+  uint64_t id = 0;         // given under the owner's lock, before the record is published
   const std::string name;  // empty: unnamed
   const Code code;
   const std::shared_ptr<Context> context;

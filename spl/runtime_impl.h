@@ -93,8 +93,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
 
   // ---- Co-routine calls (co_call.cc) ----
   // CoCall (`returning` null) and CoReturn (`returning` the value).
-  absl::StatusOr<Value> CoSwitch(absl::string_view name, Value* returning)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<Value> CoSwitch(absl::string_view name, Value* returning) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status SetCoReturnDefault(absl::string_view name, absl::string_view default_task)
       ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -106,9 +105,9 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
  private:
   // What a task does after the locked half of a pause (PrepareToPause).
   enum class PauseStep {
-    kWait,       // wait on its parker until continued
-    kGoOn,       // a continue came first: do not wait
-    kDie,        // a kill (or late kill) is due: unwind
+    kWait,  // wait on its parker until continued
+    kGoOn,  // a continue came first: do not wait
+    kDie,   // a kill (or late kill) is due: unwind
   };
 
   // ---- Shared helpers (this header and tasks.cc) ----

@@ -83,14 +83,14 @@ absl::Status Runtime::Impl::SetSystem(TaskRef task) {
   if (!resolved.ok()) return resolved.status();
   Record* target = *resolved;
   if (system_ != nullptr && system_ != target) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "task_system: task '", Describe(*system_), "' holds the SYSTEM flag"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("task_system: task '", Describe(*system_), "' holds the SYSTEM flag"));
   }
   const WaitKind waiting = State(*target).waiting;
   if (waiting == WaitKind::kPause || waiting == WaitKind::kEval) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "task_system: task '", Describe(*target),
-        "' is paused or waiting, and would hold every other task back forever"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("task_system: task '", Describe(*target),
+                     "' is paused or waiting, and would hold every other task back forever"));
   }
   system_ = target;
   return absl::OkStatus();

@@ -76,8 +76,7 @@ absl::Status Runtime::LateKill(absl::string_view name) {
   return impl_->Kill(TaskRef::Named(name), KillTiming::kWhenItNextPauses);
 }
 absl::Status Runtime::SwitchTo(absl::string_view name) { return impl_->SwitchTo(name); }
-absl::Status Runtime::SetCoReturnDefault(absl::string_view name,
-                                         absl::string_view default_task) {
+absl::Status Runtime::SetCoReturnDefault(absl::string_view name, absl::string_view default_task) {
   return impl_->SetCoReturnDefault(name, default_task);
 }
 absl::StatusOr<Value> Runtime::Eval(Code code, std::shared_ptr<Context> context) {

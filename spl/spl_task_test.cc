@@ -4,6 +4,8 @@
 // task calls themselves are covered by the conformance suite
 // (tests/conformance/spl_tests.cc), on every scheduler with the capability.
 
+#include "spl/spl_task.h"
+
 #include <memory>
 #include <string>
 #include <utility>
@@ -11,7 +13,6 @@
 #include "absl/status/status.h"
 #include "core/scheduler.h"
 #include "gtest/gtest.h"
-#include "spl/spl_task.h"
 
 namespace taskrt::spl {
 namespace {

@@ -186,9 +186,10 @@ void Runtime::Impl::Forget(Record& record) {
 
 absl::Status Runtime::Impl::RequireInside(const char* what) const {
   if (scheduler_.IsCurrentThreadOwned()) return absl::OkStatus();
-  return absl::PermissionDeniedError(absl::StrCat(
-      what, ": called from outside the runtime; from outside only task_create, task_check, "
-            "task_eval and task_continue of a public task are allowed"));
+  return absl::PermissionDeniedError(
+      absl::StrCat(what,
+                   ": called from outside the runtime; from outside only task_create, task_check, "
+                   "task_eval and task_continue of a public task are allowed"));
 }
 
 // For calls that need a current task: outside the runtime it is the public
