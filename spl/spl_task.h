@@ -1,9 +1,9 @@
 #ifndef TASKRT_SPL_SPL_TASK_H_
 #define TASKRT_SPL_SPL_TASK_H_
 
-// SPL's task module (seed: shared/seeds/004) in C++: named cooperative
-// tasks with pause and continue, a SYSTEM flag, public tasks, kill and late
-// kill, switch, co-routine calls and eval.
+// SPL's task module in C++: named cooperative tasks with pause and
+// continue, a SYSTEM flag, public tasks, kill and late kill, switch,
+// co-routine calls and eval.
 //
 // Mapping from SPL
 //   task_create(name, code, ctx)   Runtime::CreateTask(name, code, ctx)
@@ -23,13 +23,15 @@
 //   task_eval(code, ctx)           Eval(code, ctx)
 //
 // Where it runs
-//   On the cooperative scheduler (schedulers/cooperative) only: every task
-//   is one of its stackful tasks, and all of them share its thread, as SPL
-//   tasks share the interpreter. Create() refuses any other scheduler.
-//   Switch, CoCall and CoReturn hand the thread straight to the target task
-//   when nothing else is due to run first (cooperative.h); a CoCall
-//   remembers its last target, checked against a generation number that
-//   changes whenever a name is created, freed or reused.
+//   On a scheduler that runs every unit as a stackful task on one thread
+//   (SchedulerCapabilities::single_thread_stackful_tasks): every task is one
+//   of its stackful tasks, and all of them share its thread, as SPL tasks
+//   share the interpreter. Create() refuses any other scheduler with
+//   kInvalidArgument. Switch, CoCall and CoReturn hand the thread straight
+//   to the target task when nothing else is due to run first
+//   (ExecutionContext::SwitchToParked); a CoCall remembers its last target,
+//   checked against a generation number that changes whenever a name is
+//   created, freed or reused.
 //
 // Tasks and code
 //   Code is a callable taking the Context it runs in and returning a Value.
@@ -86,7 +88,8 @@
 //   returns, and kAborted if the callee is killed.
 //
 // Errors: kNotFound for unknown or dead names, kAlreadyExists for a live
-// duplicate, kInvalidArgument for empty code or switching to oneself,
+// duplicate, kInvalidArgument for empty code, switching to oneself or a
+// scheduler without the capability above,
 // kFailedPrecondition for calls that need a current task from outside one,
 // kPermissionDenied for the public rule. Nothing aborts.
 //
@@ -142,7 +145,8 @@ using Code = std::function<Value(Context&)>;
 
 class Runtime {
  public:
-  // `scheduler` must be a cooperative scheduler and outlive the runtime.
+  // `scheduler` must offer single_thread_stackful_tasks (else
+  // kInvalidArgument) and outlive the runtime.
   static absl::StatusOr<std::unique_ptr<Runtime>> Create(Scheduler& scheduler);
   ~Runtime();
 
@@ -181,7 +185,7 @@ class Runtime {
  private:
   explicit Runtime(std::shared_ptr<Impl> impl);
   // CoCall (`returning` null) and CoReturn in one function: both directions
-  // of a round trip then switch from the same call sites (spl_task.cc).
+  // of a round trip then switch from the same call sites (co_call.cc).
   absl::StatusOr<Value> CoSwitch(absl::string_view name, Value* returning);
   std::shared_ptr<Impl> impl_;  // shared with the tasks, which may outlive this handle
 };

@@ -1,7 +1,8 @@
 // Conformance group: SPL's task module (spl/spl_task.h), one test per
-// sentence of the seed (shared/seeds/004) and the edge cases of issue 7.
-// All tasks of a runtime share the cooperative scheduler's thread, so the
-// order they log in is the order they ran in.
+// sentence of SPL's task module reference, and its edge cases. Linked by
+// the targets of schedulers that run every unit as a stackful task on one
+// thread (the capability Runtime::Create asks for). All tasks of a runtime
+// share that thread, so the order they log in is the order they ran in.
 
 #include <atomic>
 #include <memory>
@@ -271,10 +272,9 @@ TEST_P(SplConformance, SystemFlagEndsWithPauseAndWithKill) {
             "a waits pauser pauses a after pause-of-system killer dies a after kill-of-system");
 }
 
-// Found by the spl_calls fuzzer: Eval() by the SYSTEM holder used to wait
-// forever, since the evaluated code was held back like any other task. It
-// now runs inside the holder's section, and no other task runs until the
-// holder clears the flag.
+// Eval() by the SYSTEM holder runs the evaluated code inside the holder's
+// section (were it held back like any other task, the holder would wait
+// for ever), and no other task runs until the holder clears the flag.
 TEST_P(SplConformance, EvalByTheSystemHolderRunsInsideItsSection) {
   Spawn("other", [&] {
     Log("other paused");
@@ -302,9 +302,9 @@ TEST_P(SplConformance, EvalByTheSystemHolderRunsInsideItsSection) {
   EXPECT_EQ(LogLine(), "other paused eval system after eval other runs system done");
 }
 
-// Found by the spl_calls fuzzer: SYSTEM given to a paused task stopped the
-// runtime for good, since the holder could not run to clear it and no one
-// else could run to continue it. It is refused now.
+// SYSTEM given to a paused task would stop the runtime for good: the holder
+// could not run to clear it and no one else could run to continue it. It is
+// refused.
 TEST_P(SplConformance, SystemFlagOfAPausedTaskIsRefused) {
   Spawn("sleeper", [&] {
     Log("sleeper pauses");
