@@ -6,10 +6,10 @@
 
 #include <memory>
 
+#include "backends/registry.h"
 #include "benchmark/benchmark.h"
 #include "benchmarks/job_registry.h"
 #include "core/execution_context.h"
-#include "schedulers/cooperative/cooperative.h"
 #include "spl/spl_task.h"
 
 namespace taskrt {
@@ -23,7 +23,7 @@ using spl::Value;
 // `partner_loop`; both in a fresh runtime.
 template <typename Partner, typename Measure>
 void RunPair(benchmark::State& state, Partner partner_loop, Measure measure) {
-  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = NewCooperativeScheduler();
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = NewSchedulerWith({.single_thread_stackful_tasks = true});
   if (!scheduler.ok()) {
     state.SkipWithError(scheduler.status().ToString().c_str());
     return;

@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <memory>
 
+#include "backends/registry.h"
 #include "core/execution_context.h"
-#include "schedulers/cooperative/cooperative.h"
 #include "spl/spl_task.h"
 
 using taskrt::spl::Context;
@@ -14,7 +14,7 @@ using taskrt::spl::Runtime;
 using taskrt::spl::Value;
 
 int main() {
-  auto scheduler = taskrt::NewCooperativeScheduler();
+  auto scheduler = taskrt::NewSchedulerWith({.single_thread_stackful_tasks = true});
   if (!scheduler.ok()) return 1;
   auto runtime = Runtime::Create(**scheduler);
   if (!runtime.ok()) return 1;

@@ -22,9 +22,9 @@
 #include <string>
 #include <thread>
 
+#include "backends/registry.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "schedulers/cooperative/cooperative.h"
 #include "spl/spl_task.h"
 #include "tests/fuzz/fuzz_input.h"
 
@@ -199,7 +199,7 @@ class SplRun {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace taskrt;
-  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = NewCooperativeScheduler();
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = NewSchedulerWith({.single_thread_stackful_tasks = true});
   FUZZ_CHECK(scheduler.ok(), "cooperative scheduler: %s", scheduler.status().ToString().c_str());
   absl::StatusOr<std::unique_ptr<spl::Runtime>> runtime = spl::Runtime::Create(**scheduler);
   FUZZ_CHECK(runtime.ok(), "runtime: %s", runtime.status().ToString().c_str());
