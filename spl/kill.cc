@@ -50,6 +50,17 @@ void Runtime::Impl::KillAll() {
   for (Parker* parker : wake) parker->Unpark();
 }
 
+void Runtime::Impl::WaitUntilNoTasks() {
+  if (Current() != nullptr) return;
+  Parker parker;
+  {
+    SpinLockHolder lock(&mu_);
+    if (live_.empty()) return;
+    no_tasks_waiter_ = &parker;
+  }
+  parker.Park();
+}
+
 void Runtime::Impl::KillLocked(Record& record, std::vector<Parker*>& wake) {
   State(record).killed = true;
   ReleaseName(record);

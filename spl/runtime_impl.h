@@ -101,6 +101,11 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   absl::Status Kill(TaskRef task, KillTiming timing) ABSL_LOCKS_EXCLUDED(mu_);
   // Kills every live task (the runtime handle is going away).
   void KillAll() ABSL_LOCKS_EXCLUDED(mu_);
+  // Waits until no task of this runtime is left: killed tasks unwind when
+  // they next run, and their code calls the runtime handle until then.
+  // From one of the runtime's own tasks it cannot wait for itself, and
+  // returns at once.
+  void WaitUntilNoTasks() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   // What a task does after the locked half of a pause (PrepareToPause).
@@ -300,6 +305,8 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   absl::flat_hash_map<std::string, std::shared_ptr<Record>> names_ ABSL_GUARDED_BY(mu_);
   uint64_t names_generation_ ABSL_GUARDED_BY(mu_) = 0;  // bumped on every change of names_
   absl::flat_hash_map<uint64_t, std::shared_ptr<Record>> live_ ABSL_GUARDED_BY(mu_);
+  // WaitUntilNoTasks()'s caller, woken when live_ becomes empty.
+  Parker* no_tasks_waiter_ ABSL_GUARDED_BY(mu_) = nullptr;
   Record* system_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::vector<Record*> gate_ ABSL_GUARDED_BY(mu_);  // held back by SYSTEM, in arrival order
   // The task a direct hand-off passed mu_ to, held, until it takes it over

@@ -38,7 +38,10 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(Scheduler& scheduler) {
 
 Runtime::Runtime(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Runtime::~Runtime() { impl_->KillAll(); }
+Runtime::~Runtime() {
+  impl_->KillAll();
+  impl_->WaitUntilNoTasks();
+}
 
 absl::Status Runtime::CreateTask(absl::string_view name, Code code,
                                  std::shared_ptr<Context> context) {

@@ -148,6 +148,11 @@ class Runtime {
   // `scheduler` must offer single_thread_stackful_tasks (else
   // kInvalidArgument) and outlive the runtime.
   static absl::StatusOr<std::unique_ptr<Runtime>> Create(Scheduler& scheduler);
+  // Kills every task that is left and waits until each has unwound (at its
+  // next call into the runtime, or when its code returns), since their code
+  // may call this handle until then. A task blocked outside the runtime (on
+  // a channel) holds the destructor until it returns. Destroyed from one of
+  // its own tasks, it does not wait.
   ~Runtime();
 
   absl::Status CreateTask(absl::string_view name, Code code,

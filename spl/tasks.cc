@@ -162,6 +162,10 @@ void Runtime::Impl::RunTask(const std::shared_ptr<Record>& record) {
       wake.push_back(state.eval.parker);
     }
     Forget(*record);
+    if (live_.empty() && no_tasks_waiter_ != nullptr) {
+      wake.push_back(no_tasks_waiter_);
+      no_tasks_waiter_ = nullptr;
+    }
   }
   CurrentExecutionContext().set_task_local(&kRecordKey, nullptr);
   for (Parker* parker : wake) parker->Unpark();

@@ -682,36 +682,42 @@ TEST_P(SplConformance, CoCallKeepsTheOrderOfReadyTasks) {
 // task to task) while another thread keeps continuing a public task.
 TEST_P(SplConformance, CoCallRoundTripsWhileAnotherThreadContinuesAPublicTask) {
   constexpr int kRoundTrips = 2000;
-  std::atomic<bool> stop{false};
-  std::atomic<int> idle_wakeups{0};
-  std::atomic<bool> idle_public{false};
-  Spawn("idle", [&] {
+  // On the heap: "idle" may be continued once more after the test body has
+  // returned, and runs (or is killed) only then; a local it wrote to would
+  // be a dead stack frame by that time.
+  struct Shared {
+    std::atomic<bool> stop{false};
+    std::atomic<int> idle_wakeups{0};
+    std::atomic<bool> idle_public{false};
+  };
+  auto shared = std::make_shared<Shared>();
+  Spawn("idle", [this, shared] {
     EXPECT_TRUE(runtime_->SetPublic().ok());
-    idle_public.store(true);
-    while (!stop.load()) {
+    shared->idle_public.store(true);
+    while (!shared->stop.load()) {
       EXPECT_TRUE(runtime_->Pause().ok());
-      idle_wakeups.fetch_add(1);
+      shared->idle_wakeups.fetch_add(1);
     }
   });
-  Spawn("callee", [&] {
+  Spawn("callee", [this] {
     EXPECT_TRUE(runtime_->Pause().ok());
     int64_t n = 0;
     while (runtime_->CoReturn(Value(++n)).ok()) {
     }
   });
-  Spawn("caller", [&] {
+  Spawn("caller", [this, shared] {
     for (int64_t i = 1; i <= kRoundTrips; ++i) {
       absl::StatusOr<Value> got = runtime_->CoCall("callee");
       ASSERT_TRUE(got.ok()) << got.status();
       ASSERT_EQ(got->as_int(), i);
     }
-    stop.store(true);
+    shared->stop.store(true);
     done_.Notify();
   });
   Go();
-  std::thread outside([&] {
-    while (!idle_public.load() && !stop.load()) std::this_thread::yield();
-    while (!stop.load()) {
+  std::thread outside([this, shared] {
+    while (!shared->idle_public.load() && !shared->stop.load()) std::this_thread::yield();
+    while (!shared->stop.load()) {
       absl::Status continued = runtime_->Continue("idle");
       EXPECT_TRUE(continued.ok() || continued.code() == absl::StatusCode::kNotFound)
           << continued;
