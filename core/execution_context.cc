@@ -2,7 +2,9 @@
 
 #include <linux/futex.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,10 +15,26 @@
 #include <limits>
 #include <thread>
 
+#include "absl/time/clock.h"
 #include "core/errors.h"
 
 namespace taskrt {
 namespace {
+
+absl::Duration MonotonicNow() {
+  timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return absl::DurationFromTimespec(now);
+}
+
+// `deadline` as an absolute CLOCK_MONOTONIC time. The wall clock is read
+// first, so the monotonic reading is the later one and the conversion errs
+// late, never early, by the gap between the two reads. An infinite
+// deadline saturates to the largest timespec.
+timespec MonotonicDeadline(absl::Time deadline) {
+  const absl::Duration left = deadline - absl::Now();
+  return absl::ToTimespec(MonotonicNow() + left);
+}
 
 // Parks the OS thread in poll(); EINTR is not an error, just an early return
 // after which the caller retries.
@@ -95,6 +113,52 @@ void ExecutionContext::Park(Parker& parker) {
   }
 }
 
+bool ExecutionContext::ParkUntil(Parker& parker, absl::Time deadline) {
+  if (deadline == absl::InfiniteFuture()) {
+    Park(parker);
+    return true;
+  }
+  if (deadline <= absl::Now()) {
+    return parker.state_.load(std::memory_order_acquire) == Parker::kUnparked;
+  }
+  uint32_t state = Parker::kIdle;
+  if (!parker.state_.compare_exchange_strong(state, Parker::kThreadSleeping,
+                                             std::memory_order_acq_rel)) {
+    return true;  // already unparked
+  }
+  const timespec until = MonotonicDeadline(deadline);
+  while (parker.state_.load(std::memory_order_acquire) != Parker::kUnparked) {
+    // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC timeout, so a
+    // spurious or EINTR return needs no recomputation. EAGAIN: the state
+    // changed before the wait; any other error ends the wait as a timeout
+    // would rather than spin.
+    const long result = syscall(SYS_futex, &parker.state_, FUTEX_WAIT_BITSET_PRIVATE,
+                                Parker::kThreadSleeping, &until, nullptr, FUTEX_BITSET_MATCH_ANY);
+    if (result != 0 && errno != EINTR && errno != EAGAIN) {
+      // Give up unless Unpark() came meanwhile: whoever moves the state on
+      // from kThreadSleeping decides.
+      uint32_t expected = Parker::kThreadSleeping;
+      if (parker.state_.compare_exchange_strong(expected, Parker::kIdle,
+                                                std::memory_order_acq_rel)) {
+        return false;
+      }
+      return true;
+    }
+  }
+  return true;
+}
+
+absl::Status ExecutionContext::SleepUntil(absl::Time deadline) {
+  if (deadline <= absl::Now()) return absl::OkStatus();
+  const timespec until = MonotonicDeadline(deadline);
+  int result;
+  // An absolute deadline: a signal's early return just sleeps again.
+  while ((result = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, nullptr)) == EINTR) {
+  }
+  if (result != 0) return ErrnoError("clock_nanosleep", result);
+  return absl::OkStatus();
+}
+
 bool ExecutionContext::SwitchToParked(Parker&, Parker&) { return false; }
 
 void ExecutionContext::Wake(void*) {
@@ -104,18 +168,23 @@ void ExecutionContext::Wake(void*) {
 
 void Parker::Park() { CurrentExecutionContext().Park(*this); }
 
+bool Parker::ParkUntil(absl::Time deadline) {
+  return CurrentExecutionContext().ParkUntil(*this, deadline);
+}
+
 void Parker::Unpark() {
   // A suspended task is the common case, and then nobody else touches
   // state_ any more (Park registered and suspended; Unpark comes once): a
   // plain store wakes it, without the atomic read-modify-write that only
-  // the race with a Park still in progress needs.
+  // the race with a Park still in progress needs. A suspension with a
+  // deadline (kTaskSuspendedUntil) races with its timer: the exchange below.
   if (state_.load(std::memory_order_acquire) == kTaskSuspended) {
     state_.store(kUnparked, std::memory_order_relaxed);
     waker_->Wake(waker_token_);
     return;
   }
   const uint32_t previous = state_.exchange(kUnparked, std::memory_order_acq_rel);
-  if (previous == kTaskSuspended) {
+  if (previous == kTaskSuspended || previous == kTaskSuspendedUntil) {
     // The task cannot resume, and so cannot free this Parker, before
     // Wake() makes it runnable.
     waker_->Wake(waker_token_);
@@ -128,6 +197,31 @@ void Parker::Unpark() {
 }
 
 void Yield() { CurrentExecutionContext().Yield(); }
+
+absl::Status SleepFor(absl::Duration duration) {
+  ExecutionContext& context = CurrentExecutionContext();
+  if (duration == absl::InfiniteDuration()) return context.SleepUntil(absl::InfiniteFuture());
+  if (duration <= absl::ZeroDuration()) return context.SleepUntil(absl::InfinitePast());
+  // Measured on the monotonic clock: the context sleeps on absl::Now()'s,
+  // so a wake that is early by the clocks' drift sleeps the rest.
+  const absl::Duration end = MonotonicNow() + duration;
+  absl::Duration left = duration;
+  do {
+    if (absl::Status slept = context.SleepUntil(absl::Now() + left); !slept.ok()) return slept;
+    left = end - MonotonicNow();
+  } while (left > absl::ZeroDuration());
+  return absl::OkStatus();
+}
+
+void UseTightTimerSlack() { prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL); }
+
+absl::Status SleepUntil(absl::Time deadline) {
+  ExecutionContext& context = CurrentExecutionContext();
+  do {
+    if (absl::Status slept = context.SleepUntil(deadline); !slept.ok()) return slept;
+  } while (absl::Now() < deadline);
+  return absl::OkStatus();
+}
 
 ScopedExecutionContext::ScopedExecutionContext(ExecutionContext* context)
     : previous_(current) {

@@ -11,9 +11,9 @@
 // makes every channel backend work on every scheduler.
 //
 // Thread safety: the current context is per thread (per stackful task once a
-// scheduler switches contexts); WaitFd, Yield and Park are called only by
-// the code that is running in that context. Parker::Unpark may be called
-// from any thread.
+// scheduler switches contexts); WaitFd, Yield, Park and SleepUntil are
+// called only by the code that is running in that context. Parker::Unpark
+// may be called from any thread.
 
 #include <poll.h>
 
@@ -54,10 +54,22 @@ class TaskLocals {
 // has been called (at once if it already was); an OS thread sleeps, a
 // stackful task suspends and its scheduler runs the others.
 //
-// Rules: Park() at most once, by one caller; Unpark() at most once, from any
-// thread. The Parker must outlive both calls: keep it where the parked
-// caller lives (its stack), as Unpark() is done with it before Park()
-// returns.
+// Rules: Unpark() at most once, from any thread. Park() by one caller; it
+// consumes the Unpark. The Parker must outlive both calls: keep it where
+// the parked caller lives (its stack), as Unpark() is done with it before
+// Park() returns.
+//
+// Timed waits: ParkUntil(deadline) returns true once unparked, as Park()
+// does, or false at the deadline. A false return leaves the Parker as if
+// nobody had parked, but the Unpark may still come: whoever holds a pointer
+// to this Parker may be about to call it. So after a false return the
+// caller must, before the Parker goes away, either take itself out of
+// whatever would unpark it (withdraw its registration, with the same
+// atomic that the unparking side takes it with) and thereby know that no
+// Unpark will come, or, when that fails because the unparking side took it
+// first, Park() (or ParkUntil again) to consume the Unpark that is on its
+// way; that wait is short. A deadline in the past returns at once: true if
+// already unparked, else false.
 class Parker {
  public:
   Parker() = default;
@@ -65,6 +77,7 @@ class Parker {
   Parker& operator=(const Parker&) = delete;
 
   void Park();
+  bool ParkUntil(absl::Time deadline);
   void Unpark();
 
  private:
@@ -73,10 +86,13 @@ class Parker {
   // The whole hand-off is one atomic: a suspended task is woken with one
   // exchange, a sleeping OS thread with one exchange and a futex wake.
   enum State : uint32_t {
-    kIdle,            // neither side has come yet
+    kIdle,            // neither side has come yet (or a timed park gave up)
     kTaskSuspended,   // a suspending context registered waker_
     kThreadSleeping,  // an OS thread sleeps in futex_wait on state_
     kUnparked,
+    // A suspending context registered waker_ and a deadline: the timer and
+    // Unpark() race for the state, and whoever moves it on resumes the task.
+    kTaskSuspendedUntil,
   };
   std::atomic<uint32_t> state_{kIdle};
   // Written before state_ becomes kTaskSuspended, read after Unpark() sees it.
@@ -122,6 +138,21 @@ class ExecutionContext {
   // Blocks until parker.Unpark(); see Parker. The default sleeps the thread.
   virtual void Park(Parker& parker);
 
+  // As Park, giving up at `deadline`: true when unparked, false at the
+  // deadline (see Parker for what the caller must do then). The default
+  // sleeps the thread in a futex wait with an absolute monotonic timeout.
+  virtual bool ParkUntil(Parker& parker, absl::Time deadline);
+
+  // Blocks the calling code until `deadline`: an OS thread sleeps
+  // (clock_nanosleep on CLOCK_MONOTONIC, the deadline converted once); a
+  // stackful task suspends and its scheduler runs the others meanwhile.
+  // A deadline that has passed returns at once (a stackful task lets the
+  // ready ones run first, as Yield does). It may return a little early by
+  // the gap between absl::Now()'s clock and the monotonic one; SleepFor
+  // and SleepUntil below never do. Errors only when waiting itself failed
+  // (the system refused, in the error's words); never an abort.
+  virtual absl::Status SleepUntil(absl::Time deadline);
+
   // A direct hand-off: does what `wake.Unpark(); park.Park();` does, by
   // switching straight from the caller to the task parked on `wake`, when
   // that task would be the next to run anyway (a suspended task of the same
@@ -158,11 +189,26 @@ class ExecutionContext {
   // instead of signalling a sleeping thread. Returns false, registering
   // nothing, when Unpark() already happened (do not suspend then).
   bool RegisterWaker(Parker& parker, void* token) {
-    parker.waker_ = this;
-    parker.waker_token_ = token;
-    uint32_t expected = Parker::kIdle;
-    return parker.state_.compare_exchange_strong(expected, Parker::kTaskSuspended,
+    return Register(parker, token, Parker::kTaskSuspended);
+  }
+
+  // As RegisterWaker, for a suspension with a deadline: the context then
+  // calls TimeOutParked at the deadline and resumes the caller only if
+  // that returns true (else the Unpark has won and calls Wake).
+  bool RegisterTimedWaker(Parker& parker, void* token) {
+    return Register(parker, token, Parker::kTaskSuspendedUntil);
+  }
+  // At the deadline of a RegisterTimedWaker: true when the timeout won the
+  // race (the Parker is idle again, Wake will not be called for it, and
+  // the context resumes the caller); false when Unpark() came first.
+  static bool TimeOutParked(Parker& parker) {
+    uint32_t expected = Parker::kTaskSuspendedUntil;
+    return parker.state_.compare_exchange_strong(expected, Parker::kIdle,
                                                  std::memory_order_acq_rel);
+  }
+  // Whether `parker` has been unparked (and so a ParkUntil returns true).
+  static bool IsUnparked(const Parker& parker) {
+    return parker.state_.load(std::memory_order_acquire) == Parker::kUnparked;
   }
 
   // For SwitchToParked: the token `parker`'s caller registered with this
@@ -188,10 +234,38 @@ class ExecutionContext {
 
  private:
   friend class Parker;
+
+  bool Register(Parker& parker, void* token, Parker::State suspended) {
+    parker.waker_ = this;
+    parker.waker_token_ = token;
+    uint32_t expected = Parker::kIdle;
+    return parker.state_.compare_exchange_strong(expected, suspended, std::memory_order_acq_rel);
+  }
 };
 
 // Yields the current execution context: CurrentExecutionContext().Yield().
 void Yield();
+
+// Sleep the calling code through the current execution context (see
+// ExecutionContext::SleepUntil): inside a unit of any scheduler, or on a
+// plain thread. Never returns before the time has passed: SleepFor(d) not
+// before d has passed on the monotonic clock, SleepUntil(t) not before
+// absl::Now() reaches t. A zero or negative duration, or a deadline in the
+// past, returns at once (after a yield in a stackful task). An infinite
+// one sleeps for ever. Errors: the context's (it could not wait).
+//
+// Call SleepFor qualified (taskrt::SleepFor) inside namespace taskrt too:
+// argument-dependent lookup also finds absl::SleepFor, which would block
+// the OS thread, and the unqualified call does not compile.
+absl::Status SleepFor(absl::Duration duration);
+absl::Status SleepUntil(absl::Time deadline);
+
+// For a scheduler's own threads, at their start: the kernel lets a normal
+// thread's timers fire up to its timer slack (50 us by default) late, to
+// batch wake-ups; units that sleep on these threads want their deadlines
+// kept as closely as the kernel can. Sets the calling thread's slack to
+// the minimum; failure only leaves the default.
+void UseTightTimerSlack();
 
 namespace execution_context_internal {
 // The innermost ScopedExecutionContext's context on this thread, or null.

@@ -1,12 +1,16 @@
 #include "core/execution_context.h"
 
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <memory>
 #include <thread>
 #include <vector>
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 
 namespace taskrt {
@@ -19,10 +23,12 @@ TEST(ParkerTest, UnparkBeforeParkReturnsAtOnce) {
   SUCCEED();
 }
 
-TEST(ParkerTest, UnparkFromAnotherThreadWakesASleeper) {
-  // Many rounds with the Parker on the sleeper's stack, freed the moment
-  // Park returns: races between the two sides show up here (under tsan and
-  // asan too).
+// Many rounds, each with a Parker on the sleeper's stack, freed the moment
+// `park(parker, round)` returns, and another thread that unparks it once
+// published: races between the two sides show up here (under tsan and asan
+// too).
+template <typename ParkFunction>
+void RaceUnparkWith(ParkFunction park) {
   for (int round = 0; round < 2000; ++round) {
     std::atomic<Parker*> published{nullptr};
     std::thread waker([&] {
@@ -35,10 +41,88 @@ TEST(ParkerTest, UnparkFromAnotherThreadWakesASleeper) {
     {
       Parker parker;
       published.store(&parker, std::memory_order_release);
-      parker.Park();
+      park(parker, round);
     }
     waker.join();
   }
+}
+
+TEST(ParkerTest, UnparkFromAnotherThreadWakesASleeper) {
+  RaceUnparkWith([](Parker& parker, int) { parker.Park(); });
+}
+
+absl::Duration MonotonicNow() {
+  timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return absl::DurationFromTimespec(now);
+}
+
+TEST(ParkerTest, ParkUntilTimesOutAndALateUnparkIsConsumedByPark) {
+  Parker parker;
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(2);
+  EXPECT_FALSE(parker.ParkUntil(deadline));
+  EXPECT_GE(absl::Now(), deadline);  // not before the deadline
+  parker.Unpark();                   // late: nobody waits
+  parker.Park();                     // consumes it; would hang if it were lost
+}
+
+TEST(ParkerTest, ParkUntilAfterUnparkReturnsTrueAtOnceEvenPastTheDeadline) {
+  Parker parker;
+  parker.Unpark();
+  EXPECT_TRUE(parker.ParkUntil(absl::InfinitePast()));
+}
+
+TEST(ParkerTest, ParkUntilWithADeadlineInThePastTimesOutAtOnce) {
+  Parker parker;
+  EXPECT_FALSE(parker.ParkUntil(absl::InfinitePast()));
+  EXPECT_FALSE(parker.ParkUntil(absl::Now() - absl::Seconds(1)));
+  parker.Unpark();
+  EXPECT_TRUE(parker.ParkUntil(absl::InfinitePast()));
+}
+
+TEST(ParkerTest, ParkUntilReturnsTrueWhenUnparkedFromAnotherThread) {
+  Parker parker;
+  std::thread waker([&] { parker.Unpark(); });
+  EXPECT_TRUE(parker.ParkUntil(absl::Now() + absl::Hours(1)));
+  waker.join();
+}
+
+TEST(ParkerTest, ParkUntilRacingUnparkFollowsTheRule) {
+  // The waker always unparks, so the sleeper cannot withdraw: after a
+  // timeout it parks again to consume the Unpark, and only then frees the
+  // Parker. Deadlines straddle the Unpark's arrival, so both outcomes occur.
+  int timed_out = 0;
+  RaceUnparkWith([&](Parker& parker, int round) {
+    if (!parker.ParkUntil(absl::Now() + absl::Microseconds(round % 50))) {
+      ++timed_out;
+      parker.Park();
+    }
+  });
+  std::printf("ParkUntil timed out in %d of 2000 rounds\n", timed_out);
+}
+
+TEST(SleepTest, SleepForOnAnOsThreadNeverReturnsEarly) {
+  for (absl::Duration duration :
+       {absl::Nanoseconds(1), absl::Microseconds(50), absl::Milliseconds(1),
+        absl::Milliseconds(3)}) {
+    const absl::Duration before = MonotonicNow();
+    ASSERT_TRUE(taskrt::SleepFor(duration).ok());
+    EXPECT_GE(MonotonicNow() - before, duration);
+  }
+}
+
+TEST(SleepTest, SleepUntilOnAnOsThreadNeverReturnsEarly) {
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(2);
+  ASSERT_TRUE(SleepUntil(deadline).ok());
+  EXPECT_GE(absl::Now(), deadline);
+}
+
+TEST(SleepTest, ZeroNegativeAndPastSleepsReturn) {
+  EXPECT_TRUE(taskrt::SleepFor(absl::ZeroDuration()).ok());
+  EXPECT_TRUE(taskrt::SleepFor(-absl::Seconds(5)).ok());
+  EXPECT_TRUE(taskrt::SleepFor(-absl::InfiniteDuration()).ok());
+  EXPECT_TRUE(SleepUntil(absl::InfinitePast()).ok());
+  EXPECT_TRUE(SleepUntil(absl::Now() - absl::Hours(1)).ok());
 }
 
 TEST(TaskLocalsTest, KeysAreIndependentAndNullRemoves) {

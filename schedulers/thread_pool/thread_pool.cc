@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/execution_context.h"
 #include "core/mutex.h"
 
 namespace taskrt {
@@ -91,6 +92,7 @@ class ThreadPool final : public Scheduler {
 
  private:
   void WorkerLoop(size_t id) {
+    UseTightTimerSlack();  // for units that sleep
     current_pool = this;
     current_worker_id = id;
     while (true) {

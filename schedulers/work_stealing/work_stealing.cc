@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/execution_context.h"
 #include "core/mutex.h"
 #include "schedulers/work_stealing/chase_lev_deque.h"
 #include "schedulers/work_stealing/injection_queue.h"
@@ -246,6 +247,7 @@ class WorkStealingPool final : public Scheduler {
   }
 
   void WorkerLoop(Worker* w) {
+    UseTightTimerSlack();  // for units that sleep
     w->pool = this;
     current_worker = w;
     while (true) {
