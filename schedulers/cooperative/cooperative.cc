@@ -2,8 +2,10 @@
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -34,6 +36,9 @@ constexpr int kMaxEventsPerPoll = 64;
 // How long an idle loop polls before it sleeps; as the OS-thread context's
 // spin (core/execution_context.cc), measured with the round_trip job.
 constexpr absl::Duration kIdleSpin = absl::Microseconds(50);
+// After the kernel refused a stack, new units take the stacks of finishing
+// tasks; a fresh one is asked for again after this long.
+constexpr absl::Duration kStackRetry = absl::Milliseconds(100);
 
 class CooperativeScheduler;
 
@@ -52,12 +57,18 @@ struct CoTask {
   FiberSlot* slot = nullptr;
   CoTask* next_ready = nullptr;
   TaskLocals locals;  // ExecutionContext::task_local()
-  // While waiting on a descriptor with a deadline.
+  // While suspended with a deadline: in timers_, and either waiting on a
+  // descriptor, parked (ParkUntil) or sleeping (neither).
   int waiting_fd = -1;
+  Parker* timed_parker = nullptr;
   bool has_timer = false;
   bool timed_out = false;
   std::multimap<absl::Time, CoTask*>::iterator timer;
 };
+
+// Whether epoll_pwait2 (nanosecond timeouts) is there; cleared for good
+// when the kernel refuses it, and waits round up to milliseconds then.
+std::atomic<bool> epoll_pwait2_works{true};
 
 thread_local CooperativeScheduler* current_scheduler = nullptr;
 
@@ -153,6 +164,34 @@ class CooperativeScheduler final : public Scheduler {
       if (!RegisterWaker(parker, task)) return;  // already unparked
       scheduler_->SuspendCurrent();
     }
+    bool ParkUntil(Parker& parker, absl::Time deadline) override {
+      CoTask* task = scheduler_->current_;
+      if (task == nullptr) return ExecutionContext::ParkUntil(parker, deadline);
+      if (deadline == absl::InfiniteFuture()) {
+        Park(parker);
+        return true;
+      }
+      if (IsUnparked(parker)) return true;
+      if (deadline <= absl::Now()) return false;
+      if (!RegisterTimedWaker(parker, task)) return true;  // already unparked
+      scheduler_->SuspendCurrentUntil(deadline, &parker);
+      // Unparked (Unpark won, or came after the timeout and before this
+      // task ran: either way it is consumed), or timed out and idle.
+      return IsUnparked(parker);
+    }
+    absl::Status SleepUntil(absl::Time deadline) override {
+      if (scheduler_->current_ == nullptr) return ExecutionContext::SleepUntil(deadline);
+      // A deadline that has passed is a yield; with other sleepers it goes
+      // through the timers all the same, so sleepers wake in deadline order.
+      if (scheduler_->timers_.empty() && deadline <= absl::Now()) {
+        scheduler_->YieldCurrent();
+        return absl::OkStatus();
+      }
+      scheduler_->SuspendCurrentUntil(deadline, nullptr);
+      return absl::OkStatus();
+    }
+    // For the loop, at a ParkUntil's deadline: see TimeOutParked.
+    static bool TimeOut(Parker& parker) { return TimeOutParked(parker); }
     bool SwitchToParked(Parker& wake, Parker& park) override {
       CoTask* self = scheduler_->current_;
       if (self == nullptr || current_scheduler != scheduler_) return false;
@@ -260,7 +299,8 @@ class CooperativeScheduler final : public Scheduler {
   }
 
   // Gives `task` a stack if it has none yet. False when none can be had now
-  // (the kernel refused memory or maps); the task then waits for one.
+  // (the kernel refused memory or maps, and no stack has been asked for
+  // since the retry interval); the task then waits for one.
   bool EnsureSlot(CoTask* task) {
     if (task->slot != nullptr) return true;
     if (!free_slots_.empty()) {
@@ -269,8 +309,11 @@ class CooperativeScheduler final : public Scheduler {
       task->slot->context.Reset(&CooperativeScheduler::TaskMain, task);
       return true;
     }
+    if (stacks_refused_) return false;
     absl::StatusOr<Stack> stack = stacks_.Acquire();
     if (!stack.ok()) {
+      stacks_refused_ = true;
+      stack_retry_at_ = absl::Now() + kStackRetry;
       if (!warned_about_stacks_) {
         warned_about_stacks_ = true;
         std::fprintf(stderr,
@@ -304,7 +347,8 @@ class CooperativeScheduler final : public Scheduler {
     CoTask* self = current_;
     if (self == nullptr) return;
     if (ready_head_ == nullptr) {
-      if (!inbox_pending_.load(std::memory_order_relaxed) && fd_waiter_count_ == 0) {
+      if (!inbox_pending_.load(std::memory_order_relaxed) && fd_waiter_count_ == 0 &&
+          timers_.empty() && stackless_head_ == nullptr) {
         return;  // nobody else could run
       }
       // Only the loop can have more: let it look (it runs this task next).
@@ -369,7 +413,7 @@ class CooperativeScheduler final : public Scheduler {
       // Run the next new unit on this very stack, without a switch, when it
       // is its turn anyway: spawn-heavy loads then reuse one warm stack.
       CoTask* next = scheduler->ready_head_;
-      if (next != nullptr && next->slot == nullptr &&
+      if (next != nullptr && next->slot == nullptr && scheduler->stackless_head_ == nullptr &&
           ++scheduler->switches_ % kLoopInterval != 0 &&
           !scheduler->inbox_pending_.load(std::memory_order_relaxed)) {
         scheduler->PopReady();
@@ -394,12 +438,19 @@ class CooperativeScheduler final : public Scheduler {
   void RecycleFinishedTask() {
     CoTask* task = std::exchange(finished_, nullptr);
     FiberSlot* slot = std::exchange(task->slot, nullptr);
-    if (free_slots_.size() < options_.stack.max_cached) {
+    if (stackless_head_ != nullptr) {
+      // The longest-waiting unit without a stack takes this one.
+      CoTask* waiting = PopStackless();
+      waiting->slot = slot;
+      slot->context.Reset(&CooperativeScheduler::TaskMain, waiting);
+      PushReady(waiting);
+    } else if (free_slots_.size() < options_.stack.max_cached) {
       free_slots_.push_back(slot);
     } else {
       Stack stack = slot->stack;
       delete slot;
       stacks_.Release(stack);
+      stacks_refused_ = false;  // the kernel may give the next one
     }
     if (free_tasks_.size() < options_.stack.max_cached) {
       free_tasks_.push_back(task);
@@ -434,7 +485,22 @@ class CooperativeScheduler final : public Scheduler {
     return absl::OkStatus();
   }
 
-  // Wakes the waiters whose deadline passed; they stop waiting on their fd.
+  // Suspends the current task until `deadline` (a sleep), or until then or
+  // `parker`'s Unpark, whichever wins (ParkUntil; the caller registered a
+  // timed waker).
+  void SuspendCurrentUntil(absl::Time deadline, Parker* parker) {
+    CoTask* self = current_;
+    self->timed_parker = parker;
+    self->timer = timers_.emplace(deadline, self);
+    self->has_timer = true;
+    SuspendCurrent();
+    CancelTimer(self);  // still set when Unpark woke it first
+    self->timed_parker = nullptr;
+  }
+
+  // Wakes the tasks whose deadline passed, in deadline order: sleepers,
+  // parked tasks whose Unpark has not come, and descriptor waiters, which
+  // stop waiting on their fd.
   void ExpireTimers() {
     if (timers_.empty()) return;
     const absl::Time now = absl::Now();
@@ -442,8 +508,14 @@ class CooperativeScheduler final : public Scheduler {
       CoTask* task = timers_.begin()->second;
       timers_.erase(timers_.begin());
       task->has_timer = false;
+      if (task->timed_parker != nullptr) {
+        // Unpark() won the race: its Wake() resumes the task.
+        if (!TaskContext::TimeOut(*task->timed_parker)) continue;
+        PushReady(task);
+        continue;
+      }
       task->timed_out = true;
-      auto it = fd_waiters_.find(task->waiting_fd);
+      auto it = task->waiting_fd < 0 ? fd_waiters_.end() : fd_waiters_.find(task->waiting_fd);
       if (it != fd_waiters_.end()) {
         std::vector<FdWaiter>& waiters = it->second;
         for (size_t i = 0; i < waiters.size(); ++i) {
@@ -469,19 +541,19 @@ class CooperativeScheduler final : public Scheduler {
   bool SpinForReadiness() {
     const absl::Time deadline = absl::Now() + kIdleSpin;
     do {
-      PollFds(0);
+      PollFds(absl::ZeroDuration());
       if (ready_head_ != nullptr || inbox_pending_.load(std::memory_order_relaxed)) return true;
     } while (absl::Now() < deadline);
     return false;
   }
 
-  // How long the loop may sleep: until the next deadline, or for ever.
-  int SleepTimeoutMs() const {
-    if (timers_.empty()) return -1;
-    const absl::Duration left = timers_.begin()->first - absl::Now();
-    if (left <= absl::ZeroDuration()) return 0;
-    return static_cast<int>(std::min<int64_t>(
-        absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))), 1 << 30));
+  // How long the loop may sleep: until the next deadline (a task's, or the
+  // next stack retry while units wait for stacks), or for ever.
+  absl::Duration SleepTimeout() const {
+    if (timers_.empty() && stackless_head_ == nullptr) return absl::InfiniteDuration();
+    absl::Time until = timers_.empty() ? absl::InfiniteFuture() : timers_.begin()->first;
+    if (stackless_head_ != nullptr) until = std::min(until, stack_retry_at_);
+    return std::max(until - absl::Now(), absl::ZeroDuration());
   }
 
   // One-shot interest in the union of what the fd's waiters want.
@@ -509,12 +581,32 @@ class CooperativeScheduler final : public Scheduler {
     return absl::OkStatus();
   }
 
-  // Readiness and the wake-up fd; `timeout_ms` -1 sleeps until either.
-  void PollFds(int timeout_ms) {
+  // epoll_wait for up to `timeout` (infinite: until an event), to the
+  // nanosecond where the kernel has epoll_pwait2, so a deadline is not
+  // rounded up to the next millisecond.
+  int WaitForEvents(epoll_event* events, absl::Duration timeout) {
+    if (timeout == absl::InfiniteDuration()) {
+      return epoll_wait(epoll_fd_, events, kMaxEventsPerPoll, -1);
+    }
+    if (timeout <= absl::ZeroDuration()) return epoll_wait(epoll_fd_, events, kMaxEventsPerPoll, 0);
+    if (epoll_pwait2_works.load(std::memory_order_relaxed)) {
+      const timespec wait = absl::ToTimespec(timeout);
+      const int count = epoll_pwait2(epoll_fd_, events, kMaxEventsPerPoll, &wait, nullptr);
+      // ENOSYS: an older kernel; EPERM: a seccomp filter that predates it.
+      if (count >= 0 || (errno != ENOSYS && errno != EPERM)) return count;
+      epoll_pwait2_works.store(false, std::memory_order_relaxed);
+    }
+    const int64_t ms = std::min<int64_t>(
+        absl::ToInt64Milliseconds(absl::Ceil(timeout, absl::Milliseconds(1))), 1 << 30);
+    return epoll_wait(epoll_fd_, events, kMaxEventsPerPoll, static_cast<int>(ms));
+  }
+
+  // Readiness and the wake-up fd, waiting up to `timeout` for either.
+  void PollFds(absl::Duration timeout) {
     epoll_event events[kMaxEventsPerPoll];
     int count;
     do {
-      count = epoll_wait(epoll_fd_, events, kMaxEventsPerPoll, timeout_ms);
+      count = WaitForEvents(events, timeout);
     } while (count < 0 && errno == EINTR);
     for (int i = 0; i < count; ++i) {
       const int fd = events[i].data.fd;
@@ -593,6 +685,7 @@ class CooperativeScheduler final : public Scheduler {
   }
 
   void LoopMain() {
+    UseTightTimerSlack();  // its waits end at task deadlines
     current_scheduler = this;
     ScopedExecutionContext scope(&context_);
     FiberContext loop_context(options_.context_switch);
@@ -600,16 +693,13 @@ class CooperativeScheduler final : public Scheduler {
     while (true) {
       DrainInbox();
       ExpireTimers();
+      if (stackless_head_ != nullptr && absl::Now() >= stack_retry_at_) RetryStacks();
       if (ready_head_ != nullptr) {
-        if (fd_waiter_count_ > 0) PollFds(0);
+        if (fd_waiter_count_ > 0) PollFds(absl::ZeroDuration());
         CoTask* next = TakeRunnable();
-        if (next == nullptr) {
-          // Every ready unit still needs a stack and the kernel refuses
-          // one (EnsureSlot reported why): wait for a suspended task to
-          // wake and finish, or retry the allocation a little later.
-          PollFds(live_tasks_ > CountQueuedNew() ? SleepTimeoutMs() : 100);
-          continue;
-        }
+        // Null: every ready unit needed a stack the kernel refused, and
+        // waits for a finishing task's or the retry (in SleepTimeout).
+        if (next == nullptr) continue;
         current_ = next;
         FiberContext::Switch(loop_context, next->slot->context);
         current_ = nullptr;
@@ -619,7 +709,7 @@ class CooperativeScheduler final : public Scheduler {
       if (stopping_.load(std::memory_order_seq_cst) && live_tasks_ == 0 && InboxEmpty()) break;
       if (fd_waiter_count_ > 0 && SpinForReadiness()) continue;
       sleeping_.store(true, std::memory_order_seq_cst);
-      if (!inbox_pending_.load(std::memory_order_seq_cst)) PollFds(SleepTimeoutMs());
+      if (!inbox_pending_.load(std::memory_order_seq_cst)) PollFds(SleepTimeout());
       sleeping_.store(false, std::memory_order_seq_cst);
     }
     for (FiberSlot* slot : free_slots_) {
@@ -634,32 +724,31 @@ class CooperativeScheduler final : public Scheduler {
     current_scheduler = nullptr;
   }
 
-  // Unlinks and returns the first ready task that has a stack or can get
-  // one now; null when none can run.
+  // Pops and returns the first ready task that has a stack or can get one
+  // now; null when none can run. New units that can get none move to the
+  // stackless queue on the way, so that each is looked at once, not once
+  // per task that runs while stacks are short.
   CoTask* TakeRunnable() {
-    CoTask* previous = nullptr;
-    bool stacks_refused = false;
-    for (CoTask* task = ready_head_; task != nullptr; previous = task, task = task->next_ready) {
-      if (task->slot == nullptr) {
-        if (stacks_refused) continue;
-        if (!EnsureSlot(task)) {
-          stacks_refused = true;
-          continue;
-        }
-      }
-      (previous == nullptr ? ready_head_ : previous->next_ready) = task->next_ready;
-      if (ready_tail_ == task) ready_tail_ = previous;
-      return task;
+    while (CoTask* task = PopReady()) {
+      if (task->slot != nullptr || EnsureSlot(task)) return task;
+      task->next_ready = nullptr;
+      (stackless_tail_ == nullptr ? stackless_head_ : stackless_tail_->next_ready) = task;
+      stackless_tail_ = task;
     }
     return nullptr;
   }
 
-  size_t CountQueuedNew() const {
-    size_t count = 0;
-    for (CoTask* task = ready_head_; task != nullptr; task = task->next_ready) {
-      if (task->slot == nullptr) ++count;
-    }
-    return count;
+  CoTask* PopStackless() {
+    CoTask* task = stackless_head_;
+    stackless_head_ = task->next_ready;
+    if (stackless_head_ == nullptr) stackless_tail_ = nullptr;
+    return task;
+  }
+
+  // Asks the kernel for stacks again, for as many waiting units as it gives.
+  void RetryStacks() {
+    stacks_refused_ = false;
+    while (stackless_head_ != nullptr && EnsureSlot(stackless_head_)) PushReady(PopStackless());
   }
 
   const CooperativeOptions options_;
@@ -687,6 +776,12 @@ class CooperativeScheduler final : public Scheduler {
   size_t live_tasks_ = 0;
   uint32_t switches_ = 0;
   bool warned_about_stacks_ = false;
+  // New units waiting for a stack, first-in, first-out (linked through
+  // next_ready): each finishing task hands its stack to the first.
+  CoTask* stackless_head_ = nullptr;
+  CoTask* stackless_tail_ = nullptr;
+  bool stacks_refused_ = false;  // until stack_retry_at_, only stacks handed on
+  absl::Time stack_retry_at_;
   std::vector<FiberSlot*> free_slots_;
   std::vector<CoTask*> free_tasks_;
   absl::flat_hash_map<int, std::vector<FdWaiter>> fd_waiters_;

@@ -25,6 +25,15 @@
 //     before it sleeps, so quick replies cost no thread wake-up.
 //     An event loop run from one of the tasks (EventLoop::Run) shares the
 //     thread the same way: it suspends while it waits.
+//   - Sleeps and deadlines (SleepFor/SleepUntil, Parker::ParkUntil, the
+//     deadline of WaitFdUntil and so of every timed blocking call) suspend
+//     only the calling task and share one timer queue: tasks wake in
+//     deadline order (equal deadlines in the order they went to sleep).
+//     With no task ready, the thread sleeps in epoll_pwait2 until the next
+//     deadline, to the nanosecond (to the next millisecond on kernels
+//     without it), with the minimum timer slack. A sleep whose deadline
+//     has passed is a yield. Shutdown waits for sleeping tasks as for any
+//     suspended one.
 //   - Order: ready tasks run first-in, first-out. Work scheduled from other
 //     threads and file-descriptor readiness are picked up at least every 61
 //     switches, so tasks that keep yielding cannot starve them.
