@@ -3,6 +3,8 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 
 #include "core/errors.h"
 #include "core/execution_context.h"
@@ -24,21 +26,30 @@ inline void CpuRelax() {
 #endif
 }
 
+absl::Status DeadlineError(ChannelDirection direction) {
+  return absl::DeadlineExceededError(
+      direction == ChannelDirection::kSend
+          ? "channel send: deadline exceeded; nothing was sent"
+          : "channel receive: deadline exceeded; nothing was received");
+}
+
 // Runs the non-blocking `attempt`, whose last try returned WouldBlock(),
-// until it stops doing so: first spinning for the execution context's spin
-// budget, then waiting through the end (see ChannelEnd::WaitUntilReady)
-// between attempts.
+// until it stops doing so or `deadline` passes: first spinning for the
+// execution context's spin budget, then waiting through the end (see
+// ChannelEnd::WaitUntilReady) between attempts.
 template <typename Attempt>
-auto RetryUntilReady(Attempt attempt, ChannelEnd& end, ChannelDirection direction)
-    -> decltype(attempt()) {
+auto RetryUntilReady(Attempt attempt, ChannelEnd& end, ChannelDirection direction,
+                     absl::Time deadline) -> decltype(attempt()) {
+  const bool timed = deadline != absl::InfiniteFuture();
+  if (timed && deadline <= absl::Now()) return DeadlineError(direction);
   ExecutionContext& context = CurrentExecutionContext();
   if (const auto spin = context.spin_before_wait(); spin.count() > 0) {
-    const auto deadline = std::chrono::steady_clock::now() + spin;
+    const auto spin_end = std::chrono::steady_clock::now() + spin;
     do {
       CpuRelax();
       auto result = attempt();
       if (!IsWouldBlock(StatusOf(result))) return result;
-    } while (std::chrono::steady_clock::now() < deadline);
+    } while (std::chrono::steady_clock::now() < spin_end && !(timed && deadline <= absl::Now()));
   }
   // A stackful task lets the ready tasks of its thread run once before it
   // waits: when the peer is one of them (a same-thread round trip) it
@@ -49,7 +60,10 @@ auto RetryUntilReady(Attempt attempt, ChannelEnd& end, ChannelDirection directio
     if (result.ok() || !IsWouldBlock(StatusOf(result))) return result;
   }
   while (true) {
-    if (absl::Status wait = end.WaitUntilReady(direction); !wait.ok()) return wait;
+    if (absl::Status wait = end.WaitUntilReady(direction, deadline); !wait.ok()) {
+      if (wait.code() == absl::StatusCode::kDeadlineExceeded) return DeadlineError(direction);
+      return wait;
+    }
     auto result = attempt();
     if (result.ok() || !IsWouldBlock(StatusOf(result))) return result;
   }
@@ -57,27 +71,34 @@ auto RetryUntilReady(Attempt attempt, ChannelEnd& end, ChannelDirection directio
 
 }  // namespace
 
-absl::Status ChannelEnd::WaitUntilReady(ChannelDirection direction) {
+absl::Status ChannelEnd::WaitUntilReady(ChannelDirection direction, absl::Time deadline) {
   const Readiness readiness =
       direction == ChannelDirection::kSend ? send_readiness() : receive_readiness();
-  return CurrentExecutionContext().WaitFd(readiness.fd, readiness.events);
+  return CurrentExecutionContext().WaitFdUntil(readiness.fd, readiness.events, deadline);
 }
 
 namespace channel_internal {
 
-absl::Status SendSlow(ChannelEnd& end, absl::Span<const char> message, bool accepted) {
+absl::Status SendSlow(ChannelEnd& end, absl::Span<const char> message, bool accepted,
+                      absl::Time deadline) {
   if (!accepted) {
-    absl::Status status =
-        RetryUntilReady([&] { return end.TrySend(message); }, end, ChannelDirection::kSend);
+    absl::Status status = RetryUntilReady([&] { return end.TrySend(message); }, end,
+                                          ChannelDirection::kSend, deadline);
     if (!status.ok()) return status;
     status = end.TryFlush();
     if (status.ok() || !IsWouldBlock(status)) return status;
   }
-  return RetryUntilReady([&] { return end.TryFlush(); }, end, ChannelDirection::kSend);
+  const auto flush = [&] { return end.TryFlush(); };
+  absl::Status status = RetryUntilReady(flush, end, ChannelDirection::kSend, deadline);
+  if (status.code() != absl::StatusCode::kDeadlineExceeded) return status;
+  if (end.TryTakeBackUnsent()) return status;
+  // Part of it has left: the rest goes too, whatever the deadline.
+  return RetryUntilReady(flush, end, ChannelDirection::kSend, absl::InfiniteFuture());
 }
 
-absl::StatusOr<size_t> ReceiveSlow(ChannelEnd& end, absl::Span<char> out) {
-  return RetryUntilReady([&] { return end.TryReceive(out); }, end, ChannelDirection::kReceive);
+absl::StatusOr<size_t> ReceiveSlow(ChannelEnd& end, absl::Span<char> out, absl::Time deadline) {
+  return RetryUntilReady([&] { return end.TryReceive(out); }, end, ChannelDirection::kReceive,
+                         deadline);
 }
 
 }  // namespace channel_internal

@@ -21,6 +21,13 @@
 //   those and wait through the current ExecutionContext, so a cooperative
 //   scheduler suspends only the calling task.
 //
+// Deadlines
+//   SendUntil() and ReceiveUntil() give up at a deadline with
+//   kDeadlineExceeded and leave the channel as it was: a timed-out receive
+//   took nothing (the message arrives whole on a later receive), a
+//   timed-out send sent nothing. A deadline that has passed is a valid,
+//   immediate timeout when the call cannot complete at once.
+//
 // Closing
 //   Close() (or destroying the end) ends this side. The peer can still
 //   receive every message sent before the close, then gets kOutOfRange
@@ -51,6 +58,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "core/errors.h"
 
@@ -96,11 +104,16 @@ class ChannelEnd {
   virtual Readiness receive_readiness() const = 0;
 
   // Blocks, through the current execution context, until a send or receive
-  // may make progress again (or the channel closed); the blocking Send()
-  // and Receive() call it between attempts. The default waits on the
-  // readiness fd; a backend with a cheaper wake-up (no system call for a
-  // task on the same thread) overrides it. Errors only when waiting failed.
-  virtual absl::Status WaitUntilReady(ChannelDirection direction);
+  // may make progress again (or the channel closed), or until `deadline`
+  // (kDeadlineExceeded, having changed nothing the peer can see); the
+  // blocking Send() and Receive() call it between attempts. The default
+  // waits on the readiness fd; a backend with a cheaper wake-up (no system
+  // call for a task on the same thread) overrides it. Errors only when
+  // waiting failed or the deadline passed.
+  virtual absl::Status WaitUntilReady(ChannelDirection direction, absl::Time deadline);
+  absl::Status WaitUntilReady(ChannelDirection direction) {
+    return WaitUntilReady(direction, absl::InfiniteFuture());
+  }
 
   // True when a whole message is waiting, so TryReceive() would return it
   // now; pulls in what has arrived to decide, and hands nothing out. False
@@ -112,6 +125,14 @@ class ChannelEnd {
   // TryReceive() reports. An owner that reads one message per notification
   // asks this to know whether to read again (core/task.h).
   virtual bool ReceiveReady() = 0;
+
+  // Takes back the message TrySend accepted last, when none of its bytes
+  // has left this end yet (TryFlush has pushed none of it out): it is then
+  // as if never sent, and the result is true. False, changing nothing, when
+  // part of it has left, or nothing is held. SendUntil calls it at its
+  // deadline; the default (for backends that hold back only the rest of a
+  // message whose start has left) is false.
+  virtual bool TryTakeBackUnsent() { return false; }
 
   // Ends this side; see "Closing" above. Unflushed bytes of a message that
   // TrySend accepted are discarded; the blocking Send() never leaves any.
@@ -153,31 +174,52 @@ class ChannelFactory {
 namespace channel_internal {
 // The waiting halves of Send and Receive, after a first attempt that would
 // have blocked (or, for Send, was accepted but not flushed).
-absl::Status SendSlow(ChannelEnd& end, absl::Span<const char> message, bool accepted);
-absl::StatusOr<size_t> ReceiveSlow(ChannelEnd& end, absl::Span<char> out);
+absl::Status SendSlow(ChannelEnd& end, absl::Span<const char> message, bool accepted,
+                      absl::Time deadline);
+absl::StatusOr<size_t> ReceiveSlow(ChannelEnd& end, absl::Span<char> out, absl::Time deadline);
 }  // namespace channel_internal
+
+// As Send, giving up at `deadline` with kDeadlineExceeded, having sent
+// nothing, when the message has not left by then: the end refused it all
+// along, or accepted it and can take it back whole (TryTakeBackUnsent).
+// When part of it has left already (a large message goes in pieces as the
+// peer reads), that part cannot be taken back, so SendUntil pushes the
+// rest out as Send does, past the deadline if the peer is slow to read: it
+// never returns with a message half sent, nor leaves one for a later call.
+inline absl::Status SendUntil(ChannelEnd& end, absl::Span<const char> message,
+                              absl::Time deadline) {
+  absl::Status sent = end.TrySend(message);
+  if (!sent.ok()) [[unlikely]] {
+    if (!IsWouldBlock(sent)) return sent;
+    return channel_internal::SendSlow(end, message, /*accepted=*/false, deadline);
+  }
+  if (!end.may_hold_unflushed()) [[likely]] return sent;
+  absl::Status flushed = end.TryFlush();
+  if (flushed.ok() || !IsWouldBlock(flushed)) [[likely]] return flushed;
+  return channel_internal::SendSlow(end, message, /*accepted=*/true, deadline);
+}
 
 // Sends one whole message, waiting through the current execution context
 // while the end cannot take it, and returns once every byte has left the end.
 // The first attempt is inline: most sends need no wait.
 inline absl::Status Send(ChannelEnd& end, absl::Span<const char> message) {
-  absl::Status sent = end.TrySend(message);
-  if (!sent.ok()) [[unlikely]] {
-    if (!IsWouldBlock(sent)) return sent;
-    return channel_internal::SendSlow(end, message, /*accepted=*/false);
-  }
-  if (!end.may_hold_unflushed()) [[likely]] return sent;
-  absl::Status flushed = end.TryFlush();
-  if (flushed.ok() || !IsWouldBlock(flushed)) [[likely]] return flushed;
-  return channel_internal::SendSlow(end, message, /*accepted=*/true);
+  return SendUntil(end, message, absl::InfiniteFuture());
+}
+
+// As Receive, giving up at `deadline` with kDeadlineExceeded when no whole
+// message has arrived by then: nothing was taken, and the next receive gets
+// the next message whole (`out` may hold scratch bytes after the error).
+inline absl::StatusOr<size_t> ReceiveUntil(ChannelEnd& end, absl::Span<char> out,
+                                           absl::Time deadline) {
+  absl::StatusOr<size_t> received = end.TryReceive(out);
+  if (received.ok() || !IsWouldBlock(received.status())) return received;
+  return channel_internal::ReceiveSlow(end, out, deadline);
 }
 
 // Receives one message into `out`, waiting through the current execution
 // context until one arrives; returns the message's full length.
 inline absl::StatusOr<size_t> Receive(ChannelEnd& end, absl::Span<char> out) {
-  absl::StatusOr<size_t> received = end.TryReceive(out);
-  if (received.ok() || !IsWouldBlock(received.status())) return received;
-  return channel_internal::ReceiveSlow(end, out);
+  return ReceiveUntil(end, out, absl::InfiniteFuture());
 }
 
 // The errors of the contract above, for backends, so that every backend

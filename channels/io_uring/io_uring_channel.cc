@@ -182,6 +182,7 @@ class IoUringEnd final : public ChannelEnd {
       if (!pending_.empty()) return WouldBlock();  // the in-flight send's completion wakes us
     }
     framing::AppendFrame(pending_, message);
+    last_accepted_bytes_ = size;
     if (pending_.size() >= kBatchBytes && !send_inflight_) SubmitSend();
     SignalReceiveIfOwed();
     return absl::OkStatus();
@@ -205,6 +206,44 @@ class IoUringEnd final : public ChannelEnd {
     }
     SignalReceiveIfOwed();
     return send_error_;
+  }
+
+  // The last accepted frame ends the pending batch, or else the batch in
+  // flight, whose send is cancelled first so that the kernel says how much
+  // of it left (a cancelled send reports the bytes it had sent).
+  bool TryTakeBackUnsent() override {
+    const size_t size = std::exchange(last_accepted_bytes_, 0);
+    if (closed_ || size == 0 || !send_error_.ok()) return false;
+    if (!pending_.empty()) {
+      if (pending_.size() < size) return false;
+      pending_.resize(pending_.size() - size);
+      return true;
+    }
+    if (send_inflight_) {
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+      if (sqe == nullptr) return false;
+      io_uring_prep_cancel64(sqe, kSendTag, 0);
+      io_uring_sqe_set_data64(sqe, kCancelTag);
+      if (!Submit().ok()) return false;
+      while (send_inflight_) {
+        io_uring_cqe* cqe = nullptr;
+        if (platform::WaitRetrying(&ring_, &cqe) < 0) return false;
+        const uint64_t tag = io_uring_cqe_get_data64(cqe);
+        if (tag == kReceiveTag || tag == kWatchTag) receive_owed_ = true;
+        HandleCompletion(cqe);
+      }
+    }
+    const bool none_left = send_error_.ok() && inflight_.size() - inflight_sent_ >= size;
+    if (none_left) {
+      inflight_.resize(inflight_.size() - size);
+      if (inflight_sent_ == inflight_.size()) {
+        inflight_.clear();
+        inflight_sent_ = 0;
+      }
+    }
+    SubmitSend();  // what is left before it, or the rest of it, as TryFlush would
+    SignalReceiveIfOwed();
+    return none_left;
   }
 
   absl::StatusOr<size_t> TryReceive(absl::Span<char> out) override {
@@ -652,6 +691,7 @@ class IoUringEnd final : public ChannelEnd {
   std::vector<char> inflight_;
   size_t inflight_sent_ = 0;
   bool send_inflight_ = false;
+  size_t last_accepted_bytes_ = 0;  // the frame TrySend accepted last
   absl::Status send_error_;
 
   EndStats stats_;

@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "core/errors.h"
 #include "core/execution_context.h"
 
@@ -517,13 +518,21 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
                  ring.asymmetric_barrier);
   }
 
-  absl::Status WaitUntilReady(ChannelDirection direction) override {
+  // A large message is held whole until its first piece is in the ring.
+  bool TryTakeBackUnsent() override {
+    if (pending_.empty() || pending_offset_ != 0) return false;
+    DropPending();
+    return true;
+  }
+
+  using ChannelEnd::WaitUntilReady;
+  absl::Status WaitUntilReady(ChannelDirection direction, absl::Time deadline) override {
     if (closed_) return ChannelEndClosedError("wait");
     if (direction == ChannelDirection::kReceive) {
       Ring& ring = *in_;
       PublishHead();  // the producer may be waiting for this space
       return ParkUntilNews(ring.consumer, RecordArrived(ring, read_position_), ring.producer_closed,
-                           ring.asymmetric_barrier);
+                           ring.asymmetric_barrier, deadline);
     }
     Ring& ring = *out_;
     // The head may lag: the consumer's exact position, if it moved, is news.
@@ -531,7 +540,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     TakeHead(ring.read_position);
     if (known_head_ != seen) return absl::OkStatus();
     absl::Status waited = ParkUntilNews(ring.producer, SpaceFreed(ring, known_head_),
-                                        ring.consumer_closed, ring.asymmetric_barrier);
+                                        ring.consumer_closed, ring.asymmetric_barrier, deadline);
     TakeHead(ring.read_position);
     return waited;
   }
@@ -765,10 +774,12 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     return Readiness{fd, POLLIN};
   }
 
-  // Blocks until the other side has news (`has_news()`) or closes.
+  // Blocks until the other side has news (`has_news()`) or closes, or
+  // until `deadline` (kDeadlineExceeded).
   template <typename HasNews>
   static absl::Status ParkUntilNews(WaitPoint& point, HasNews has_news,
-                                    const std::atomic<bool>& other_closed, bool asymmetric) {
+                                    const std::atomic<bool>& other_closed, bool asymmetric,
+                                    absl::Time deadline) {
     Parker parker;
     point.parker.store(&parker, std::memory_order_release);
     if (ArmWaiter(point, has_news, other_closed, asymmetric) ||
@@ -776,7 +787,17 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
       // Armed, or a notifier (woken by an event-loop watcher's bit) took
       // the Parker already: its Unpark must be consumed before `parker`
       // goes away.
-      parker.Park();
+      if (parker.ParkUntil(deadline)) return absl::OkStatus();
+      // Timed out. Take the Parker back with the exchange a notifier takes
+      // it with; if a notifier has it already, its Unpark is on the way and
+      // must be consumed before `parker` goes away. The raised flag may
+      // stay: a later notification finds no Parker (a spurious readiness
+      // at most), and the next wait counts as armed by it.
+      if (point.parker.exchange(nullptr, std::memory_order_acq_rel) != &parker) {
+        parker.Park();
+        return absl::OkStatus();
+      }
+      return absl::DeadlineExceededError("channel: deadline exceeded while waiting");
     }
     return absl::OkStatus();
   }
