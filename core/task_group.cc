@@ -6,6 +6,9 @@
 #include <new>
 #include <thread>
 
+#include "absl/status/status.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "core/execution_context.h"
 
 namespace taskrt {
@@ -108,7 +111,13 @@ void FreeJobBlockSlow(JobBlock* block) {
 
 }  // namespace task_group_internal
 
-void TaskGroup::Wait() {
+absl::Status TaskGroup::WaitUntil(absl::Time deadline) {
+  if (WaitUntilImpl(deadline)) return absl::OkStatus();
+  return absl::DeadlineExceededError("TaskGroup::WaitUntil: deadline passed with children running");
+}
+
+bool TaskGroup::WaitUntilImpl(absl::Time deadline) {
+  const bool timed = deadline != absl::InfiniteFuture();
   // Helping rounds that found nothing to do before this worker sleeps until
   // the children running elsewhere finish.
   constexpr int kIdleRoundsBeforeSleep = 64;
@@ -121,8 +130,9 @@ void TaskGroup::Wait() {
     if ((pending & ~kSleeperBit) == 0) {
       // Only this thread sets the bit, and no child is left to read it.
       if (pending != 0) pending_.fetch_and(~kSleeperBit, std::memory_order_relaxed);
-      return;
+      return true;
     }
+    if (timed && deadline <= absl::Now()) return false;
     // RunPendingWork is false off the scheduler's threads.
     if (where != kOutside && scheduler_.RunPendingWork()) {
       idle_rounds = 0;
@@ -149,7 +159,17 @@ void TaskGroup::Wait() {
                                         std::memory_order_acq_rel)) {
       continue;  // changed meanwhile: look again
     }
-    parker.Park();  // the last child unparks; the count is zero now
+    if (!timed) {
+      parker.Park();  // the last child unparks; the count is zero now
+    } else if (!parker.ParkUntil(deadline)) {
+      // Timed out: withdraw the announcement. If children remain when the
+      // bit is cleared, none has counted down to zero under it, and none
+      // will unpark; else the last child saw it, and its Unpark is on the
+      // way, to be consumed before `parker` goes away (Parker's rule).
+      const int64_t before = pending_.fetch_and(~kSleeperBit, std::memory_order_acq_rel);
+      if ((before & ~kSleeperBit) != 0) return false;
+      parker.Park();
+    }
     idle_rounds = 0;
   }
 }

@@ -13,6 +13,12 @@
 //   Outside the scheduler, Wait() blocks the calling thread. Blocking goes
 //   through the current execution context (a Parker): an OS thread sleeps,
 //   a stackful task suspends and lets its scheduler run the children.
+//   WaitUntil(deadline) does the same and gives up at the deadline with
+//   kDeadlineExceeded, the children still running and still counted: a
+//   later Wait() or WaitUntil() (or the destructor) waits for them. A unit
+//   it runs while helping is not interrupted, so it returns late by at most
+//   that unit's run time. A deadline that has passed returns at once: OK
+//   if every child has finished, else kDeadlineExceeded.
 //
 // Thread safety
 //   Spawn() may be called from the group's owner and from its children.
@@ -31,6 +37,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "core/execution_context.h"
 #include "core/scheduler.h"
 
@@ -154,7 +161,10 @@ class TaskGroup {
   }
 
   // Returns once every spawned child has finished.
-  void Wait();
+  void Wait() { WaitUntilImpl(absl::InfiniteFuture()); }
+
+  // As Wait, or kDeadlineExceeded at `deadline`; see "Waiting" above.
+  absl::Status WaitUntil(absl::Time deadline);
 
   Scheduler& scheduler() const { return scheduler_; }
 
@@ -214,6 +224,9 @@ class TaskGroup {
   // root group's waiter; whole fork-join runs were several times slower
   // depending on where groups happened to sit on the stack.)
   static constexpr int64_t kSleeperBit = int64_t{1} << 62;
+
+  // Wait's body: true once every child has finished, false at `deadline`.
+  bool WaitUntilImpl(absl::Time deadline);
 
   void ChildDone() {
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == (kSleeperBit | 1)) {
