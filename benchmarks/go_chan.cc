@@ -1,13 +1,11 @@
 // Go 1.19's buffered channel (Debian's golang-go) as a competitor baseline for
-// our memory channel, in the same run as our backends:
+// our channels, in the same run as our backends:
 //   stream_8B/go_buffered_chan  one goroutine sends the ints 0..N-1 through a
 //                               make(chan int, 1024) to the main goroutine,
 //                               which checks each sequence number, with
 //                               GOMAXPROCS(2): the stream_8B job of
 //                               channels.cc, one iteration = one 8-byte
-//                               message. The target for the memory
-//                               channel is at most half Go's time per message
-//                               (Go: about 56-59 ns here).
+//                               message.
 // The Go side is benchmarks/go/stream_chan.go, built by a genrule into the
 // runfiles; each repetition runs it once as a subprocess with N = the
 // iteration count (after its own short warm-up stream) and reports the time

@@ -60,7 +60,7 @@ struct ChannelOptions {
   // Largest message either end accepts, in bytes.
   size_t max_message_size = size_t{1} << 20;
   // Bytes buffered per direction by backends that buffer in their own
-  // memory (channels/memory); 0 picks the backend's default. Messages larger
+  // memory; 0 picks the backend's default. Messages larger
   // than the buffer still pass, in pieces.
   size_t buffer_bytes = 0;
 };

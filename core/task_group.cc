@@ -129,7 +129,7 @@ void TaskGroup::Wait() {
       continue;
     }
     if (where == kUnknown) {
-      // A stackful task (cooperative scheduler) suspends at once: its
+      // A stackful task suspends at once: its
       // children need this very thread.
       where = !scheduler_.IsCurrentThreadOwned()              ? kOutside
               : CurrentExecutionContext().suspends_task() ? kSuspending
