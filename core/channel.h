@@ -95,6 +95,16 @@ class ChannelEnd {
   virtual Readiness send_readiness() const = 0;
   virtual Readiness receive_readiness() const = 0;
 
+  // For a waiter other than an event loop (Select): the readiness target of
+  // `direction`, which fires as send_readiness()/receive_readiness() do
+  // until ReleaseReadiness(direction). Calls pair up, and may nest. A
+  // backend that signals its readiness fd only while someone waits on it
+  // stops again once no one does; the default hands out the same target.
+  virtual Readiness AcquireReadiness(ChannelDirection direction) {
+    return direction == ChannelDirection::kSend ? send_readiness() : receive_readiness();
+  }
+  virtual void ReleaseReadiness(ChannelDirection) {}
+
   // Blocks, through the current execution context, until a send or receive
   // may make progress again (or the channel closed); the blocking Send()
   // and Receive() call it between attempts. The default waits on the
