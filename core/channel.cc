@@ -16,14 +16,6 @@ const absl::Status& StatusOf(const absl::StatusOr<T>& status_or) {
   return status_or.status();
 }
 
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
 // Runs the non-blocking `attempt`, whose last try returned WouldBlock(),
 // until it stops doing so: first spinning for the execution context's spin
 // budget, then waiting through the end (see ChannelEnd::WaitUntilReady)

@@ -168,14 +168,6 @@ absl::Status WaitForAnyCase(absl::Span<const SelectCase> cases, absl::Time deadl
   return waited;
 }
 
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
 }  // namespace
 
 absl::StatusOr<Selected> Select(absl::Span<const SelectCase> cases, absl::Time deadline) {
