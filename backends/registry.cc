@@ -70,6 +70,15 @@ absl::StatusOr<const Descriptor*> Find(const std::vector<const Descriptor*>& lis
       "unknown ", kind, " \"", name, "\" (known: ", absl::StrJoin(NamesOf(list), ", "), ")"));
 }
 
+template <typename Descriptor>
+auto NewNamed(const std::vector<const Descriptor*>& list, absl::string_view kind,
+              absl::string_view name, const BackendOptions& options)
+    -> decltype(list.front()->create(options)) {
+  absl::StatusOr<const Descriptor*> found = Find(list, kind, name);
+  if (!found.ok()) return found.status();
+  return (*found)->create(options);
+}
+
 bool Has(const SchedulerCapabilities& have, const SchedulerCapabilities& wanted) {
   return (!wanted.single_thread_stackful_tasks || have.single_thread_stackful_tasks) &&
          (!wanted.honours_worker_count || have.honours_worker_count);
@@ -118,21 +127,15 @@ absl::StatusOr<std::unique_ptr<Scheduler>> NewSchedulerWith(const SchedulerCapab
 }
 
 absl::StatusOr<std::unique_ptr<Scheduler>> NewSchedulerNamed(absl::string_view name, int workers) {
-  absl::StatusOr<const SchedulerDescriptor*> found = FindScheduler(name);
-  if (!found.ok()) return found.status();
-  return (*found)->create(BackendOptions{.workers = workers});
+  return NewNamed(Schedulers(), "scheduler", name, BackendOptions{.workers = workers});
 }
 
 absl::StatusOr<std::unique_ptr<ChannelFactory>> NewChannelFactoryNamed(absl::string_view name) {
-  absl::StatusOr<const ChannelDescriptor*> found = FindChannel(name);
-  if (!found.ok()) return found.status();
-  return (*found)->create(BackendOptions{});
+  return NewNamed(Channels(), "channel", name, BackendOptions{});
 }
 
 absl::StatusOr<std::unique_ptr<EventLoop>> NewLoopNamed(absl::string_view name) {
-  absl::StatusOr<const EventLoopDescriptor*> found = FindLoop(name);
-  if (!found.ok()) return found.status();
-  return (*found)->create(BackendOptions{});
+  return NewNamed(EventLoops(), "loop", name, BackendOptions{});
 }
 
 std::string Combination::name() const {
@@ -161,17 +164,28 @@ std::string BackendUsage() {
 
 absl::StatusOr<Backends> NewBackends(absl::string_view scheduler, absl::string_view channel,
                                      absl::string_view loop, int workers) {
-  Backends backends;
-  absl::StatusOr<std::unique_ptr<Scheduler>> made_scheduler = NewSchedulerNamed(scheduler, workers);
+  absl::StatusOr<const SchedulerDescriptor*> scheduler_descriptor = FindScheduler(scheduler);
+  if (!scheduler_descriptor.ok()) return scheduler_descriptor.status();
+  absl::StatusOr<const ChannelDescriptor*> channel_descriptor = FindChannel(channel);
+  if (!channel_descriptor.ok()) return channel_descriptor.status();
+  absl::StatusOr<const EventLoopDescriptor*> loop_descriptor = FindLoop(loop);
+  if (!loop_descriptor.ok()) return loop_descriptor.status();
+  const Combination combination{*scheduler_descriptor, *channel_descriptor, *loop_descriptor};
+
+  absl::StatusOr<std::unique_ptr<Scheduler>> made_scheduler =
+      combination.scheduler->create(BackendOptions{.workers = workers});
   if (!made_scheduler.ok()) return made_scheduler.status();
-  absl::StatusOr<std::unique_ptr<ChannelFactory>> made_channels = NewChannelFactoryNamed(channel);
+  absl::StatusOr<std::unique_ptr<ChannelFactory>> made_channels =
+      combination.channel->create(BackendOptions{});
   if (!made_channels.ok()) return made_channels.status();
-  absl::StatusOr<std::unique_ptr<EventLoop>> made_loop = NewLoopNamed(loop);
+  absl::StatusOr<std::unique_ptr<EventLoop>> made_loop = combination.loop->create(BackendOptions{});
   if (!made_loop.ok()) return made_loop.status();
+
+  Backends backends;
   backends.scheduler = *std::move(made_scheduler);
   backends.channels = *std::move(made_channels);
   backends.loop = *std::move(made_loop);
-  backends.name = absl::StrCat(scheduler, "_", channel, "_", loop);
+  backends.name = combination.name();
   return backends;
 }
 

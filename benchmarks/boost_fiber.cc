@@ -1,5 +1,5 @@
 // Boost.Fiber 1.74 (Debian's libboost-fiber-dev) as a competitor baseline for
-// our cooperative scheduling, with its default round-robin scheduler and
+// our scheduler with stackful tasks, with its default round-robin scheduler and
 // default 128 KiB fixedsize (malloc'd) stacks:
 //   yield_switch            two fibers on the benchmark thread, both calling
 //                           boost::this_fiber::yield(); one iteration = one
@@ -12,7 +12,7 @@
 //   same_thread_ping_pong   one round trip between two fibers on the
 //                           benchmark thread over two unbuffered_channel<int>,
 //                           both fibers running the same relay loop (as
-//                           cooperative.cc's tasks do)
+//                           our stackful tasks do)
 //   cross_thread_ping_pong  one round trip between the benchmark thread and
 //                           a std::thread (each in its thread's main fiber)
 //                           over two buffered_channel<int> of capacity 2;
@@ -62,7 +62,7 @@ void SpawnJoin(benchmark::State& state) {
 }
 
 // One side of a ping-pong, the same loop for both fibers (the echoing one
-// after a first pop), as in cooperative.cc.
+// after a first pop), as our stackful tasks do.
 [[gnu::noinline]] bool Relay(boost::fibers::unbuffered_channel<int>& out,
                              boost::fibers::unbuffered_channel<int>& in, int& value,
                              int64_t trips) {

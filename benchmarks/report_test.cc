@@ -30,14 +30,14 @@ size_t Count(const std::string& text, const std::string& needle) {
 
 TEST(SummariseTest, TakesTheMedianOfRepetitionsAndOfCounters) {
   const std::vector<Table> tables = Summarise({
-      M("ping/memory", 30, {{"p99_ns", 100}}),
-      M("ping/memory", 10, {{"p99_ns", 300}}),
-      M("ping/memory", 20, {{"p99_ns", 200}}),
+      M("ping/in_process", 30, {{"p99_ns", 100}}),
+      M("ping/in_process", 10, {{"p99_ns", 300}}),
+      M("ping/in_process", 20, {{"p99_ns", 200}}),
   });
   ASSERT_EQ(tables.size(), 1u);
   EXPECT_EQ(tables[0].job, "ping");
   ASSERT_EQ(tables[0].rows.size(), 1u);
-  EXPECT_EQ(tables[0].rows[0].backend, "memory");
+  EXPECT_EQ(tables[0].rows[0].backend, "in_process");
   EXPECT_EQ(tables[0].rows[0].repetitions, 3);
   EXPECT_DOUBLE_EQ(tables[0].rows[0].median_ns, 20);
   EXPECT_DOUBLE_EQ(tables[0].rows[0].counters.at("p99_ns"), 200);

@@ -1,10 +1,13 @@
-// SPL's task module (spl/spl_task.h) on the cooperative scheduler, beside
-// Boost.Fiber's same-thread channel ping-pong (boost_fiber.cc):
+// SPL's task module (spl/spl_task.h) on the registry's scheduler with
+// stackful tasks, beside Boost.Fiber's same-thread channel ping-pong
+// (boost_fiber.cc):
 //   spl_co_call   one task_co_call / task_co_return round trip between two
 //                 tasks; compare with same_thread_ping_pong's rows
 //   spl_switch    one task_switch there and one back (two switches)
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "backends/registry.h"
 #include "benchmark/benchmark.h"
@@ -23,7 +26,8 @@ using spl::Value;
 // `partner_loop`; both in a fresh runtime.
 template <typename Partner, typename Measure>
 void RunPair(benchmark::State& state, Partner partner_loop, Measure measure) {
-  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = NewSchedulerWith({.single_thread_stackful_tasks = true});
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
+      NewSchedulerWith({.single_thread_stackful_tasks = true});
   if (!scheduler.ok()) {
     state.SkipWithError(scheduler.status().ToString().c_str());
     return;
@@ -92,7 +96,10 @@ void Register() {
   bench::AddJob("same_thread_ping_pong/spl_co_call", CoCallRoundTrip)
       ->UseRealTime()
       ->Iterations(bench::Iterations(100000));
-  bench::AddJob("spl_switch/cooperative", SwitchThereAndBack)
+  const std::vector<const SchedulerDescriptor*> stackful =
+      SchedulersWith({.single_thread_stackful_tasks = true});
+  const std::string row = stackful.empty() ? "none_registered" : std::string(stackful[0]->name);
+  bench::AddJob("spl_switch/" + row, SwitchThereAndBack)
       ->UseRealTime()
       ->Iterations(bench::Iterations(100000));
 }

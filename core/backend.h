@@ -39,7 +39,7 @@ template <typename Interface, typename Capabilities = NoCapabilities>
 struct BackendDescriptor {
   using Factory = absl::StatusOr<std::unique_ptr<Interface>> (*)(const BackendOptions&);
 
-  absl::string_view name;     // the flag value, e.g. "thread_pool"
+  absl::string_view name;     // the flag value: --scheduler=<name> and so on
   absl::string_view summary;  // one line, for usage texts
   // The kernel must allow io_uring: where it does not, the factory returns
   // kUnavailable and tests skip with its reason.

@@ -18,14 +18,6 @@ const absl::Status& StatusOf(const absl::StatusOr<T>& status_or) {
   return status_or.status();
 }
 
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
 absl::Status DeadlineError(ChannelDirection direction) {
   return absl::DeadlineExceededError(
       direction == ChannelDirection::kSend

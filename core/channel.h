@@ -68,7 +68,7 @@ struct ChannelOptions {
   // Largest message either end accepts, in bytes.
   size_t max_message_size = size_t{1} << 20;
   // Bytes buffered per direction by backends that buffer in their own
-  // memory (channels/memory); 0 picks the backend's default. Messages larger
+  // memory; 0 picks the backend's default. Messages larger
   // than the buffer still pass, in pieces.
   size_t buffer_bytes = 0;
 };
@@ -102,6 +102,16 @@ class ChannelEnd {
   // possible. The fd stays valid until the end is destroyed.
   virtual Readiness send_readiness() const = 0;
   virtual Readiness receive_readiness() const = 0;
+
+  // For a waiter other than an event loop (Select): the readiness target of
+  // `direction`, which fires as send_readiness()/receive_readiness() do
+  // until ReleaseReadiness(direction). Calls pair up, and may nest. A
+  // backend that signals its readiness fd only while someone waits on it
+  // stops again once no one does; the default hands out the same target.
+  virtual Readiness AcquireReadiness(ChannelDirection direction) {
+    return direction == ChannelDirection::kSend ? send_readiness() : receive_readiness();
+  }
+  virtual void ReleaseReadiness(ChannelDirection) {}
 
   // Blocks, through the current execution context, until a send or receive
   // may make progress again (or the channel closed), or until `deadline`

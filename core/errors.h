@@ -38,7 +38,7 @@ inline bool IsWouldBlock(const absl::Status& status) {
 }
 
 // Translates an errno value into a Status whose message names the operation,
-// e.g. ErrnoError("socketpair", EMFILE) -> "socketpair: Too many open files".
+// e.g. ErrnoError("eventfd", EMFILE) -> "eventfd: Too many open files".
 absl::Status ErrnoError(absl::string_view operation, int error_number);
 
 }  // namespace taskrt

@@ -60,8 +60,8 @@ class OsThreadContext final : public ExecutionContext {
     }
     return absl::OkStatus();
   }
-  // Measured with benchmarks/compare's round_trip job: a spin about as
-  // long as one wake-up on these machines catches most replies.
+  // A spin about as long as one wake-up catches most replies of a round
+  // trip (benchmarks/compare's round_trip job).
   std::chrono::nanoseconds spin_before_wait() const override {
     return std::chrono::microseconds(50);
   }

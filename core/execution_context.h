@@ -243,6 +243,16 @@ class ExecutionContext {
   }
 };
 
+// One pause of a spin loop (spin_before_wait): tells the CPU the loop
+// waits on memory, so a sibling hyperthread gets the core meanwhile.
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 // Yields the current execution context: CurrentExecutionContext().Yield().
 void Yield();
 

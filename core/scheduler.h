@@ -98,8 +98,8 @@ class Scheduler {
   // How many units can run at once (the number of worker threads).
   virtual size_t concurrency() const = 0;
 
-  // Backend name and configuration, e.g. "thread_pool(4)", for people to
-  // read: choose by capabilities(), never by parsing this.
+  // Backend name and configuration, "<descriptor name>(<workers>)" say, for
+  // people to read: choose by capabilities(), never by parsing this.
   virtual std::string name() const = 0;
 
   virtual SchedulerCapabilities capabilities() const = 0;

@@ -139,7 +139,7 @@ bool TaskGroup::WaitUntilImpl(absl::Time deadline) {
       continue;
     }
     if (where == kUnknown) {
-      // A stackful task (cooperative scheduler) suspends at once: its
+      // A stackful task suspends at once: its
       // children need this very thread.
       where = !scheduler_.IsCurrentThreadOwned()              ? kOutside
               : CurrentExecutionContext().suspends_task() ? kSuspending

@@ -30,8 +30,8 @@ struct ErrorSlot {
 
 // The running entry, as the facade knows it: kept under the facade's own
 // key in the execution context's task-local storage, so it is per stackful
-// task on the cooperative scheduler (whose entries share one thread) and
-// per thread elsewhere. An entry's calls on its own task go through its
+// task on a scheduler whose entries share one thread, and per thread
+// elsewhere. An entry's calls on its own task go through its
 // TaskContext, never through the task's record: the owner may destroy the
 // task while the entry still runs.
 struct EntryRecord {

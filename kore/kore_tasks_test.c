@@ -117,17 +117,22 @@ pump_until_finished(struct kore_task *t)
 			break;
 }
 
+/* argv: the scheduler, channel and loop to run on (see kore/BUILD). */
 int
-main(void)
+main(int argc, char **argv)
 {
 	struct kore_task task, other;
 
+	if (argc != 4) {
+		fprintf(stderr, "usage: %s SCHEDULER CHANNEL LOOP\n", argv[0]);
+		return 2;
+	}
 	/* Bad backend names and zero workers are refused, not fatal. */
-	CHECK(kore_task_runtime_init("no_such", "socketpair", "epoll", 2) == -1);
+	CHECK(kore_task_runtime_init("no_such", argv[2], argv[3], 2) == -1);
 	CHECK(kore_task_last_error() != NULL);
-	CHECK(kore_task_runtime_init("thread_pool", "socketpair", "epoll", 0) == -1);
-	CHECK(kore_task_runtime_init("thread_pool", "socketpair", "epoll", 2) == 0);
-	printf("[ backend  ] scheduler=thread_pool(2) channel=socketpair loop=epoll\n");
+	CHECK(kore_task_runtime_init(argv[1], argv[2], argv[3], 0) == -1);
+	CHECK(kore_task_runtime_init(argv[1], argv[2], argv[3], 2) == 0);
+	printf("[ backend  ] scheduler=%s(2) channel=%s loop=%s\n", argv[1], argv[2], argv[3]);
 
 	memset(&task, 0, sizeof(task));
 	kore_task_create(&task, echo_entry);

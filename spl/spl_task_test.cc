@@ -9,8 +9,10 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "backends/registry.h"
 #include "core/scheduler.h"
 #include "gtest/gtest.h"
 
@@ -50,7 +52,11 @@ TEST(SplRuntimeCreate, RefusesASchedulerOfManyThreads) {
 }
 
 TEST(SplRuntimeCreate, AsksTheCapabilityNotTheName) {
-  FakeScheduler misnamed("cooperative", {});
+  // Called as the registered scheduler that has the capability is called.
+  const std::vector<const SchedulerDescriptor*> stackful =
+      SchedulersWith({.single_thread_stackful_tasks = true});
+  ASSERT_FALSE(stackful.empty()) << "no registered scheduler has stackful tasks";
+  FakeScheduler misnamed(std::string(stackful[0]->name), {});
   EXPECT_EQ(Runtime::Create(misnamed).status().code(), absl::StatusCode::kInvalidArgument)
       << "a scheduler without the capability is refused whatever its name";
 

@@ -1,5 +1,5 @@
 // Go's buffered channel on the stream_8B job, as a competitor baseline for
-// our memory channel (benchmarks/go_chan.cc runs this program and reports
+// our channels (benchmarks/go_chan.cc runs this program and reports
 // its figure as stream_8B/go_buffered_chan).
 //
 //	stream_chan N

@@ -96,8 +96,8 @@ void AppendFrame(Bytes& wire, absl::Span<const char> message, size_t skip = 0) {
 // The connected pair of sockets under a new channel of `options`: AF_UNIX
 // stream sockets, non-blocking and close-on-exec, both owned by the caller.
 // kInvalidArgument when options.max_message_size does not fit the header;
-// the system's error otherwise. Messages name `channel` ("socketpair
-// channel").
+// the system's error otherwise. Messages start with `channel`, the
+// backend's label.
 absl::StatusOr<std::array<int, 2>> NewStreamSocketPair(absl::string_view channel,
                                                        const ChannelOptions& options);
 

@@ -223,10 +223,15 @@ class LazyEventFd {
 // it raised, takes it down with an exchange. Whoever takes the flag down
 // delivers the news, so the publisher pays no atomic read-modify-write per
 // message, only when someone waits.
+constexpr uint32_t kLoopWatcher = 1;
+constexpr uint32_t kSelectWatcher = 2;
+
 struct WaitPoint {
   std::atomic<bool> waiting{false};
   std::atomic<Parker*> parker{nullptr};  // a blocked Send or Receive
-  std::atomic<bool> watched{false};      // an event loop has the eventfd
+  // Who waits on the eventfd: kLoopWatcher once an event loop has it (for
+  // good), plus kSelectWatcher for each Select() holding it for a while.
+  std::atomic<uint32_t> watched{0};
   LazyEventFd event;
 
   // The publisher's check, after its publishing store and LightBarrier.
@@ -518,6 +523,24 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
                  ring.asymmetric_barrier);
   }
 
+  // A Select() signals through the eventfd only while it holds it, so the
+  // same-thread exchanges that follow pay no system call.
+  Readiness AcquireReadiness(ChannelDirection direction) override {
+    if (direction == ChannelDirection::kSend) {
+      Ring& ring = *out_;
+      return Watch(ring.producer, SpaceFreed(ring, known_head_), ring.consumer_closed,
+                   ring.asymmetric_barrier, /*for_select=*/true);
+    }
+    Ring& ring = *in_;
+    return Watch(ring.consumer, RecordArrived(ring, read_position_), ring.producer_closed,
+                 ring.asymmetric_barrier, /*for_select=*/true);
+  }
+  void ReleaseReadiness(ChannelDirection direction) override {
+    WaitPoint& point =
+        direction == ChannelDirection::kSend ? out_->producer : in_->consumer;
+    point.watched.fetch_sub(kSelectWatcher, kSeqCst);
+  }
+
   // A large message is held whole until its first piece is in the ring.
   bool TryTakeBackUnsent() override {
     if (pending_.empty() || pending_offset_ != 0) return false;
@@ -766,10 +789,14 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   // there is news already (from before the watch), signals it at once.
   template <typename HasNews>
   static Readiness Watch(WaitPoint& point, HasNews has_news, const std::atomic<bool>& other_closed,
-                         bool asymmetric) {
+                         bool asymmetric, bool for_select = false) {
     const int fd = point.event.Get();
     if (fd < 0) return Readiness{-1, POLLIN};  // Watch() then reports a bad fd
-    point.watched.store(true, kSeqCst);
+    if (for_select) {
+      point.watched.fetch_add(kSelectWatcher, kSeqCst);
+    } else {
+      point.watched.fetch_or(kLoopWatcher, kSeqCst);
+    }
     if (!ArmWaiter(point, has_news, other_closed, asymmetric)) point.event.Signal();
     return Readiness{fd, POLLIN};
   }

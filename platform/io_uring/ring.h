@@ -52,8 +52,8 @@ std::string ErrnoText(int error_number);
 bool IsRefusal(int error_number);
 
 // kUnavailable "io_uring: <operation> refused: <text>" for a refusal; else
-// ErrnoError("<user>: <operation>", error_number). `user` names the caller,
-// e.g. "io_uring channel".
+// ErrnoError("<user>: <operation>", error_number). `user` names the caller
+// (the backend's label).
 absl::Status RefusedOrError(absl::string_view user, absl::string_view operation,
                             int error_number);
 

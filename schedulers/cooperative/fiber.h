@@ -24,7 +24,12 @@
 // Rules
 //   - The start function must never return: a fiber ends by switching away
 //     with SwitchForLast(). Returning terminates the process (a bug in the
-//     runtime, not something user input can cause).
+//     runtime, not something user input can cause). So does resuming a
+//     finished fiber.
+//   - kUcontext's getcontext and swapcontext fail only when their
+//     sigprocmask does, on arguments this file builds itself; a switch
+//     that failed halfway leaves no context to continue in, so the process
+//     ends with the error printed. No argument of a caller reaches them.
 //   - A context is switched to only on the thread that switched away from
 //     it, and a thread context only on its own thread.
 //   - A stack overflow hits the stack's guard page (SIGSEGV).

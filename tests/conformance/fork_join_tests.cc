@@ -1,5 +1,5 @@
 // Conformance group: fork-join (core/task_group.h) and the scheduling
-// behaviour the work-stealing backend introduced (stealing, waking parked
+// behaviour that work stealing brings (stealing, waking parked
 // workers, fairness). Runs on every scheduler.
 
 #include <atomic>
@@ -29,7 +29,7 @@ int ForkingFib(Scheduler& scheduler, int n) {
 
 // Recursion depth 20 is ~22k tasks. ThreadSanitizer makes each live stackful
 // task a thread of its own (__tsan_create_fiber), at about 10 ms apiece, and
-// the cooperative scheduler holds ~6,800 alive at once at depth 20: that is
+// a scheduler with stackful tasks holds ~6,800 alive at once at depth 20: that is
 // over a minute of the sanitizer's own work. Depth 16 (~3,200 tasks) checks
 // the same recursion there.
 #ifdef TASKRT_TSAN

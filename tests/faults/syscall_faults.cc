@@ -220,7 +220,7 @@ extern "C" ssize_t send(int fd, const void* buffer, size_t length, int flags) {
 // which it may never do. With it the task group's final callbacks stopped
 // draining early and "lost" messages; the channel cannot tell it apart from
 // a real one. A made-up EAGAIN on a send is harmless: every send waiter
-// here (poll, the cooperative scheduler's one-shot epoll) is level-triggered.
+// here (poll, a scheduler's one-shot epoll) is level-triggered.
 extern "C" ssize_t recv(int fd, void* buffer, size_t length, int flags) {
   static const auto real = Real<RecvFunction>("recv");
   if ((flags & MSG_DONTWAIT) == 0) return real(fd, buffer, length, flags);

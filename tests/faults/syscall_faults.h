@@ -3,7 +3,7 @@
 
 // A syscall shim for tests: linked into a test binary (alwayslink), it
 // defines sendmsg(), send() and recv(), so they interpose libc's, and makes
-// the non-blocking calls (flags with MSG_DONTWAIT: the socketpair channel's)
+// the non-blocking calls (flags with MSG_DONTWAIT: a socket channel's)
 // fail now and then the ways the kernel may: EINTR, a short write or read,
 // and EAGAIN on sends (not on recv: see syscall_faults.cc). Every other
 // call passes straight through.

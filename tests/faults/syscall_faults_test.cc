@@ -54,7 +54,7 @@ TEST(SyscallFaults, CallsWithoutDontwaitPassThrough) {
 }
 
 // Moves a byte stream through a non-blocking pair on one thread, retrying as
-// the socketpair channel does (EINTR: again; EAGAIN: later; short: the rest
+// a socket channel does (EINTR: again; EAGAIN: later; short: the rest
 // later), through sendmsg with two iovecs, send and recv.
 TEST(SyscallFaults, InjectsEveryKindAndARetryingCallerLosesNothing) {
   SocketPair pair(SOCK_STREAM | SOCK_NONBLOCK);

@@ -119,7 +119,7 @@ class KoreRun {
     const uint8_t garbage = in_.Byte();
     for (Slot& slot : slots_) std::memset(&slot.task, garbage, sizeof slot.task);
     // One worker per task, so every running entry has a thread and a due
-    // read always completes (the cooperative scheduler suspends blocked
+    // read always completes (a scheduler with stackful tasks suspends blocked
     // entries instead).
     if (kore_task_runtime_init(backends.scheduler.c_str(), backends.channel.c_str(),
                                backends.loop.c_str(), kTasks) != 0) {

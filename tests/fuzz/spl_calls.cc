@@ -199,8 +199,9 @@ class SplRun {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace taskrt;
-  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = NewSchedulerWith({.single_thread_stackful_tasks = true});
-  FUZZ_CHECK(scheduler.ok(), "cooperative scheduler: %s", scheduler.status().ToString().c_str());
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
+      NewSchedulerWith({.single_thread_stackful_tasks = true});
+  FUZZ_CHECK(scheduler.ok(), "stackful scheduler: %s", scheduler.status().ToString().c_str());
   absl::StatusOr<std::unique_ptr<spl::Runtime>> runtime = spl::Runtime::Create(**scheduler);
   FUZZ_CHECK(runtime.ok(), "runtime: %s", runtime.status().ToString().c_str());
   fuzz::FuzzInput in(data, size);

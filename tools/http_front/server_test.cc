@@ -641,8 +641,8 @@ TEST_P(HttpFront, AtTheConnectionCapTheOldestIdleConnectionMakesRoom) {
   ASSERT_TRUE(busy.Send(Get("/primes?below=2000000000&stream=1")));
   Response started;
   ASSERT_TRUE(busy.ReadHead(started));
-  // A third: the idle one goes. (A request with no task: on the cooperative
-  // scheduler a job would wait for the busy one.)
+  // A third: the idle one goes. (A request with no task: on a scheduler
+  // with one thread a job would wait for the busy one.)
   Client third(port());
   ASSERT_TRUE(third.Send(Get("/")));
   EXPECT_EQ(third.ReadResponse().status, 200);
