@@ -41,7 +41,7 @@ class SelectRunner {
       // Accepted whole: the case is chosen, and the message leaves the end
       // before Select() returns, as with Send().
       sent = c.end_->TryFlush();
-      if (IsWouldBlock(sent)) sent = channel_internal::SendSlow(*c.end_, c.message_, true);
+      if (IsWouldBlock(sent)) sent = channel_internal::SendSlow(*c.end_, c.message_, true, absl::InfiniteFuture());
     }
     out.index = index;
     out.status = std::move(sent);
