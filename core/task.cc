@@ -39,6 +39,14 @@ absl::StatusOr<size_t> TaskContext::Read(absl::Span<char> out) {
   return Receive(*shared_->channel.task_end, out);
 }
 
+absl::Status TaskContext::WriteUntil(absl::Span<const char> message, absl::Time deadline) {
+  return SendUntil(*shared_->channel.task_end, message, deadline);
+}
+
+absl::StatusOr<size_t> TaskContext::ReadUntil(absl::Span<char> out, absl::Time deadline) {
+  return ReceiveUntil(*shared_->channel.task_end, out, deadline);
+}
+
 bool TaskContext::cancel_requested() const {
   return shared_->cancel.load(std::memory_order_acquire);
 }
@@ -219,6 +227,20 @@ absl::Status Task::Write(absl::Span<const char> message) {
 absl::StatusOr<size_t> Task::Read(absl::Span<char> out) {
   if (owner_end() == nullptr) return absl::FailedPreconditionError("Task::Read: the task has not been run");
   return NoteReceive(Receive(*owner_end(), out));
+}
+
+absl::Status Task::WriteUntil(absl::Span<const char> message, absl::Time deadline) {
+  if (owner_end() == nullptr) {
+    return absl::FailedPreconditionError("Task::WriteUntil: the task has not been run");
+  }
+  return SendUntil(*owner_end(), message, deadline);
+}
+
+absl::StatusOr<size_t> Task::ReadUntil(absl::Span<char> out, absl::Time deadline) {
+  if (owner_end() == nullptr) {
+    return absl::FailedPreconditionError("Task::ReadUntil: the task has not been run");
+  }
+  return NoteReceive(ReceiveUntil(*owner_end(), out, deadline));
 }
 
 absl::StatusOr<size_t> Task::TryRead(absl::Span<char> out) {

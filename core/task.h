@@ -59,6 +59,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "core/channel.h"
 #include "core/event_loop.h"
@@ -97,6 +98,10 @@ class TaskContext {
   absl::Status Write(absl::Span<const char> message);
   // Receives one message from the owner; blocks until one arrives.
   absl::StatusOr<size_t> Read(absl::Span<char> out);
+  // As Write and Read, giving up at `deadline` with kDeadlineExceeded and
+  // leaving the channel as it was (core/channel.h: SendUntil, ReceiveUntil).
+  absl::Status WriteUntil(absl::Span<const char> message, absl::Time deadline);
+  absl::StatusOr<size_t> ReadUntil(absl::Span<char> out, absl::Time deadline);
   // True once the owner asked the task to stop (RequestCancel or destroy).
   bool cancel_requested() const;
 
@@ -143,6 +148,10 @@ class Task {
   // As Read, but returns WouldBlock() instead of waiting: for callbacks that
   // drain what has arrived without stalling the loop.
   absl::StatusOr<size_t> TryRead(absl::Span<char> out);
+  // As Write and Read, giving up at `deadline` with kDeadlineExceeded and
+  // leaving the channel as it was (core/channel.h: SendUntil, ReceiveUntil).
+  absl::Status WriteUntil(absl::Span<const char> message, absl::Time deadline);
+  absl::StatusOr<size_t> ReadUntil(absl::Span<char> out, absl::Time deadline);
 
   void RequestCancel();
   bool cancel_requested() const;

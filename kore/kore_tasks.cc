@@ -287,39 +287,60 @@ int kore_task_finished(struct kore_task* t) {
   return *finished ? 1 : 0;
 }
 
-void kore_task_channel_write(struct kore_task* t, void* data, u_int32_t length) {
-  if (data == nullptr && length > 0) {
-    Failed(absl::InvalidArgumentError("kore_task_channel_write: data is NULL"));
-    return;
+namespace {
+
+// The deadline of a *_timeout call: -1 is none, 0 is now.
+absl::StatusOr<absl::Time> DeadlineAfter(int timeout_ms, const char* call) {
+  if (timeout_ms < -1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(call, ": timeout_ms must be -1 (no limit) or >= 0, not ", timeout_ms));
   }
-  absl::Span<const char> message(static_cast<const char*>(data), length);
-  if (taskrt::TaskContext* context = OwnEntryContext(t)) {
-    absl::Status status = context->Write(message);
-    status.ok() ? Succeeded() : Failed(status);
-    return;
-  }
-  // Another task's owner side: the owner's alone.
-  if (RefuseInsideEntry("kore_task_channel_write")) return;
-  KoreTask* kore = Get(t, "kore_task_channel_write");
-  if (kore == nullptr) return;
-  absl::Status status = kore->task->Write(message);
-  status.ok() ? Succeeded() : Failed(status);
+  if (timeout_ms == -1) return absl::InfiniteFuture();
+  return absl::Now() + absl::Milliseconds(timeout_ms);
 }
 
-u_int32_t kore_task_channel_read(struct kore_task* t, void* out, u_int32_t length) {
+// Sets the last error itself on every path; returns 0, or -1 on an error.
+int ChannelWrite(struct kore_task* t, void* data, u_int32_t length, absl::Time deadline,
+                 const char* call) {
+  if (data == nullptr && length > 0) {
+    Failed(absl::InvalidArgumentError(absl::StrCat(call, ": data is NULL")));
+    return -1;
+  }
+  absl::Span<const char> message(static_cast<const char*>(data), length);
+  absl::Status status;
+  if (taskrt::TaskContext* context = OwnEntryContext(t)) {
+    status = context->WriteUntil(message, deadline);
+  } else {
+    // Another task's owner side: the owner's alone.
+    if (RefuseInsideEntry(call)) return -1;
+    KoreTask* kore = Get(t, call);
+    if (kore == nullptr) return -1;
+    status = kore->task->WriteUntil(message, deadline);
+  }
+  if (!status.ok()) {
+    Failed(status);
+    return -1;
+  }
+  Succeeded();
+  return 0;
+}
+
+// Sets the last error itself on every path; returns the length read.
+u_int32_t ChannelRead(struct kore_task* t, void* out, u_int32_t length, absl::Time deadline,
+                      const char* call) {
   if (out == nullptr && length > 0) {
-    Failed(absl::InvalidArgumentError("kore_task_channel_read: out is NULL"));
+    Failed(absl::InvalidArgumentError(absl::StrCat(call, ": out is NULL")));
     return 0;
   }
   absl::Span<char> buffer(static_cast<char*>(out), length);
   absl::StatusOr<size_t> got;
   if (taskrt::TaskContext* context = OwnEntryContext(t)) {
-    got = context->Read(buffer);
+    got = context->ReadUntil(buffer, deadline);
   } else {
-    if (RefuseInsideEntry("kore_task_channel_read")) return 0;
-    KoreTask* kore = Get(t, "kore_task_channel_read");
+    if (RefuseInsideEntry(call)) return 0;
+    KoreTask* kore = Get(t, call);
     if (kore == nullptr) return 0;
-    got = kore->task->Read(buffer);
+    got = kore->task->ReadUntil(buffer, deadline);
   }
   if (!got.ok()) {
     Failed(got.status());
@@ -327,6 +348,36 @@ u_int32_t kore_task_channel_read(struct kore_task* t, void* out, u_int32_t lengt
   }
   Succeeded();
   return static_cast<u_int32_t>(*got);
+}
+
+}  // namespace
+
+void kore_task_channel_write(struct kore_task* t, void* data, u_int32_t length) {
+  (void)ChannelWrite(t, data, length, absl::InfiniteFuture(), "kore_task_channel_write");
+}
+
+u_int32_t kore_task_channel_read(struct kore_task* t, void* out, u_int32_t length) {
+  return ChannelRead(t, out, length, absl::InfiniteFuture(), "kore_task_channel_read");
+}
+
+int kore_task_channel_write_timeout(struct kore_task* t, void* data, u_int32_t length,
+                                    int timeout_ms) {
+  absl::StatusOr<absl::Time> deadline = DeadlineAfter(timeout_ms, "kore_task_channel_write_timeout");
+  if (!deadline.ok()) {
+    Failed(deadline.status());
+    return -1;
+  }
+  return ChannelWrite(t, data, length, *deadline, "kore_task_channel_write_timeout");
+}
+
+u_int32_t kore_task_channel_read_timeout(struct kore_task* t, void* out, u_int32_t length,
+                                         int timeout_ms) {
+  absl::StatusOr<absl::Time> deadline = DeadlineAfter(timeout_ms, "kore_task_channel_read_timeout");
+  if (!deadline.ok()) {
+    Failed(deadline.status());
+    return 0;
+  }
+  return ChannelRead(t, out, length, *deadline, "kore_task_channel_read_timeout");
 }
 
 int kore_task_state(struct kore_task* t) {

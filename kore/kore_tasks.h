@@ -25,7 +25,8 @@
  *
  * Additions: choosing the backends (kore_task_runtime_init), pumping the
  * owner's loop from C (kore_task_loop_run_once), kore_task_state,
- * kore_task_result, and the request-resume hook for bind_request.
+ * kore_task_result, the request-resume hook for bind_request, and
+ * channel reads and writes with a timeout.
  *
  * Threads: the owner's calls (create, run, bind, destroy, the owner side of
  * the channel, the loop pump, runtime init and shutdown) come from one
@@ -84,6 +85,19 @@ int kore_task_state(struct kore_task *t);
 int kore_task_result(struct kore_task *t);
 /* 1 once the owner asked the task to stop (destroy); for the task's entry. */
 int kore_task_cancel_requested(struct kore_task *t);
+
+/*
+ * As kore_task_channel_write and kore_task_channel_read, giving up after
+ * timeout_ms milliseconds (-1: no limit; 0: only what can be done at once).
+ * A timed-out call sent or took nothing: the channel is as it was, and the
+ * message read later arrives whole. Write returns 0, or -1; read returns
+ * the message's length, or 0 with kore_task_last_error() set (a timeout
+ * says "deadline"). From the entry for its own task, or from the owner.
+ */
+int kore_task_channel_write_timeout(struct kore_task *t, void *data, u_int32_t length,
+				    int timeout_ms);
+u_int32_t kore_task_channel_read_timeout(struct kore_task *t, void *out, u_int32_t length,
+					 int timeout_ms);
 
 /*
  * Chooses the backends by the names of the backend registry

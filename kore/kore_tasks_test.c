@@ -100,6 +100,36 @@ meddling_entry(struct kore_task *t)
 	return refused;
 }
 
+/* Timed reads and writes: a timed-out read takes nothing, so the owner's
+ * message still arrives whole; a bad timeout is refused. */
+static int
+timed_out(u_int32_t len)
+{
+	const char *err = kore_task_last_error();
+	return len == 0 && err != NULL && strstr(err, "DEADLINE_EXCEEDED") != NULL;
+}
+
+static int
+patient_entry(struct kore_task *t)
+{
+	char buf[32];
+	u_int32_t len;
+
+	if (!timed_out(kore_task_channel_read_timeout(t, buf, sizeof(buf), 0)))
+		return 1;
+	if (!timed_out(kore_task_channel_read_timeout(t, buf, sizeof(buf), 5)))
+		return 2;
+	if (kore_task_channel_write_timeout(t, "waited", 6, -1) != 0)
+		return 3;
+	len = kore_task_channel_read_timeout(t, buf, sizeof(buf), -1);
+	if (kore_task_last_error() != NULL || len != 7 || memcmp(buf, "arrived", 7) != 0)
+		return 4;
+	if (kore_task_channel_read_timeout(t, buf, sizeof(buf), -2) != 0 ||
+	    kore_task_last_error() == NULL)
+		return 5;
+	return 7;
+}
+
 static int request_resumes = 0;
 static void
 resume_request(struct http_request *req)
@@ -192,6 +222,23 @@ main(int argc, char **argv)
 	}
 	kore_task_destroy(&task);
 	CHECK(kore_task_last_error() == NULL);
+
+	memset(&task, 0, sizeof(task));
+	kore_task_create(&task, patient_entry);
+	kore_task_run(&task);
+	{
+		char msg[16];
+		u_int32_t len = kore_task_channel_read_timeout(&task, msg, sizeof(msg), -1);
+		CHECK(kore_task_last_error() == NULL && len == 6 && memcmp(msg, "waited", 6) == 0);
+		/* The entry now waits for us: nothing to read on this side. */
+		CHECK(timed_out(kore_task_channel_read_timeout(&task, msg, sizeof(msg), 0)));
+		CHECK(kore_task_channel_write_timeout(&task, "arrived", 7, 1000) == 0);
+		CHECK(kore_task_channel_write_timeout(&task, NULL, 3, 0) == -1);
+		CHECK(kore_task_last_error() != NULL);
+	}
+	pump_until_finished(&task);
+	CHECK(kore_task_result(&task) == 7);
+	kore_task_destroy(&task);
 
 	/* Shutdown is refused while a task exists. */
 	kore_task_runtime_shutdown();

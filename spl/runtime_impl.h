@@ -84,6 +84,7 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
 
   // ---- Pause, continue, SYSTEM, switch (scheduling.cc) ----
   absl::Status PauseCurrent() ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status PauseCurrentUntil(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status PauseNamed(absl::string_view name) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status ContinueCurrent() ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status ContinueNamed(absl::string_view name) ABSL_LOCKS_EXCLUDED(mu_);

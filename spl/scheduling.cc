@@ -28,6 +28,47 @@ absl::Status Runtime::Impl::PauseCurrent() {
   return absl::OkStatus();
 }
 
+absl::Status Runtime::Impl::PauseCurrentUntil(absl::Time deadline) {
+  Record* self = Current();
+  if (self == nullptr) return NoCurrentTask("task_pause()");
+  Parker parker;
+  std::vector<Parker*> wake;
+  PauseStep step;
+  {
+    SpinLockHolder lock(&mu_);
+    step = PrepareToPause(self, parker, wake);
+  }
+  if (step != PauseStep::kWait) {
+    FinishPauseAndLock(self, parker, wake, step);  // throws when killed
+    mu_.Unlock();
+    return absl::OkStatus();
+  }
+  for (Parker* p : wake) p->Unpark();
+  bool timed_out = false;
+  const bool unparked = parker.ParkUntil(deadline);
+  if (!unparked) {
+    // Withdraw the wait under the lock that a Continue or Kill takes it
+    // with (TakeWaiter); if one took it first, its Unpark is on its way.
+    SpinLockHolder lock(&mu_);
+    TaskState& state = State(*self);
+    if (state.waiting == WaitKind::kPause && state.wait_parker == &parker) {
+      TakeWaiter(*self);
+      timed_out = true;
+    }
+  }
+  if (timed_out) {
+    LockAtResumePoint(self);  // throws when killed meanwhile
+  } else {
+    if (!unparked) parker.Park();  // the Unpark that took the wait first
+    ResumeAndLock(self);
+  }
+  mu_.Unlock();
+  if (timed_out) {
+    return absl::DeadlineExceededError("task_pause: not continued by the deadline");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Runtime::Impl::PauseNamed(absl::string_view name) {
   if (absl::Status inside = RequireInside("task_pause"); !inside.ok()) return inside;
   Record* self = Current();

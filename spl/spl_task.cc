@@ -55,6 +55,9 @@ absl::Status Runtime::CreateUnnamedTask(Code code, std::shared_ptr<Context> cont
   return impl_->Create("", std::move(code), std::move(context));
 }
 absl::Status Runtime::Pause() { return impl_->PauseCurrent(); }
+absl::Status Runtime::PauseUntil(absl::Time deadline) {
+  return impl_->PauseCurrentUntil(deadline);
+}
 absl::Status Runtime::Pause(absl::string_view name) { return impl_->PauseNamed(name); }
 absl::Status Runtime::Continue() { return impl_->ContinueCurrent(); }
 absl::Status Runtime::Continue(absl::string_view name) { return impl_->ContinueNamed(name); }

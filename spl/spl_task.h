@@ -52,7 +52,11 @@
 //   that is not paused is remembered: its next pause returns at once, so a
 //   wake-up that races the pause (an outside event, a co_call to a task
 //   still starting) is never lost. Continue() with no name clears the
-//   current task's SYSTEM flag.
+//   current task's SYSTEM flag. PauseUntil(deadline) pauses as Pause()
+//   does but gives up at the deadline with kDeadlineExceeded: the task then
+//   runs on as if continued (a Continue that comes later is remembered for
+//   its next pause, as for a task that is not paused). A deadline that has
+//   passed still lets a remembered Continue count: OK if one was pending.
 //
 // SYSTEM
 //   While one task has the flag, no other task of this runtime runs user
@@ -106,6 +110,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "core/scheduler.h"
 
 namespace taskrt::spl {
@@ -161,6 +166,7 @@ class Runtime {
 
   absl::Status Pause();
   absl::Status Pause(absl::string_view name);
+  absl::Status PauseUntil(absl::Time deadline);
   absl::Status Continue();
   absl::Status Continue(absl::string_view name);
   absl::Status SetSystem();

@@ -12,6 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "spl/spl_task.h"
 #include "tests/conformance/conformance.h"
@@ -194,6 +196,68 @@ TEST_P(SplConformance, PauseWaitsForContinue) {
   });
   ASSERT_TRUE(RunAndWait());
   EXPECT_EQ(LogLine(), "sleeper pauses waker runs waker done sleeper continued");
+}
+
+// PauseUntil: a pause that nobody continues gives up at its deadline,
+// never before it, and the task runs on; a Continue that comes later is
+// remembered for the next pause.
+TEST_P(SplConformance, PauseUntilGivesUpAtItsDeadlineAndALateContinueIsRemembered) {
+  Spawn("sleeper", [&] {
+    const absl::Time deadline = absl::Now() + absl::Milliseconds(3);
+    absl::Status paused = runtime_->PauseUntil(deadline);
+    EXPECT_EQ(paused.code(), absl::StatusCode::kDeadlineExceeded) << paused;
+    EXPECT_GE(absl::Now(), deadline) << "gave up early";
+    Log("sleeper timed out");
+    EXPECT_TRUE(runtime_->Continue("waker").ok());
+    EXPECT_TRUE(runtime_->Yield().ok());  // the waker continues us meanwhile
+    EXPECT_TRUE(runtime_->PauseUntil(absl::InfinitePast()).ok())
+        << "the remembered Continue counts even with a deadline that has passed";
+    Log("sleeper used the late continue");
+    done_.Notify();
+  });
+  Spawn("waker", [&] {
+    Log("waker pauses");
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("waker continues sleeper");
+    EXPECT_TRUE(runtime_->Continue("sleeper").ok());
+  });
+  ASSERT_TRUE(RunAndWait());
+  EXPECT_EQ(LogLine(),
+            "waker pauses sleeper timed out waker continues sleeper sleeper used the late continue");
+}
+
+TEST_P(SplConformance, PauseUntilReturnsOkWhenContinuedInTime) {
+  Spawn("sleeper", [&] {
+    Log("sleeper pauses");
+    EXPECT_TRUE(runtime_->PauseUntil(absl::Now() + absl::Hours(1)).ok());
+    Log("sleeper continued");
+    EXPECT_EQ(runtime_->PauseUntil(absl::InfinitePast()).code(),
+              absl::StatusCode::kDeadlineExceeded)
+        << "nothing pending: a past deadline times out at once";
+    done_.Notify();
+  });
+  Spawn("waker", [&] {
+    Log("waker runs");
+    EXPECT_TRUE(runtime_->Continue("sleeper").ok());
+  });
+  ASSERT_TRUE(RunAndWait());
+  EXPECT_EQ(LogLine(), "sleeper pauses waker runs sleeper continued");
+}
+
+// A kill ends a task waiting in PauseUntil as it ends one in Pause.
+TEST_P(SplConformance, KillingATaskInPauseUntilEndsIt) {
+  Spawn("sleeper", [&] {
+    Log("sleeper pauses");
+    (void)runtime_->PauseUntil(absl::Now() + absl::Hours(1));
+    Log("sleeper must not get here");
+  });
+  Spawn("killer", [&] {
+    EXPECT_TRUE(runtime_->Kill("sleeper").ok());
+    Log("killed");
+    done_.Notify();
+  });
+  ASSERT_TRUE(RunAndWait());
+  EXPECT_EQ(LogLine(), "sleeper pauses killed");
 }
 
 // task_pause(name) on another task: it pauses at its next suspension point.

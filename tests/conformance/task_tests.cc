@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "core/errors.h"
 #include "core/task.h"
 #include "gtest/gtest.h"
@@ -65,6 +67,35 @@ TEST_P(TaskConformance, GoesFromCreatedToRunningToFinishedWithAResult) {
   EXPECT_EQ(task->state(), TaskState::kFinished);
   ASSERT_TRUE(task->result().ok());
   EXPECT_EQ(*task->result(), 42);
+}
+
+// Kore's blocking calls with a deadline: a timed-out read in the entry and
+// on the owner's side took nothing, so the next message arrives whole.
+TEST_P(TaskConformance, TimedOutReadsTakeNothingOnEitherSide) {
+  auto entry_saw = std::make_shared<std::vector<absl::StatusCode>>();
+  std::unique_ptr<Task> task = MakeTask([entry_saw](TaskContext& self) {
+    char buffer[64];
+    absl::StatusOr<size_t> early =
+        self.ReadUntil(absl::MakeSpan(buffer), absl::Now() + absl::Milliseconds(2));
+    entry_saw->push_back(early.status().code());
+    if (!self.Write(Bytes("timed out once")).ok()) return 1;
+    absl::StatusOr<size_t> later = self.ReadUntil(absl::MakeSpan(buffer), absl::InfiniteFuture());
+    if (!later.ok() || std::string(buffer, *later) != "now it comes") return 2;
+    return 0;
+  });
+  ASSERT_TRUE(task->Run(Env()).ok());
+  char buffer[64];
+  absl::StatusOr<size_t> first = task->ReadUntil(absl::MakeSpan(buffer), absl::InfiniteFuture());
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(std::string(buffer, *first), "timed out once");
+  // The entry now waits for the owner: nothing is on its way here.
+  EXPECT_EQ(task->ReadUntil(absl::MakeSpan(buffer), absl::InfinitePast()).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  ASSERT_TRUE(task->WriteUntil(Bytes("now it comes"), absl::InfiniteFuture()).ok());
+  ASSERT_TRUE(PumpUntil([&] { return task->finished(); }));
+  EXPECT_EQ(*task->result(), 0);
+  ASSERT_EQ(entry_saw->size(), 1u);
+  EXPECT_EQ((*entry_saw)[0], absl::StatusCode::kDeadlineExceeded);
 }
 
 TEST_P(TaskConformance, CallbackSeesEveryMessageAndExactlyOneFinalCallLast) {
