@@ -54,7 +54,7 @@ class TimerWheel {
   // inserted; `deadline` may be read at any time.
   struct Node : Link {
     uint64_t deadline = 0;
-    uint64_t sequence = 0;  // insertion order: nodes inserted during Advance wait
+    uint32_t sequence = 0;  // insertion order (wrapping): nodes inserted during Advance wait
     uint16_t list = kUnlinked;
     bool linked() const { return list != kUnlinked; }
   };
@@ -117,6 +117,12 @@ class TimerWheel {
     uint64_t deadline;  // the slot's start
   };
 
+  // Whether `node` was inserted at or after the insertion numbered `limit`
+  // (valid while fewer than 2^31 nodes are inserted during one Advance).
+  static bool InsertedSince(const Node* node, uint32_t limit) {
+    return static_cast<int32_t>(node->sequence - limit) >= 0;
+  }
+
   static int LevelFor(uint64_t elapsed, uint64_t deadline) {
     const uint64_t masked = (elapsed ^ deadline) | (kSlots - 1);
     return (63 - std::countl_zero(masked)) / kSlotBits;
@@ -162,7 +168,7 @@ class TimerWheel {
   std::array<Link, kLevels * kSlots + 1> heads_;  // circular lists; last: overdue
   std::array<uint64_t, kLevels> occupied_{};
   uint64_t elapsed_;
-  uint64_t next_sequence_ = 0;
+  uint32_t next_sequence_ = 0;
   size_t size_ = 0;
   bool overdue_sorted_ = true;
 };
@@ -170,12 +176,12 @@ class TimerWheel {
 template <typename Fn>
 size_t TimerWheel::Advance(uint64_t now_ns, Fn&& fn) {
   if (now_ns < elapsed_) now_ns = elapsed_;
-  const uint64_t limit = next_sequence_;
+  const uint32_t limit = next_sequence_;
   size_t fired = 0;
   SortOverdue();
   for (Link* head = &heads_[kOverdueList]; head->next != head;) {
     Node* node = static_cast<Node*>(head->next);
-    if (node->sequence >= limit) return fired;
+    if (InsertedSince(node, limit)) return fired;
     Remove(node);
     fn(node);
     ++fired;
@@ -190,7 +196,7 @@ size_t TimerWheel::Advance(uint64_t now_ns, Fn&& fn) {
     }
     for (Link* head = &heads_[expiry->slot]; head->next != head;) {
       Node* node = static_cast<Node*>(head->next);
-      if (node->sequence >= limit) return fired;
+      if (InsertedSince(node, limit)) return fired;
       Remove(node);
       fn(node);
       ++fired;

@@ -144,13 +144,13 @@ LoopTimers::Slot* LoopTimers::Grow(bool other_threads_pool) {
     }
     chunks_[chunk].store(slots, std::memory_order_release);
   }
-  const uint64_t count = std::min<uint64_t>(kGrowBatch, chunk_size - offset);
-  for (uint64_t i = 0; i < count; ++i) {
+  const uint32_t count = static_cast<uint32_t>(std::min<uint64_t>(kGrowBatch, chunk_size - offset));
+  for (uint32_t i = 0; i < count; ++i) {
     Slot& slot = slots[offset + i];
     slot.other_threads_pool = other_threads_pool;
-    slot.free_next = i + 1 < count ? &slots[offset + i + 1] : nullptr;
+    slot.next = i + 1 < count ? &slots[offset + i + 1] : nullptr;
   }
-  next_index_ += static_cast<uint32_t>(count);
+  next_index_ += count;
   return &slots[offset];
 }
 
@@ -160,19 +160,19 @@ absl::StatusOr<TimerId> LoopTimers::ArmFromOtherThread(uint64_t deadline_ns,
   Slot* slot;
   {
     MutexLock lock(&pool_mu_);
+    if (pool_free_ == nullptr) pool_free_ = Grow(/*other_threads_pool=*/true);
     slot = pool_free_;
-    if (slot == nullptr) slot = Grow(/*other_threads_pool=*/true);
     if (slot == nullptr) {
       return absl::ResourceExhaustedError(label_ + ": too many timers pending at once");
     }
-    pool_free_ = slot->free_next;
+    pool_free_ = slot->next;
   }
   const uint32_t generation = NextGeneration(slot);
   slot->closure.swap(closure);
   slot->deadline = deadline_ns;
   slot->where = Where::kInTransit;
   slot->state.store(Pack(generation, kPending), std::memory_order_release);
-  if (Push(arms_, slot, &Slot::arm_next)) wake = true;
+  if (Push(arms_, slot, &Slot::next)) wake = true;
   return MakeId(slot->index, generation);
 }
 
@@ -238,10 +238,10 @@ void LoopTimers::Free(Slot* slot) {
   closure.swap(slot->closure);
   slot->where = Where::kFree;
   if (slot->other_threads_pool) {
-    slot->free_next = returning_;
+    slot->next = returning_;
     returning_ = slot;
   } else {
-    slot->free_next = loop_free_;
+    slot->next = loop_free_;
     loop_free_ = slot;
   }
   // `closure` is destroyed last: its destructor may arm or cancel timers.
@@ -279,8 +279,8 @@ void LoopTimers::TakeCancel(Slot* slot) {
 
 void LoopTimers::TakeRemote() {
   if (arms_.load(std::memory_order_relaxed) != nullptr) {
-    for (Slot* slot = TakeAll(arms_, &Slot::arm_next); slot != nullptr;) {
-      Slot* next = slot->arm_next;
+    for (Slot* slot = TakeAll(arms_, &Slot::next); slot != nullptr;) {
+      Slot* next = slot->next;
       TakeArm(slot);
       slot = next;
     }
@@ -298,9 +298,9 @@ void LoopTimers::TakeRemote() {
 void LoopTimers::ReturnSlots() {
   if (returning_ == nullptr) return;
   Slot* last = returning_;
-  while (last->free_next != nullptr) last = last->free_next;
+  while (last->next != nullptr) last = last->next;
   MutexLock lock(&pool_mu_);
-  last->free_next = pool_free_;
+  last->next = pool_free_;
   pool_free_ = returning_;
   returning_ = nullptr;
 }

@@ -110,8 +110,8 @@ class LoopTimers {
   struct Slot : TimerWheel::Node {
     std::atomic<uint64_t> state{0};  // generation << 2 | Phase
     std::function<void()> closure;
-    Slot* free_next = nullptr;
-    Slot* arm_next = nullptr;
+    // In a free list, or in transit to the loop: never both.
+    Slot* next = nullptr;
     Slot* cancel_next = nullptr;
     uint32_t index = 0;
     Where where = Where::kFree;
@@ -138,7 +138,7 @@ class LoopTimers {
   }
 
   Slot* Find(uint32_t index) const;
-  // Fresh slots, linked by free_next, for one pool; nullptr when the index
+  // Fresh slots for one pool, linked by `next`; nullptr when the index
   // space is used up.
   Slot* Grow(bool other_threads_pool) ABSL_LOCKS_EXCLUDED(grow_mu_);
   // Destroys the closure and returns the slot to its pool. Loop thread.
@@ -180,14 +180,14 @@ inline absl::StatusOr<TimerId> LoopTimers::ArmOnLoop(uint64_t deadline_ns,
                                                      std::function<void()>& closure) {
   // Arms other threads made before this one go into the wheel first.
   if (arms_.load(std::memory_order_relaxed) != nullptr) TakeRemote();
-  Slot* slot = loop_free_;
-  if (slot == nullptr) {
-    slot = Grow(/*other_threads_pool=*/false);
-    if (slot == nullptr) {
+  if (loop_free_ == nullptr) {
+    loop_free_ = Grow(/*other_threads_pool=*/false);
+    if (loop_free_ == nullptr) {
       return absl::ResourceExhaustedError(label_ + ": too many timers pending at once");
     }
   }
-  loop_free_ = slot->free_next;
+  Slot* slot = loop_free_;
+  loop_free_ = slot->next;
   const uint32_t generation = NextGeneration(slot);
   slot->closure.swap(closure);
   slot->where = Where::kInWheel;
