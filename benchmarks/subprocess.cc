@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 
@@ -50,6 +53,52 @@ std::string OneLine(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
   for (size_t at; (at = text.find('\n')) != std::string::npos;) text.replace(at, 1, "; ");
   return text.empty() ? "no output" : text;
+}
+
+std::string FindRunfile(const std::string& runfile, std::string& looked_in) {
+  std::vector<std::filesystem::path> roots;
+  if (const char* dir = std::getenv("RUNFILES_DIR"); dir != nullptr && *dir != '\0') {
+    roots.emplace_back(dir);
+  }
+  std::error_code error;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (!error) roots.emplace_back(self.string() + ".runfiles");
+  roots.push_back(std::filesystem::current_path(error).parent_path());
+  for (const std::filesystem::path& root : roots) {
+    const std::filesystem::path program = root / runfile;
+    if (access(program.c_str(), X_OK) == 0) return program.string();
+    looked_in += (looked_in.empty() ? "" : ", ") + root.string();
+  }
+  return "";
+}
+
+absl::StatusOr<double> RunForFigure(const std::string& runfile, std::vector<std::string> args,
+                                    const std::string& key) {
+  std::string looked_in;
+  const std::string program = FindRunfile(runfile, looked_in);
+  if (program.empty()) {
+    return absl::NotFoundError(absl::StrCat("program ", runfile, " not in the runfiles (looked in ",
+                                            looked_in,
+                                            "); run through tools/bazel run //benchmarks:compare"));
+  }
+  const std::string name = std::filesystem::path(program).filename().string();
+  args.insert(args.begin(), program);
+  std::string output;
+  const absl::StatusOr<int> status = RunCapturingOutput(std::move(args), output);
+  if (!status.ok()) return status.status();
+  if (*status != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(name, " failed (exit status ", *status, "): ", OneLine(output)));
+  }
+  const std::string marker = key + " ";
+  const size_t at = output.find(marker);
+  const double figure =
+      at == std::string::npos ? 0 : std::strtod(output.c_str() + at + marker.size(), nullptr);
+  if (!std::isfinite(figure) || figure <= 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(name, " printed no ", key, ": ", OneLine(output)));
+  }
+  return figure;
 }
 
 }  // namespace taskrt::bench

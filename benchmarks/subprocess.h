@@ -20,6 +20,22 @@ absl::StatusOr<int> RunCapturingOutput(std::vector<std::string> args, std::strin
 // One line for the report: `text`'s lines joined with "; ".
 std::string OneLine(std::string text);
 
+// The path of `runfile` ("taskrt/benchmarks/go/stream_chan_bin": workspace
+// name, then the path in it) in the runfiles tree: under RUNFILES_DIR when
+// set, else <binary>.runfiles beside the running binary, else the working
+// directory's parent (`bazel run` starts a binary in <binary>.runfiles/
+// taskrt). Returns "" when it is in none of them, with the roots tried in
+// `looked_in`.
+std::string FindRunfile(const std::string& runfile, std::string& looked_in);
+
+// Runs the program `runfile` of the runfiles with `args` and returns the
+// number it printed after `key` ("ns_per_message 57.3" for key
+// "ns_per_message"). kNotFound when the program is not in the runfiles,
+// kFailedPrecondition when it cannot start, fails, or prints no positive
+// number there; each message says which and quotes its output.
+absl::StatusOr<double> RunForFigure(const std::string& runfile, std::vector<std::string> args,
+                                    const std::string& key);
+
 }  // namespace taskrt::bench
 
 #endif  // TASKRT_BENCHMARKS_SUBPROCESS_H_
