@@ -33,14 +33,9 @@ constexpr int64_t kStream8BMessages = 1000000;
 constexpr char kProgram[] = "taskrt/benchmarks/go/stream_chan_bin";
 
 void GoStream(benchmark::State& state) {
-  const absl::StatusOr<double> ns =
-      bench::RunForFigure(kProgram, {std::to_string(state.max_iterations)}, "ns_per_message");
-  if (!ns.ok()) {
-    state.SkipWithError(ns.status().ToString().c_str());
-    return;
+  if (bench::RunFigureAsIterationTime(state, kProgram, "ns_per_message")) {
+    state.SetBytesProcessed(state.iterations() * int64_t{sizeof(int64_t)});
   }
-  for (auto _ : state) state.SetIterationTime(*ns * 1e-9);
-  state.SetBytesProcessed(state.iterations() * int64_t{sizeof(int64_t)});
 }
 
 void Register() {

@@ -101,4 +101,16 @@ absl::StatusOr<double> RunForFigure(const std::string& runfile, std::vector<std:
   return figure;
 }
 
+bool RunFigureAsIterationTime(benchmark::State& state, const std::string& runfile,
+                              const std::string& key) {
+  const absl::StatusOr<double> ns =
+      RunForFigure(runfile, {std::to_string(state.max_iterations)}, key);
+  if (!ns.ok()) {
+    state.SkipWithError(ns.status().ToString().c_str());
+    return false;
+  }
+  for (auto _ : state) state.SetIterationTime(*ns * 1e-9);
+  return true;
+}
+
 }  // namespace taskrt::bench

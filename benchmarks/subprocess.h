@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "benchmark/benchmark.h"
 
 namespace taskrt::bench {
 
@@ -35,6 +36,14 @@ std::string FindRunfile(const std::string& runfile, std::string& looked_in);
 // number there; each message says which and quotes its output.
 absl::StatusOr<double> RunForFigure(const std::string& runfile, std::vector<std::string> args,
                                     const std::string& key);
+
+// A competitor row measured by a program of the runfiles: runs it with
+// N = the benchmark's iteration count and gives every iteration the time in
+// nanoseconds it printed after `key` as its manual time (the benchmark is
+// registered with UseManualTime). Returns false, having skipped the row
+// with RunForFigure's reason, when there is no figure.
+bool RunFigureAsIterationTime(benchmark::State& state, const std::string& runfile,
+                              const std::string& key);
 
 }  // namespace taskrt::bench
 

@@ -75,13 +75,7 @@ void LoopArmCancel(benchmark::State& state, const EventLoopDescriptor* descripto
 }
 
 void GoArmCancel(benchmark::State& state) {
-  const absl::StatusOr<double> ns =
-      bench::RunForFigure(kGoProgram, {std::to_string(state.max_iterations)}, "ns_per_pair");
-  if (!ns.ok()) {
-    state.SkipWithError(ns.status().ToString().c_str());
-    return;
-  }
-  for (auto _ : state) state.SetIterationTime(*ns * 1e-9);
+  bench::RunFigureAsIterationTime(state, kGoProgram, "ns_per_pair");
 }
 
 void Register() {

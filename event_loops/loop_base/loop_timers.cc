@@ -261,19 +261,10 @@ void LoopTimers::TakeArm(Slot* slot) {
 }
 
 void LoopTimers::TakeCancel(Slot* slot) {
-  switch (slot->where) {
-    case Where::kInWheel:
-      wheel_.Remove(slot);
-      Free(slot);
-      break;
-    case Where::kAwaitCancelEntry:
-      Free(slot);
-      break;
-    case Where::kInTransit:
-      slot->where = Where::kAwaitArmEntry;
-      break;
-    default:
-      break;
+  if (slot->where == Where::kAwaitCancelEntry) {
+    Free(slot);
+  } else {
+    CancelledOnLoop(slot);
   }
 }
 

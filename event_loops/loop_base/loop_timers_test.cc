@@ -21,72 +21,75 @@ namespace {
 
 const std::string kLabel = "test loop";
 
-std::function<void()> Holding(const std::shared_ptr<int>& token, int* runs) {
-  return [token, runs] { ++*runs; };
-}
+// Timers whose closures count their runs and hold a token, so the test can
+// see when the closures are destroyed.
+class HeldTimersTest : public ::testing::Test {
+ protected:
+  std::function<void()> Closure() {
+    return [token = token_, runs = &runs_] { ++*runs; };
+  }
+  absl::StatusOr<TimerId> ArmOnLoop(uint64_t deadline) {
+    std::function<void()> closure = Closure();
+    absl::StatusOr<TimerId> id = timers_.ArmOnLoop(deadline, closure);
+    EXPECT_FALSE(closure) << "the closure is moved into the timer";
+    return id;
+  }
+  absl::StatusOr<TimerId> ArmFromOtherThread(uint64_t deadline, bool& wake) {
+    std::function<void()> closure = Closure();
+    return timers_.ArmFromOtherThread(deadline, closure, wake);
+  }
+  // Runs what is due now; expects nothing ran and every closure is gone.
+  void ExpectFreedWithoutRunning() {
+    EXPECT_EQ(timers_.RunDue(MonotonicNowNs()), 0);
+    EXPECT_EQ(runs_, 0);
+    EXPECT_EQ(token_.use_count(), 1);
+  }
 
-TEST(LoopTimersTest, ArmedOnTheLoopRunsWhenDue) {
-  LoopTimers timers(kLabel);
-  int runs = 0;
-  auto token = std::make_shared<int>();
-  std::function<void()> closure = Holding(token, &runs);
+  LoopTimers timers_{kLabel};
+  int runs_ = 0;
+  std::shared_ptr<int> token_ = std::make_shared<int>();
+};
+
+TEST_F(HeldTimersTest, ArmedOnTheLoopRunsWhenDue) {
   const uint64_t now = MonotonicNowNs();
-  absl::StatusOr<TimerId> id = timers.ArmOnLoop(now + 100, closure);
+  absl::StatusOr<TimerId> id = ArmOnLoop(now + 100);
   ASSERT_TRUE(id.ok());
-  EXPECT_FALSE(closure) << "the closure is moved into the timer";
-  EXPECT_EQ(timers.RunDue(now + 99), 0);
-  EXPECT_EQ(timers.RunDue(now + 100), 1);
-  EXPECT_EQ(runs, 1);
-  EXPECT_EQ(token.use_count(), 1) << "the closure is destroyed once it ran";
+  EXPECT_EQ(timers_.RunDue(now + 99), 0);
+  EXPECT_EQ(timers_.RunDue(now + 100), 1);
+  EXPECT_EQ(runs_, 1);
+  EXPECT_EQ(token_.use_count(), 1) << "the closure is destroyed once it ran";
   bool wake = false;
-  EXPECT_EQ(timers.Cancel(*id, true, wake).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(timers_.Cancel(*id, true, wake).code(), absl::StatusCode::kFailedPrecondition);
 }
 
-TEST(LoopTimersTest, OtherThreadArmThenCancelBeforeTheLoopTakesEither) {
-  LoopTimers timers(kLabel);
-  int runs = 0;
-  auto token = std::make_shared<int>();
-  std::function<void()> closure = Holding(token, &runs);
+TEST_F(HeldTimersTest, OtherThreadArmThenCancelBeforeTheLoopTakesEither) {
   bool wake = false;
-  absl::StatusOr<TimerId> id = timers.ArmFromOtherThread(0, closure, wake);
+  absl::StatusOr<TimerId> id = ArmFromOtherThread(0, wake);
   ASSERT_TRUE(id.ok());
   EXPECT_TRUE(wake) << "the first hand-over wakes the loop";
   wake = false;
-  EXPECT_TRUE(timers.Cancel(*id, /*on_loop_thread=*/false, wake).ok());
+  EXPECT_TRUE(timers_.Cancel(*id, /*on_loop_thread=*/false, wake).ok());
   EXPECT_TRUE(wake);
-  EXPECT_EQ(token.use_count(), 2);
-  EXPECT_EQ(timers.RunDue(MonotonicNowNs()), 0);
-  EXPECT_EQ(runs, 0);
-  EXPECT_EQ(token.use_count(), 1);
+  EXPECT_EQ(token_.use_count(), 2);
+  ExpectFreedWithoutRunning();
 }
 
-TEST(LoopTimersTest, LoopCancelsATimerStillInTransit) {
-  LoopTimers timers(kLabel);
-  int runs = 0;
-  auto token = std::make_shared<int>();
-  std::function<void()> closure = Holding(token, &runs);
+TEST_F(HeldTimersTest, LoopCancelsATimerStillInTransit) {
   bool wake = false;
-  absl::StatusOr<TimerId> id = timers.ArmFromOtherThread(0, closure, wake);
+  absl::StatusOr<TimerId> id = ArmFromOtherThread(0, wake);
   ASSERT_TRUE(id.ok());
-  EXPECT_TRUE(timers.Cancel(*id, /*on_loop_thread=*/true, wake).ok());
-  EXPECT_EQ(timers.RunDue(MonotonicNowNs()), 0);
-  EXPECT_EQ(runs, 0);
-  EXPECT_EQ(token.use_count(), 1);
+  EXPECT_TRUE(timers_.Cancel(*id, /*on_loop_thread=*/true, wake).ok());
+  ExpectFreedWithoutRunning();
 }
 
-TEST(LoopTimersTest, OtherThreadCancelOfATimerInTheWheel) {
-  LoopTimers timers(kLabel);
-  int runs = 0;
-  auto token = std::make_shared<int>();
-  std::function<void()> closure = Holding(token, &runs);
-  const uint64_t now = MonotonicNowNs();
-  absl::StatusOr<TimerId> id = timers.ArmOnLoop(now + 1'000'000'000, closure);
+TEST_F(HeldTimersTest, OtherThreadCancelOfATimerInTheWheel) {
+  absl::StatusOr<TimerId> id = ArmOnLoop(MonotonicNowNs() + 1'000'000'000);
   ASSERT_TRUE(id.ok());
   bool wake = false;
-  EXPECT_TRUE(timers.Cancel(*id, /*on_loop_thread=*/false, wake).ok());
+  EXPECT_TRUE(timers_.Cancel(*id, /*on_loop_thread=*/false, wake).ok());
   EXPECT_TRUE(wake);
-  EXPECT_FALSE(timers.NextDeadline().has_value()) << "taking the cancel empties the wheel";
-  EXPECT_EQ(token.use_count(), 1);
+  EXPECT_FALSE(timers_.NextDeadline().has_value()) << "taking the cancel empties the wheel";
+  ExpectFreedWithoutRunning();
 }
 
 TEST(LoopTimersTest, SlotsAreReusedWithNewGenerations) {

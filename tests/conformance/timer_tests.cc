@@ -4,12 +4,12 @@
 // for a deadline `d` after a moment, the bound is the monotonic time read
 // before that moment plus `d`. Nothing checks how late a timer is.
 
-#include <dirent.h>
-
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
+#include <iterator>
 #include <functional>
 #include <memory>
 #include <random>
@@ -33,13 +33,12 @@ int64_t MonotonicNs() {
       .count();
 }
 
-int CountOpenDescriptors() {
-  DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return -1;
-  int count = 0;
-  while (readdir(dir) != nullptr) ++count;
-  closedir(dir);
-  return count;
+// -1 if /proc is not there.
+long CountOpenDescriptors() {
+  std::error_code error;
+  std::filesystem::directory_iterator entries("/proc/self/fd", error);
+  if (error) return -1;
+  return std::distance(entries, std::filesystem::directory_iterator());
 }
 
 class TimerConformance : public ConformanceTest {
@@ -294,7 +293,7 @@ TEST_P(TimerConformance, PendingTimersAreFreedWithoutRunningWhenTheLoopGoes) {
 }
 
 TEST_P(TimerConformance, TenThousandTimersTakeNoDescriptor) {
-  const int before = CountOpenDescriptors();
+  const long before = CountOpenDescriptors();
   ASSERT_GT(before, 0);
   std::vector<TimerId> ids;
   for (int i = 0; i < 10'000; ++i) {
