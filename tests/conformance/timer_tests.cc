@@ -66,18 +66,20 @@ class TimerConformance : public ConformanceTest {
 
 TEST_P(TimerConformance, DeadlinesRunInDeadlineOrderThenArmOrderAndNeverEarly) {
   const int64_t start = MonotonicNs();
+  // Its deadline is before `wall + 5ms` whatever the machine's speed: it is
+  // armed before `wall` is read. "after-25ms", armed last, is after all.
+  ASSERT_TRUE(loop_->RunAfter(absl::Milliseconds(1), Recorder("after-1ms", start + 1'000'000)).ok());
   const absl::Time wall = absl::Now();
   const absl::Time t = wall + absl::Milliseconds(15);
   // Armed out of order; three share a deadline; three are 1 ns apart,
   // armed in reverse.
   ASSERT_TRUE(loop_->RunAt(t, Recorder("equal-1", start + 15'000'000)).ok());
-  ASSERT_TRUE(loop_->RunAfter(absl::Milliseconds(25), Recorder("after-25ms", start + 25'000'000)).ok());
   ASSERT_TRUE(loop_->RunAt(t, Recorder("equal-2", start + 15'000'000)).ok());
   ASSERT_TRUE(loop_->RunAt(wall + absl::Milliseconds(5), Recorder("5ms", start + 5'000'000)).ok());
   ASSERT_TRUE(loop_->RunAt(t + absl::Nanoseconds(2), Recorder("plus-2ns", start + 15'000'002)).ok());
   ASSERT_TRUE(loop_->RunAt(t + absl::Nanoseconds(1), Recorder("plus-1ns", start + 15'000'001)).ok());
   ASSERT_TRUE(loop_->RunAt(t, Recorder("equal-3", start + 15'000'000)).ok());
-  ASSERT_TRUE(loop_->RunAfter(absl::Milliseconds(1), Recorder("after-1ms", start + 1'000'000)).ok());
+  ASSERT_TRUE(loop_->RunAfter(absl::Milliseconds(25), Recorder("after-25ms", start + 25'000'000)).ok());
   ASSERT_TRUE(PumpUntil([&] { return order_.size() == 8; }));
   EXPECT_EQ(order_, (std::vector<std::string>{"after-1ms", "5ms", "equal-1", "equal-2", "equal-3",
                                               "plus-1ns", "plus-2ns", "after-25ms"}));
@@ -159,14 +161,14 @@ TEST_P(TimerConformance, PastDeadlinesRunAtTheNextIterationInDeadlineOrder) {
   ASSERT_TRUE(loop_->RunAfter(absl::Seconds(-1), Recorder("minus-1s", 0)).ok());
   ASSERT_TRUE(loop_->RunAt(absl::InfinitePast(), Recorder("infinite-past", 0)).ok());
   std::thread other([&] {
-    ASSERT_TRUE(loop_->RunAfter(absl::Seconds(-3), Recorder("other-minus-3s", 0)).ok());
+    ASSERT_TRUE(loop_->RunAfter(absl::Seconds(-30), Recorder("other-minus-30s", 0)).ok());
   });
   other.join();
   absl::StatusOr<int> ran = loop_->RunOnce(absl::ZeroDuration());
   ASSERT_TRUE(ran.ok()) << ran.status();
   EXPECT_EQ(*ran, 4);
   EXPECT_EQ(order_,
-            (std::vector<std::string>{"infinite-past", "other-minus-3s", "minus-2s", "minus-1s"}));
+            (std::vector<std::string>{"infinite-past", "other-minus-30s", "minus-2s", "minus-1s"}));
 }
 
 TEST_P(TimerConformance, TimerArmedInsideATimerRunsAtTheNextIteration) {
