@@ -27,11 +27,50 @@
 //   order posted. Work still queued when the loop is destroyed is destroyed
 //   without running.
 //
+// Timers
+//   RunAt(deadline, closure) and RunAfter(duration, closure) arm a timer and
+//   return its id; they may be called from any thread, the loop thread
+//   included (from inside a callback or another timer's closure too). The
+//   closure runs once, on the loop thread, never before its deadline.
+//   Deadlines are absl::Time, wall clock, at the API; RunAt converts its
+//   deadline to CLOCK_MONOTONIC when it arms the timer, and RunAfter counts
+//   from the monotonic clock at the call, so a later step of the wall clock
+//   moves no timer. A deadline in the past is valid: the timer runs at the
+//   next iteration. Timers that are due together run in deadline order, and
+//   timers of equal deadlines in the order they were armed (RunAt calls on
+//   one thread with the same absl::Time convert to equal deadlines unless
+//   the wall clock is stepped in between). Each iteration runs the timers
+//   that were due when it checked the clock after its wait; a timer armed
+//   while timers are running runs at the earliest in the next iteration, and
+//   never before a timer that was due ahead of it.
+//
+//   Cancel(id) may be called from any thread and may race with the timer
+//   firing; exactly one of these is true when it returns:
+//     OK                   the closure will never run (it is destroyed, on
+//                          the loop thread, soon after: at once on the loop
+//                          thread, at the loop's next iteration otherwise)
+//     kFailedPrecondition  the closure has run, is running, or the timer was
+//                          cancelled before (the message says which, where
+//                          the loop still knows)
+//   Cancel of an id this loop never issued (0 included) is kInvalidArgument.
+//   Ids are 64-bit handles (a slot and its generation): an id of another
+//   loop may look like one of this loop's, so keep each id with its loop.
+//
+//   RunOnce() shortens its wait to the earliest timer and Run() wakes for
+//   it; a timer armed from another thread wakes a loop waiting in either.
+//   Timers cost no file descriptor and no system call to arm or cancel on
+//   the loop thread. Timers still pending when the loop is destroyed are
+//   destroyed without running.
+//
 // Errors
 //   kPermissionDenied  RunOnce/Run from a thread that is not the loop thread
 //   kNotFound          Unwatch of an unknown id
-//   kInvalidArgument   Watch of a bad fd, empty callbacks, negative timeouts
-//   kFailedPrecondition  Run() re-entered from inside a callback
+//   kInvalidArgument   Watch of a bad fd, empty callbacks or closures,
+//                      negative timeouts, Cancel of an id never issued
+//   kFailedPrecondition  Run() re-entered from inside a callback; Cancel of
+//                      a timer that ran or was cancelled
+//   kResourceExhausted more timers pending at once than a loop can hold
+//                      (about four billion)
 //   system errors      the kernel refused (message names the call)
 
 #include <cstdint>
@@ -47,6 +86,8 @@
 namespace taskrt {
 
 using WatchId = uint64_t;
+// 0 is never a timer's id.
+using TimerId = uint64_t;
 
 class EventLoop {
  public:
@@ -58,8 +99,22 @@ class EventLoop {
   // Queues `work` to run on the loop thread. Thread-safe.
   virtual absl::Status Post(Work work) = 0;
 
-  // Waits up to `timeout` for events (zero: just polls), runs the callbacks
-  // and posted work that are ready, and returns how many it ran.
+  // Arms a timer that runs `closure` on the loop thread at `deadline` (see
+  // Timers above). Thread-safe. kInvalidArgument for an empty closure.
+  virtual absl::StatusOr<TimerId> RunAt(absl::Time deadline, std::function<void()> closure) = 0;
+
+  // As RunAt(now + `delay`), with now read from the monotonic clock.
+  virtual absl::StatusOr<TimerId> RunAfter(absl::Duration delay,
+                                           std::function<void()> closure) = 0;
+
+  // OK: the timer's closure will never run. kFailedPrecondition: it ran, is
+  // running or was cancelled already. kInvalidArgument: not an id of this
+  // loop. Thread-safe; safe to race with the timer firing.
+  virtual absl::Status Cancel(TimerId id) = 0;
+
+  // Waits up to `timeout` for events (zero: just polls; the wait ends early
+  // for the earliest timer), runs the callbacks, the due timers and the
+  // posted work that are ready, in that order, and returns how many it ran.
   virtual absl::StatusOr<int> RunOnce(absl::Duration timeout) = 0;
 
   // Runs until Stop(). Returns OK after a Stop().

@@ -5,7 +5,10 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
+#include <limits>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -87,28 +90,24 @@ class EpollLoop final : public LoopBase {
   }
 
   absl::StatusOr<int> DispatchReady(absl::Duration timeout) override {
-    int timeout_ms = timeout == absl::InfiniteDuration()
-                         ? -1
-                         : static_cast<int>(absl::ToInt64Milliseconds(
-                               absl::Ceil(timeout, absl::Milliseconds(1))));
-    if (timeout_ms != 0) {
+    if (timeout != absl::ZeroDuration()) {
       // In a stackful task, wait the task's way (the epoll fd is readable
       // while events are pending) so other tasks on the thread keep running.
       ExecutionContext& context = CurrentExecutionContext();
       if (context.suspends_task()) {
-        const absl::Time deadline = timeout_ms < 0 ? absl::InfiniteFuture()
-                                                   : absl::Now() + absl::Milliseconds(timeout_ms);
+        const absl::Time deadline = timeout == absl::InfiniteDuration()
+                                        ? absl::InfiniteFuture()
+                                        : absl::Now() + timeout;
         absl::Status waited = context.WaitFdUntil(epoll_fd_, POLLIN, deadline);
         if (!waited.ok() && !absl::IsDeadlineExceeded(waited)) return waited;
-        timeout_ms = 0;
+        timeout = absl::ZeroDuration();
       }
     }
     epoll_event events[kMaxEventsPerWait];
-    int ready;
-    do {
-      ready = epoll_wait(epoll_fd_, events, kMaxEventsPerWait, timeout_ms);
-    } while (ready < 0 && errno == EINTR);
-    if (ready < 0) return ErrnoError("epoll loop: epoll_wait", errno);
+    absl::StatusOr<int> waited = Wait(events, timeout);
+    WaitEnded();
+    if (!waited.ok()) return waited.status();
+    const int ready = *waited;
 
     int ran = 0;
     for (int i = 0; i < ready; ++i) {
@@ -131,8 +130,42 @@ class EpollLoop final : public LoopBase {
     return ran;
   }
 
+  // epoll_pwait2 takes a timespec, so the wait honours the timers to the
+  // nanosecond; on a kernel without it (ENOSYS) epoll_wait's milliseconds
+  // are rounded up, so a wait never ends before its timer is due.
+  absl::StatusOr<int> Wait(epoll_event* events, absl::Duration timeout) {
+    while (true) {
+      int ready;
+      if (!pwait2_missing_) {
+        timespec wait_time;
+        timespec* wait_for = nullptr;
+        if (timeout != absl::InfiniteDuration()) {
+          wait_time = absl::ToTimespec(absl::Ceil(timeout, absl::Nanoseconds(1)));
+          wait_for = &wait_time;
+        }
+        ready = epoll_pwait2(epoll_fd_, events, kMaxEventsPerWait, wait_for, nullptr);
+        if (ready < 0 && errno == ENOSYS) {
+          pwait2_missing_ = true;
+          continue;
+        }
+        if (ready < 0 && errno != EINTR) return ErrnoError("epoll loop: epoll_pwait2", errno);
+      } else {
+        const int timeout_ms = timeout == absl::InfiniteDuration()
+                                   ? -1
+                                   : static_cast<int>(std::min<int64_t>(
+                                         absl::ToInt64Milliseconds(
+                                             absl::Ceil(timeout, absl::Milliseconds(1))),
+                                         std::numeric_limits<int>::max()));
+        ready = epoll_wait(epoll_fd_, events, kMaxEventsPerWait, timeout_ms);
+        if (ready < 0 && errno != EINTR) return ErrnoError("epoll loop: epoll_wait", errno);
+      }
+      if (ready >= 0) return ready;
+    }
+  }
+
   const int epoll_fd_;
   const int wake_fd_;
+  bool pwait2_missing_ = false;  // the loop thread's only
   Mutex mu_;
   WatchId next_id_ ABSL_GUARDED_BY(mu_) = kWakeId + 1;
   absl::flat_hash_map<WatchId, WatchEntry> watches_ ABSL_GUARDED_BY(mu_);

@@ -4,6 +4,11 @@
 // Event-loop backend on epoll, edge-triggered as Kore's loop is. Posted work
 // wakes the loop through an eventfd. Contract: core/event_loop.h.
 //
+// Timers are LoopBase's (one wheel for every loop); the loop waits for the
+// earliest one with epoll_pwait2, whose timeout is a timespec, and falls
+// back to epoll_wait with the timeout rounded up to a millisecond where the
+// kernel lacks it (ENOSYS).
+//
 // Run from a stackful task (the cooperative scheduler), the loop waits
 // through the task's execution context: it suspends on the epoll fd, so the
 // loop and the tasks share one thread, as Kore's worker loop does.

@@ -6,8 +6,10 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <ctime>
 #include <memory>
@@ -278,14 +280,18 @@ class IoUringLoop final : public LoopBase {
       if (rc < 0) return ErrnoError("io_uring loop: io_uring_wait_cqe", -rc);
       return absl::OkStatus();
     }
-    const absl::Time deadline = absl::Now() + timeout;
+    // Capped so that the clock arithmetic cannot overflow; a wait that long
+    // may return early, as a wait for events may.
+    const absl::Duration capped = std::min(timeout, absl::Hours(24 * 365));
+    const auto deadline = std::chrono::steady_clock::now() +
+                          absl::ToChronoNanoseconds(absl::Ceil(capped, absl::Nanoseconds(1)));
     while (true) {
-      const absl::Duration left = deadline - absl::Now();
-      if (left <= absl::ZeroDuration()) return absl::OkStatus();
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= std::chrono::nanoseconds::zero()) return absl::OkStatus();
+      const int64_t left_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
       __kernel_timespec ts{};
-      const timespec left_ts = absl::ToTimespec(left);
-      ts.tv_sec = left_ts.tv_sec;
-      ts.tv_nsec = left_ts.tv_nsec;
+      ts.tv_sec = left_ns / 1'000'000'000;
+      ts.tv_nsec = left_ns % 1'000'000'000;
       const int rc = io_uring_wait_cqe_timeout(&ring_, &cqe, &ts);
       if (rc == 0 || rc == -ETIME) return absl::OkStatus();
       if (rc != -EINTR) return ErrnoError("io_uring loop: io_uring_wait_cqe_timeout", -rc);
@@ -310,6 +316,7 @@ class IoUringLoop final : public LoopBase {
         return waited;
       }
     }
+    WaitEnded();
     if (io_uring_cq_ready(&ring_) == 0 && io_uring_cq_has_overflow(&ring_)) {
       io_uring_get_events(&ring_);
     }

@@ -21,8 +21,12 @@
 //   ring: the completion wakes the loop thread's wait. At most one such
 //   wake-up is in flight, so a burst of posts costs one system call.
 //
-//   RunOnce(timeout) waits with io_uring_wait_cqe_timeout (the kernel's
-//   timeout argument, no timeout request), then reaps every completion,
+//   RunOnce(timeout) waits with io_uring_wait_cqe_timeout: with
+//   IORING_FEAT_EXT_ARG the timeout is a timespec passed to io_uring_enter
+//   itself, so the wait honours LoopBase's timers (one wheel for every loop)
+//   to the nanosecond without a timeout request in the ring (an
+//   IORING_OP_TIMEOUT would cost a submission and a completion per wait).
+//   It then reaps every completion,
 //   runs the callbacks, re-arms ended polls, and runs the posted work.
 //   In a stackful task (ExecutionContext::suspends_task()) it instead waits
 //   through the context on the ring fd, which is readable while

@@ -1,5 +1,8 @@
 #include "event_loops/loop_base/loop_base.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -66,10 +69,66 @@ absl::Status LoopBase::ClaimLoopThread(const char* operation) {
       " called from a thread that is not the loop thread (the first thread to run the loop)"));
 }
 
+absl::StatusOr<TimerId> LoopBase::RunAt(absl::Time deadline, std::function<void()> closure) {
+  if (!closure) return absl::InvalidArgumentError(absl::StrCat(label_, ": RunAt got an empty closure"));
+  return Arm(timers_.ToMonotonic(deadline), closure);
+}
+
+absl::StatusOr<TimerId> LoopBase::RunAfter(absl::Duration delay, std::function<void()> closure) {
+  if (!closure) {
+    return absl::InvalidArgumentError(absl::StrCat(label_, ": RunAfter got an empty closure"));
+  }
+  return Arm(loop_internal::MonotonicAfter(delay), closure);
+}
+
+absl::StatusOr<TimerId> LoopBase::Arm(uint64_t deadline_ns, std::function<void()>& closure) {
+  if (IsLoopThread()) {
+    absl::StatusOr<TimerId> id = timers_.ArmOnLoop(deadline_ns, closure);
+    // Another task on this thread armed it while the loop task waits: the
+    // wait was computed without it. Failing that, the loop sees it when the
+    // wait ends.
+    if (waiting_ && id.ok()) Wake().IgnoreError();
+    return id;
+  }
+  bool wake = false;
+  absl::StatusOr<TimerId> id = timers_.ArmFromOtherThread(deadline_ns, closure, wake);
+  if (!id.ok() || !wake) return id;
+  absl::Status woken = Wake();
+  if (woken.ok()) return id;
+  // The loop may sleep past the deadline: take the timer back and report.
+  // If it fired meanwhile it was armed after all.
+  bool unused = false;
+  if (timers_.Cancel(*id, /*on_loop_thread=*/false, unused).ok()) return woken;
+  return id;
+}
+
+absl::Status LoopBase::Cancel(TimerId id) {
+  const bool on_loop_thread = IsLoopThread();
+  bool wake = false;
+  absl::Status status = timers_.Cancel(id, on_loop_thread, wake);
+  // The wake-up only hurries the closure's destruction: the timer is
+  // cancelled whether or not it succeeds.
+  if (wake) Wake().IgnoreError();
+  return status;
+}
+
 absl::StatusOr<int> LoopBase::Iterate(absl::Duration timeout) {
+  const bool timers_may_run = !timers_.running();  // false in a nested RunOnce
+  if (timers_may_run && timeout > absl::ZeroDuration()) {
+    if (const std::optional<uint64_t> next = timers_.NextDeadline(); next.has_value()) {
+      const uint64_t now = loop_internal::MonotonicNowNs();
+      const uint64_t left = *next > now ? *next - now : 0;
+      if (left < static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+        timeout = std::min(timeout, absl::Nanoseconds(static_cast<int64_t>(left)));
+      }
+    }
+  }
+  waiting_ = true;
   absl::StatusOr<int> ran = DispatchReady(timeout);
+  waiting_ = false;
   if (!ran.ok()) return ran;
-  return *ran + RunPosted();
+  const int timers = timers_may_run ? timers_.RunDue(loop_internal::MonotonicNowNs()) : 0;
+  return *ran + timers + RunPosted();
 }
 
 int LoopBase::RunPosted() {

@@ -2,18 +2,23 @@
 #define TASKRT_EVENT_LOOPS_LOOP_BASE_LOOP_BASE_H_
 
 // LoopBase: what every event-loop backend shares, written once so the
-// backends cannot drift: the loop-thread claim, Run/Stop, and the queue of
-// posted work. A backend derives from it and supplies the rest of
-// core/event_loop.h (Watch, Unwatch, name) plus two hooks:
+// backends cannot drift: the loop-thread claim, Run/Stop, the queue of
+// posted work and the timers (loop_timers.h). A backend derives from it and
+// supplies the rest of core/event_loop.h (Watch, Unwatch, name) plus two
+// hooks:
 //
 //   DispatchReady(timeout)  waits up to `timeout` (zero: just polls;
 //                           absl::InfiniteDuration(): until something is
 //                           ready or Wake() is called), runs the callbacks of
 //                           the watches that are ready and returns how many
 //                           it ran. Called on the loop thread only, with a
-//                           timeout that is never negative. It does not run
-//                           posted work: LoopBase runs the queue right after
-//                           it returns.
+//                           timeout that is never negative and already
+//                           shortened to the earliest timer: the backend
+//                           must honour it to the nanosecond or round it up,
+//                           never down. It calls WaitEnded() as soon as its
+//                           wait returns. It runs neither timers nor posted
+//                           work: LoopBase runs the due timers, then the
+//                           queue, right after it returns.
 //   Wake()                  makes a wait in DispatchReady() under way, or the
 //                           next one, return soon. Called from any thread,
 //                           with no lock of LoopBase held; several calls may
@@ -37,10 +42,20 @@
 //     Wake() fails, Post() returns its error, yet the work stays queued and
 //     runs at the loop's next iteration: do not post it again.
 //
+//   - Timers (core/event_loop.h): armed and cancelled on the loop thread
+//     without a lock or a system call; from other threads, handed to the
+//     loop, which is woken when it must be. Each iteration computes its wait
+//     from the earliest timer, and after the wait reads the monotonic clock
+//     and runs the timers due by then (so none runs early), before the
+//     posted work. A timer closure that calls RunOnce() gets no timers run
+//     in that nested iteration. Pending closures are destroyed with the
+//     loop, after the backend's destructor: they must not call into it.
+//
 // Error messages start with the backend's label ("epoll loop: ...").
 //
-// Thread safety: Post, Stop and IsLoopThread from any thread; RunOnce and
-// Run from the loop thread (refused elsewhere, see above).
+// Thread safety: Post, Stop, IsLoopThread, RunAt, RunAfter and Cancel from
+// any thread; RunOnce and Run from the loop thread (refused elsewhere, see
+// above).
 
 #include <atomic>
 #include <deque>
@@ -54,6 +69,7 @@
 #include "core/event_loop.h"
 #include "core/mutex.h"
 #include "core/scheduler.h"
+#include "event_loops/loop_base/loop_timers.h"
 
 namespace taskrt {
 
@@ -64,6 +80,9 @@ class LoopBase : public EventLoop {
   absl::Status Run() final ABSL_LOCKS_EXCLUDED(posted_mu_);
   void Stop() final;
   bool IsLoopThread() const final;
+  absl::StatusOr<TimerId> RunAt(absl::Time deadline, std::function<void()> closure) final;
+  absl::StatusOr<TimerId> RunAfter(absl::Duration delay, std::function<void()> closure) final;
+  absl::Status Cancel(TimerId id) final;
 
  protected:
   // `label` starts every error message of the loop ("epoll loop").
@@ -74,16 +93,26 @@ class LoopBase : public EventLoop {
 
   const std::string& label() const { return label_; }
 
+  // Tells LoopBase that the blocking wait of DispatchReady() is over. Until
+  // then a timer armed on the loop thread (by another task of a cooperative
+  // scheduler sharing the thread) wakes the loop, whose wait may end too
+  // late for it.
+  void WaitEnded() { waiting_ = false; }
+
  private:
   absl::Status ClaimLoopThread(const char* operation);
   // One iteration: the ready callbacks, then the posted work.
   absl::StatusOr<int> Iterate(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(posted_mu_);
   int RunPosted() ABSL_LOCKS_EXCLUDED(posted_mu_);
+  absl::StatusOr<TimerId> Arm(uint64_t deadline_ns, std::function<void()>& closure);
 
   const std::string label_;
   std::atomic<std::thread::id> loop_thread_{};
   std::atomic<bool> stop_requested_{false};
   bool running_ = false;  // the loop thread's only
+  bool waiting_ = false;  // the loop thread's only: in DispatchReady's wait
+
+  loop_internal::LoopTimers timers_{label_};
 
   Mutex posted_mu_;
   std::deque<Work> posted_ ABSL_GUARDED_BY(posted_mu_);
