@@ -6,7 +6,6 @@
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -38,6 +37,8 @@ constexpr size_t kCompactOutputBytes = 64 * 1024;
 constexpr size_t kKeptOutputCapacity = 256 * 1024;
 // Descriptors kept free for tasks' channels and the server's own.
 constexpr size_t kReservedDescriptors = 64;
+// How soon accept is tried again after the process ran out of descriptors.
+constexpr absl::Duration kAcceptRetry = absl::Milliseconds(10);
 
 // Counters shared with the task entries, which may outlive the server.
 struct Counters {
@@ -156,8 +157,13 @@ class JobRequest final : public Resumable {
 };
 
 struct Connection {
+  uint64_t id = 0;  // unique for the server's life, unlike the fd
   int fd = -1;
   WatchId watch = 0;
+  // The loop timer that checks this connection's deadlines (see
+  // ServerImpl::ArmExpiry), and the moment it was armed for.
+  TimerId expiry_timer = 0;
+  absl::Time expiry_armed_for = absl::InfiniteFuture();
   std::string in;
   std::string out;
   size_t out_sent = 0;
@@ -187,15 +193,16 @@ class ServerImpl final : public Server {
   ~ServerImpl() override { CloseAll(); }
 
   void CloseAll() override {
-    if (timer_watch_ != 0) env_.loop->Unwatch(timer_watch_).IgnoreError();
     if (listen_watch_ != 0) env_.loop->Unwatch(listen_watch_).IgnoreError();
-    timer_watch_ = listen_watch_ = 0;
-    if (timer_fd_ >= 0) close(timer_fd_);
+    listen_watch_ = 0;
+    CancelTimer(accept_retry_timer_);
+    CancelTimer(free_dead_timer_);
     if (listen_fd_ >= 0) close(listen_fd_);
-    timer_fd_ = listen_fd_ = -1;
+    listen_fd_ = -1;
     std::vector<int> fds;
     for (const auto& [fd, connection] : connections_) fds.push_back(fd);
     for (int fd : fds) Close(*connections_[fd]);
+    CancelTimer(free_dead_timer_);  // armed again by the closes above
     dead_.clear();
   }
 
@@ -235,8 +242,20 @@ class ServerImpl final : public Server {
 
  private:
   void OnListenReady();
-  void OnTimer();
   void OnConnectionEvent(int fd);
+  // The first moment `c` is due to be cut off in its present state (idle,
+  // slow request head, stalled reader, lingering), or InfiniteFuture.
+  absl::Time ExpiryOf(const Connection& c) const;
+  // Keeps one loop timer per connection no later than ExpiryOf(c). Called
+  // after every event that may move the expiry earlier; one that moves it
+  // later (more input, say) is found when the timer fires, which then
+  // re-arms instead of cutting off: no timer work per read.
+  void ArmExpiry(Connection& c);
+  void OnExpiry(int fd, uint64_t id);
+  void CancelTimer(TimerId& timer);
+  // Frees the closed connections (dead_) once the callbacks now on the
+  // stack have returned.
+  void FreeDeadSoon();
   void Pump(Connection& c);
   void ReadInput(Connection& c);
   void ProcessInput(Connection& c);
@@ -268,12 +287,15 @@ class ServerImpl final : public Server {
   size_t connection_cap_ = 0;  // max_connections, kept below the open-file limit
   std::shared_ptr<Counters> counters_;
   int listen_fd_ = -1;
-  int timer_fd_ = -1;
   uint16_t port_ = 0;
   WatchId listen_watch_ = 0;
-  WatchId timer_watch_ = 0;
+  // Retries accept after the process ran out of descriptors or memory: the
+  // edge-triggered watch will not fire again for the connections waiting.
+  TimerId accept_retry_timer_ = 0;
+  TimerId free_dead_timer_ = 0;
+  uint64_t next_connection_id_ = 1;
   absl::flat_hash_map<int, std::unique_ptr<Connection>> connections_;
-  // Closed connections, freed on the next timer tick or with the server: a
+  // Closed connections, freed by a zero-delay timer or with the server: a
   // callback of theirs may still be on the stack when they close.
   std::vector<std::unique_ptr<Connection>> dead_;
 };
@@ -316,20 +338,6 @@ absl::Status ServerImpl::Listen() {
   getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length);
   port_ = ntohs(address.sin_port);
 
-  // The sweep for idle and slow clients, and the retry of accept after EMFILE.
-  timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-  if (timer_fd_ < 0) return ErrnoError("timerfd_create", errno);
-  const absl::Duration tick =
-      std::clamp(std::min(options_.idle_timeout, options_.request_timeout) / 4, absl::Milliseconds(5),
-                 absl::Seconds(1));
-  itimerspec spec{};
-  spec.it_interval = absl::ToTimespec(tick);
-  spec.it_value = spec.it_interval;
-  if (timerfd_settime(timer_fd_, 0, &spec, nullptr) != 0) return ErrnoError("timerfd_settime", errno);
-
-  absl::StatusOr<WatchId> timer = env_.loop->Watch({timer_fd_, POLLIN}, [this] { OnTimer(); });
-  if (!timer.ok()) return timer.status();
-  timer_watch_ = *timer;
   absl::StatusOr<WatchId> watch = env_.loop->Watch({listen_fd_, POLLIN}, [this] { OnListenReady(); });
   if (!watch.ok()) return watch.status();
   listen_watch_ = *watch;
@@ -341,8 +349,15 @@ void ServerImpl::OnListenReady() {
     const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      // EAGAIN: all taken. EMFILE/ENFILE/ENOMEM: the timer retries, since
-      // the edge-triggered watch will not fire again for the waiting ones.
+      if (errno != EAGAIN && errno != EWOULDBLOCK && accept_retry_timer_ == 0) {
+        // Out of descriptors or memory: retry soon, since the
+        // edge-triggered watch will not fire again for the waiting ones.
+        absl::StatusOr<TimerId> retry = env_.loop->RunAfter(kAcceptRetry, [this] {
+          accept_retry_timer_ = 0;
+          OnListenReady();
+        });
+        if (retry.ok()) accept_retry_timer_ = *retry;
+      }
       return;
     }
     if (connections_.size() >= connection_cap_ && !EvictIdleConnection()) {
@@ -356,6 +371,7 @@ void ServerImpl::OnListenReady() {
                  sizeof options_.send_buffer_bytes);
     }
     auto connection = std::make_unique<Connection>();
+    connection->id = next_connection_id_++;
     connection->fd = fd;
     connection->last_input = connection->last_output = absl::Now();
     absl::StatusOr<WatchId> watch = env_.loop->Watch(
@@ -365,41 +381,71 @@ void ServerImpl::OnListenReady() {
       continue;
     }
     connection->watch = *watch;
+    Connection& c = *connection;
     connections_[fd] = std::move(connection);
     counters_->connections_accepted.fetch_add(1);
     counters_->Add(&Counters::connections_open, 1);
+    ArmExpiry(c);
   }
 }
 
-void ServerImpl::OnTimer() {
-  uint64_t expirations;
-  while (read(timer_fd_, &expirations, sizeof expirations) > 0) {
+absl::Time ServerImpl::ExpiryOf(const Connection& c) const {
+  if (c.closed) return absl::InfiniteFuture();
+  if (c.lingering) return c.linger_until;
+  if (c.request != nullptr || c.close_after_write) {
+    // A job runs (or a last response is on its way): only a reader that
+    // stalls its output is cut off.
+    return c.pending_output() > 0 ? c.last_output + options_.idle_timeout : absl::InfiniteFuture();
   }
-  dead_.clear();
-  OnListenReady();
-  const absl::Time now = absl::Now();
-  std::vector<Connection*> expired;
-  for (const auto& [fd, c] : connections_) {
-    if (c->lingering) {
-      if (now > c->linger_until) expired.push_back(c.get());
-    } else if (c->request != nullptr || c->close_after_write) {
-      // A job runs (or a last response is on its way): only a reader that
-      // stalls its output is cut off.
-      if (c->pending_output() > 0 && now - c->last_output > options_.idle_timeout) expired.push_back(c.get());
-    } else if (!c->in.empty()) {
-      // From the head's first byte: trickling bytes does not extend it.
-      if (now - c->request_start > options_.request_timeout) expired.push_back(c.get());
-    } else if (now - c->last_input > options_.idle_timeout) {
-      expired.push_back(c.get());
-    }
+  // From the head's first byte: trickling bytes does not extend it.
+  if (!c.in.empty()) return c.request_start + options_.request_timeout;
+  return c.last_input + options_.idle_timeout;
+}
+
+void ServerImpl::ArmExpiry(Connection& c) {
+  const absl::Time expiry = ExpiryOf(c);
+  if (c.expiry_timer != 0) {
+    if (c.expiry_armed_for <= expiry) return;  // fires first, and re-checks
+    CancelTimer(c.expiry_timer);
   }
-  for (Connection* c : expired) {
-    if (!c->lingering && c->request == nullptr && !c->close_after_write && !c->in.empty()) {
-      Respond(*c, 408, "the request did not arrive in time\n", /*close=*/true);
-    } else {
-      Close(*c);
-    }
+  if (expiry == absl::InfiniteFuture()) return;
+  absl::StatusOr<TimerId> timer =
+      env_.loop->RunAt(expiry, [this, fd = c.fd, id = c.id] { OnExpiry(fd, id); });
+  if (!timer.ok()) return;  // kept alive until its next event re-arms it
+  c.expiry_timer = *timer;
+  c.expiry_armed_for = expiry;
+}
+
+void ServerImpl::OnExpiry(int fd, uint64_t id) {
+  auto it = connections_.find(fd);
+  if (it == connections_.end() || it->second->id != id) return;  // closed since
+  Connection& c = *it->second;
+  c.expiry_timer = 0;
+  if (absl::Now() < ExpiryOf(c)) {
+    ArmExpiry(c);  // activity since it was armed moved the expiry later
+    return;
   }
+  if (!c.lingering && c.request == nullptr && !c.close_after_write && !c.in.empty()) {
+    Respond(c, 408, "the request did not arrive in time\n", /*close=*/true);
+  } else {
+    Close(c);
+  }
+  if (!c.closed) ArmExpiry(c);
+}
+
+void ServerImpl::CancelTimer(TimerId& timer) {
+  if (timer == 0) return;
+  env_.loop->Cancel(timer).IgnoreError();  // on the loop thread: it has not run
+  timer = 0;
+}
+
+void ServerImpl::FreeDeadSoon() {
+  if (free_dead_timer_ != 0) return;
+  absl::StatusOr<TimerId> timer = env_.loop->RunAfter(absl::ZeroDuration(), [this] {
+    free_dead_timer_ = 0;
+    dead_.clear();
+  });
+  if (timer.ok()) free_dead_timer_ = *timer;
 }
 
 void ServerImpl::OnConnectionEvent(int fd) {
@@ -408,11 +454,12 @@ void ServerImpl::OnConnectionEvent(int fd) {
   Connection& c = *it->second;
   if (c.lingering) {
     DiscardInput(c);
-    return;
+    return;  // lingering ends at linger_until, armed when it began
   }
   c.input_drained = false;  // a new edge: there may be bytes, or the end
   Flush(c);
   Pump(c);
+  if (!c.closed) ArmExpiry(c);
 }
 
 void ServerImpl::Pump(Connection& c) {
@@ -605,7 +652,11 @@ void ServerImpl::RunStates(JobRequest& request) {
   while (true) {
     const StateResult result = request.fsm_state_ == kStart ? StartJob(request) : WaitJob(request);
     if (result == StateResult::kContinue) continue;
-    if (result == StateResult::kRetry) return;
+    if (result == StateResult::kRetry) {
+      // Progress may have queued output that a stalled reader leaves unsent.
+      if (!request.connection_->closed) ArmExpiry(*request.connection_);
+      return;
+    }
     break;
   }
   // Complete: serve what is pipelined behind it; a head that came in part
@@ -614,6 +665,7 @@ void ServerImpl::RunStates(JobRequest& request) {
   c.request = nullptr;
   if (!c.in.empty()) c.request_start = absl::Now();
   Pump(c);
+  if (!c.closed) ArmExpiry(c);
 }
 
 StateResult ServerImpl::StartJob(JobRequest& request) {
@@ -771,6 +823,7 @@ void ServerImpl::FinishConnection(Connection& c) {
   c.request = nullptr;
   c.in.clear();
   c.in.shrink_to_fit();
+  ArmExpiry(c);
   DiscardInput(c);
 }
 
@@ -781,12 +834,12 @@ void ServerImpl::DiscardInput(Connection& c) {
     return;
   }
   // A bounded helping per event, so that a fast sender cannot hold the
-  // loop; what is left makes the next edge, and the timer ends it all.
+  // loop; what is left makes the next edge, and the expiry timer ends it.
   for (int reads = 0; !c.closed && reads < 64; ++reads) {
     const ssize_t n = recv(c.fd, buffer, sizeof buffer, MSG_DONTWAIT);
     if (n > 0) continue;
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;  // the next edge, or the timer
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;  // the next edge, or linger_until
     Close(c);  // the client's FIN (or a reset): done
   }
 }
@@ -827,6 +880,7 @@ void ServerImpl::Close(Connection& c) {
   if (c.closed) return;
   c.closed = true;
   CountOutputMemory(c);
+  CancelTimer(c.expiry_timer);
   env_.loop->Unwatch(c.watch).IgnoreError();
   shutdown(c.fd, SHUT_WR);
   close(c.fd);
@@ -835,6 +889,7 @@ void ServerImpl::Close(Connection& c) {
   auto it = connections_.find(c.fd);
   dead_.push_back(std::move(it->second));
   connections_.erase(it);
+  FreeDeadSoon();
   counters_->Add(&Counters::connections_open, -1);
 }
 
