@@ -177,6 +177,67 @@ auto Query(struct kore_task* t, Read read) -> std::optional<decltype(read(std::d
   return read(*it->second);
 }
 
+// The deadline of a *_timeout call: -1 is none, 0 is now.
+absl::StatusOr<absl::Time> DeadlineAfter(int timeout_ms, const char* call) {
+  if (timeout_ms < -1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(call, ": timeout_ms must be -1 (no limit) or >= 0, not ", timeout_ms));
+  }
+  if (timeout_ms == -1) return absl::InfiniteFuture();
+  return absl::Now() + absl::Milliseconds(timeout_ms);
+}
+
+// Sets the last error itself on every path; returns 0, or -1 on an error.
+int ChannelWrite(struct kore_task* t, void* data, u_int32_t length, absl::Time deadline,
+                 const char* call) {
+  if (data == nullptr && length > 0) {
+    Failed(absl::InvalidArgumentError(absl::StrCat(call, ": data is NULL")));
+    return -1;
+  }
+  absl::Span<const char> message(static_cast<const char*>(data), length);
+  absl::Status status;
+  if (taskrt::TaskContext* context = OwnEntryContext(t)) {
+    status = context->WriteUntil(message, deadline);
+  } else {
+    // Another task's owner side: the owner's alone.
+    if (RefuseInsideEntry(call)) return -1;
+    KoreTask* kore = Get(t, call);
+    if (kore == nullptr) return -1;
+    status = kore->task->WriteUntil(message, deadline);
+  }
+  if (!status.ok()) {
+    Failed(status);
+    return -1;
+  }
+  Succeeded();
+  return 0;
+}
+
+// Sets the last error itself on every path; returns the length read.
+u_int32_t ChannelRead(struct kore_task* t, void* out, u_int32_t length, absl::Time deadline,
+                      const char* call) {
+  if (out == nullptr && length > 0) {
+    Failed(absl::InvalidArgumentError(absl::StrCat(call, ": out is NULL")));
+    return 0;
+  }
+  absl::Span<char> buffer(static_cast<char*>(out), length);
+  absl::StatusOr<size_t> got;
+  if (taskrt::TaskContext* context = OwnEntryContext(t)) {
+    got = context->ReadUntil(buffer, deadline);
+  } else {
+    if (RefuseInsideEntry(call)) return 0;
+    KoreTask* kore = Get(t, call);
+    if (kore == nullptr) return 0;
+    got = kore->task->ReadUntil(buffer, deadline);
+  }
+  if (!got.ok()) {
+    Failed(got.status());
+    return 0;
+  }
+  Succeeded();
+  return static_cast<u_int32_t>(*got);
+}
+
 }  // namespace
 
 extern "C" {
@@ -286,71 +347,6 @@ int kore_task_finished(struct kore_task* t) {
   Succeeded();
   return *finished ? 1 : 0;
 }
-
-namespace {
-
-// The deadline of a *_timeout call: -1 is none, 0 is now.
-absl::StatusOr<absl::Time> DeadlineAfter(int timeout_ms, const char* call) {
-  if (timeout_ms < -1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(call, ": timeout_ms must be -1 (no limit) or >= 0, not ", timeout_ms));
-  }
-  if (timeout_ms == -1) return absl::InfiniteFuture();
-  return absl::Now() + absl::Milliseconds(timeout_ms);
-}
-
-// Sets the last error itself on every path; returns 0, or -1 on an error.
-int ChannelWrite(struct kore_task* t, void* data, u_int32_t length, absl::Time deadline,
-                 const char* call) {
-  if (data == nullptr && length > 0) {
-    Failed(absl::InvalidArgumentError(absl::StrCat(call, ": data is NULL")));
-    return -1;
-  }
-  absl::Span<const char> message(static_cast<const char*>(data), length);
-  absl::Status status;
-  if (taskrt::TaskContext* context = OwnEntryContext(t)) {
-    status = context->WriteUntil(message, deadline);
-  } else {
-    // Another task's owner side: the owner's alone.
-    if (RefuseInsideEntry(call)) return -1;
-    KoreTask* kore = Get(t, call);
-    if (kore == nullptr) return -1;
-    status = kore->task->WriteUntil(message, deadline);
-  }
-  if (!status.ok()) {
-    Failed(status);
-    return -1;
-  }
-  Succeeded();
-  return 0;
-}
-
-// Sets the last error itself on every path; returns the length read.
-u_int32_t ChannelRead(struct kore_task* t, void* out, u_int32_t length, absl::Time deadline,
-                      const char* call) {
-  if (out == nullptr && length > 0) {
-    Failed(absl::InvalidArgumentError(absl::StrCat(call, ": out is NULL")));
-    return 0;
-  }
-  absl::Span<char> buffer(static_cast<char*>(out), length);
-  absl::StatusOr<size_t> got;
-  if (taskrt::TaskContext* context = OwnEntryContext(t)) {
-    got = context->ReadUntil(buffer, deadline);
-  } else {
-    if (RefuseInsideEntry(call)) return 0;
-    KoreTask* kore = Get(t, call);
-    if (kore == nullptr) return 0;
-    got = kore->task->ReadUntil(buffer, deadline);
-  }
-  if (!got.ok()) {
-    Failed(got.status());
-    return 0;
-  }
-  Succeeded();
-  return static_cast<u_int32_t>(*got);
-}
-
-}  // namespace
 
 void kore_task_channel_write(struct kore_task* t, void* data, u_int32_t length) {
   (void)ChannelWrite(t, data, length, absl::InfiniteFuture(), "kore_task_channel_write");
