@@ -216,6 +216,10 @@ class LazyEventFd {
   std::atomic<bool> signaled_{false};
 };
 
+// WaitPoint::watched counts who waits on the eventfd.
+constexpr uint32_t kLoopWatcher = 1;
+constexpr uint32_t kSelectWatcher = 2;
+
 // Who waits for news on one side of a ring. A waiter raises `waiting`
 // (then HeavyBarrier, then re-reads the word the other side publishes: the
 // header at the consumer's read position, or the head); the other side
@@ -223,9 +227,6 @@ class LazyEventFd {
 // it raised, takes it down with an exchange. Whoever takes the flag down
 // delivers the news, so the publisher pays no atomic read-modify-write per
 // message, only when someone waits.
-constexpr uint32_t kLoopWatcher = 1;
-constexpr uint32_t kSelectWatcher = 2;
-
 struct WaitPoint {
   std::atomic<bool> waiting{false};
   std::atomic<Parker*> parker{nullptr};  // a blocked Send or Receive
@@ -513,27 +514,16 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
 
  public:
   Readiness send_readiness() const override {
-    Ring& ring = *out_;
-    return Watch(ring.producer, SpaceFreed(ring, known_head_), ring.consumer_closed,
-                 ring.asymmetric_barrier);
+    return WatchFor(ChannelDirection::kSend, /*for_select=*/false);
   }
   Readiness receive_readiness() const override {
-    Ring& ring = *in_;
-    return Watch(ring.consumer, RecordArrived(ring, read_position_), ring.producer_closed,
-                 ring.asymmetric_barrier);
+    return WatchFor(ChannelDirection::kReceive, /*for_select=*/false);
   }
 
   // A Select() signals through the eventfd only while it holds it, so the
   // same-thread exchanges that follow pay no system call.
   Readiness AcquireReadiness(ChannelDirection direction) override {
-    if (direction == ChannelDirection::kSend) {
-      Ring& ring = *out_;
-      return Watch(ring.producer, SpaceFreed(ring, known_head_), ring.consumer_closed,
-                   ring.asymmetric_barrier, /*for_select=*/true);
-    }
-    Ring& ring = *in_;
-    return Watch(ring.consumer, RecordArrived(ring, read_position_), ring.producer_closed,
-                 ring.asymmetric_barrier, /*for_select=*/true);
+    return WatchFor(direction, /*for_select=*/true);
   }
   void ReleaseReadiness(ChannelDirection direction) override {
     WaitPoint& point =
@@ -787,9 +777,21 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
 
   // Hands out the eventfd for an event loop, armed for the next news; if
   // there is news already (from before the watch), signals it at once.
+  // The eventfd of `direction`'s wait point, armed (see Watch).
+  Readiness WatchFor(ChannelDirection direction, bool for_select) const {
+    if (direction == ChannelDirection::kSend) {
+      Ring& ring = *out_;
+      return Watch(ring.producer, SpaceFreed(ring, known_head_), ring.consumer_closed,
+                   ring.asymmetric_barrier, for_select);
+    }
+    Ring& ring = *in_;
+    return Watch(ring.consumer, RecordArrived(ring, read_position_), ring.producer_closed,
+                 ring.asymmetric_barrier, for_select);
+  }
+
   template <typename HasNews>
   static Readiness Watch(WaitPoint& point, HasNews has_news, const std::atomic<bool>& other_closed,
-                         bool asymmetric, bool for_select = false) {
+                         bool asymmetric, bool for_select) {
     const int fd = point.event.Get();
     if (fd < 0) return Readiness{-1, POLLIN};  // Watch() then reports a bad fd
     if (for_select) {

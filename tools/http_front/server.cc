@@ -196,7 +196,6 @@ class ServerImpl final : public Server {
     if (listen_watch_ != 0) env_.loop->Unwatch(listen_watch_).IgnoreError();
     listen_watch_ = 0;
     CancelTimer(accept_retry_timer_);
-    CancelTimer(free_dead_timer_);
     if (listen_fd_ >= 0) close(listen_fd_);
     listen_fd_ = -1;
     std::vector<int> fds;
