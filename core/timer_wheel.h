@@ -3,7 +3,8 @@
 
 // TimerWheel: a hierarchical timing wheel with nanosecond resolution, as in
 // Tokio (tokio/src/runtime/time/wheel) and the Linux kernel, used by every
-// event loop for its timers (event_loops/loop_base).
+// event loop for its timers (event_loops/loop_base) and by schedulers for
+// their tasks' deadlines.
 //
 // Shape
 //   11 levels of 64 slots. A slot of level L spans 64^L nanoseconds, so a

@@ -10,7 +10,6 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
-#include <map>
 #include <optional>
 #include <system_error>
 #include <thread>
@@ -24,6 +23,7 @@
 #include "core/errors.h"
 #include "core/execution_context.h"
 #include "core/mutex.h"
+#include "core/timer_wheel.h"
 
 namespace taskrt {
 namespace {
@@ -32,6 +32,10 @@ namespace {
 // the scheduler's loop, which picks up outside work and descriptor
 // readiness (Go's and Tokio's schedulers use the same interval).
 constexpr uint32_t kLoopInterval = 61;
+// At most this many tasks woken by their deadline wait ahead of the ready
+// queue (see ExpireTimers); one less than the loop interval, so the queue
+// behind them advances at every interval.
+constexpr size_t kTimerWakesFirst = kLoopInterval - 1;
 constexpr int kMaxEventsPerPoll = 64;
 // How long an idle loop polls before it sleeps; as the OS-thread context's
 // spin (core/execution_context.cc), measured with the round_trip job.
@@ -50,8 +54,9 @@ struct FiberSlot {
   FiberContext context;
 };
 
-// One unit of work. It gets a FiberSlot when it first runs.
-struct CoTask {
+// One unit of work. It gets a FiberSlot when it first runs. Its Node is
+// its place in the timers while it waits with a deadline.
+struct CoTask : TimerWheel::Node {
   Work work;
   Job* job = nullptr;
   FiberSlot* slot = nullptr;
@@ -61,10 +66,13 @@ struct CoTask {
   // descriptor, parked (ParkUntil) or sleeping (neither).
   int waiting_fd = -1;
   Parker* timed_parker = nullptr;
-  bool has_timer = false;
   bool timed_out = false;
-  std::multimap<absl::Time, CoTask*>::iterator timer;
 };
+
+// A deadline as the timers' time: nanoseconds since the Unix epoch.
+uint64_t TimerTime(absl::Time deadline) {
+  return static_cast<uint64_t>(std::max<int64_t>(absl::ToUnixNanos(deadline), 0));
+}
 
 // Whether epoll_pwait2 (nanosecond timeouts) is there; cleared for good
 // when the kernel refuses it, and waits round up to milliseconds then.
@@ -293,6 +301,7 @@ class CooperativeScheduler final : public Scheduler {
   CoTask* PopReady() {
     CoTask* task = ready_head_;
     if (task == nullptr) return nullptr;
+    if (woken_in_front_ > 0) --woken_in_front_;
     ready_head_ = task->next_ready;
     if (ready_head_ == nullptr) ready_tail_ = nullptr;
     return task;
@@ -348,7 +357,7 @@ class CooperativeScheduler final : public Scheduler {
     if (self == nullptr) return;
     if (ready_head_ == nullptr) {
       if (!inbox_pending_.load(std::memory_order_relaxed) && fd_waiter_count_ == 0 &&
-          timers_.empty() && stackless_head_ == nullptr) {
+          timers_.empty() && woken_head_ == nullptr && stackless_head_ == nullptr) {
         return;  // nobody else could run
       }
       // Only the loop can have more: let it look (it runs this task next).
@@ -414,8 +423,13 @@ class CooperativeScheduler final : public Scheduler {
       // is its turn anyway: spawn-heavy loads then reuse one warm stack.
       CoTask* next = scheduler->ready_head_;
       if (next != nullptr && next->slot == nullptr && scheduler->stackless_head_ == nullptr &&
-          ++scheduler->switches_ % kLoopInterval != 0 &&
           !scheduler->inbox_pending_.load(std::memory_order_relaxed)) {
+        if (++scheduler->switches_ % kLoopInterval == 0) {
+          // The loop's turn, counted already: straight to it.
+          scheduler->finished_ = task;
+          scheduler->current_ = nullptr;
+          FiberContext::SwitchForLast(task->slot->context, *scheduler->loop_context_);
+        }
         scheduler->PopReady();
         next->slot = std::exchange(task->slot, nullptr);
         scheduler->free_tasks_.push_back(task);
@@ -444,18 +458,33 @@ class CooperativeScheduler final : public Scheduler {
       waiting->slot = slot;
       slot->context.Reset(&CooperativeScheduler::TaskMain, waiting);
       PushReady(waiting);
-    } else if (free_slots_.size() < options_.stack.max_cached) {
-      free_slots_.push_back(slot);
     } else {
-      Stack stack = slot->stack;
-      delete slot;
-      stacks_.Release(stack);
+      free_slots_.push_back(slot);
+    }
+    free_tasks_.push_back(task);
+  }
+
+  // Frees what the free lists hold over StackOptions::max_cached, the
+  // longest unused first. Called when the loop goes idle, so that a burst
+  // of finishing tasks costs no system call while others wait to run.
+  void TrimFreeLists() {
+    const size_t keep = options_.stack.max_cached;
+    if (free_slots_.size() > keep) {
+      const auto excess = free_slots_.begin() + static_cast<std::ptrdiff_t>(free_slots_.size() - keep);
+      std::vector<Stack> stacks;
+      stacks.reserve(static_cast<size_t>(excess - free_slots_.begin()));
+      for (auto it = free_slots_.begin(); it != excess; ++it) {
+        stacks.push_back((*it)->stack);
+        delete *it;
+      }
+      free_slots_.erase(free_slots_.begin(), excess);
+      stacks_.ReleaseAll(std::move(stacks));
       stacks_refused_ = false;  // the kernel may give the next one
     }
-    if (free_tasks_.size() < options_.stack.max_cached) {
-      free_tasks_.push_back(task);
-    } else {
-      delete task;
+    if (free_tasks_.size() > keep) {
+      const auto excess = free_tasks_.begin() + static_cast<std::ptrdiff_t>(free_tasks_.size() - keep);
+      for (auto it = free_tasks_.begin(); it != excess; ++it) delete *it;
+      free_tasks_.erase(free_tasks_.begin(), excess);
     }
   }
 
@@ -476,8 +505,7 @@ class CooperativeScheduler final : public Scheduler {
     self->waiting_fd = fd;
     self->timed_out = false;
     if (deadline != absl::InfiniteFuture()) {
-      self->timer = timers_.emplace(deadline, self);
-      self->has_timer = true;
+      timers_.Insert(self, TimerTime(deadline));
     }
     SuspendCurrent();
     self->waiting_fd = -1;
@@ -491,8 +519,7 @@ class CooperativeScheduler final : public Scheduler {
   void SuspendCurrentUntil(absl::Time deadline, Parker* parker) {
     CoTask* self = current_;
     self->timed_parker = parker;
-    self->timer = timers_.emplace(deadline, self);
-    self->has_timer = true;
+    timers_.Insert(self, TimerTime(deadline));
     SuspendCurrent();
     CancelTimer(self);  // still set when Unpark woke it first
     self->timed_parker = nullptr;
@@ -500,37 +527,65 @@ class CooperativeScheduler final : public Scheduler {
 
   // Wakes the tasks whose deadline passed, in deadline order: sleepers,
   // parked tasks whose Unpark has not come, and descriptor waiters, which
-  // stop waiting on their fd.
+  // stop waiting on their fd. They queue apart from the ready queue, and
+  // each loop visit tops up the ready queue's front to kTimerWakesFirst of
+  // them, as Go's timers wake into runnext: a task that slept runs on time
+  // and, when it finishes, hands its warm stack to the new units behind it,
+  // so a crowd of spawns does not hold a stack each until the last has
+  // started. The rest of the ready queue still advances at every loop
+  // interval.
   void ExpireTimers() {
-    if (timers_.empty()) return;
-    const absl::Time now = absl::Now();
-    while (!timers_.empty() && timers_.begin()->first <= now) {
-      CoTask* task = timers_.begin()->second;
-      timers_.erase(timers_.begin());
-      task->has_timer = false;
-      if (task->timed_parker != nullptr) {
-        // Unpark() won the race: its Wake() resumes the task.
-        if (!TaskContext::TimeOut(*task->timed_parker)) continue;
-        PushReady(task);
-        continue;
-      }
-      task->timed_out = true;
-      auto it = task->waiting_fd < 0 ? fd_waiters_.end() : fd_waiters_.find(task->waiting_fd);
-      if (it != fd_waiters_.end()) {
-        std::vector<FdWaiter>& waiters = it->second;
-        for (size_t i = 0; i < waiters.size(); ++i) {
-          if (waiters[i].task == task) {
-            waiters.erase(waiters.begin() + static_cast<std::ptrdiff_t>(i));
-            --fd_waiter_count_;
-            break;
-          }
-        }
-        // The interest was armed for the union of the waiters' events:
-        // narrow it to those still waiting.
-        RearmOrWakeAll(it);
-      }
-      PushReady(task);
+    if (!timers_.empty()) {
+      timers_.Advance(TimerTime(absl::Now()), [&](TimerWheel::Node* node) {
+        auto* task = static_cast<CoTask*>(node);
+        if (!WakeAtDeadline(task)) return;
+        task->next_ready = nullptr;
+        (woken_tail_ == nullptr ? woken_head_ : woken_tail_->next_ready) = task;
+        woken_tail_ = task;
+      });
     }
+    // Those moved at earlier visits that have not run yet are the first
+    // woken_in_front_ of the ready queue: these go behind them, so that
+    // all run in deadline order, and the prefix never outgrows the quota.
+    const size_t earlier = woken_in_front_;
+    if (woken_head_ == nullptr || earlier >= kTimerWakesFirst) return;
+    CoTask* const batch_head = woken_head_;
+    CoTask* batch_tail = batch_head;
+    size_t moved = 1;
+    while (moved < kTimerWakesFirst - earlier && batch_tail->next_ready != nullptr) {
+      batch_tail = batch_tail->next_ready;
+      ++moved;
+    }
+    woken_head_ = batch_tail->next_ready;
+    if (woken_head_ == nullptr) woken_tail_ = nullptr;
+    CoTask*& link = earlier > 0 ? woken_front_tail_->next_ready : ready_head_;
+    batch_tail->next_ready = link;
+    link = batch_head;
+    if (batch_tail->next_ready == nullptr) ready_tail_ = batch_tail;
+    woken_front_tail_ = batch_tail;
+    woken_in_front_ = earlier + moved;
+  }
+
+  // What a task's deadline does to it; true when it is to run (false: an
+  // Unpark won the race and its Wake() resumes the task).
+  bool WakeAtDeadline(CoTask* task) {
+    if (task->timed_parker != nullptr) return TaskContext::TimeOut(*task->timed_parker);
+    task->timed_out = true;
+    auto it = task->waiting_fd < 0 ? fd_waiters_.end() : fd_waiters_.find(task->waiting_fd);
+    if (it != fd_waiters_.end()) {
+      std::vector<FdWaiter>& waiters = it->second;
+      for (size_t i = 0; i < waiters.size(); ++i) {
+        if (waiters[i].task == task) {
+          waiters.erase(waiters.begin() + static_cast<std::ptrdiff_t>(i));
+          --fd_waiter_count_;
+          break;
+        }
+      }
+      // The interest was armed for the union of the waiters' events:
+      // narrow it to those still waiting.
+      RearmOrWakeAll(it);
+    }
+    return true;
   }
 
   // Before sleeping, polls the waiters' descriptors for a short while: a
@@ -549,9 +604,12 @@ class CooperativeScheduler final : public Scheduler {
 
   // How long the loop may sleep: until the next deadline (a task's, or the
   // next stack retry while units wait for stacks), or for ever.
-  absl::Duration SleepTimeout() const {
+  absl::Duration SleepTimeout() {
     if (timers_.empty() && stackless_head_ == nullptr) return absl::InfiniteDuration();
-    absl::Time until = timers_.empty() ? absl::InfiniteFuture() : timers_.begin()->first;
+    const std::optional<uint64_t> next_timer = timers_.NextDeadline();
+    absl::Time until = next_timer.has_value()
+                           ? absl::FromUnixNanos(static_cast<int64_t>(*next_timer))
+                           : absl::InfiniteFuture();
     if (stackless_head_ != nullptr) until = std::min(until, stack_retry_at_);
     return std::max(until - absl::Now(), absl::ZeroDuration());
   }
@@ -653,9 +711,7 @@ class CooperativeScheduler final : public Scheduler {
   }
 
   void CancelTimer(CoTask* task) {
-    if (!task->has_timer) return;
-    timers_.erase(task->timer);
-    task->has_timer = false;
+    timers_.Remove(task);
   }
 
   // Moves work and wake-ups from other threads into the ready queue.
@@ -708,16 +764,19 @@ class CooperativeScheduler final : public Scheduler {
       }
       if (stopping_.load(std::memory_order_seq_cst) && live_tasks_ == 0 && InboxEmpty()) break;
       if (fd_waiter_count_ > 0 && SpinForReadiness()) continue;
+      TrimFreeLists();
       sleeping_.store(true, std::memory_order_seq_cst);
       if (!inbox_pending_.load(std::memory_order_seq_cst)) PollFds(SleepTimeout());
       sleeping_.store(false, std::memory_order_seq_cst);
     }
+    std::vector<Stack> stacks;
+    stacks.reserve(free_slots_.size());
     for (FiberSlot* slot : free_slots_) {
-      Stack stack = slot->stack;
+      stacks.push_back(slot->stack);
       delete slot;
-      stacks_.Release(stack);
     }
     free_slots_.clear();
+    stacks_.ReleaseAll(std::move(stacks));
     for (CoTask* task : free_tasks_) delete task;
     free_tasks_.clear();
     loop_context_ = nullptr;
@@ -780,13 +839,21 @@ class CooperativeScheduler final : public Scheduler {
   // next_ready): each finishing task hands its stack to the first.
   CoTask* stackless_head_ = nullptr;
   CoTask* stackless_tail_ = nullptr;
+  // Tasks woken by their deadline, waiting for their turn ahead of the
+  // ready queue (see ExpireTimers), linked through next_ready.
+  CoTask* woken_head_ = nullptr;
+  CoTask* woken_tail_ = nullptr;
+  // How many of the ready queue's first tasks ExpireTimers put there, and
+  // the last of them (valid while the count is not zero).
+  size_t woken_in_front_ = 0;
+  CoTask* woken_front_tail_ = nullptr;
   bool stacks_refused_ = false;  // until stack_retry_at_, only stacks handed on
   absl::Time stack_retry_at_;
   std::vector<FiberSlot*> free_slots_;
   std::vector<CoTask*> free_tasks_;
   absl::flat_hash_map<int, std::vector<FdWaiter>> fd_waiters_;
   absl::flat_hash_map<int, bool> registered_fds_;
-  std::multimap<absl::Time, CoTask*> timers_;
+  TimerWheel timers_{TimerTime(absl::Now())};
   size_t fd_waiter_count_ = 0;
 };
 

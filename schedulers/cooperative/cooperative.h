@@ -36,9 +36,16 @@
 //     suspended one.
 //   - Order: ready tasks run first-in, first-out. Work scheduled from other
 //     threads and file-descriptor readiness are picked up at least every 61
-//     switches, so tasks that keep yielding cannot starve them.
+//     switches, so tasks that keep yielding cannot starve them. Tasks woken
+//     by their deadline are the exception: each such visit of the loop runs
+//     up to 60 of them, in deadline order, ahead of the ready queue (as
+//     timers come first in an event loop's turn, and as Go's wake into
+//     runnext), so a sleeper is late by at most a loop interval however
+//     long the queue, and the queue's head still advances every interval.
 //   - A unit gets its stack when it first runs, so queued work costs a small
 //     object, not a stack. Finished tasks hand their stacks to the next.
+//     Stacks and task objects freed in a burst are kept until the thread
+//     goes idle, which then frees those over StackOptions::max_cached.
 //   - concurrency() is 1: one unit runs at a time. Work that blocks the OS
 //     thread itself (a raw system call, std::mutex held across a wait) stops
 //     every task of this scheduler.

@@ -1,10 +1,16 @@
 // Backend-specific behaviour of the cooperative scheduler that the
 // conformance suite does not pin down: the same-thread wake-up and
-// hand-off paths that the same-thread benchmarks depend on.
+// hand-off paths that the same-thread benchmarks depend on, the place of
+// deadline-woken tasks in the run order, and stacks beyond the kernel's
+// map limit.
 
 #include "schedulers/cooperative/cooperative.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdio>
 #include <future>
 #include <memory>
 #include <thread>
@@ -12,7 +18,10 @@
 
 #include "backends/registry.h"
 #include "core/channel.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "core/execution_context.h"
+#include "core/task_group.h"
 #include "gtest/gtest.h"
 
 namespace taskrt {
@@ -202,6 +211,96 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<const ChannelDescriptor*>& info) {
       return std::string(info.param->name);
     });
+
+// A sleeper whose deadline passed while a long queue formed runs within a
+// loop interval (61 switches), not behind the whole queue.
+TEST(CooperativeTest, ADeadlineWokenTaskRunsAheadOfALongReadyQueue) {
+  constexpr int kQueued = 600;
+  std::unique_ptr<Scheduler> scheduler = NewScheduler();
+  ASSERT_NE(scheduler, nullptr);
+  std::vector<int> order;  // all on the scheduler's thread; -1 is the sleeper
+  TaskGroup root(*scheduler);
+  ASSERT_TRUE(root.Spawn([&] {
+                    TaskGroup group(*scheduler);
+                    const absl::Time deadline = absl::Now() + absl::Milliseconds(1);
+                    ASSERT_TRUE(group.Spawn([&] {
+                                       ASSERT_TRUE(SleepUntil(deadline).ok());
+                                       order.push_back(-1);
+                                     })
+                                    .ok());
+                    CurrentExecutionContext().Yield();  // the sleeper goes to sleep
+                    // Waits for the clock, not for another thread: nothing
+                    // else may run before the queue below forms.
+                    while (absl::Now() < deadline) {
+                    }
+                    for (int i = 0; i < kQueued; ++i) {
+                      ASSERT_TRUE(group.Spawn([&order, i] { order.push_back(i); }).ok());
+                    }
+                    group.Wait();
+                  })
+                  .ok());
+  root.Wait();
+  ASSERT_EQ(order.size(), static_cast<size_t>(kQueued + 1));
+  size_t sleeper = 0;
+  while (order[sleeper] != -1) ++sleeper;
+  EXPECT_LE(sleeper, 61u) << "the sleeper waited behind the queue";
+  EXPECT_TRUE(scheduler->Shutdown().ok());
+}
+
+// Whether the kernel has guard regions (madvise MADV_GUARD_INSTALL).
+bool KernelHasGuardRegions() {
+  constexpr int kGuardInstall = 102;  // MADV_GUARD_INSTALL, Linux 6.13
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  void* probe = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (probe == MAP_FAILED) return false;
+  const bool has = madvise(probe, page, kGuardInstall) == 0;
+  munmap(probe, page);
+  return has;
+}
+
+// More live tasks at once than the kernel's default map limit allows
+// PROT_NONE guard pages for (about 32,000): with guard regions they all get
+// a guarded stack at once. Each task holds its stack until every task has
+// started, giving up after two turns of the whole queue (so a task left
+// without a stack shows as a failure, not a hang).
+TEST(CooperativeTest, FortyThousandLiveTasksEachGetAGuardedStack) {
+#ifdef TASKRT_TSAN
+  GTEST_SKIP() << "ThreadSanitizer tracks each stackful task as a thread and stops the process "
+                  "past 8,128 of them";
+#endif
+  if (!KernelHasGuardRegions()) {
+    GTEST_SKIP() << "the kernel has no guard regions (Linux 6.13): guarded stacks are two "
+                    "memory maps each, and vm.max_map_count bounds their number";
+  }
+  constexpr int kTasks = 40000;
+  std::unique_ptr<Scheduler> scheduler = NewScheduler();
+  ASSERT_NE(scheduler, nullptr);
+  int started = 0;  // both on the scheduler's thread
+  int gave_up = 0;
+  TaskGroup root(*scheduler);
+  ASSERT_TRUE(root.Spawn([&] {
+                    TaskGroup group(*scheduler);
+                    for (int i = 0; i < kTasks; ++i) {
+                      ASSERT_TRUE(group.Spawn([&] {
+                                         ++started;
+                                         for (int turn = 0; started < kTasks; ++turn) {
+                                           if (turn == 2) {
+                                             ++gave_up;
+                                             return;
+                                           }
+                                           CurrentExecutionContext().Yield();
+                                         }
+                                       })
+                                      .ok());
+                    }
+                    group.Wait();
+                  })
+                  .ok());
+  root.Wait();
+  EXPECT_EQ(started, kTasks);
+  EXPECT_EQ(gave_up, 0) << "tasks started only after others had finished";
+  EXPECT_TRUE(scheduler->Shutdown().ok());
+}
 
 }  // namespace
 }  // namespace taskrt

@@ -1,6 +1,7 @@
 #include "schedulers/cooperative/fiber.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <csignal>
@@ -251,6 +252,56 @@ TEST(StackPoolTest, RefusesSizesOutsideTheLimits) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(StackPool::Create(StackOptions{.size = size_t{1} << 40}).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// Stacks come several to a mapping: the guard below each one, not only
+// the first of a mapping, stops a write.
+TEST(StackPoolTest, EveryStackOfAMappingHasItsGuard) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        absl::StatusOr<StackPool> pool = StackPool::Create(StackOptions{.size = 16 * 1024});
+        if (!pool.ok()) std::_Exit(0);
+        absl::StatusOr<Stack> first = pool->Acquire();
+        absl::StatusOr<Stack> second = pool->Acquire();
+        if (!first.ok() || !second.ok()) std::_Exit(0);
+        static_cast<volatile char*>(second->bottom)[-1] = 1;
+        std::_Exit(0);
+      },
+      "");
+}
+
+// ReleaseAll unmaps every stack over the cache (adjacent ones in one go)
+// and keeps the cached ones usable.
+TEST(StackPoolTest, ReleaseAllUnmapsWhatItDoesNotCache) {
+  absl::StatusOr<StackPool> pool = StackPool::Create(StackOptions{.size = 16 * 1024, .max_cached = 2});
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  std::vector<Stack> stacks;
+  for (int i = 0; i < 40; ++i) {
+    absl::StatusOr<Stack> stack = pool->Acquire();
+    ASSERT_TRUE(stack.ok()) << stack.status();
+    static_cast<char*>(stack->top())[-1] = 1;
+    stacks.push_back(*stack);
+  }
+  pool->ReleaseAll(stacks);
+  EXPECT_EQ(pool->cached(), 2u);
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  int mapped = 0;
+  unsigned char resident;
+  for (const Stack& stack : stacks) {
+    if (mincore(static_cast<char*>(stack.top()) - page, page, &resident) == 0) {
+      ++mapped;
+    } else {
+      EXPECT_EQ(errno, ENOMEM);
+    }
+  }
+  EXPECT_EQ(mapped, 2);
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<Stack> again = pool->Acquire();
+    ASSERT_TRUE(again.ok());
+    static_cast<char*>(again->top())[-1] = 2;  // still writable
+    pool->Release(*again);
+  }
 }
 
 TEST(StackPoolTest, RoundsToPagesAndReusesReleasedStacks) {

@@ -5,19 +5,22 @@
 // through a pool.
 //
 // Memory
-//   A stack is reserved with MAP_NORESERVE: its size is address space, and
-//   only the pages a task touches become resident. A released stack keeps
-//   its pages (reuse is what makes spawning cheap); the pool caches at most
-//   `max_cached` stacks and unmaps the rest.
+//   Stacks are reserved with MAP_NORESERVE, several in one mapping: a
+//   stack's size is address space, and only the pages a task touches become
+//   resident. A released stack keeps its pages (reuse is what makes spawning
+//   cheap); the pool caches at most `max_cached` stacks and unmaps the rest.
 //
 // Guard page
-//   With `guard_page` set (the default), the page below each stack is
-//   PROT_NONE, so an overflow faults (SIGSEGV) instead of corrupting the
-//   memory next to it. Linux counts each guarded stack as two memory maps,
-//   and a process may hold at most /proc/sys/vm/max_map_count of them
-//   (65530 by default): about 32,000 live guarded stacks. Programs that keep
-//   more tasks alive at once either raise that limit or turn the guard off;
-//   Acquire() says which when it hits the limit.
+//   With `guard_page` set (the default), the page below each stack faults
+//   (SIGSEGV) when touched, so an overflow stops there instead of
+//   corrupting the memory next to it. Where the kernel has guard regions
+//   (madvise MADV_GUARD_INSTALL, Linux 6.13) the guard costs no memory map,
+//   so only memory bounds the number of live stacks. Elsewhere it is a
+//   PROT_NONE page, which makes each guarded stack two memory maps, and a
+//   process may hold at most /proc/sys/vm/max_map_count of them (65530 by
+//   default): about 32,000 live guarded stacks. Programs that keep more
+//   tasks alive at once on such kernels either raise that limit or turn
+//   the guard off; Acquire() says which when it hits the limit.
 //
 // Thread safety
 //   A StackPool is not thread-safe: it belongs to one scheduler thread.
@@ -30,6 +33,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace taskrt {
@@ -64,17 +68,30 @@ class StackPool {
 
   absl::StatusOr<Stack> Acquire();
   void Release(Stack stack);
+  // Releases `stacks` together: those over the cache are unmapped with one
+  // munmap per run of adjacent stacks.
+  void ReleaseAll(std::vector<Stack> stacks);
 
   const StackOptions& options() const { return options_; }
   size_t cached() const { return cached_.size(); }
 
  private:
   StackPool(const StackOptions& options, size_t page_size);
+  size_t guard_size() const { return options_.guard_page ? page_size_ : 0; }
+  absl::Status ReserveBatch();
+  absl::Status InstallGuard(char* guard) const;
   void Unmap(Stack stack) const;
+  // Unmaps `length` bytes from `start`, which hold whole stacks with their
+  // guards.
+  void UnmapRange(char* start, size_t length) const;
 
   StackOptions options_;
   size_t page_size_;
   std::vector<Stack> cached_;
+  // The part of the last batch mapping not handed out yet: `reserved_left_`
+  // stacks, each a guard and a stack, from `reserved_`.
+  char* reserved_ = nullptr;
+  size_t reserved_left_ = 0;
 };
 
 }  // namespace taskrt
