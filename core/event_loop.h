@@ -7,9 +7,10 @@
 // event_loops/<name>/, listed in backends/registry.cc.
 //
 // The loop thread
-//   The first thread to call RunOnce() or Run() becomes the loop thread for
-//   the loop's whole life. RunOnce()/Run() from any other thread afterwards
-//   are refused with kPermissionDenied, never run concurrently.
+//   The first thread to call RunOnce(), Run() or RunUntil() becomes the loop
+//   thread for the loop's whole life. They are refused with
+//   kPermissionDenied from any other thread afterwards, never run
+//   concurrently.
 //
 // Watches
 //   Watch(readiness, callback) calls `callback` on the loop thread each time
@@ -62,13 +63,28 @@
 //   the loop thread. Timers still pending when the loop is destroyed are
 //   destroyed without running.
 //
+// Running until a deadline
+//   RunUntil(deadline) runs as Run() does, and also returns, with
+//   kDeadlineExceeded, once the deadline has passed: never before it (the
+//   monotonic clock, to which the deadline is converted once as RunAt's,
+//   reads the deadline or later), and soon after, as a timer of that
+//   deadline would run; its wait ends at the deadline with no timer armed.
+//   It makes at least one pass: a deadline that has passed runs what is
+//   ready (callbacks, due timers, posted work) without waiting, then returns
+//   kDeadlineExceeded. A Stop() seen first (before the call, or during the
+//   last pass) makes it return OK, as Run() does. Timers due after the
+//   deadline stay armed for the next run.
+//
 // Errors
-//   kPermissionDenied  RunOnce/Run from a thread that is not the loop thread
+//   kPermissionDenied  RunOnce/Run/RunUntil from a thread that is not the
+//                      loop thread
+//   kDeadlineExceeded  RunUntil's deadline passed before a Stop()
 //   kNotFound          Unwatch of an unknown id
 //   kInvalidArgument   Watch of a bad fd, empty callbacks or closures,
 //                      negative timeouts, Cancel of an id never issued
-//   kFailedPrecondition  Run() re-entered from inside a callback; Cancel of
-//                      a timer that ran or was cancelled
+//   kFailedPrecondition  Run()/RunUntil() re-entered from inside a callback
+//                      of either; Cancel of a timer that ran or was
+//                      cancelled
 //   kResourceExhausted more timers pending at once than a loop can hold
 //                      (about four billion)
 //   system errors      the kernel refused (message names the call)
@@ -120,8 +136,12 @@ class EventLoop {
   // Runs until Stop(). Returns OK after a Stop().
   virtual absl::Status Run() = 0;
 
-  // Makes Run() return after the callbacks under way. Thread-safe; a Stop()
-  // before Run() makes the next Run() return at once.
+  // Runs until Stop() (OK) or until `deadline` has passed
+  // (kDeadlineExceeded, never early); see "Running until a deadline".
+  virtual absl::Status RunUntil(absl::Time deadline) = 0;
+
+  // Makes Run() or RunUntil() return after the callbacks under way.
+  // Thread-safe; a Stop() before Run() makes the next Run() return at once.
   virtual void Stop() = 0;
 
   // True on the loop thread.

@@ -6,14 +6,18 @@
 //     ways under mu_ (Unlink), so neither side ever points at a dead task.
 //   - A caller always gets an answer in its result slot: the callee's
 //     value, kAborted when the callee is killed or ends without returning,
-//     or kFailedPrecondition when the caller is continued first.
+//     kFailedPrecondition when the caller is continued first, or
+//     kDeadlineExceeded when CoCallUntil's deadline comes first. Either of
+//     the last two unlinks the call, so the value is never delivered late.
 //   - A cached co-call target is used only while the name table is
 //     unchanged (names_generation_), so a killed or ended target is never
 //     reached again by name.
 
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "spl/runtime_impl.h"
 
 namespace taskrt::spl {
@@ -79,13 +83,7 @@ namespace {
     target = LookupCached(self, name);
     fast = target != nullptr && target != self && State(*target).co.caller == nullptr &&
            State(*target).waiting == WaitKind::kPause && QuietLocked(self);
-    if (fast) {
-      State(*target).co.caller = self;
-      TaskState& state = State(*self);
-      state.co.callee = target;
-      state.co.slot = &result;
-      state.co.delivered = false;
-    }
+    if (fast) LinkCoCallLocked(self, *target, result);
   } else {
     target = State(*self).co.caller;
     fast = target != nullptr && State(*target).waiting == WaitKind::kPause && QuietLocked(self);
@@ -125,33 +123,81 @@ absl::StatusOr<Value> Runtime::CoSwitch(absl::string_view name, Value* returning
   return impl_->CoSwitch(name, returning);
 }
 
+absl::StatusOr<Record*> Runtime::Impl::CoCallTargetLocked(Record* self, absl::string_view name) {
+  Record* target = LookupCached(self, name);
+  if (target == nullptr) return UnknownTask("task_co_call", name);
+  if (target == self) return SwitchToSelf("task_co_call");
+  if (Record* caller = State(*target).co.caller; caller != nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("task_co_call: task '", name,
+                                                      "' is already in a co-routine call from '",
+                                                      Describe(*caller), "'"));
+  }
+  return target;
+}
+
 [[gnu::noinline]] void Runtime::Impl::CoCallGeneral(Record* self, absl::string_view name,
                                                     absl::StatusOr<Value>& result) {
   mu_.Lock();
-  Record* target = LookupCached(self, name);
-  absl::Status refused;
-  if (target == nullptr) {
-    refused = UnknownTask("task_co_call", name);
-  } else if (target == self) {
-    refused = SwitchToSelf("task_co_call");
-  } else if (Record* caller = State(*target).co.caller; caller != nullptr) {
-    refused = absl::FailedPreconditionError(absl::StrCat("task_co_call: task '", name,
-                                                         "' is already in a co-routine call from '",
-                                                         Describe(*caller), "'"));
-  }
-  if (!refused.ok()) {
+  absl::StatusOr<Record*> target = CoCallTargetLocked(self, name);
+  if (!target.ok()) {
     mu_.Unlock();
-    result = std::move(refused);
+    result = target.status();
     return;
   }
-  State(*target).co.caller = self;
-  TaskState& state = State(*self);
-  state.co.callee = target;
-  state.co.slot = &result;
-  state.co.delivered = false;
-  ContinueAndPauseLocked(self, *target);
+  LinkCoCallLocked(self, **target, result);
+  ContinueAndPauseLocked(self, **target);
   FinishCoCallLocked(self, name, result);
   mu_.Unlock();
+}
+
+// CoCall's steps with a timed pause, and without the direct switch (a
+// parker with a deadline is woken through the scheduler).
+absl::StatusOr<Value> Runtime::Impl::CoCallUntil(absl::string_view name, absl::Time deadline) {
+  absl::StatusOr<Value> result{Value()};
+  Record* self = Current();
+  if (self == nullptr) {
+    result = NotInTask("task_co_call");
+    return result;
+  }
+  mu_.Lock();
+  absl::StatusOr<Record*> target = CoCallTargetLocked(self, name);
+  if (!target.ok() || absl::Now() >= deadline) {
+    mu_.Unlock();
+    if (!target.ok()) {
+      result = target.status();
+    } else {
+      result = absl::DeadlineExceededError(
+          absl::StrCat("task_co_call: the deadline had passed; task '", name, "' not called"));
+    }
+    return result;
+  }
+  LinkCoCallLocked(self, **target, result);
+  Parker parker;
+  std::vector<Parker*> wake;
+  Parker* wake_target = WakeLocked(**target);
+  const PauseStep step = PrepareToPause(self, parker, wake);
+  mu_.Unlock();
+  if (wake_target != nullptr) wake_target->Unpark();
+  if (step != PauseStep::kWait) {
+    FinishPauseAndLock(self, parker, wake, step);  // throws when killed
+  } else {
+    for (Parker* p : wake) p->Unpark();
+    if (ParkUntilOrWithdraw(self, parker, deadline)) {
+      // Nothing was delivered (a delivery takes the wait with it). The call
+      // ends here, so a later co_return of the callee finds no caller, as
+      // when the caller is continued first.
+      Deliver(*self, absl::DeadlineExceededError(absl::StrCat(
+                         "task_co_call: task '", name, "' did not call task_co_return by the deadline")));
+      Unlink(*self);
+      mu_.Unlock();
+      LockAtResumePoint(self);  // throws when killed meanwhile
+    } else {
+      ResumeAndLock(self);
+    }
+  }
+  FinishCoCallLocked(self, name, result);
+  mu_.Unlock();
+  return result;
 }
 
 // One critical section picks the task to return to, hands it the value and

@@ -76,7 +76,9 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   // ---- Names and records (tasks.cc) ----
   absl::Status Create(absl::string_view name, Code code, std::shared_ptr<Context> context)
       ABSL_LOCKS_EXCLUDED(mu_);
-  absl::StatusOr<Value> Eval(Code code, std::shared_ptr<Context> context) ABSL_LOCKS_EXCLUDED(mu_);
+  // Eval is EvalUntil with an infinite deadline.
+  absl::StatusOr<Value> EvalUntil(Code code, absl::Time deadline, std::shared_ptr<Context> context)
+      ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status SetPublic(TaskRef task) ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<std::string> CurrentName() const;
   bool Exists(absl::string_view name) ABSL_LOCKS_EXCLUDED(mu_);
@@ -95,6 +97,8 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   // ---- Co-routine calls (co_call.cc) ----
   // CoCall (`returning` null) and CoReturn (`returning` the value).
   absl::StatusOr<Value> CoSwitch(absl::string_view name, Value* returning) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<Value> CoCallUntil(absl::string_view name, absl::Time deadline)
+      ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status SetCoReturnDefault(absl::string_view name, absl::string_view default_task)
       ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -213,6 +217,15 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
                           PauseStep step) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu_);
   // Pauses the current task until continued.
   void PauseSelf(Record* self) ABSL_LOCKS_EXCLUDED(mu_);
+  // The wait of a pause with a deadline, once PrepareToPause registered
+  // `parker` (kWait) and mu_ was released. Returns false, not holding mu_,
+  // once continued: the caller then resumes with ResumeAndLock. Returns
+  // true at the deadline, holding mu_ in the critical section that withdrew
+  // the wait (a Continue or Kill after it finds the task not paused): the
+  // caller ends what it waited for there, then releases mu_ and goes
+  // through LockAtResumePoint.
+  bool ParkUntilOrWithdraw(Record* self, Parker& parker, absl::Time deadline)
+      ABSL_EXCLUSIVE_TRYLOCK_FUNCTION(true, mu_);
 
   // Continues `target` and pauses `self` in one critical section: no other
   // task runs in between, which is what SPL gets from task_system(). Called
@@ -283,6 +296,19 @@ class Runtime::Impl : public std::enable_shared_from_this<Runtime::Impl> {
   Record* LookupCached(Record* self, absl::string_view name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishCoCallLocked(Record* self, absl::string_view name, absl::StatusOr<Value>& result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The callee of a co_call of `name` by `self`, or why there is none
+  // (unknown, self, already in a call).
+  absl::StatusOr<Record*> CoCallTargetLocked(Record* self, absl::string_view name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Links `self` to `target` as its caller, its result going to `result`.
+  void LinkCoCallLocked(Record* self, Record& target, absl::StatusOr<Value>& result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    State(target).co.caller = self;
+    CoRoutineState& co = State(*self).co;
+    co.callee = &target;
+    co.slot = &result;
+    co.delivered = false;
+  }
   void CoCallGeneral(Record* self, absl::string_view name, absl::StatusOr<Value>& result)
       ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status CoReturnGeneral(Record* self, Value&& value) ABSL_LOCKS_EXCLUDED(mu_);

@@ -44,29 +44,30 @@ absl::Status Runtime::Impl::PauseCurrentUntil(absl::Time deadline) {
     return absl::OkStatus();
   }
   for (Parker* p : wake) p->Unpark();
-  bool timed_out = false;
-  const bool unparked = parker.ParkUntil(deadline);
-  if (!unparked) {
-    // Withdraw the wait under the lock that a Continue or Kill takes it
-    // with (TakeWaiter); if one took it first, its Unpark is on its way.
-    SpinLockHolder lock(&mu_);
-    TaskState& state = State(*self);
-    if (state.waiting == WaitKind::kPause && state.wait_parker == &parker) {
-      TakeWaiter(*self);
-      timed_out = true;
-    }
-  }
-  if (timed_out) {
+  if (ParkUntilOrWithdraw(self, parker, deadline)) {
+    mu_.Unlock();
     LockAtResumePoint(self);  // throws when killed meanwhile
-  } else {
-    if (!unparked) parker.Park();  // the Unpark that took the wait first
-    ResumeAndLock(self);
-  }
-  mu_.Unlock();
-  if (timed_out) {
+    mu_.Unlock();
     return absl::DeadlineExceededError("task_pause: not continued by the deadline");
   }
+  ResumeAndLock(self);
+  mu_.Unlock();
   return absl::OkStatus();
+}
+
+bool Runtime::Impl::ParkUntilOrWithdraw(Record* self, Parker& parker, absl::Time deadline) {
+  if (parker.ParkUntil(deadline)) return false;
+  // Withdraw the wait under the lock that a Continue or Kill takes it with
+  // (TakeWaiter); if one took it first, its Unpark is on its way.
+  mu_.Lock();
+  TaskState& state = State(*self);
+  if (state.waiting == WaitKind::kPause && state.wait_parker == &parker) {
+    TakeWaiter(*self);
+    return true;
+  }
+  mu_.Unlock();
+  parker.Park();
+  return false;
 }
 
 absl::Status Runtime::Impl::PauseNamed(absl::string_view name) {

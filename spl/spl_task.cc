@@ -59,6 +59,9 @@ absl::Status Runtime::PauseUntil(absl::Time deadline) {
   return impl_->PauseCurrentUntil(deadline);
 }
 absl::Status Runtime::Pause(absl::string_view name) { return impl_->PauseNamed(name); }
+absl::StatusOr<Value> Runtime::CoCallUntil(absl::string_view name, absl::Time deadline) {
+  return impl_->CoCallUntil(name, deadline);
+}
 absl::Status Runtime::Continue() { return impl_->ContinueCurrent(); }
 absl::Status Runtime::Continue(absl::string_view name) { return impl_->ContinueNamed(name); }
 absl::Status Runtime::SetSystem() { return impl_->SetSystem(TaskRef::Current()); }
@@ -86,7 +89,11 @@ absl::Status Runtime::SetCoReturnDefault(absl::string_view name, absl::string_vi
   return impl_->SetCoReturnDefault(name, default_task);
 }
 absl::StatusOr<Value> Runtime::Eval(Code code, std::shared_ptr<Context> context) {
-  return impl_->Eval(std::move(code), std::move(context));
+  return impl_->EvalUntil(std::move(code), absl::InfiniteFuture(), std::move(context));
+}
+absl::StatusOr<Value> Runtime::EvalUntil(Code code, absl::Time deadline,
+                                         std::shared_ptr<Context> context) {
+  return impl_->EvalUntil(std::move(code), deadline, std::move(context));
 }
 absl::Status Runtime::Yield() { return impl_->YieldCurrent(); }
 size_t Runtime::task_count() const { return impl_->task_count(); }

@@ -90,12 +90,32 @@
 //   default it is kFailedPrecondition and nothing happens. CoCall returns
 //   kFailedPrecondition if the caller is continued before the callee
 //   returns, and kAborted if the callee is killed.
+//   CoCallUntil(name, deadline) is CoCall that gives up at the deadline
+//   (never before it) with kDeadlineExceeded when the callee has not
+//   returned by then; the call then ends as when the caller is continued
+//   first: the callee runs on, and its later CoReturn() finds no caller
+//   (it goes to its default task, or is kFailedPrecondition), so no value
+//   is delivered late, twice or to another call. A deadline that has passed
+//   returns kDeadlineExceeded at once, after the name checks, without
+//   continuing the callee or suspending the caller. It wakes its caller
+//   through the scheduler, never by CoCall's direct switch.
+//
+// Eval
+//   Eval(code, ctx) runs the code as a task of its own (unnamed) and waits
+//   for its value: a task suspends, an outside thread blocks.
+//   EvalUntil(code, deadline, ctx) gives up at the deadline (never before
+//   it) with kDeadlineExceeded: the evaluated task is killed, as by Kill()
+//   (it unwinds at its next suspension point of this module), its value is
+//   dropped, and a SYSTEM flag the caller lent it comes back to the caller.
+//   A deadline that has passed returns kDeadlineExceeded at once and starts
+//   nothing.
 //
 // Errors: kNotFound for unknown or dead names, kAlreadyExists for a live
 // duplicate, kInvalidArgument for empty code, switching to oneself or a
 // scheduler without the capability above,
 // kFailedPrecondition for calls that need a current task from outside one,
-// kPermissionDenied for the public rule. Nothing aborts.
+// kPermissionDenied for the public rule, kDeadlineExceeded for the Until
+// calls whose deadline came first. Nothing aborts.
 //
 // Thread safety: calls from the runtime's tasks run on its thread; the
 // outside calls listed above are thread-safe.
@@ -181,9 +201,12 @@ class Runtime {
   absl::Status LateKill(absl::string_view name);
   absl::Status SwitchTo(absl::string_view name);
   absl::StatusOr<Value> CoCall(absl::string_view name) { return CoSwitch(name, nullptr); }
+  absl::StatusOr<Value> CoCallUntil(absl::string_view name, absl::Time deadline);
   absl::Status CoReturn(Value value) { return CoSwitch({}, &value).status(); }
   absl::Status SetCoReturnDefault(absl::string_view name, absl::string_view default_task);
   absl::StatusOr<Value> Eval(Code code, std::shared_ptr<Context> context = nullptr);
+  absl::StatusOr<Value> EvalUntil(Code code, absl::Time deadline,
+                                  std::shared_ptr<Context> context = nullptr);
 
   // Lets the other tasks run (and honours SYSTEM and pending pauses).
   absl::Status Yield();

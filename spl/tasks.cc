@@ -10,13 +10,19 @@
 //   - Every record in live_ has a task scheduled or running; it leaves
 //     live_ (Forget) when its task ends, or at once when scheduling fails.
 //   - An Eval started by the SYSTEM holder borrows the flag and gives it
-//     back when it ends, unless the holder was killed meanwhile.
+//     back when it ends, unless the holder was killed meanwhile; when
+//     EvalUntil gives up, the flag comes back as the evaluated task is
+//     killed.
+//   - An Eval's result is delivered once: the evaluated task clears its
+//     pointer to it when it delivers, and EvalUntil withdraws it at its
+//     deadline, in one critical section each.
 
 #include <algorithm>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "spl/runtime_impl.h"
 
 namespace taskrt::spl {
@@ -39,8 +45,12 @@ absl::Status Runtime::Impl::Create(absl::string_view name, Code code,
   return Start(record);
 }
 
-absl::StatusOr<Value> Runtime::Impl::Eval(Code code, std::shared_ptr<Context> context) {
+absl::StatusOr<Value> Runtime::Impl::EvalUntil(Code code, absl::Time deadline,
+                                               std::shared_ptr<Context> context) {
   if (!code) return absl::InvalidArgumentError("task_eval: the code is empty");
+  if (deadline != absl::InfiniteFuture() && absl::Now() >= deadline) {
+    return absl::DeadlineExceededError("task_eval: the deadline had passed; nothing was started");
+  }
   Record* self = Current();
   absl::StatusOr<Value> result = absl::UnknownError("task_eval: no result");
   Parker done;
@@ -71,7 +81,34 @@ absl::StatusOr<Value> Runtime::Impl::Eval(Code code, std::shared_ptr<Context> co
     }
     return started;
   }
-  done.Park();
+  bool timed_out = false;
+  if (deadline == absl::InfiniteFuture()) {
+    done.Park();
+  } else if (!done.ParkUntil(deadline)) {
+    std::vector<Parker*> wake;
+    {
+      SpinLockHolder lock(&mu_);
+      EvalState& eval = State(*record).eval;
+      // RunTask clears `result` when it delivers, in the critical section
+      // that queues the Unpark.
+      timed_out = eval.result != nullptr;
+      if (timed_out) {
+        eval.result = nullptr;
+        eval.parker = nullptr;
+        // The lent flag comes back to a live caller before the kill, which
+        // would clear it.
+        if (system_ == record.get() && self != nullptr && !State(*self).killed) system_ = self;
+        if (!State(*record).killed) KillLocked(*record, wake);
+      }
+    }
+    for (Parker* parker : wake) parker->Unpark();
+    if (timed_out) {
+      result = absl::DeadlineExceededError(
+          "task_eval: the code did not end by the deadline; its task was killed");
+    } else {
+      done.Park();  // the result came first: consume the Unpark on its way
+    }
+  }
   if (self != nullptr) {
     {
       SpinLockHolder lock(&mu_);
@@ -158,7 +195,7 @@ void Runtime::Impl::RunTask(const std::shared_ptr<Record>& record) {
                                                    "' ended without task_co_return")),
                    wake);
     if (state.eval.result != nullptr) {
-      *state.eval.result = std::move(outcome);
+      *std::exchange(state.eval.result, nullptr) = std::move(outcome);
       wake.push_back(state.eval.parker);
     }
     Forget(*record);

@@ -29,15 +29,39 @@ absl::StatusOr<int> LoopBase::RunOnce(absl::Duration timeout) {
   return Iterate(timeout);
 }
 
-absl::Status LoopBase::Run() {
-  if (absl::Status owner = ClaimLoopThread("Run"); !owner.ok()) return owner;
+absl::Status LoopBase::Run() { return RunLoop("Run", kNoDeadline); }
+
+absl::Status LoopBase::RunUntil(absl::Time deadline) {
+  return RunLoop("RunUntil", timers_.ToMonotonic(deadline));
+}
+
+absl::Status LoopBase::RunLoop(const char* operation, uint64_t deadline_ns) {
+  if (absl::Status owner = ClaimLoopThread(operation); !owner.ok()) return owner;
   if (running_) {
-    return absl::FailedPreconditionError(absl::StrCat(label_, ": Run re-entered from a callback"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(label_, ": ", operation, " re-entered from a callback"));
   }
   running_ = true;
   absl::Status status;
+  bool first = true;
   while (!stop_requested_.exchange(false, std::memory_order_acq_rel)) {
-    absl::StatusOr<int> ran = Iterate(absl::InfiniteDuration());
+    absl::Duration timeout = absl::InfiniteDuration();
+    if (deadline_ns != kNoDeadline) {
+      const uint64_t now = loop_internal::MonotonicNowNs();
+      // A deadline that has passed still gets one pass over what is ready.
+      if (now >= deadline_ns && !first) {
+        status = absl::DeadlineExceededError(
+            absl::StrCat(label_, ": ", operation, " reached its deadline before a Stop()"));
+        break;
+      }
+      const uint64_t left = now >= deadline_ns ? 0 : deadline_ns - now;
+      // Iterate() rounds nothing down, so the wait never ends early.
+      if (left < static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+        timeout = absl::Nanoseconds(static_cast<int64_t>(left));
+      }
+    }
+    first = false;
+    absl::StatusOr<int> ran = Iterate(timeout);
     if (!ran.ok()) {
       status = ran.status();
       break;

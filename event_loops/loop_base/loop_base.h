@@ -29,11 +29,16 @@
 //   - The first thread to call RunOnce() or Run() becomes the loop thread for
 //     the loop's whole life; from any other thread they return
 //     kPermissionDenied and do nothing.
-//   - RunOnce() with a negative timeout returns kInvalidArgument; Run()
-//     re-entered from a callback or posted work returns kFailedPrecondition.
+//   - RunOnce() with a negative timeout returns kInvalidArgument; Run() or
+//     RunUntil() re-entered from a callback or posted work returns
+//     kFailedPrecondition.
 //   - Run() returns OK after Stop(), or the first error of DispatchReady().
 //     A Stop() before Run() makes the next Run() return at once; Stops that
-//     come before a Run() notices them count as one.
+//     come before a Run() notices them count as one. RunUntil() is Run()
+//     whose every wait is also shortened to its deadline (converted to the
+//     monotonic clock once, as RunAt's): it returns kDeadlineExceeded when
+//     the clock reads the deadline or later between iterations, after at
+//     least one.
 //   - Post() queues work from any thread and calls Wake(); the work runs on
 //     the loop thread in the order posted, after the ready callbacks of the
 //     same iteration. Work posted while the queue runs waits for the next
@@ -58,7 +63,9 @@
 // above).
 
 #include <atomic>
+#include <cstdint>
 #include <deque>
+#include <limits>
 #include <string>
 #include <thread>
 
@@ -78,6 +85,7 @@ class LoopBase : public EventLoop {
   absl::Status Post(Work work) final ABSL_LOCKS_EXCLUDED(posted_mu_);
   absl::StatusOr<int> RunOnce(absl::Duration timeout) final ABSL_LOCKS_EXCLUDED(posted_mu_);
   absl::Status Run() final ABSL_LOCKS_EXCLUDED(posted_mu_);
+  absl::Status RunUntil(absl::Time deadline) final ABSL_LOCKS_EXCLUDED(posted_mu_);
   void Stop() final;
   bool IsLoopThread() const final;
   absl::StatusOr<TimerId> RunAt(absl::Time deadline, std::function<void()> closure) final;
@@ -100,7 +108,14 @@ class LoopBase : public EventLoop {
   void WaitEnded() { waiting_ = false; }
 
  private:
+  // RunLoop's deadline for Run(): none (no monotonic time reaches it).
+  static constexpr uint64_t kNoDeadline = std::numeric_limits<uint64_t>::max();
+
   absl::Status ClaimLoopThread(const char* operation);
+  // Run() and RunUntil(): iterates until Stop() or the monotonic
+  // `deadline_ns` (kNoDeadline: none); `operation` names the call in errors.
+  absl::Status RunLoop(const char* operation, uint64_t deadline_ns)
+      ABSL_LOCKS_EXCLUDED(posted_mu_);
   // One iteration: the ready callbacks, then the posted work.
   absl::StatusOr<int> Iterate(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(posted_mu_);
   int RunPosted() ABSL_LOCKS_EXCLUDED(posted_mu_);

@@ -199,6 +199,35 @@ TEST(LoopBaseTest, RunReenteredFromACallbackIsRefused) {
   EXPECT_EQ(inner.code(), absl::StatusCode::kFailedPrecondition) << inner;
 }
 
+// The fake never waits on a finite timeout: what RunUntil asks of the
+// backend is visible in the timeouts it passes.
+TEST(LoopBaseTest, RunUntilShortensTheWaitToItsDeadlineWithoutATimer) {
+  FakeLoop loop;
+  ASSERT_TRUE(loop.Post([&] { loop.Stop(); }).ok());
+  EXPECT_TRUE(loop.RunUntil(absl::Now() + absl::Hours(1)).ok());
+  const std::vector<absl::Duration> timeouts = loop.timeouts();
+  ASSERT_EQ(timeouts.size(), 1u);
+  EXPECT_GT(timeouts[0], absl::ZeroDuration());
+  EXPECT_LE(timeouts[0], absl::Hours(1));
+}
+
+TEST(LoopBaseTest, RunUntilAPassedDeadlineMakesOnePassThatDoesNotWait) {
+  FakeLoop loop;
+  int runs = 0;
+  ASSERT_TRUE(loop.Post([&] { ++runs; }).ok());
+  const absl::Status status = loop.RunUntil(absl::InfinitePast());
+  EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded) << status;
+  EXPECT_EQ(runs, 1);
+  EXPECT_EQ(loop.timeouts(), (std::vector<absl::Duration>{absl::ZeroDuration()}));
+}
+
+TEST(LoopBaseTest, RunUntilEndsOnADispatchError) {
+  FakeLoop loop;
+  loop.FailDispatch(absl::InternalError("fake loop: dispatch failed"));
+  const absl::Status status = loop.RunUntil(absl::Now() + absl::Hours(1));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInternal) << status;
+}
+
 TEST(LoopBaseTest, ADispatchErrorEndsRunWithThatErrorAndLeavesThePostedWork) {
   FakeLoop loop;
   bool ran = false;

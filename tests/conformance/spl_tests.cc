@@ -5,6 +5,8 @@
 // share that thread, so the order they log in is the order they ran in.
 
 #include <atomic>
+#include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <thread>
@@ -338,7 +340,9 @@ TEST_P(SplConformance, SystemFlagEndsWithPauseAndWithKill) {
 
 // Eval() by the SYSTEM holder runs the evaluated code inside the holder's
 // section (were it held back like any other task, the holder would wait
-// for ever), and no other task runs until the holder clears the flag.
+// for ever), and no other task runs until the holder clears the flag. When
+// EvalUntil gives up, the lent flag comes back to the holder: its section
+// stays atomic.
 TEST_P(SplConformance, EvalByTheSystemHolderRunsInsideItsSection) {
   Spawn("other", [&] {
     Log("other paused");
@@ -357,13 +361,26 @@ TEST_P(SplConformance, EvalByTheSystemHolderRunsInsideItsSection) {
     EXPECT_EQ(value->as_int(), 42);
     EXPECT_TRUE(runtime_->Yield().ok());
     Log("system after eval");
+    value = runtime_->EvalUntil(
+        [this](Context&) {
+          Log("timed eval");
+          // Keeps the lent flag (a pause would clear it) until killed.
+          while (true) (void)runtime_->Yield();
+          return Value();
+        },
+        absl::Now() + absl::Milliseconds(3));
+    EXPECT_EQ(value.status().code(), absl::StatusCode::kDeadlineExceeded) << value.status();
+    EXPECT_TRUE(runtime_->Yield().ok());
+    Log("system after timed eval");
     EXPECT_TRUE(runtime_->Continue().ok());  // clears SYSTEM
     EXPECT_TRUE(runtime_->Yield().ok());
     Log("system done");
     done_.Notify();
   });
   ASSERT_TRUE(RunAndWait());
-  EXPECT_EQ(LogLine(), "other paused eval system after eval other runs system done");
+  EXPECT_EQ(LogLine(),
+            "other paused eval system after eval timed eval system after timed eval other runs "
+            "system done");
 }
 
 // SYSTEM given to a paused task would stop the runtime for good: the holder
@@ -620,20 +637,26 @@ TEST_P(SplConformance, CoReturnWithoutACallerOrDefaultIsAnError) {
   EXPECT_EQ(LogLine(), "orphan continues");
 }
 
+// CoCallUntil too, when the kill comes before its deadline.
 TEST_P(SplConformance, CoCallIntoATaskThatGetsKilledReturnsAborted) {
-  Spawn("callee", [&] {
+  auto callee = [&] {
     EXPECT_TRUE(runtime_->Pause().ok());
     Log("callee entered");
     (void)runtime_->Kill();  // never co_returns
-  });
+  };
+  Spawn("callee", callee);
   Spawn("caller", [&] {
     absl::StatusOr<Value> got = runtime_->CoCall("callee");
     EXPECT_EQ(got.status().code(), absl::StatusCode::kAborted) << got.status();
     Log("caller answered");
+    Spawn("callee", callee);  // the name is free again
+    got = runtime_->CoCallUntil("callee", absl::Now() + absl::Hours(1));
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kAborted) << got.status();
+    Log("timed caller answered");
     done_.Notify();
   });
   ASSERT_TRUE(RunAndWait());
-  EXPECT_EQ(LogLine(), "callee entered caller answered");
+  EXPECT_EQ(LogLine(), "callee entered caller answered callee entered timed caller answered");
 }
 
 TEST_P(SplConformance, CoCallIntoATaskKilledByAThirdReturnsAborted) {
@@ -814,6 +837,194 @@ TEST_P(SplConformance, EvalRunsCodeAsItsOwnTaskAndReturnsItsValue) {
   ASSERT_TRUE(outside.ok()) << outside.status();
   EXPECT_EQ(outside->as_string(), "out");
   EXPECT_EQ(runtime_->Eval(spl::Code()).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// CoCallUntil: CoCall with a deadline.
+TEST_P(SplConformance, CoCallUntilReturnsTheValueWhenTheCalleeReturnsInTime) {
+  Spawn("callee", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    for (int64_t n = 1; runtime_->CoReturn(Value(n * 10)).ok(); ++n) {
+    }
+  });
+  Spawn("caller", [&] {
+    std::vector<int64_t> got;
+    for (absl::Time deadline : {absl::Now() + absl::Hours(1), absl::InfiniteFuture()}) {
+      absl::StatusOr<Value> value = runtime_->CoCallUntil("callee", deadline);
+      EXPECT_TRUE(value.ok()) << value.status();
+      got.push_back(value.ok() ? value->as_int() : -1);
+    }
+    EXPECT_EQ(got, (std::vector<int64_t>{10, 20}));
+    done_.Notify();
+  });
+  EXPECT_TRUE(RunAndWait());
+}
+
+// The callee pauses past the deadline: the caller gives up, never early;
+// the callee's later co_return finds no caller (refused, then to its
+// default task), and never resumes the caller.
+TEST_P(SplConformance, CoCallUntilGivesUpAtItsDeadlineAndALateCoReturnFindsNoCaller) {
+  Spawn("callee", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("callee entered");
+    EXPECT_TRUE(runtime_->Pause().ok());  // past the caller's deadline
+    Log("callee continued");
+    absl::Status refused = runtime_->CoReturn(Value(1));
+    EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+    Log("callee's return refused");
+    EXPECT_TRUE(runtime_->SetCoReturnDefault("callee", "home").ok());
+    EXPECT_TRUE(runtime_->CoReturn(Value(2)).ok());
+  });
+  Spawn("home", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("home continued");
+    EXPECT_TRUE(runtime_->Continue("caller").ok());
+  });
+  Spawn("caller", [&] {
+    const absl::Time deadline = absl::Now() + absl::Milliseconds(3);
+    absl::StatusOr<Value> got = runtime_->CoCallUntil("callee", deadline);
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kDeadlineExceeded) << got.status();
+    EXPECT_GE(absl::Now(), deadline) << "gave up early";
+    Log("caller timed out");
+    EXPECT_TRUE(runtime_->Continue("callee").ok());
+    EXPECT_TRUE(runtime_->Pause().ok());  // only "home" continues it
+    Log("caller continued by home");
+    done_.Notify();
+  });
+  ASSERT_TRUE(RunAndWait());
+  EXPECT_EQ(LogLine(),
+            "callee entered caller timed out callee continued callee's return refused "
+            "home continued caller continued by home");
+}
+
+// A deadline that has passed: the name checks first, then an immediate
+// kDeadlineExceeded that leaves the callee paused and uncalled.
+TEST_P(SplConformance, CoCallUntilAPassedDeadlineNeitherCallsNorSuspends) {
+  Spawn("callee", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    Log("callee entered");
+    EXPECT_TRUE(runtime_->CoReturn(Value(3)).ok());
+  });
+  Spawn("caller", [&] {
+    EXPECT_EQ(runtime_->CoCallUntil("ghost", absl::InfinitePast()).status().code(),
+              absl::StatusCode::kNotFound);
+    EXPECT_EQ(runtime_->CoCallUntil("caller", absl::InfinitePast()).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    absl::StatusOr<Value> got = runtime_->CoCallUntil("callee", absl::Now() - absl::Seconds(1));
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kDeadlineExceeded) << got.status();
+    EXPECT_TRUE(runtime_->Yield().ok());
+    Log("caller after yield");
+    const absl::StatusOr<Value> called = runtime_->CoCall("callee");
+    EXPECT_TRUE(called.ok() && *called == Value(3)) << called.status();
+    done_.Notify();
+  });
+  ASSERT_TRUE(RunAndWait());
+  EXPECT_EQ(LogLine(), "caller after yield callee entered");
+}
+
+TEST_P(SplConformance, CoCallUntilOutsideATaskIsRefused) {
+  Spawn("target", [&] { EXPECT_TRUE(runtime_->Pause().ok()); });
+  Go();
+  // From outside the runtime: the public rule, as CoCall.
+  EXPECT_EQ(runtime_->CoCallUntil("target", absl::Now() + absl::Hours(1)).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  // On the runtime's thread but in a unit that is not one of its tasks.
+  absl::Status in_unit;
+  Notification ran;
+  ASSERT_TRUE(scheduler_->Schedule([&] {
+    in_unit = runtime_->CoCallUntil("target", absl::Now() + absl::Hours(1)).status();
+    ran.Notify();
+  }).ok());
+  ASSERT_TRUE(ran.WaitForNotification());
+  EXPECT_EQ(in_unit.code(), absl::StatusCode::kFailedPrecondition) << in_unit;
+  EXPECT_TRUE(runtime_->Exists("target"));
+}
+
+// Deadlines that race the callee's co_return: each round ends with the
+// next value or kDeadlineExceeded, and no value arrives twice or late.
+TEST_P(SplConformance, CoCallUntilRacingItsDeadlineDeliversEachValueOnce) {
+  constexpr int kRounds = 300;
+  Spawn("callee", [&] {
+    EXPECT_TRUE(runtime_->Pause().ok());
+    int64_t n = 0;
+    while (true) {
+      absl::Status returned = runtime_->CoReturn(Value(++n));
+      if (!returned.ok()) {
+        // The caller gave up first: wait for its next call.
+        EXPECT_EQ(returned.code(), absl::StatusCode::kFailedPrecondition) << returned;
+        EXPECT_TRUE(runtime_->Pause().ok());
+      }
+    }
+  });
+  Spawn("caller", [&] {
+    int64_t last = 0;
+    int timed_out = 0;
+    for (int round = 0; round < kRounds; ++round) {
+      const absl::Time deadline = absl::Now() + absl::Nanoseconds((round * 7919) % 60'000);
+      absl::StatusOr<Value> got = runtime_->CoCallUntil("callee", deadline);
+      if (got.ok()) {
+        EXPECT_GT(got->as_int(), last) << "round " << round << ": a value came twice";
+        last = got->as_int();
+      } else {
+        EXPECT_EQ(got.status().code(), absl::StatusCode::kDeadlineExceeded) << got.status();
+        EXPECT_GE(absl::Now(), deadline) << "round " << round << ": gave up early";
+        ++timed_out;
+      }
+    }
+    std::printf("[ spl      ] %d of %d co_calls timed out\n", timed_out, kRounds);
+    done_.Notify();
+  });
+  ASSERT_TRUE(RunAndWait());
+}
+
+// EvalUntil: Eval with a deadline; the evaluated task is killed when it
+// comes first.
+TEST_P(SplConformance, EvalUntilReturnsTheValueOrKillsTheCodeAtItsDeadline) {
+  auto resumed = std::make_shared<std::atomic<bool>>(false);
+  Spawn("evaluator", [&, resumed] {
+    absl::StatusOr<Value> got =
+        runtime_->EvalUntil([](Context&) { return Value(5); }, absl::Now() + absl::Hours(1));
+    ASSERT_TRUE(got.ok()) << got.status();
+    Log(got->DebugString());
+    const absl::Time deadline = absl::Now() + absl::Milliseconds(3);
+    got = runtime_->EvalUntil(
+        [this, resumed](Context&) {
+          Log("eval pauses");
+          (void)runtime_->Pause();  // nobody can continue an unnamed task
+          resumed->store(true);
+          return Value(6);
+        },
+        deadline);
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kDeadlineExceeded) << got.status();
+    EXPECT_GE(absl::Now(), deadline) << "gave up early";
+    EXPECT_TRUE(runtime_->Yield().ok());  // the killed task unwinds
+    EXPECT_EQ(runtime_->task_count(), 1u) << "the evaluated task outlived its deadline";
+    Log("evaluator timed out");
+    EXPECT_EQ(runtime_->EvalUntil([](Context&) { return Value(); }, absl::InfinitePast())
+                  .status()
+                  .code(),
+              absl::StatusCode::kDeadlineExceeded);
+    EXPECT_EQ(runtime_->task_count(), 1u) << "a passed deadline started a task";
+    done_.Notify();
+  });
+  ASSERT_TRUE(RunAndWait());
+  EXPECT_EQ(LogLine(), "5 eval pauses evaluator timed out");
+  EXPECT_FALSE(resumed->load());
+  // From outside the runtime, blocking this thread.
+  absl::StatusOr<Value> outside =
+      runtime_->EvalUntil([](Context&) { return Value("out"); }, absl::Now() + absl::Hours(1));
+  ASSERT_TRUE(outside.ok()) << outside.status();
+  EXPECT_EQ(outside->as_string(), "out");
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(3);
+  outside = runtime_->EvalUntil(
+      [this](Context&) {
+        (void)runtime_->Pause();
+        return Value();
+      },
+      deadline);
+  EXPECT_EQ(outside.status().code(), absl::StatusCode::kDeadlineExceeded) << outside.status();
+  EXPECT_GE(absl::Now(), deadline);
+  EXPECT_EQ(runtime_->EvalUntil(spl::Code(), absl::InfinitePast()).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_P(SplConformance, UnknownNamesAreNotFound) {

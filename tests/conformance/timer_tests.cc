@@ -307,6 +307,94 @@ TEST_P(TimerConformance, TenThousandTimersTakeNoDescriptor) {
   for (TimerId id : ids) ASSERT_TRUE(loop_->Cancel(id).ok());
 }
 
+// RunUntil: the deadline ends the run, never early, with no timer armed.
+TEST_P(TimerConformance, RunUntilReturnsDeadlineExceededNeverBeforeItsDeadline) {
+  const int64_t start = MonotonicNs();
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(5);
+  const absl::Status status = loop_->RunUntil(deadline);
+  const int64_t end = MonotonicNs();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded) << status;
+  EXPECT_GE(end, start + 5'000'000) << "RunUntil returned " << (start + 5'000'000 - end)
+                                    << " ns early";
+}
+
+TEST_P(TimerConformance, RunUntilRunsTimersDueBeforeItsDeadlineAndLeavesLaterOnesArmed) {
+  const int64_t start = MonotonicNs();
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(10);
+  ASSERT_TRUE(loop_->RunAfter(absl::Milliseconds(1), Recorder("1ms", start + 1'000'000)).ok());
+  ASSERT_TRUE(loop_->RunAt(deadline - absl::Milliseconds(5), Recorder("5ms", start + 5'000'000))
+                  .ok());
+  bool late_ran = false;
+  absl::StatusOr<TimerId> late =
+      loop_->RunAt(deadline + absl::Hours(1), [&] { late_ran = true; });
+  ASSERT_TRUE(late.ok()) << late.status();
+  const absl::Status status = loop_->RunUntil(deadline);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded) << status;
+  EXPECT_GE(MonotonicNs(), start + 10'000'000);
+  EXPECT_EQ(order_, (std::vector<std::string>{"1ms", "5ms"}));
+  EXPECT_FALSE(late_ran);
+  EXPECT_TRUE(loop_->Cancel(*late).ok()) << "the later timer was no longer armed";
+}
+
+TEST_P(TimerConformance, StopEndsRunUntilBeforeItsDeadline) {
+  // From the loop thread: a closure posted before the run.
+  ASSERT_TRUE(loop_->Post([&] { loop_->Stop(); }).ok());
+  EXPECT_TRUE(loop_->RunUntil(absl::Now() + absl::Hours(1)).ok());
+  // From another thread, once the run is under way.
+  ASSERT_TRUE(loop_->Post([&] {
+    ASSERT_TRUE(scheduler_->Schedule([&] {
+      EXPECT_FALSE(loop_->IsLoopThread());
+      EXPECT_TRUE(loop_->Post([&] { loop_->Stop(); }).ok());
+    }).ok());
+  }).ok());
+  EXPECT_TRUE(loop_->RunUntil(absl::Now() + absl::Hours(1)).ok());
+  // A Stop() before the call wins over a deadline that has passed.
+  loop_->Stop();
+  EXPECT_TRUE(loop_->RunUntil(absl::InfinitePast()).ok());
+}
+
+TEST_P(TimerConformance, RunUntilAPastDeadlineRunsWhatIsReadyThenReportsTheDeadline) {
+  ASSERT_TRUE(loop_->RunAt(absl::Now() - absl::Seconds(1), Recorder("due timer", 0)).ok());
+  ASSERT_TRUE(loop_->Post([&] { order_.push_back("posted"); }).ok());
+  const absl::Status status = loop_->RunUntil(absl::Now() - absl::Milliseconds(1));
+  EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded) << status;
+  EXPECT_EQ(order_, (std::vector<std::string>{"due timer", "posted"}));
+  // Work posted meanwhile waits for the next run, and InfinitePast is a
+  // deadline like any other.
+  ASSERT_TRUE(loop_->Post([&] { order_.push_back("posted again"); }).ok());
+  EXPECT_EQ(loop_->RunUntil(absl::InfinitePast()).code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(order_.back(), "posted again");
+}
+
+TEST_P(TimerConformance, RunUntilFromAnotherThreadIsRefused) {
+  absl::Status other_thread_status;
+  std::thread other([&] { other_thread_status = loop_->RunUntil(absl::InfinitePast()); });
+  other.join();
+  EXPECT_EQ(other_thread_status.code(), absl::StatusCode::kPermissionDenied)
+      << other_thread_status;
+}
+
+TEST_P(TimerConformance, RunUntilReenteredFromACallbackIsRefused) {
+  absl::Status inside_run_until;
+  absl::Status run_inside_run_until;
+  absl::Status inside_run;
+  ASSERT_TRUE(loop_->Post([&] {
+    inside_run_until = loop_->RunUntil(absl::Now() + absl::Hours(1));
+    run_inside_run_until = loop_->Run();
+    loop_->Stop();
+  }).ok());
+  EXPECT_TRUE(loop_->RunUntil(absl::Now() + absl::Hours(1)).ok());
+  ASSERT_TRUE(loop_->RunAfter(absl::ZeroDuration(), [&] {
+    inside_run = loop_->RunUntil(absl::InfinitePast());
+    loop_->Stop();
+  }).ok());
+  EXPECT_TRUE(loop_->Run().ok());
+  EXPECT_EQ(inside_run_until.code(), absl::StatusCode::kFailedPrecondition) << inside_run_until;
+  EXPECT_EQ(run_inside_run_until.code(), absl::StatusCode::kFailedPrecondition)
+      << run_inside_run_until;
+  EXPECT_EQ(inside_run.code(), absl::StatusCode::kFailedPrecondition) << inside_run;
+}
+
 INSTANTIATE_TEST_SUITE_P(Conformance, TimerConformance, ::testing::ValuesIn(WorkerCounts()),
                          WorkerCountName);
 
