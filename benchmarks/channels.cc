@@ -20,6 +20,11 @@
 //                           Rows are <scheduler>+<loop>+<channel>, for
 //                           every scheduler that honours a worker count,
 //                           with two workers.
+//   channel_pair_lifecycle  on the benchmark thread: create a pair, send
+//                           8 bytes from the owner end, receive them on
+//                           the task end, destroy the pair; one iteration
+//                           = one pair's whole life (what a short task's
+//                           channel costs beside its work).
 // Every channel backend that is built registers here; a backend that is
 // unavailable on this machine (io_uring refused) reports an error row.
 
@@ -298,6 +303,33 @@ void FanIn(benchmark::State& state, const SchedulerDescriptor* scheduler_backend
   (void)(*scheduler)->Shutdown();
 }
 
+void PairLifecycle(benchmark::State& state, const std::string& channel) {
+  absl::StatusOr<std::unique_ptr<ChannelFactory>> factory = NewChannelFactoryNamed(channel);
+  if (!factory.ok()) {
+    state.SkipWithError(factory.status().ToString().c_str());
+    return;
+  }
+  uint64_t sequence = 0;
+  uint64_t received = 0;
+  for (auto _ : state) {
+    absl::StatusOr<ChannelPair> pair = (*factory)->CreatePair(ChannelOptions{});
+    if (!pair.ok()) {
+      state.SkipWithError(pair.status().ToString().c_str());
+      return;
+    }
+    ++sequence;
+    absl::StatusOr<size_t> length;
+    if (!Send(*pair->owner_end, absl::MakeConstSpan(reinterpret_cast<const char*>(&sequence), 8))
+             .ok() ||
+        !(length = Receive(*pair->task_end, absl::MakeSpan(reinterpret_cast<char*>(&received), 8)))
+             .ok() ||
+        *length != 8 || received != sequence) {
+      state.SkipWithError("the pair's message did not arrive intact");
+      return;
+    }
+  }
+}
+
 void Register() {
   for (const std::string& channel : ChannelNames()) {
     bench::AddJob(("cross_thread_ping_pong/" + channel), CrossThreadPingPong, channel)
@@ -312,6 +344,9 @@ void Register() {
     bench::AddJob(("stream_8B_batch64/" + channel), StreamBatch, channel, size_t{8}, 64)
         ->UseRealTime()
         ->Iterations(bench::Iterations(1000000));
+    bench::AddJob(("channel_pair_lifecycle/" + channel), PairLifecycle, channel)
+        ->UseRealTime()
+        ->Iterations(bench::Iterations(20000));
     for (const SchedulerDescriptor* scheduler : SchedulersWith({.honours_worker_count = true})) {
       for (const std::string& loop : LoopNames()) {
         const std::string row = absl::StrCat(scheduler->name, "+", loop, "+", channel);
