@@ -10,6 +10,12 @@
 //   http_load/raw_inline_epoll              baseline: the same server on
 //                                           epoll computing each answer on
 //                                           its loop thread, with no task
+//   http_load_hello/<loop>                  GET /primes?below=10 computed
+//                                           on the loop thread (body
+//                                           "4\n", no task): next to no
+//                                           work per request, so the
+//                                           loop's socket I/O is what is
+//                                           measured, for every loop
 //
 // One benchmark run = one iteration = one wrk run of 2 s (1 s with --quick).
 // The iteration's manual time is wrk's duration / requests, the time per
@@ -17,7 +23,7 @@
 // items_per_second (requests per second) and wrk's p50/p99 latency.
 //
 // Every response is checked by the wrk script below (status 200, body
-// exactly "9592\n"); the run fails, naming the numbers, on any bad response,
+// exactly the expected body); the run fails, naming the numbers, on any bad response,
 // any wrk socket error or timeout, no request at all, or a server that
 // counted a 4xx/5xx or fewer 2xx than wrk saw. A backend the kernel refuses
 // (io_uring under seccomp) is unavailable with the backend's reason.
@@ -41,6 +47,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
@@ -56,8 +63,15 @@ namespace {
 constexpr int kWorkers = 2;
 constexpr int kConnections = 1000;
 constexpr int kWrkThreads = 2;
-// There are 9592 primes below 100000: the script's expected body "9592\n".
-constexpr char kPath[] = "/primes?below=100000";
+// A request and the body every response must carry.
+struct Request {
+  const char* path;
+  const char* body;  // as a Lua string literal's contents
+};
+// There are 9592 primes below 100000.
+constexpr Request kPrimes = {"/primes?below=100000", "9592\\n"};
+// And 4 below 10.
+constexpr Request kHello = {"/primes?below=10", "4\\n"};
 
 // How long the server may take, after wrk exits, to see its 1000 connections
 // close and its cancelled tasks return. Far above what it needs; a server
@@ -80,7 +94,7 @@ function init(args)
 end
 
 function response(status, headers, body)
-  if status == 200 and body == "9592\n" then
+  if status == 200 and body == "$BODY" then
     good = good + 1
   else
     bad = bad + 1
@@ -106,7 +120,8 @@ end
 // The script in a temporary file, removed when this goes away.
 class ScriptFile {
  public:
-  static absl::StatusOr<std::unique_ptr<ScriptFile>> Create() {
+  static absl::StatusOr<std::unique_ptr<ScriptFile>> Create(const Request& request) {
+    const std::string script = absl::StrReplaceAll(kScript, {{"$BODY", request.body}});
     const char* dir = std::getenv("TMPDIR");
     std::string path = absl::StrCat(dir != nullptr && *dir != '\0' ? dir : "/tmp",
                                     "/taskrt_http_load_XXXXXX.lua");
@@ -116,8 +131,8 @@ class ScriptFile {
           absl::StrCat("cannot create the wrk script ", path, ": ", std::strerror(errno)));
     }
     auto file = std::unique_ptr<ScriptFile>(new ScriptFile(path));
-    const size_t size = sizeof kScript - 1;
-    const ssize_t written = write(fd, kScript, size);
+    const size_t size = script.size();
+    const ssize_t written = write(fd, script.data(), size);
     const int write_errno = errno;
     close(fd);
     if (written != static_cast<ssize_t>(size)) {
@@ -153,7 +168,7 @@ std::map<std::string, int64_t> ParseResultLine(const std::string& output) {
 }
 
 // What the wrk run found wrong, or "".
-std::string CheckWrk(std::map<std::string, int64_t>& r) {
+std::string CheckWrk(std::map<std::string, int64_t>& r, const Request& request) {
   for (const char* key : {"good", "bad", "requests", "duration_us", "p50_us", "p99_us",
                           "connect", "read", "write", "status", "timeout"}) {
     if (r.count(key) == 0) return absl::StrCat("wrk's result line lacks ", key);
@@ -166,7 +181,7 @@ std::string CheckWrk(std::map<std::string, int64_t>& r) {
     return "wrk saw errors: " + numbers;
   }
   if (r["bad"] != 0) {
-    return absl::StrCat("responses that were not 200 \"9592\\n\": ", numbers);
+    return absl::StrCat("responses that were not 200 \"", request.body, "\": ", numbers);
   }
   if (r["requests"] == 0) return "wrk completed no request: " + numbers;
   if (r["good"] != r["requests"]) return "good responses != requests: " + numbers;
@@ -175,7 +190,7 @@ std::string CheckWrk(std::map<std::string, int64_t>& r) {
 }
 
 void HttpLoad(benchmark::State& state, const std::string& scheduler, const std::string& channel,
-              const std::string& loop_name, bool jobs_inline) {
+              const std::string& loop_name, bool jobs_inline, const Request& request) {
   absl::StatusOr<Backends> backends =
       NewBackends(scheduler, channel, loop_name, kWorkers);
   if (!backends.ok()) {
@@ -186,7 +201,7 @@ void HttpLoad(benchmark::State& state, const std::string& scheduler, const std::
     state.SkipWithError(status.ToString().c_str());
     return;
   }
-  absl::StatusOr<std::unique_ptr<ScriptFile>> script = ScriptFile::Create();
+  absl::StatusOr<std::unique_ptr<ScriptFile>> script = ScriptFile::Create(request);
   if (!script.ok()) {
     state.SkipWithError(script.status().ToString().c_str());
     return;
@@ -208,7 +223,7 @@ void HttpLoad(benchmark::State& state, const std::string& scheduler, const std::
   std::thread loop_thread([&] { loop_status = backends->loop->Run(); });
 
   const std::string duration = bench::Quick() ? "1s" : "2s";
-  const std::string url = absl::StrCat("http://127.0.0.1:", (*server)->port(), kPath);
+  const std::string url = absl::StrCat("http://127.0.0.1:", (*server)->port(), request.path);
   std::string error;
   for (auto _ : state) {
     std::string output;
@@ -229,7 +244,7 @@ void HttpLoad(benchmark::State& state, const std::string& scheduler, const std::
       error = "wrk printed no \"taskrt ...\" result line: " + bench::OneLine(output);
       break;
     }
-    if (error = CheckWrk(result); !error.empty()) break;
+    if (error = CheckWrk(result, request); !error.empty()) break;
     // wrk closed its connections when it exited; the counters are final once
     // the server has seen every close and its cancelled tasks returned.
     if (!(*server)->WaitForIdle(kIdleTimeout)) {
@@ -274,7 +289,8 @@ void Register() {
       for (const std::string& loop : LoopNames()) {
         bench::AddJob(absl::StrCat("http_load/", scheduler, "_", channel, "_", loop),
                       [scheduler, channel, loop](benchmark::State& state) {
-                        HttpLoad(state, scheduler, channel, loop, /*jobs_inline=*/false);
+                        HttpLoad(state, scheduler, channel, loop, /*jobs_inline=*/false,
+                                 kPrimes);
                       })
             ->Iterations(1)
             ->UseManualTime();
@@ -287,10 +303,21 @@ void Register() {
                 [](benchmark::State& state) {
                   const DefaultBackends& defaults = Defaults();
                   HttpLoad(state, std::string(defaults.scheduler), std::string(defaults.channel),
-                           std::string(defaults.loop), /*jobs_inline=*/true);
+                           std::string(defaults.loop), /*jobs_inline=*/true, kPrimes);
                 })
       ->Iterations(1)
       ->UseManualTime();
+  // Each loop's own socket I/O: answers computed on the loop thread (the
+  // scheduler and channel are created but unused).
+  for (const std::string& loop : LoopNames()) {
+    bench::AddJob(absl::StrCat("http_load_hello/", loop), [loop](benchmark::State& state) {
+      const DefaultBackends& defaults = Defaults();
+      HttpLoad(state, std::string(defaults.scheduler), std::string(defaults.channel), loop,
+               /*jobs_inline=*/true, kHello);
+    })
+        ->Iterations(1)
+        ->UseManualTime();
+  }
 }
 
 TASKRT_BENCHMARK_JOBS(Register);
