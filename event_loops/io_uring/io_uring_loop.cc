@@ -217,6 +217,7 @@ class IoUringLoop final : public LoopBase {
   absl::Status Unwatch(WatchId id) override {
     const bool on_loop = OnStartedLoopThread();
     Parker parker;
+    bool wait = false;
     {
       MutexLock lock(&mu_);
       auto it = watches_.find(id);
@@ -239,7 +240,11 @@ class IoUringLoop final : public LoopBase {
         io_uring_sqe_set_data64(sqe, kRemoveTag);
       } else {
         watches_.erase(it);
-        removing_[id] = &parker;
+        // While the loop thread is out of the loop nobody can say when it
+        // comes back: the removal waits for its next iteration, Unwatch
+        // does not.
+        wait = in_loop_;
+        removing_[id] = wait ? &parker : nullptr;
         requests_.push_back({Request::kRemove, id});
       }
     }
@@ -250,13 +255,17 @@ class IoUringLoop final : public LoopBase {
       return EnterNow("Unwatch");
     }
     stats_.handed_over.fetch_add(1, std::memory_order_relaxed);
-    if (absl::Status woken = Wake(); !woken.ok()) {
+    absl::Status woken = Wake();
+    if (!wait) return woken;
+    if (!woken.ok()) {
       MutexLock lock(&mu_);
-      // Not taken by the loop yet: withdraw, and report the failed wake.
-      if (removing_.erase(id) == 1) return woken;
+      // The loop may not come: withdraw the Parker (an Unpark under mu_ is
+      // complete already) and report the failed wake.
+      if (auto it = removing_.find(id); it != removing_.end()) it->second = nullptr;
+      return woken;
     }
-    // Until the loop thread has seen the poll's last completion: the kernel
-    // let go of the file before it posted it.
+    // Until the loop thread has seen the poll's last completion (the kernel
+    // let go of the file before it posted it), or has left the loop.
     parker.Park();
     return absl::OkStatus();
   }
@@ -349,6 +358,25 @@ class IoUringLoop final : public LoopBase {
     started_ = true;
     if (!PrepareWakePoll()) return SubmitQueueFull("wake-up poll");
     return absl::OkStatus();
+  }
+
+  // Whether the loop thread is in RunOnce/Run/RunUntil: then a waiting
+  // cross-thread Unwatch is sure to be served.
+  void LoopEntered() override {
+    if (loop_depth_++ > 0) return;
+    MutexLock lock(&mu_);
+    in_loop_ = true;
+  }
+
+  void LoopLeft() override {
+    if (--loop_depth_ > 0) return;
+    MutexLock lock(&mu_);
+    in_loop_ = false;
+    // Their removals wait for the next iteration; they need not.
+    for (auto& [id, parker] : removing_) {
+      if (parker != nullptr) parker->Unpark();
+      parker = nullptr;
+    }
   }
 
   // --- Submission side: the loop thread only. ---
@@ -574,7 +602,7 @@ class IoUringLoop final : public LoopBase {
           if (auto removing = removing_.find(id); removing != removing_.end()) {
             // The last completion of an unwatched poll: its Unwatch may
             // return.
-            removing->second->Unpark();
+            if (removing->second != nullptr) removing->second->Unpark();
             removing_.erase(removing);
             continue;
           }
@@ -626,14 +654,16 @@ class IoUringLoop final : public LoopBase {
   std::atomic<bool> wake_requested_{false};
   std::atomic<bool> wake_sent_{false};
   std::vector<WatchId> rearm_;  // loop thread only
+  int loop_depth_ = 0;          // loop thread only: RunOnce/Run nesting
   Counters stats_;
 
   mutable Mutex mu_;
   WatchId next_id_ ABSL_GUARDED_BY(mu_) = kFirstWatchId;
   absl::flat_hash_map<WatchId, WatchEntry> watches_ ABSL_GUARDED_BY(mu_);
   std::vector<Request> requests_ ABSL_GUARDED_BY(mu_);
+  bool in_loop_ ABSL_GUARDED_BY(mu_) = false;
   // Polls unwatched from other threads whose last completion the loop has
-  // not seen yet, and the Unwatch waiting for it.
+  // not seen yet, and the Unwatch waiting for it (null: none waits).
   absl::flat_hash_map<WatchId, Parker*> removing_ ABSL_GUARDED_BY(mu_);
 };
 
