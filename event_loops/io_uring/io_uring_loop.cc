@@ -60,6 +60,7 @@ constexpr platform::Feature kNeededFeatures[] = {
 constexpr platform::Opcode kNeededOpcodes[] = {
     {IORING_OP_POLL_ADD, "IORING_OP_POLL_ADD"},
     {IORING_OP_POLL_REMOVE, "IORING_OP_POLL_REMOVE"},
+    {IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"},
 };
 
 unsigned ToPollMask(short events) {
@@ -235,9 +236,7 @@ class IoUringLoop final : public LoopBase {
         io_uring_sqe* sqe = GetSqe();
         if (sqe == nullptr) return SubmitQueueFull("Unwatch");
         watches_.erase(it);
-        // If the poll already ended, the removal fails with ENOENT: fine.
-        io_uring_prep_poll_remove(sqe, id);
-        io_uring_sqe_set_data64(sqe, kRemoveTag);
+        PrepareRemove(sqe, id);
       } else {
         watches_.erase(it);
         // While the loop thread is out of the loop nobody can say when it
@@ -390,6 +389,16 @@ class IoUringLoop final : public LoopBase {
     return sqe;
   }
 
+  // Cancels the poll of watch `id`. IORING_OP_POLL_REMOVE would fail
+  // (EALREADY) while a wake-up of the poll waits to run, which with
+  // DEFER_TASKRUN lasts until the loop thread next enters the kernel; a
+  // cancellation marks the poll, and that wake-up ends it. If the poll
+  // already ended, the cancellation fails with ENOENT: fine.
+  static void PrepareRemove(io_uring_sqe* sqe, WatchId id) {
+    io_uring_prep_cancel64(sqe, id, 0);
+    io_uring_sqe_set_data64(sqe, kRemoveTag);
+  }
+
   static absl::Status SubmitQueueFull(absl::string_view operation) {
     return absl::ResourceExhaustedError(
         absl::StrCat("io_uring loop: ", operation, ": the submission queue is full"));
@@ -454,8 +463,7 @@ class IoUringLoop final : public LoopBase {
         if (!removing_.contains(request.id)) continue;
         io_uring_sqe* sqe = GetSqe();
         if (sqe == nullptr) break;
-        io_uring_prep_poll_remove(sqe, request.id);
-        io_uring_sqe_set_data64(sqe, kRemoveTag);
+        PrepareRemove(sqe, request.id);
       }
     }
     requests_.erase(requests_.begin(), requests_.begin() + static_cast<ptrdiff_t>(done));

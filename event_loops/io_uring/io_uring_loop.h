@@ -57,8 +57,11 @@
 //   Unwatch keeps core/event_loop.h's promise that the caller may close the
 //   fd once Unwatch returns, and the kernel lets go of the file by then (a
 //   poll left armed would keep a socket open):
-//     - on the loop thread it queues IORING_OP_POLL_REMOVE and enters the
-//       kernel at once, which cancels the poll and runs its completion;
+//     - on the loop thread it queues an IORING_OP_ASYNC_CANCEL of the poll
+//       and enters the kernel at once, which cancels the poll and runs its
+//       completion (IORING_OP_POLL_REMOVE would fail while a wake-up of the
+//       poll waits to run, as it does under DEFER_TASKRUN until the loop
+//       thread enters the kernel);
 //     - on another thread, for a poll already in the ring, while the loop
 //       thread is in RunOnce/Run/RunUntil, it waits (a Parker,
 //       core/execution_context.h: a stackful task is suspended, an OS
@@ -79,14 +82,15 @@
 //   destroyed on another thread leaves it there, and the ring with it,
 //   until the loop thread exits. Destroy the loop on its own thread, or
 //   let the loop thread end with it.
-
+//
 // Probe
 //   NewIoUringLoop() checks, once per process on a plain ring of its own,
 //   the features (IORING_FEAT_NODROP, IORING_FEAT_EXT_ARG) and opcodes
-//   (POLL_ADD, POLL_REMOVE) it needs and arms one multishot poll. If the kernel refuses (ENOSYS; EPERM or
-//   EACCES under seccomp or kernel.io_uring_disabled; EINVAL from a kernel
-//   too old; a missing opcode or feature) it returns kUnavailable,
-//   "io_uring: <why>"; other failures are system errors.
+//   (POLL_ADD, POLL_REMOVE, ASYNC_CANCEL) it needs and arms one multishot
+//   poll. If the kernel refuses (ENOSYS; EPERM or EACCES under seccomp or
+//   kernel.io_uring_disabled; EINVAL from a kernel too old; a missing
+//   opcode or feature) it returns kUnavailable, "io_uring: <why>"; other
+//   failures are system errors.
 
 #include <memory>
 

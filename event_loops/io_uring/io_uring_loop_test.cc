@@ -245,14 +245,17 @@ TEST_P(IoUringLoopTest, PostsFromManyThreadsToALoopThatIsAwakeRunInOrderWithoutW
   EXPECT_EQ(Stats().wake_ups, 0u);
 }
 
-TEST_P(IoUringLoopTest, APostWakesASleepingLoopThread) {
+TEST_P(IoUringLoopTest, PostsToALoopThreadThatSleepsBetweenThemAllRun) {
   StartLoopThread();
   constexpr int kRounds = 100;
-  for (int i = 0; i < kRounds; ++i) Barrier();  // each waits for the loop to run it
+  // Each round waits for the loop to run its post, and the loop goes back
+  // to sleep when it can: a lost wake-up hangs here.
+  for (int i = 0; i < kRounds; ++i) Barrier();
+  // How many posts found the loop asleep depends on the timing; at most
+  // one eventfd write each.
   const io_uring_loop_internal::LoopStats stats = Stats();
-  EXPECT_GE(stats.wake_ups, 1u) << "the loop sleeps between the rounds";
   EXPECT_LE(stats.wake_ups, static_cast<uint64_t>(kRounds));
-  std::printf("%d posts to a sleeping loop, %llu wake-ups\n", kRounds,
+  std::printf("%d posts to a loop that sleeps between them, %llu wake-ups\n", kRounds,
               static_cast<unsigned long long>(stats.wake_ups));
 }
 
@@ -342,6 +345,26 @@ TEST_P(IoUringLoopTest, UnwatchOnTheLoopThreadLetsGoOfTheFileAtOnce) {
   fds_.erase(fds_.begin());
   char byte;
   EXPECT_EQ(recv(b, &byte, 1, MSG_DONTWAIT), 0) << std::strerror(errno);
+}
+
+TEST_P(IoUringLoopTest, UnwatchWhileAWakeUpOfThePollWaitsLetsGoOfTheFile) {
+  ASSERT_TRUE(loop_->RunOnce(absl::ZeroDuration()).ok());  // this thread runs the loop
+  auto [a, b] = SocketPair();
+  absl::StatusOr<WatchId> watch = loop_->Watch({a, POLLIN}, [] {});
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  ASSERT_TRUE(loop_->RunOnce(absl::ZeroDuration()).ok());  // submits the poll
+  // Wakes the poll; with DEFER_TASKRUN the wake-up waits for the loop
+  // thread to enter the kernel, and a poll-remove would fail meanwhile.
+  ASSERT_EQ(write(b, "x", 1), 1);
+  ASSERT_TRUE(loop_->Unwatch(*watch).ok());
+  close(a);
+  fds_.erase(fds_.begin());
+  // Closed with a byte unread: the peer sees a reset (a socket still held
+  // open would say EAGAIN).
+  char byte;
+  const ssize_t got = recv(b, &byte, 1, MSG_DONTWAIT);
+  const int error = errno;
+  EXPECT_TRUE(got == 0 || (got < 0 && error == ECONNRESET)) << got << " " << std::strerror(error);
 }
 
 TEST(IoUringLoopSetupTest, TheRingSetupAndItsFallbackAreReported) {
