@@ -114,27 +114,20 @@ absl::Status ProbeMultishotPoll(io_uring* ring) {
   return status;
 }
 
-// Checks, on a plain ring of its own, that the kernel has what the loop
-// needs. The loop's ring cannot serve: it takes no submission before the
-// loop thread enables it. A success holds for the process and is kept.
-absl::Status ProbeKernel() {
+// Arms a multishot poll once on a scratch ring: the loop's ring cannot
+// serve, as it takes no submission before the loop thread enables it. A
+// success holds for the process and is kept.
+absl::Status ProbeMultishotPollOnce() {
   static std::atomic<bool> probed{false};
   if (probed.load(std::memory_order_acquire)) return absl::OkStatus();
   io_uring ring{};
   absl::StatusOr<platform::RingSetup> setup =
       platform::SetUpRing(&ring, {.user = kUser, .sq_entries = 4});
   if (!setup.ok()) return setup.status();
-  absl::Cleanup exit_ring = [&ring] { platform::ExitRing(&ring); };
-  if (absl::Status features = platform::CheckFeatures(setup->features, kNeededFeatures);
-      !features.ok()) {
-    return features;
-  }
-  if (absl::Status opcodes = platform::ProbeOpcodes(&ring, kNeededOpcodes); !opcodes.ok()) {
-    return opcodes;
-  }
-  if (absl::Status multishot = ProbeMultishotPoll(&ring); !multishot.ok()) return multishot;
-  probed.store(true, std::memory_order_release);
-  return absl::OkStatus();
+  absl::Status status = ProbeMultishotPoll(&ring);
+  platform::ExitRing(&ring);
+  if (status.ok()) probed.store(true, std::memory_order_release);
+  return status;
 }
 
 // Reads an eventfd down to zero.
@@ -331,7 +324,15 @@ class IoUringLoop final : public LoopBase {
     }
     if (!setup.ok()) return setup.status();
     ring_ready_ = true;
-    if (absl::Status probed = ProbeKernel(); !probed.ok()) return probed;
+    if (absl::Status features = platform::CheckFeatures(setup->features, kNeededFeatures);
+        !features.ok()) {
+      return features;
+    }
+    // The opcode probe is a registration, which a disabled ring accepts.
+    if (absl::Status opcodes = platform::ProbeOpcodes(&ring_, kNeededOpcodes); !opcodes.ok()) {
+      return opcodes;
+    }
+    if (absl::Status probed = ProbeMultishotPollOnce(); !probed.ok()) return probed;
     wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (wake_fd_ < 0) return ErrnoError("io_uring loop: eventfd", errno);
     return absl::OkStatus();

@@ -84,10 +84,10 @@
 //   let the loop thread end with it.
 //
 // Probe
-//   NewIoUringLoop() checks, once per process on a plain ring of its own,
-//   the features (IORING_FEAT_NODROP, IORING_FEAT_EXT_ARG) and opcodes
-//   (POLL_ADD, POLL_REMOVE, ASYNC_CANCEL) it needs and arms one multishot
-//   poll. If the kernel refuses (ENOSYS; EPERM or EACCES under seccomp or
+//   NewIoUringLoop() checks the features (IORING_FEAT_NODROP,
+//   IORING_FEAT_EXT_ARG) and opcodes (POLL_ADD, POLL_REMOVE, ASYNC_CANCEL)
+//   it needs, and once per process arms one multishot poll on a scratch
+//   ring. If the kernel refuses (ENOSYS; EPERM or EACCES under seccomp or
 //   kernel.io_uring_disabled; EINVAL from a kernel too old; a missing
 //   opcode or feature) it returns kUnavailable, "io_uring: <why>"; other
 //   failures are system errors.
