@@ -26,7 +26,10 @@ absl::StatusOr<int> LoopBase::RunOnce(absl::Duration timeout) {
   if (timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrCat(label_, ": RunOnce got a negative timeout"));
   }
-  return Iterate(timeout);
+  LoopEntered();
+  absl::StatusOr<int> ran = Iterate(timeout);
+  LoopLeft();
+  return ran;
 }
 
 absl::Status LoopBase::Run() { return RunLoop("Run", kNoDeadline); }
@@ -42,6 +45,7 @@ absl::Status LoopBase::RunLoop(const char* operation, uint64_t deadline_ns) {
         absl::StrCat(label_, ": ", operation, " re-entered from a callback"));
   }
   running_ = true;
+  LoopEntered();
   absl::Status status;
   bool first = true;
   while (!stop_requested_.exchange(false, std::memory_order_acq_rel)) {
@@ -68,6 +72,7 @@ absl::Status LoopBase::RunLoop(const char* operation, uint64_t deadline_ns) {
     }
   }
   running_ = false;
+  LoopLeft();
   return status;
 }
 

@@ -19,6 +19,11 @@
 //                           wait returns. It runs neither timers nor posted
 //                           work: LoopBase runs the due timers, then the
 //                           queue, right after it returns.
+//   LoopEntered()/LoopLeft() (optional) are called on the loop thread when
+//                           RunOnce(), Run() or RunUntil() starts to iterate
+//                           and when it returns (nested calls too), so that a
+//                           backend knows whether its loop thread is in the
+//                           loop. LoopBase holds no lock during them.
 //   Wake()                  makes a wait in DispatchReady() under way, or the
 //                           next one, return soon. Called from any thread,
 //                           with no lock of LoopBase held; several calls may
@@ -98,6 +103,8 @@ class LoopBase : public EventLoop {
 
   virtual absl::StatusOr<int> DispatchReady(absl::Duration timeout) = 0;
   virtual absl::Status Wake() = 0;
+  virtual void LoopEntered() {}
+  virtual void LoopLeft() {}
 
   const std::string& label() const { return label_; }
 

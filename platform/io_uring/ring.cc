@@ -25,7 +25,7 @@ void ForEachMapping(io_uring* ring, void (*annotate)(void*)) {
 
 int QueueInit(io_uring* ring, const RingOptions& options, unsigned flags, unsigned* features) {
   io_uring_params params{};
-  params.flags = flags;
+  params.flags = flags | options.flags;
   if (options.cq_entries != 0) {
     params.flags |= IORING_SETUP_CQSIZE;
     params.cq_entries = options.cq_entries;

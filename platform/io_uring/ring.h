@@ -74,6 +74,10 @@ struct RingOptions {
   // work runs on the submitting thread, and a busy one runs it only when it
   // next enters the kernel.
   bool cooperative_task_running = false;
+  // Further IORING_SETUP_* flags, asked for as given: a kernel that lacks
+  // one refuses the setup (kUnavailable, EINVAL), and the caller decides
+  // whether to try again without it.
+  unsigned flags = 0;
 };
 
 // What the kernel gave a ring.
