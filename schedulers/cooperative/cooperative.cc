@@ -69,6 +69,27 @@ struct CoTask : TimerWheel::Node {
   bool timed_out = false;
 };
 
+// First-in, first-out tasks, linked through next_ready (a task is in one
+// queue at a time).
+struct TaskQueue {
+  CoTask* head = nullptr;
+  CoTask* tail = nullptr;
+
+  bool empty() const { return head == nullptr; }
+  void Push(CoTask* task) {
+    task->next_ready = nullptr;
+    (tail == nullptr ? head : tail->next_ready) = task;
+    tail = task;
+  }
+  CoTask* Pop() {
+    CoTask* task = head;
+    if (task == nullptr) return nullptr;
+    head = task->next_ready;
+    if (head == nullptr) tail = nullptr;
+    return task;
+  }
+};
+
 // A deadline as the timers' time: nanoseconds since the Unix epoch.
 uint64_t TimerTime(absl::Time deadline) {
   return static_cast<uint64_t>(std::max<int64_t>(absl::ToUnixNanos(deadline), 0));
@@ -126,7 +147,7 @@ class CooperativeScheduler final : public Scheduler {
 
   // Helping, the cooperative way: let the other ready tasks run first.
   bool RunPendingWork() override {
-    if (current_scheduler != this || current_ == nullptr || ready_head_ == nullptr) return false;
+    if (current_scheduler != this || current_ == nullptr || ready_.empty()) return false;
     YieldCurrent();
     return true;
   }
@@ -288,22 +309,11 @@ class CooperativeScheduler final : public Scheduler {
     return task;
   }
 
-  void PushReady(CoTask* task) {
-    task->next_ready = nullptr;
-    if (ready_tail_ == nullptr) {
-      ready_head_ = task;
-    } else {
-      ready_tail_->next_ready = task;
-    }
-    ready_tail_ = task;
-  }
+  void PushReady(CoTask* task) { ready_.Push(task); }
 
   CoTask* PopReady() {
-    CoTask* task = ready_head_;
-    if (task == nullptr) return nullptr;
-    if (woken_in_front_ > 0) --woken_in_front_;
-    ready_head_ = task->next_ready;
-    if (ready_head_ == nullptr) ready_tail_ = nullptr;
+    CoTask* task = ready_.Pop();
+    if (task != nullptr && woken_in_front_ > 0) --woken_in_front_;
     return task;
   }
 
@@ -341,7 +351,7 @@ class CooperativeScheduler final : public Scheduler {
   // turn.
   FiberContext& NextContext() {
     if (++switches_ % kLoopInterval != 0 && !inbox_pending_.load(std::memory_order_relaxed)) {
-      CoTask* next = ready_head_;
+      CoTask* next = ready_.head;
       if (next != nullptr && (next->slot != nullptr || EnsureSlot(next))) {
         PopReady();
         current_ = next;
@@ -355,9 +365,9 @@ class CooperativeScheduler final : public Scheduler {
   void YieldCurrent() {
     CoTask* self = current_;
     if (self == nullptr) return;
-    if (ready_head_ == nullptr) {
+    if (ready_.empty()) {
       if (!inbox_pending_.load(std::memory_order_relaxed) && fd_waiter_count_ == 0 &&
-          timers_.empty() && woken_head_ == nullptr && stackless_head_ == nullptr) {
+          timers_.empty() && woken_.empty() && stackless_.empty()) {
         return;  // nobody else could run
       }
       // Only the loop can have more: let it look (it runs this task next).
@@ -376,7 +386,7 @@ class CooperativeScheduler final : public Scheduler {
   // outside work (a caller about to wait would only wait behind it).
   bool YieldToReadyTask() {
     CoTask* self = current_;
-    if (self == nullptr || ready_head_ == nullptr) return false;
+    if (self == nullptr || ready_.empty()) return false;
     PushReady(self);  // behind a non-empty queue: never picked next by itself
     SuspendCurrent();
     return true;
@@ -385,7 +395,7 @@ class CooperativeScheduler final : public Scheduler {
   // Whether `task`, once woken, would be the next to run: nothing else is
   // ready and it is not the loop's turn (see NextContext).
   bool NextIfReady(CoTask* task) const {
-    return ready_head_ == nullptr && task->slot != nullptr &&
+    return ready_.empty() && task->slot != nullptr &&
            (switches_ + 1) % kLoopInterval != 0 &&
            !inbox_pending_.load(std::memory_order_relaxed);
   }
@@ -421,8 +431,8 @@ class CooperativeScheduler final : public Scheduler {
       --scheduler->live_tasks_;
       // Run the next new unit on this very stack, without a switch, when it
       // is its turn anyway: spawn-heavy loads then reuse one warm stack.
-      CoTask* next = scheduler->ready_head_;
-      if (next != nullptr && next->slot == nullptr && scheduler->stackless_head_ == nullptr &&
+      CoTask* next = scheduler->ready_.head;
+      if (next != nullptr && next->slot == nullptr && scheduler->stackless_.empty() &&
           !scheduler->inbox_pending_.load(std::memory_order_relaxed)) {
         if (++scheduler->switches_ % kLoopInterval == 0) {
           // The loop's turn, counted already: straight to it.
@@ -452,9 +462,9 @@ class CooperativeScheduler final : public Scheduler {
   void RecycleFinishedTask() {
     CoTask* task = std::exchange(finished_, nullptr);
     FiberSlot* slot = std::exchange(task->slot, nullptr);
-    if (stackless_head_ != nullptr) {
+    if (!stackless_.empty()) {
       // The longest-waiting unit without a stack takes this one.
-      CoTask* waiting = PopStackless();
+      CoTask* waiting = stackless_.Pop();
       waiting->slot = slot;
       slot->context.Reset(&CooperativeScheduler::TaskMain, waiting);
       PushReady(waiting);
@@ -464,27 +474,27 @@ class CooperativeScheduler final : public Scheduler {
     free_tasks_.push_back(task);
   }
 
-  // Frees what the free lists hold over StackOptions::max_cached, the
-  // longest unused first. Called when the loop goes idle, so that a burst
-  // of finishing tasks costs no system call while others wait to run.
-  void TrimFreeLists() {
-    const size_t keep = options_.stack.max_cached;
+  // Frees what the free lists hold over `keep` entries, the longest unused
+  // first. Called with StackOptions::max_cached when the loop goes idle, so
+  // that a burst of finishing tasks costs no system call while others wait
+  // to run, and with 0 when the loop ends.
+  void TrimFreeLists(size_t keep) {
     if (free_slots_.size() > keep) {
-      const auto excess = free_slots_.begin() + static_cast<std::ptrdiff_t>(free_slots_.size() - keep);
+      const size_t excess = free_slots_.size() - keep;
       std::vector<Stack> stacks;
-      stacks.reserve(static_cast<size_t>(excess - free_slots_.begin()));
-      for (auto it = free_slots_.begin(); it != excess; ++it) {
-        stacks.push_back((*it)->stack);
-        delete *it;
+      stacks.reserve(excess);
+      for (size_t i = 0; i < excess; ++i) {
+        stacks.push_back(free_slots_[i]->stack);
+        delete free_slots_[i];
       }
-      free_slots_.erase(free_slots_.begin(), excess);
+      free_slots_.erase(free_slots_.begin(), free_slots_.begin() + static_cast<std::ptrdiff_t>(excess));
       stacks_.ReleaseAll(std::move(stacks));
       stacks_refused_ = false;  // the kernel may give the next one
     }
     if (free_tasks_.size() > keep) {
-      const auto excess = free_tasks_.begin() + static_cast<std::ptrdiff_t>(free_tasks_.size() - keep);
-      for (auto it = free_tasks_.begin(); it != excess; ++it) delete *it;
-      free_tasks_.erase(free_tasks_.begin(), excess);
+      const size_t excess = free_tasks_.size() - keep;
+      for (size_t i = 0; i < excess; ++i) delete free_tasks_[i];
+      free_tasks_.erase(free_tasks_.begin(), free_tasks_.begin() + static_cast<std::ptrdiff_t>(excess));
     }
   }
 
@@ -539,29 +549,27 @@ class CooperativeScheduler final : public Scheduler {
       timers_.Advance(TimerTime(absl::Now()), [&](TimerWheel::Node* node) {
         auto* task = static_cast<CoTask*>(node);
         if (!WakeAtDeadline(task)) return;
-        task->next_ready = nullptr;
-        (woken_tail_ == nullptr ? woken_head_ : woken_tail_->next_ready) = task;
-        woken_tail_ = task;
+        woken_.Push(task);
       });
     }
     // Those moved at earlier visits that have not run yet are the first
     // woken_in_front_ of the ready queue: these go behind them, so that
     // all run in deadline order, and the prefix never outgrows the quota.
     const size_t earlier = woken_in_front_;
-    if (woken_head_ == nullptr || earlier >= kTimerWakesFirst) return;
-    CoTask* const batch_head = woken_head_;
+    if (woken_.empty() || earlier >= kTimerWakesFirst) return;
+    CoTask* const batch_head = woken_.head;
     CoTask* batch_tail = batch_head;
     size_t moved = 1;
     while (moved < kTimerWakesFirst - earlier && batch_tail->next_ready != nullptr) {
       batch_tail = batch_tail->next_ready;
       ++moved;
     }
-    woken_head_ = batch_tail->next_ready;
-    if (woken_head_ == nullptr) woken_tail_ = nullptr;
-    CoTask*& link = earlier > 0 ? woken_front_tail_->next_ready : ready_head_;
+    woken_.head = batch_tail->next_ready;
+    if (woken_.head == nullptr) woken_.tail = nullptr;
+    CoTask*& link = earlier > 0 ? woken_front_tail_->next_ready : ready_.head;
     batch_tail->next_ready = link;
     link = batch_head;
-    if (batch_tail->next_ready == nullptr) ready_tail_ = batch_tail;
+    if (batch_tail->next_ready == nullptr) ready_.tail = batch_tail;
     woken_front_tail_ = batch_tail;
     woken_in_front_ = earlier + moved;
   }
@@ -597,7 +605,7 @@ class CooperativeScheduler final : public Scheduler {
     const absl::Time deadline = absl::Now() + kIdleSpin;
     do {
       PollFds(absl::ZeroDuration());
-      if (ready_head_ != nullptr || inbox_pending_.load(std::memory_order_relaxed)) return true;
+      if (!ready_.empty() || inbox_pending_.load(std::memory_order_relaxed)) return true;
     } while (absl::Now() < deadline);
     return false;
   }
@@ -605,12 +613,12 @@ class CooperativeScheduler final : public Scheduler {
   // How long the loop may sleep: until the next deadline (a task's, or the
   // next stack retry while units wait for stacks), or for ever.
   absl::Duration SleepTimeout() {
-    if (timers_.empty() && stackless_head_ == nullptr) return absl::InfiniteDuration();
+    if (timers_.empty() && stackless_.empty()) return absl::InfiniteDuration();
     const std::optional<uint64_t> next_timer = timers_.NextDeadline();
     absl::Time until = next_timer.has_value()
                            ? absl::FromUnixNanos(static_cast<int64_t>(*next_timer))
                            : absl::InfiniteFuture();
-    if (stackless_head_ != nullptr) until = std::min(until, stack_retry_at_);
+    if (!stackless_.empty()) until = std::min(until, stack_retry_at_);
     return std::max(until - absl::Now(), absl::ZeroDuration());
   }
 
@@ -749,8 +757,8 @@ class CooperativeScheduler final : public Scheduler {
     while (true) {
       DrainInbox();
       ExpireTimers();
-      if (stackless_head_ != nullptr && absl::Now() >= stack_retry_at_) RetryStacks();
-      if (ready_head_ != nullptr) {
+      if (!stackless_.empty() && absl::Now() >= stack_retry_at_) RetryStacks();
+      if (!ready_.empty()) {
         if (fd_waiter_count_ > 0) PollFds(absl::ZeroDuration());
         CoTask* next = TakeRunnable();
         // Null: every ready unit needed a stack the kernel refused, and
@@ -764,21 +772,12 @@ class CooperativeScheduler final : public Scheduler {
       }
       if (stopping_.load(std::memory_order_seq_cst) && live_tasks_ == 0 && InboxEmpty()) break;
       if (fd_waiter_count_ > 0 && SpinForReadiness()) continue;
-      TrimFreeLists();
+      TrimFreeLists(options_.stack.max_cached);
       sleeping_.store(true, std::memory_order_seq_cst);
       if (!inbox_pending_.load(std::memory_order_seq_cst)) PollFds(SleepTimeout());
       sleeping_.store(false, std::memory_order_seq_cst);
     }
-    std::vector<Stack> stacks;
-    stacks.reserve(free_slots_.size());
-    for (FiberSlot* slot : free_slots_) {
-      stacks.push_back(slot->stack);
-      delete slot;
-    }
-    free_slots_.clear();
-    stacks_.ReleaseAll(std::move(stacks));
-    for (CoTask* task : free_tasks_) delete task;
-    free_tasks_.clear();
+    TrimFreeLists(0);
     loop_context_ = nullptr;
     current_scheduler = nullptr;
   }
@@ -790,24 +789,15 @@ class CooperativeScheduler final : public Scheduler {
   CoTask* TakeRunnable() {
     while (CoTask* task = PopReady()) {
       if (task->slot != nullptr || EnsureSlot(task)) return task;
-      task->next_ready = nullptr;
-      (stackless_tail_ == nullptr ? stackless_head_ : stackless_tail_->next_ready) = task;
-      stackless_tail_ = task;
+      stackless_.Push(task);
     }
     return nullptr;
-  }
-
-  CoTask* PopStackless() {
-    CoTask* task = stackless_head_;
-    stackless_head_ = task->next_ready;
-    if (stackless_head_ == nullptr) stackless_tail_ = nullptr;
-    return task;
   }
 
   // Asks the kernel for stacks again, for as many waiting units as it gives.
   void RetryStacks() {
     stacks_refused_ = false;
-    while (stackless_head_ != nullptr && EnsureSlot(stackless_head_)) PushReady(PopStackless());
+    while (!stackless_.empty() && EnsureSlot(stackless_.head)) PushReady(stackless_.Pop());
   }
 
   const CooperativeOptions options_;
@@ -830,19 +820,16 @@ class CooperativeScheduler final : public Scheduler {
   FiberContext* loop_context_ = nullptr;
   CoTask* current_ = nullptr;   // null while the loop itself runs
   CoTask* finished_ = nullptr;  // finished, its slot not yet recycled
-  CoTask* ready_head_ = nullptr;
-  CoTask* ready_tail_ = nullptr;
+  TaskQueue ready_;
   size_t live_tasks_ = 0;
   uint32_t switches_ = 0;
   bool warned_about_stacks_ = false;
-  // New units waiting for a stack, first-in, first-out (linked through
-  // next_ready): each finishing task hands its stack to the first.
-  CoTask* stackless_head_ = nullptr;
-  CoTask* stackless_tail_ = nullptr;
+  // New units waiting for a stack: each finishing task hands its stack to
+  // the first.
+  TaskQueue stackless_;
   // Tasks woken by their deadline, waiting for their turn ahead of the
-  // ready queue (see ExpireTimers), linked through next_ready.
-  CoTask* woken_head_ = nullptr;
-  CoTask* woken_tail_ = nullptr;
+  // ready queue (see ExpireTimers).
+  TaskQueue woken_;
   // How many of the ready queue's first tasks ExpireTimers put there, and
   // the last of them (valid while the count is not zero).
   size_t woken_in_front_ = 0;

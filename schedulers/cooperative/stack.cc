@@ -66,8 +66,8 @@ StackPool::StackPool(StackPool&& other) noexcept
       reserved_left_(std::exchange(other.reserved_left_, 0)) {}
 
 StackPool::~StackPool() {
-  for (const Stack& stack : cached_) Unmap(stack);
-  if (reserved_left_ != 0) munmap(reserved_, reserved_left_ * (guard_size() + options_.size));
+  UnmapAll(std::move(cached_));
+  if (reserved_left_ != 0) UnmapRange(reserved_, reserved_left_ * (guard_size() + options_.size));
 }
 
 absl::StatusOr<Stack> StackPool::Acquire() {
@@ -135,6 +135,10 @@ void StackPool::ReleaseAll(std::vector<Stack> stacks) {
     cached_.push_back(stacks.back());
     stacks.pop_back();
   }
+  UnmapAll(std::move(stacks));
+}
+
+void StackPool::UnmapAll(std::vector<Stack> stacks) const {
   std::sort(stacks.begin(), stacks.end(),
             [](const Stack& a, const Stack& b) { return a.bottom < b.bottom; });
   const size_t guard = guard_size();

@@ -81,6 +81,8 @@ class StackPool {
   absl::Status ReserveBatch();
   absl::Status InstallGuard(char* guard) const;
   void Unmap(Stack stack) const;
+  // Unmaps `stacks`, with one munmap per run of adjacent ones.
+  void UnmapAll(std::vector<Stack> stacks) const;
   // Unmaps `length` bytes from `start`, which hold whole stacks with their
   // guards.
   void UnmapRange(char* start, size_t length) const;
