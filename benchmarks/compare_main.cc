@@ -6,7 +6,9 @@
 //
 // Each repetition runs every selected benchmark once, in a fresh random order,
 // so slow drift of a shared machine hits every backend alike; the report
-// reads the median over repetitions. Options of Google Benchmark
+// reads the median over repetitions. Around each run it reads what the kernel
+// counted (process_counters.h): each row carries its system calls and
+// context switches per iteration. Options of Google Benchmark
 // (--benchmark_min_time, ...) pass through.
 
 #include <unistd.h>
@@ -26,6 +28,7 @@
 
 #include "benchmark/benchmark.h"
 #include "benchmarks/job_registry.h"
+#include "benchmarks/process_counters.h"
 #include "benchmarks/report.h"
 
 namespace taskrt::bench {
@@ -134,6 +137,7 @@ class CollectingReporter : public benchmark::BenchmarkReporter {
       if (run.error_occurred) {
         measurement.error = run.error_message.empty() ? "failed" : run.error_message;
       } else {
+        measurement.iterations = run.iterations;
         measurement.ns_per_iteration =
             run.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(run.time_unit) * 1e9;
         for (const auto& [name, counter] : run.counters) {
@@ -145,6 +149,33 @@ class CollectingReporter : public benchmark::BenchmarkReporter {
   }
 
   void Add(Measurement measurement) { measurements_.push_back(std::move(measurement)); }
+
+  // Adds what the kernel counted while a benchmark ran (`used`) to the
+  // measurements it produced, those from index `first` on, per iteration
+  // or per operation (kOperationsCounter).
+  void AddProcessCounts(size_t first, const ProcessCounts& used) {
+    for (size_t i = first; i < measurements_.size(); ++i) {
+      Measurement& m = measurements_[i];
+      if (!m.error.empty() || m.iterations <= 0) continue;
+      double operations = static_cast<double>(m.iterations);
+      if (auto it = m.counters.find(kOperationsCounter); it != m.counters.end()) {
+        if (it->second > 0) operations = it->second;
+        m.counters.erase(it);
+      }
+      auto per_operation = [&](uint64_t count) { return static_cast<double>(count) / operations; };
+      if (used.has_syscalls) {
+        m.counters[kSyscallsCounter] = per_operation(used.syscalls);
+        if (used.child_syscalls > 0) {
+          m.counters[kChildSyscallsCounter] = per_operation(used.child_syscalls);
+        }
+      }
+      m.counters[kVoluntarySwitchesCounter] = per_operation(used.voluntary_switches);
+      m.counters[kInvoluntarySwitchesCounter] = per_operation(used.involuntary_switches);
+      if (used.child_voluntary_switches > 0) {
+        m.counters[kChildVoluntarySwitchesCounter] = per_operation(used.child_voluntary_switches);
+      }
+    }
+  }
 
   const std::vector<Measurement>& measurements() const { return measurements_; }
 
@@ -267,7 +298,11 @@ int Main(int argc, char** argv) {
     return 2;
   }
 
-  RunInfo run{UtcNow(), options.repetitions, options.quick, options.filter};
+  // Before any benchmark starts a thread or a process, so that all of them
+  // are counted.
+  const ProcessCounters process = ProcessCounters::Open();
+  RunInfo run{UtcNow(), options.repetitions, options.quick, options.filter,
+              process.syscalls_unavailable()};
   const Machine machine = DescribeMachine();
   std::printf("%s", FormatPreamble(machine, run).c_str());
   std::fflush(stdout);
@@ -280,8 +315,12 @@ int Main(int argc, char** argv) {
     std::shuffle(selected.begin(), selected.end(), random);
     for (const std::string& name : selected) {
       progress.Show(done, repetition, options.repetitions, name);
-      if (benchmark::RunSpecifiedBenchmarks(&collector, ExactFilter(name)) != 1) {
-        collector.Add(Measurement{name, 0, {}, "the benchmark library did not run it"});
+      const size_t first = collector.measurements().size();
+      const ProcessCounts before = process.Read();
+      const size_t ran = benchmark::RunSpecifiedBenchmarks(&collector, ExactFilter(name));
+      collector.AddProcessCounts(first, process.Read() - before);
+      if (ran != 1) {
+        collector.Add(Measurement{name, 0, {}, "the benchmark library did not run it", 0});
       }
       ++done;
     }

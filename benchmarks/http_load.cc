@@ -267,6 +267,7 @@ void HttpLoad(benchmark::State& state, const std::string& scheduler, const std::
     state.SetIterationTime(seconds / requests);
     // Plain counters: the value is already a rate and the times are wrk's.
     state.counters["items_per_second"] = requests / seconds;
+    state.counters[bench::kOperationsCounter] = requests;
     state.counters["p50_ns"] = result["p50_us"] * 1e3;
     state.counters["p99_ns"] = result["p99_us"] * 1e3;
   }

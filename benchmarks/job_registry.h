@@ -28,6 +28,13 @@ struct JobSettings {
   bool quick = false;
 };
 
+// A job whose one iteration stands for many operations (a load
+// generator's whole run, timed per request) sets state.counters under this
+// name to their count; the report then divides the kernel's counts (system
+// calls, context switches) by it instead of by the iterations, and does not
+// show the counter itself.
+inline constexpr char kOperationsCounter[] = "operations";
+
 using JobRegistrar = void (*)();
 
 // Stores `registrar` to be called by RegisterJobs. Returns true, so that it

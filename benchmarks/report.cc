@@ -60,7 +60,16 @@ std::string Throughput(const Row& row) {
 
 bool IsColumnCounter(const std::string& name) {
   return name == "p50_ns" || name == "p99_ns" || name == "bytes_per_second" ||
-         name == "items_per_second";
+         name == "items_per_second" || name == kSyscallsCounter ||
+         name == kVoluntarySwitchesCounter;
+}
+
+// A count per iteration, from 0.0001 to millions: three significant
+// figures, and a plain 0 for none.
+std::string FormatCount(double value) {
+  if (value == 0) return "0";
+  if (value < 0.01) return Printf("%.2g", value);
+  return ThreeFigures(value);
 }
 
 std::string CounterUnit(const std::string& name) {
@@ -73,6 +82,7 @@ std::string CounterUnit(const std::string& name) {
   if (name == "bytes_per_second") return "B/s";
   if (name == "items_per_second") return "1/s";
   if (ends_with("bytes_per_task")) return "B";
+  if (ends_with("syscalls") || ends_with("csw")) return "1/iteration";
   return "";
 }
 
@@ -259,7 +269,14 @@ std::string FormatPreamble(const Machine& machine, const RunInfo& run) {
       "random order, so drift hits every backend alike. 'median' is the median over\n"
       "repetitions of the wall-clock time per iteration (what one iteration is, each\n"
       "job's source says: benchmarks/*.cc). p50 and p99, where shown, are percentiles of\n"
-      "single operations inside the job: a long tail puts the median far above p50.\n";
+      "single operations inside the job: a long tail puts the median far above p50.\n"
+      "syscalls and csw are what the kernel counted per iteration (per request for load\n"
+      "jobs) over the whole benchmark run, its setup included: system calls made by the\n"
+      "process's threads, and voluntary context switches (a thread blocked). Child\n"
+      "processes (a Go program, the load generator) are counted apart as child_*.\n";
+  if (!run.syscalls_unavailable.empty()) {
+    text += "System calls are not counted here: " + run.syscalls_unavailable + "\n";
+  }
   return text;
 }
 
@@ -267,8 +284,11 @@ std::string FormatTables(const std::vector<Table>& tables) {
   std::string out;
   for (const Table& table : tables) {
     bool has_p50 = false, has_p99 = false, has_throughput = false;
+    bool has_syscalls = false, has_csw = false;
     std::vector<const Row*> baselines;
     for (const Row& row : table.rows) {
+      has_syscalls |= row.counters.count(kSyscallsCounter) > 0;
+      has_csw |= row.counters.count(kVoluntarySwitchesCounter) > 0;
       has_p50 |= row.counters.count("p50_ns") > 0;
       has_p99 |= row.counters.count("p99_ns") > 0;
       has_throughput |= !Throughput(row).empty();
@@ -283,6 +303,8 @@ std::string FormatTables(const std::vector<Table>& tables) {
     if (has_p50) out += "        p50";
     if (has_p99) out += "        p99";
     if (has_throughput) out += "     throughput";
+    if (has_syscalls) out += "   syscalls";
+    if (has_csw) out += "        csw";
     for (const Row* baseline : baselines) {
       std::snprintf(cell, sizeof cell, " %22s", ("x " + baseline->backend).c_str());
       out += cell;
@@ -311,6 +333,14 @@ std::string FormatTables(const std::vector<Table>& tables) {
         std::snprintf(cell, sizeof cell, " %14s", throughput.empty() ? "-" : throughput.c_str());
         out += cell;
       }
+      auto count_cell = [&](const char* name) {
+        auto it = row.counters.find(name);
+        std::snprintf(cell, sizeof cell, " %10s",
+                      it == row.counters.end() ? "-" : FormatCount(it->second).c_str());
+        out += cell;
+      };
+      if (has_syscalls) count_cell(kSyscallsCounter);
+      if (has_csw) count_cell(kVoluntarySwitchesCounter);
       for (const Row* baseline : baselines) {
         std::snprintf(cell, sizeof cell, " %21sx",
                       FormatRatio(row.median_ns / baseline->median_ns).c_str());
@@ -324,7 +354,7 @@ std::string FormatTables(const std::vector<Table>& tables) {
         out += cell;
       }
       for (const auto& [name, value] : row.counters) {
-        if (!IsColumnCounter(name)) out += "  " + name + "=" + ThreeFigures(value);
+        if (!IsColumnCounter(name)) out += "  " + name + "=" + FormatCount(value);
       }
       out += "\n";
     }
@@ -340,7 +370,12 @@ std::string ToJson(const std::vector<Table>& tables, const Machine& machine, con
   out += "  \"run\": {\"started\": " + JsonString(run.started) +
          ", \"repetitions\": " + std::to_string(run.repetitions) +
          ", \"quick\": " + (run.quick ? "true" : "false") +
-         ", \"filter\": " + JsonString(run.filter) + "},\n";
+         ", \"filter\": " + JsonString(run.filter) +
+         ", \"syscalls_counted\": " + (run.syscalls_unavailable.empty() ? "true" : "false") +
+         (run.syscalls_unavailable.empty()
+              ? std::string()
+              : ", \"syscalls_unavailable\": " + JsonString(run.syscalls_unavailable)) +
+         "},\n";
   out += "  \"results\": [";
   bool first = true;
   auto add = [&](const Table& table, const Row& row, const std::string& metric,
@@ -391,8 +426,9 @@ std::string ToHtml(const std::vector<Table>& tables, const Machine& machine, con
       "</pre>\n<p>One panel per job. Bars are the median wall-clock time per iteration: "
       "<b>shorter is better</b>. Green: the fastest backend. Grey: a raw baseline (the "
       "same work without the runtime). The label gives the time and its ratio to the "
-      "fastest backend.</p>\n";
-  constexpr int kLabelWidth = 330, kBarWidth = 420, kRowHeight = 22, kValueWidth = 170;
+      "fastest backend, then the system calls and voluntary context switches per iteration where "
+      "the kernel counted them.</p>\n";
+  constexpr int kLabelWidth = 300, kBarWidth = 360, kRowHeight = 22, kValueWidth = 300;
   for (const Table& table : tables) {
     const Row* best = table.Best();
     double max_ns = 0, min_ns = 0;
@@ -432,6 +468,13 @@ std::string ToHtml(const std::vector<Table>& tables, const Machine& machine, con
         if (!row.baseline && best != nullptr) {
           label += " (" + FormatRatio(row.median_ns / best->median_ns) + "x)";
         }
+        std::string counts;
+        for (const char* name : {kSyscallsCounter, kVoluntarySwitchesCounter}) {
+          if (auto it = row.counters.find(name); it != row.counters.end()) {
+            counts += std::string(counts.empty() ? "" : ", ") + FormatCount(it->second) + " " + name;
+          }
+        }
+        if (!counts.empty()) label += " " + counts;
         out += "<text x=\"" + Printf("%.1f", kLabelWidth + length + 4) + "\" y=\"" +
                std::to_string(y + 15) + "\">" + HtmlEscape(label) + "</text>\n";
       }

@@ -11,6 +11,7 @@
 // socketpair). Every ratio compares figures from the same run, because
 // absolute times on a shared machine drift between runs.
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -27,7 +28,20 @@ struct Measurement {
   // Non-empty when the benchmark could not run (io_uring refused, a lost
   // message); says why.
   std::string error;
+  // The run's iteration count (what per-iteration counters divide by).
+  int64_t iterations = 0;
 };
+
+// Counters every row may carry, per iteration (per operation where the job
+// reports job_registry.h's kOperationsCounter), from the kernel
+// (process_counters.h):
+// system calls of this process and of its child processes, and voluntary
+// and involuntary context switches.
+inline constexpr char kSyscallsCounter[] = "syscalls";
+inline constexpr char kChildSyscallsCounter[] = "child_syscalls";
+inline constexpr char kVoluntarySwitchesCounter[] = "csw";
+inline constexpr char kInvoluntarySwitchesCounter[] = "icsw";
+inline constexpr char kChildVoluntarySwitchesCounter[] = "child_csw";
 
 struct Row {
   std::string backend;
@@ -66,6 +80,8 @@ struct RunInfo {
   int repetitions = 0;
   bool quick = false;
   std::string filter;  // empty: every job
+  // Why system calls are not counted on this machine, or empty.
+  std::string syscalls_unavailable;
 };
 
 // The header every output carries: the machine, and why only ratios within

@@ -13,11 +13,11 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 Measurement M(const std::string& name, double ns, std::map<std::string, double> counters = {}) {
-  return Measurement{name, ns, std::move(counters), ""};
+  return Measurement{name, ns, std::move(counters), "", 1000};
 }
 
 Measurement Failed(const std::string& name, const std::string& error) {
-  return Measurement{name, 0, {}, error};
+  return Measurement{name, 0, {}, error, 0};
 }
 
 size_t Count(const std::string& text, const std::string& needle) {
@@ -136,7 +136,7 @@ TEST(FormatDurationTest, PicksAReadableUnit) {
   EXPECT_EQ(FormatDuration(5.25), "5.25 ns");
 }
 
-RunInfo SomeRun() { return RunInfo{"2026-11-22T03:00:00Z", 5, false, ""}; }
+RunInfo SomeRun() { return RunInfo{"2026-11-22T03:00:00Z", 5, false, "", ""}; }
 Machine TwoCores() { return Machine{2, "Some \"Quoted\" CPU", "6.1.0"}; }
 
 TEST(ToJsonTest, CarriesTheRequiredFieldsAndTheMachine) {
@@ -190,6 +190,50 @@ TEST(FormatPreambleTest, StatesTheMachineAndTheDrift) {
   EXPECT_THAT(text, HasSubstr("2 CPUs"));
   EXPECT_THAT(text, HasSubstr("drift"));
   EXPECT_THAT(text, HasSubstr("--quick"));
+}
+
+TEST(FormatTablesTest, ShowsTheKernelsCountsAsColumnsAndChildCountsBeside) {
+  const std::string text = FormatTables(Summarise({
+      M("ping/uring", 100, {{"syscalls", 0.5}, {"csw", 0}}),
+      M("ping/socket", 200, {{"syscalls", 4}, {"csw", 2}}),
+      M("ping/go_chan", 150, {{"syscalls", 0.0002}, {"child_syscalls", 0.25}}),
+  }));
+  EXPECT_THAT(text, HasSubstr("syscalls"));
+  EXPECT_THAT(text, HasSubstr("csw"));
+  // Columns, in each row: counts of 0, small fractions and whole numbers.
+  EXPECT_THAT(text, HasSubstr("0.50          0"));
+  EXPECT_THAT(text, HasSubstr("4.00       2.00"));
+  EXPECT_THAT(text, HasSubstr("0.0002          -"));
+  EXPECT_THAT(text, HasSubstr("child_syscalls=0.25"));
+  EXPECT_THAT(text, Not(HasSubstr(" syscalls=")));
+}
+
+TEST(FormatTablesTest, NoCountColumnsWhenNoRowHasCounts) {
+  const std::string text = FormatTables(Summarise({M("j/a", 10), M("j/b", 20)}));
+  EXPECT_THAT(text, Not(HasSubstr("syscalls")));
+  EXPECT_THAT(text, Not(HasSubstr("csw")));
+}
+
+TEST(ToJsonTest, CarriesTheCountsPerIterationAndWhetherSyscallsWereCounted) {
+  const std::string counted =
+      ToJson(Summarise({M("j/a", 10, {{"syscalls", 2}})}), TwoCores(), SomeRun());
+  EXPECT_THAT(counted, HasSubstr("\"syscalls_counted\": true"));
+  EXPECT_THAT(counted,
+              HasSubstr("\"metric\": \"syscalls\", \"value\": 2, \"unit\": \"1/iteration\""));
+  RunInfo refused = SomeRun();
+  refused.syscalls_unavailable = "perf_event_open: Permission denied";
+  const std::string uncounted = ToJson(Summarise({M("j/a", 10)}), TwoCores(), refused);
+  EXPECT_THAT(uncounted, HasSubstr("\"syscalls_counted\": false"));
+  EXPECT_THAT(uncounted,
+              HasSubstr("\"syscalls_unavailable\": \"perf_event_open: Permission denied\""));
+  EXPECT_THAT(FormatPreamble(TwoCores(), refused),
+              HasSubstr("not counted here: perf_event_open: Permission denied"));
+}
+
+TEST(ToHtmlTest, LabelsBarsWithTheCounts) {
+  const std::string html =
+      ToHtml(Summarise({M("j/a", 10, {{"syscalls", 3}, {"csw", 0.5}})}), TwoCores(), SomeRun());
+  EXPECT_THAT(html, HasSubstr("3.00 syscalls, 0.50 csw"));
 }
 
 }  // namespace
