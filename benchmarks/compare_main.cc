@@ -2,7 +2,7 @@
 // built, prints one table per job, and writes results.json and report.html.
 //
 //   tools/bazel run //benchmarks:compare -- [--quick] [--filter REGEX]
-//       [--repetitions N] [--out DIR] [--benchmark_...]
+//       [--repetitions N] [--out DIR] [--baseline FILE] [--benchmark_...]
 //
 // Each repetition runs every selected benchmark once, in a fresh random order,
 // so slow drift of a shared machine hits every backend alike; the report
@@ -22,11 +22,14 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "absl/status/statusor.h"
+#include "benchmarks/baseline.h"
 #include "benchmarks/job_registry.h"
 #include "benchmarks/process_counters.h"
 #include "benchmarks/report.h"
@@ -38,20 +41,24 @@ constexpr int kDefaultRepetitions = 5;
 
 constexpr char kUsage[] =
     "usage: compare [--quick] [--filter REGEX] [--repetitions N] [--out DIR] "
-    "[--benchmark_...]\n"
+    "[--baseline FILE] [--benchmark_...]\n"
     "  --quick          a smoke run of a few seconds: one repetition, a thousandth of\n"
     "                   the iterations (figures are not meaningful)\n"
     "  --filter REGEX   only benchmarks whose \"job/backend\" name matches (POSIX\n"
     "                   extended regex, searched anywhere in the name)\n"
     "  --repetitions N  repetitions per benchmark (default 5; 1 with --quick)\n"
     "  --out DIR        where results.json and report.html go (default: results/ in\n"
-    "                   the workspace)\n";
+    "                   the workspace)\n"
+    "  --baseline FILE  an earlier run's results.json: also print each job and backend\n"
+    "                   before and after, with a U test's verdict, and draw both in\n"
+    "                   the HTML\n";
 
 struct Options {
   bool quick = false;
   std::string filter;
   int repetitions = 0;  // 0: the default for the mode
   std::string out;
+  std::string baseline;  // an earlier results.json, or empty
   std::vector<std::string> benchmark_flags;  // passed to Google Benchmark
 };
 
@@ -82,6 +89,9 @@ std::string ParseOptions(int argc, char** argv, Options& options) {
     } else if (value_of("--out", value)) {
       if (value.empty()) return "--out needs a directory";
       options.out = value;
+    } else if (value_of("--baseline", value)) {
+      if (value.empty()) return "--baseline needs a results.json";
+      options.baseline = value;
     } else if (value_of("--repetitions", value)) {
       char* end = nullptr;
       const long n = std::strtol(value.c_str(), &end, 10);
@@ -91,7 +101,8 @@ std::string ParseOptions(int argc, char** argv, Options& options) {
       options.repetitions = static_cast<int>(n);
     } else if (arg.rfind("--benchmark_", 0) == 0) {
       options.benchmark_flags.push_back(arg);
-    } else if (arg == "--filter" || arg == "--out" || arg == "--repetitions") {
+    } else if (arg == "--filter" || arg == "--out" || arg == "--repetitions" ||
+               arg == "--baseline") {
       return arg + " needs a value";
     } else {
       return "unknown option \"" + arg + "\"";
@@ -101,17 +112,22 @@ std::string ParseOptions(int argc, char** argv, Options& options) {
   return "";
 }
 
-// `bazel run` starts us in the runfiles tree; paths the user gives, and our
-// default, belong to the workspace they ran it from.
+// `bazel run` starts us in the runfiles tree; a relative path the user
+// gives belongs to the directory they ran it from.
+std::filesystem::path UserPath(const std::string& given) {
+  std::filesystem::path path(given);
+  const char* working = std::getenv("BUILD_WORKING_DIRECTORY");
+  if (path.is_relative() && working != nullptr) path = std::filesystem::path(working) / path;
+  return path;
+}
+
+// Our default output directory belongs to the workspace.
 std::filesystem::path OutputDirectory(const std::string& requested) {
   if (requested.empty()) {
     const char* workspace = std::getenv("BUILD_WORKSPACE_DIRECTORY");
     return std::filesystem::path(workspace != nullptr ? workspace : ".") / "results";
   }
-  std::filesystem::path path(requested);
-  const char* working = std::getenv("BUILD_WORKING_DIRECTORY");
-  if (path.is_relative() && working != nullptr) path = std::filesystem::path(working) / path;
-  return path;
+  return UserPath(requested);
 }
 
 // A Google Benchmark filter that matches exactly the benchmark `name`; the
@@ -289,6 +305,18 @@ int Main(int argc, char** argv) {
     return 2;
   }
 
+  // Read before anything runs: a bad baseline fails in a second, not after
+  // the whole run.
+  std::optional<Baseline> baseline;
+  if (!options.baseline.empty()) {
+    absl::StatusOr<Baseline> loaded = LoadBaseline(UserPath(options.baseline).string());
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "compare: %s\n", std::string(loaded.status().message()).c_str());
+      return 2;
+    }
+    baseline = *std::move(loaded);
+  }
+
   const std::filesystem::path out = OutputDirectory(options.out);
   std::error_code error;
   std::filesystem::create_directories(out, error);
@@ -330,9 +358,16 @@ int Main(int argc, char** argv) {
 
   const std::vector<Table> tables = Summarise(collector.measurements());
   std::printf("%s", FormatTables(tables).c_str());
+  std::optional<Comparison> comparison;
+  if (baseline.has_value()) {
+    comparison = Compare(*baseline, tables, machine);
+    std::printf("%s", FormatComparison(*comparison).c_str());
+  }
+  const Comparison* compared = comparison.has_value() ? &*comparison : nullptr;
 
-  const bool written = WriteFile(out / "results.json", ToJson(tables, machine, run)) &&
-                       WriteFile(out / "report.html", ToHtml(tables, machine, run));
+  const bool written =
+      WriteFile(out / "results.json", ToJson(tables, machine, run, compared)) &&
+      WriteFile(out / "report.html", ToHtml(tables, machine, run, compared));
   if (!written) return 1;
   std::printf("\nwrote %s and %s\n", (out / "results.json").c_str(), (out / "report.html").c_str());
   return 0;

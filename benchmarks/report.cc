@@ -214,6 +214,7 @@ std::vector<Table> Summarise(const std::vector<Measurement>& measurements) {
       } else {
         row.repetitions = static_cast<int>(collected.ns.size());
         row.median_ns = Median(collected.ns);
+        row.samples_ns = collected.ns;
         for (const auto& [name, values] : collected.counters) row.counters[name] = Median(values);
       }
       table.rows.push_back(std::move(row));
@@ -363,8 +364,29 @@ std::string FormatTables(const std::vector<Table>& tables) {
   return out;
 }
 
-std::string ToJson(const std::vector<Table>& tables, const Machine& machine, const RunInfo& run) {
-  std::string out = "{\n  \"machine\": {\"cpu_count\": " + std::to_string(machine.cpu_count) +
+namespace {
+
+// The comparison's row for job/backend, or nullptr.
+const ComparedRow* FindCompared(const Comparison* comparison, const std::string& job,
+                                const std::string& backend) {
+  if (comparison == nullptr) return nullptr;
+  for (const ComparedRow& row : comparison->rows) {
+    if (row.job == job && row.backend == backend) return &row;
+  }
+  return nullptr;
+}
+
+std::string FormatChange(double before, double after) {
+  const double percent = (after / before - 1) * 100;
+  return Printf(percent >= 0 ? "+%.1f%%" : "%.1f%%", percent);
+}
+
+}  // namespace
+
+std::string ToJson(const std::vector<Table>& tables, const Machine& machine, const RunInfo& run,
+                   const Comparison* comparison) {
+  std::string out = "{\n  \"format_version\": " + std::to_string(kResultsFormatVersion) +
+                    ",\n  \"machine\": {\"cpu_count\": " + std::to_string(machine.cpu_count) +
                     ", \"cpu_model\": " + JsonString(machine.cpu_model) +
                     ", \"kernel\": " + JsonString(machine.kernel) + "},\n";
   out += "  \"run\": {\"started\": " + JsonString(run.started) +
@@ -394,8 +416,21 @@ std::string ToJson(const std::vector<Table>& tables, const Machine& machine, con
         continue;
       }
       const std::string kind = row.baseline ? ", \"baseline\": true" : ", \"baseline\": false";
+      std::string samples;
+      for (double sample : row.samples_ns) {
+        samples += (samples.empty() ? "" : ", ") + JsonNumber(sample);
+      }
       add(table, row, "median_time_per_iteration", JsonNumber(row.median_ns), "ns",
-          kind + ", \"repetitions\": " + std::to_string(row.repetitions));
+          kind + ", \"repetitions\": " + std::to_string(row.repetitions) + ", \"samples\": [" +
+              samples + "]");
+      if (const ComparedRow* compared = FindCompared(comparison, table.job, row.backend)) {
+        add(table, row, "before_ns", JsonNumber(compared->before_ns), "ns", kind);
+        add(table, row, "change", JsonNumber(compared->after_ns / compared->before_ns), "x",
+            kind + ", \"verdict\": " + JsonString(compared->verdict));
+        if (compared->p_value >= 0) {
+          add(table, row, "utest_p", JsonNumber(compared->p_value), "", kind);
+        }
+      }
       for (const auto& [name, value] : row.counters) {
         add(table, row, name, JsonNumber(value), CounterUnit(name), kind);
       }
@@ -414,7 +449,8 @@ std::string ToJson(const std::vector<Table>& tables, const Machine& machine, con
   return out;
 }
 
-std::string ToHtml(const std::vector<Table>& tables, const Machine& machine, const RunInfo& run) {
+std::string ToHtml(const std::vector<Table>& tables, const Machine& machine, const RunInfo& run,
+                   const Comparison* comparison) {
   std::string out =
       "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>taskrt comparison "
       "report</title>\n<style>body{font-family:sans-serif;max-width:960px;margin:2em auto;"
@@ -428,14 +464,33 @@ std::string ToHtml(const std::vector<Table>& tables, const Machine& machine, con
       "same work without the runtime). The label gives the time and its ratio to the "
       "fastest backend, then the system calls and voluntary context switches per iteration where "
       "the kernel counted them.</p>\n";
-  constexpr int kLabelWidth = 300, kBarWidth = 360, kRowHeight = 22, kValueWidth = 300;
+  if (comparison != nullptr) {
+    out += "<p>Against the earlier run <code>" + HtmlEscape(comparison->baseline_path) +
+           "</code> (started " + HtmlEscape(comparison->baseline_started) +
+           "): under each bar, a thin grey one is the earlier run's median, labelled with the "
+           "change and the verdict of a two-sided Mann-Whitney U test over the two runs' "
+           "repetitions (significant below p 0.05).</p>\n";
+    if (!comparison->machine_warning.empty()) {
+      out += "<p><b>" + HtmlEscape(comparison->machine_warning) + "</b></p>\n";
+    }
+  }
+  constexpr int kLabelWidth = 300, kBarWidth = 360, kValueWidth = 300;
+  // A second line per row for the earlier run, when there is one.
+  const int row_height = comparison != nullptr ? 36 : 22;
+  const int bar_height = 16;
   for (const Table& table : tables) {
     const Row* best = table.Best();
     double max_ns = 0, min_ns = 0;
+    auto widen = [&](double ns) {
+      max_ns = std::max(max_ns, ns);
+      min_ns = min_ns == 0 ? ns : std::min(min_ns, ns);
+    };
     for (const Row& row : table.rows) {
       if (!row.unavailable.empty()) continue;
-      max_ns = std::max(max_ns, row.median_ns);
-      min_ns = min_ns == 0 ? row.median_ns : std::min(min_ns, row.median_ns);
+      widen(row.median_ns);
+      if (const ComparedRow* compared = FindCompared(comparison, table.job, row.backend)) {
+        widen(compared->before_ns);
+      }
     }
     // A log scale when the rows span more than 30x; otherwise small bars
     // would vanish beside the big ones.
@@ -446,7 +501,7 @@ std::string ToHtml(const std::vector<Table>& tables, const Machine& machine, con
       const double low = std::log10(min_ns) - 0.3;  // the shortest bar stays visible
       return kBarWidth * (std::log10(ns) - low) / (std::log10(max_ns) - low);
     };
-    const int height = kRowHeight * static_cast<int>(table.rows.size()) + 8;
+    const int height = row_height * static_cast<int>(table.rows.size()) + 8;
     out += "<section><h2>" + HtmlEscape(table.job) + "</h2>\n";
     out += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" +
            std::to_string(kLabelWidth + kBarWidth + kValueWidth) + "\" height=\"" +
@@ -463,7 +518,7 @@ std::string ToHtml(const std::vector<Table>& tables, const Machine& machine, con
         const double length = bar_length(row.median_ns);
         out += "<rect x=\"" + std::to_string(kLabelWidth) + "\" y=\"" + std::to_string(y + 3) +
                "\" width=\"" + Printf("%.1f", std::max(1.0, length)) + "\" height=\"" +
-               std::to_string(kRowHeight - 6) + "\" fill=\"" + colour + "\"/>";
+               std::to_string(bar_height) + "\" fill=\"" + colour + "\"/>";
         std::string label = FormatDuration(row.median_ns);
         if (!row.baseline && best != nullptr) {
           label += " (" + FormatRatio(row.median_ns / best->median_ns) + "x)";
@@ -477,8 +532,21 @@ std::string ToHtml(const std::vector<Table>& tables, const Machine& machine, con
         if (!counts.empty()) label += " " + counts;
         out += "<text x=\"" + Printf("%.1f", kLabelWidth + length + 4) + "\" y=\"" +
                std::to_string(y + 15) + "\">" + HtmlEscape(label) + "</text>\n";
+        if (const ComparedRow* compared = FindCompared(comparison, table.job, row.backend)) {
+          const double before = bar_length(compared->before_ns);
+          out += "<rect class=\"before\" x=\"" + std::to_string(kLabelWidth) + "\" y=\"" +
+                 std::to_string(y + bar_height + 5) + "\" width=\"" +
+                 Printf("%.1f", std::max(1.0, before)) + "\" height=\"6\" fill=\"#bbb\"/>";
+          std::string was = "before " + FormatDuration(compared->before_ns) + ", " +
+                            FormatChange(compared->before_ns, compared->after_ns) + ", " +
+                            compared->verdict;
+          if (compared->p_value >= 0) was += Printf(" (p %.3g)", compared->p_value);
+          out += "<text x=\"" + Printf("%.1f", kLabelWidth + before + 4) + "\" y=\"" +
+                 std::to_string(y + bar_height + 12) + "\" font-size=\"10\" fill=\"#555\">" +
+                 HtmlEscape(was) + "</text>\n";
+        }
       }
-      y += kRowHeight;
+      y += row_height;
     }
     out += "</svg>\n<p class=\"verdict\">" + HtmlEscape(Verdict(table)) +
            (log_scale ? " (log scale)" : "") + "</p></section>\n";

@@ -48,6 +48,7 @@ struct Row {
   bool baseline = false;
   int repetitions = 0;  // that ran without error
   double median_ns = 0;
+  std::vector<double> samples_ns;          // each repetition's time, in run order
   std::map<std::string, double> counters;  // the median of each counter
   std::string unavailable;                 // why the row has no figures, or empty
 };
@@ -93,13 +94,47 @@ std::string FormatPreamble(const Machine& machine, const RunInfo& run);
 // naming the winner and its margin.
 std::string FormatTables(const std::vector<Table>& tables);
 
-// {"machine": {...}, "run": {...}, "results": [{"job", "backend", "metric",
-// "value", "unit"}, ...]}. An unavailable row has metric "unavailable", a
-// null value and a "reason".
-std::string ToJson(const std::vector<Table>& tables, const Machine& machine, const RunInfo& run);
+// The same run against an earlier one (compare --baseline; baseline.h
+// reads the earlier results.json and fills this in).
+struct ComparedRow {
+  std::string job;
+  std::string backend;
+  double before_ns = 0;  // medians
+  double after_ns = 0;
+  int before_repetitions = 0;
+  int after_repetitions = 0;
+  // Two-sided Mann-Whitney U test of the two runs' repetitions; negative
+  // when either run has fewer than two.
+  double p_value = -1;
+  std::string verdict;  // "faster", "slower", "no significant change", ...
+};
 
-// A self-contained HTML page: the preamble, then one SVG bar chart per job.
-std::string ToHtml(const std::vector<Table>& tables, const Machine& machine, const RunInfo& run);
+struct Comparison {
+  std::string baseline_path;
+  std::string baseline_started;  // when the earlier run started
+  std::string machine_warning;   // how the machines differ, or empty
+  std::vector<ComparedRow> rows;
+  std::vector<std::string> only_before;  // "job/backend" in one run only
+  std::vector<std::string> only_after;
+};
+
+// The version of the results.json layout ToJson writes; a baseline of
+// another version is refused.
+inline constexpr int kResultsFormatVersion = 2;
+
+// {"format_version": 2, "machine": {...}, "run": {...}, "results": [{"job",
+// "backend", "metric", "value", "unit"}, ...]}. The median time carries
+// "samples": every repetition's time. An unavailable row has metric
+// "unavailable", a null value and a "reason". With a comparison, each row
+// found in both runs also has metrics "before_ns", "change" (after/before)
+// and "utest_p".
+std::string ToJson(const std::vector<Table>& tables, const Machine& machine, const RunInfo& run,
+                   const Comparison* comparison = nullptr);
+
+// A self-contained HTML page: the preamble, then one SVG bar chart per job;
+// with a comparison, each bar has the earlier run's beside it.
+std::string ToHtml(const std::vector<Table>& tables, const Machine& machine, const RunInfo& run,
+                   const Comparison* comparison = nullptr);
 
 // "812 ns", "34.1 us", "138 ms": three significant figures.
 std::string FormatDuration(double ns);
