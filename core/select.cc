@@ -22,7 +22,8 @@ class SelectRunner {
  public:
   // Performs case `index` if it can proceed now, with its outcome in
   // `out`; false, touching nothing, if it would block.
-  static inline bool Attempt(const SelectCase& c, uint32_t index, Selected& out) {
+  [[gnu::always_inline]] static inline bool Attempt(const SelectCase& c, uint32_t index,
+                                                    Selected& out) {
     if (c.direction_ == ChannelDirection::kReceive) {
       absl::StatusOr<size_t> received = c.end_->TryReceive(c.out_);
       if (received.ok()) [[likely]] {
@@ -76,11 +77,26 @@ uint64_t NextRandom() {
 // takes 16 random bits, scaled into range by a multiply instead of a
 // division; the bias, under n / 65536, is far below what any number of
 // selects could show.
+// One uniformly random bit, 64 per NextRandom() call: a two-case select,
+// the commonest, needs only one bit per try.
+uint32_t NextRandomBit() {
+  thread_local constinit uint64_t bits = 0;
+  thread_local constinit int left = 0;
+  if (left == 0) [[unlikely]] {
+    bits = NextRandom();
+    left = 64;
+  }
+  --left;
+  const uint32_t bit = static_cast<uint32_t>(bits & 1);
+  bits >>= 1;
+  return bit;
+}
+
 bool TryInRandomOrder(absl::Span<const SelectCase> cases, Selected& out) {
   const size_t n = cases.size();
   if (n == 1) return SelectRunner::Attempt(cases[0], 0, out);
   if (n == 2) {
-    const uint32_t first = static_cast<uint32_t>(NextRandom() >> 63);
+    const uint32_t first = NextRandomBit();
     return SelectRunner::Attempt(cases[first], first, out) ||
            SelectRunner::Attempt(cases[first ^ 1], first ^ 1, out);
   }
