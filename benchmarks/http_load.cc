@@ -4,7 +4,7 @@
 // GET /primes?below=100000: each request is one background task that counts
 // the primes (9592) and wakes the request's state machine on the loop.
 //
-//   http_load/<scheduler>_<channel>_<loop>  every combination of
+//   http_load/<scheduler>+<channel>+<loop>  every combination of
 //                                           backends/registry.h,
 //                                           scheduler with 2 workers
 //   http_load/raw_inline_epoll              baseline: the same server on
@@ -288,7 +288,7 @@ void Register() {
   for (const std::string& scheduler : SchedulerNames()) {
     for (const std::string& channel : ChannelNames()) {
       for (const std::string& loop : LoopNames()) {
-        bench::AddJob(absl::StrCat("http_load/", scheduler, "_", channel, "_", loop),
+        bench::AddJob(absl::StrCat("http_load/", scheduler, "+", channel, "+", loop),
                       [scheduler, channel, loop](benchmark::State& state) {
                         HttpLoad(state, scheduler, channel, loop, /*jobs_inline=*/false,
                                  kPrimes);

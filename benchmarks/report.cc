@@ -376,6 +376,60 @@ const ComparedRow* FindCompared(const Comparison* comparison, const std::string&
   return nullptr;
 }
 
+// The overview at the top of the HTML: for each job whose rows are
+// combinations of backends ("scheduler+channel", "scheduler+loop+channel"),
+// a matrix with the first part down and the rest across, each cell the
+// row's ratio to the job's best, coloured from green (the best) to red (30x
+// and beyond, on a log scale).
+std::string OverviewHtml(const std::vector<Table>& tables) {
+  std::string out;
+  for (const Table& table : tables) {
+    std::vector<std::string> down, across;
+    std::map<std::pair<std::string, std::string>, const Row*> cells;
+    for (const Row& row : table.rows) {
+      const size_t plus = row.backend.find('+');
+      if (plus == std::string::npos || row.baseline) continue;
+      const std::string first = row.backend.substr(0, plus);
+      const std::string rest = row.backend.substr(plus + 1);
+      if (std::find(down.begin(), down.end(), first) == down.end()) down.push_back(first);
+      if (std::find(across.begin(), across.end(), rest) == across.end()) across.push_back(rest);
+      cells[{first, rest}] = &row;
+    }
+    if (cells.size() < 2) continue;
+    std::sort(down.begin(), down.end());
+    std::sort(across.begin(), across.end());
+    const Row* best = table.Best();
+    out += "<h3>" + HtmlEscape(table.job) + "</h3>\n<table class=\"overview\"><tr><th></th>";
+    for (const std::string& column : across) out += "<th>" + HtmlEscape(column) + "</th>";
+    out += "</tr>\n";
+    for (const std::string& line : down) {
+      out += "<tr><th>" + HtmlEscape(line) + "</th>";
+      for (const std::string& column : across) {
+        auto it = cells.find({line, column});
+        if (it == cells.end()) {
+          out += "<td></td>";
+        } else if (!it->second->unavailable.empty() || best == nullptr) {
+          out += "<td class=\"na\" title=\"" + HtmlEscape(it->second->unavailable) + "\">n/a</td>";
+        } else {
+          const double ratio = it->second->median_ns / best->median_ns;
+          const double badness = std::clamp(std::log10(ratio) / std::log10(30.0), 0.0, 1.0);
+          out += "<td style=\"background:hsl(" + Printf("%.0f", 120 * (1 - badness)) +
+                 ",65%,72%)\" title=\"" + HtmlEscape(FormatDuration(it->second->median_ns)) +
+                 "\">" + FormatRatio(ratio) + "x</td>";
+        }
+      }
+      out += "</tr>\n";
+    }
+    out += "</table>\n";
+  }
+  if (out.empty()) return out;
+  return "<section><h2>Overview</h2>\n<p>Jobs run on combinations of backends: each cell is "
+         "the combination's median time as a multiple of the job's fastest (1.00x, green), "
+         "up to red at 30x and beyond; n/a: the combination could not run here (hover for "
+         "why). The panels below have every figure.</p>\n" +
+         out + "</section>\n";
+}
+
 std::string FormatChange(double before, double after) {
   const double percent = (after / before - 1) * 100;
   return Printf(percent >= 0 ? "+%.1f%%" : "%.1f%%", percent);
@@ -456,7 +510,12 @@ std::string ToHtml(const std::vector<Table>& tables, const Machine& machine, con
       "report</title>\n<style>body{font-family:sans-serif;max-width:960px;margin:2em auto;"
       "color:#222}pre{background:#f4f4f4;padding:.8em;white-space:pre-wrap}"
       "section{margin:1.5em 0}h2{font-size:1.1em;margin-bottom:.2em}"
-      ".verdict{margin:.2em 0 0 0;font-size:.9em}</style></head><body>\n"
+      ".verdict{margin:.2em 0 0 0;font-size:.9em}"
+      "table.overview{border-collapse:collapse;font-size:12px;margin-bottom:1em}"
+      "table.overview th,table.overview td{border:1px solid #fff;padding:2px 6px}"
+      "table.overview td{text-align:right;min-width:4em}td.na{background:#ddd;color:#666}"
+      "table.overview th{font-weight:normal;text-align:left;background:#f4f4f4}"
+      "</style></head><body>\n"
       "<h1>taskrt comparison report</h1>\n<pre>" +
       HtmlEscape(FormatPreamble(machine, run)) +
       "</pre>\n<p>One panel per job. Bars are the median wall-clock time per iteration: "
@@ -474,6 +533,7 @@ std::string ToHtml(const std::vector<Table>& tables, const Machine& machine, con
       out += "<p><b>" + HtmlEscape(comparison->machine_warning) + "</b></p>\n";
     }
   }
+  out += OverviewHtml(tables);
   constexpr int kLabelWidth = 300, kBarWidth = 360, kValueWidth = 300;
   // A second line per row for the earlier run, when there is one.
   const int row_height = comparison != nullptr ? 36 : 22;

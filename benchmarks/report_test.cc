@@ -230,6 +230,30 @@ TEST(ToJsonTest, CarriesTheCountsPerIterationAndWhetherSyscallsWereCounted) {
               HasSubstr("not counted here: perf_event_open: Permission denied"));
 }
 
+TEST(ToHtmlTest, OverviewMatrixOfCombinationsColouredByRatioToTheBest) {
+  const std::string html = ToHtml(Summarise({
+                                      M("fan/pool+epoll+memory", 100),
+                                      M("fan/pool+epoll+socket", 200),
+                                      M("fan/steal+epoll+memory", 3000),
+                                      Failed("fan/steal+uring+memory", "refused"),
+                                      M("fan/raw_floor", 10),
+                                      M("single/a", 5),
+                                  }),
+                                  TwoCores(), SomeRun());
+  EXPECT_THAT(html, HasSubstr("<h2>Overview</h2>"));
+  EXPECT_EQ(Count(html, "<table class=\"overview\">"), 1u);  // "single" has no combinations
+  EXPECT_THAT(html, HasSubstr("<th>epoll+memory</th><th>epoll+socket</th><th>uring+memory</th>"));
+  // The best is green, 2x in between, 30x and beyond red; the refused one n/a.
+  EXPECT_THAT(html, HasSubstr("hsl(120,65%,72%)\" title=\"100 ns\">1.00x</td>"));
+  EXPECT_THAT(html, HasSubstr(">2.00x</td>"));
+  EXPECT_THAT(html, HasSubstr("hsl(0,65%,72%)\" title=\"3.00 us\">30.0x</td>"));
+  EXPECT_THAT(html, HasSubstr("<td class=\"na\" title=\"refused\">n/a</td>"));
+  // pool has no uring+memory row: an empty cell.
+  EXPECT_THAT(html, HasSubstr("<td></td>"));
+  const std::string none = ToHtml(Summarise({M("j/a", 1), M("j/b", 2)}), TwoCores(), SomeRun());
+  EXPECT_THAT(none, Not(HasSubstr("Overview")));
+}
+
 TEST(ToHtmlTest, LabelsBarsWithTheCounts) {
   const std::string html =
       ToHtml(Summarise({M("j/a", 10, {{"syscalls", 3}, {"csw", 0.5}})}), TwoCores(), SomeRun());
