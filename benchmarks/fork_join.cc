@@ -19,6 +19,7 @@
 #include "backends/registry.h"
 #include "benchmark/benchmark.h"
 #include "benchmarks/job_registry.h"
+#include "benchmarks/scheduler_counters.h"
 #include "core/backend.h"
 #include "core/task_group.h"
 #include "oneapi/tbb/global_control.h"
@@ -75,6 +76,7 @@ std::unique_ptr<Scheduler> Make(benchmark::State& state, const SchedulerSpec& sp
 void Fib(benchmark::State& state, const SchedulerSpec& spec) {
   std::unique_ptr<Scheduler> scheduler = Make(state, spec);
   if (scheduler == nullptr) return;
+  const SchedulerMetrics before = scheduler->metrics();
   for (auto _ : state) {
     int result = 0;
     TaskGroup root(*scheduler);
@@ -82,6 +84,7 @@ void Fib(benchmark::State& state, const SchedulerSpec& spec) {
     root.Wait();
     if (result != kFibExpected) state.SkipWithError("wrong fib result");
   }
+  bench::ReportSchedulerMetrics(state, *scheduler, before);
 }
 
 // Runs `body` in a oneTBB arena of `threads`, then joins oneTBB's worker
@@ -118,6 +121,7 @@ void FibSerial(benchmark::State& state) {
 void SpawnOutside(benchmark::State& state, const SchedulerSpec& spec) {
   std::unique_ptr<Scheduler> scheduler = Make(state, spec);
   if (scheduler == nullptr) return;
+  const SchedulerMetrics before = scheduler->metrics();
   for (auto _ : state) {
     std::atomic<int> ran{0};
     TaskGroup group(*scheduler);
@@ -127,6 +131,7 @@ void SpawnOutside(benchmark::State& state, const SchedulerSpec& spec) {
     group.Wait();
     if (ran.load() != kOutsideSpawns) state.SkipWithError("lost tasks");
   }
+  bench::ReportSchedulerMetrics(state, *scheduler, before);
 }
 
 void SpawnOutsideTbb(benchmark::State& state, int threads) {
@@ -153,11 +158,13 @@ void ChainLink(TaskGroup& group, int remaining) {
 void ChainedSpawn(benchmark::State& state, const SchedulerSpec& spec) {
   std::unique_ptr<Scheduler> scheduler = Make(state, spec);
   if (scheduler == nullptr) return;
+  const SchedulerMetrics before = scheduler->metrics();
   for (auto _ : state) {
     TaskGroup group(*scheduler);
     ChainLink(group, kChainLength);
     group.Wait();
   }
+  bench::ReportSchedulerMetrics(state, *scheduler, before);
 }
 
 void TbbChainLink(tbb::task_group& group, int remaining) {

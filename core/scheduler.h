@@ -33,6 +33,7 @@
 //   bad configuration such as zero workers.
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "absl/functional/any_invocable.h"
@@ -69,9 +70,32 @@ struct SchedulerCapabilities {
   friend bool operator==(const SchedulerCapabilities&, const SchedulerCapabilities&) = default;
 };
 
+// What a scheduler counted since it was created (Scheduler::metrics()): the
+// figures that explain its speed on a workload. A count of something the
+// backend never does (steals on a shared queue) stays 0.
+struct SchedulerMetrics {
+  uint64_t units_started = 0;    // units that began to run, helps included
+  uint64_t spawned_inside = 0;   // accepted from one of the scheduler's own units
+  uint64_t spawned_outside = 0;  // accepted from any other thread
+  uint64_t steals = 0;           // units taken from another worker's queue
+  uint64_t steal_attempts = 0;   // looks into another worker's queue, won or not
+  uint64_t parks = 0;            // times a worker (or the loop) slept for want of work
+  uint64_t wakes = 0;            // wake-ups sent to a sleeping worker
+  uint64_t helps = 0;            // units run by a waiting unit (RunPendingWork)
+  uint64_t queue_high_water = 0;  // the most units one queue held at once
+};
+
 class Scheduler {
  public:
   virtual ~Scheduler() = default;
+
+  // A snapshot of the counters. Thread-safe, from any thread, at any time
+  // (after Shutdown too). Each counter is exact on its own once the units it
+  // counts have started; they are not read at one instant together. Each
+  // worker counts in memory of its own, so counting adds no shared write to
+  // the hot paths; spawns from outside and wake-ups, which synchronise
+  // anyway, count in shared atomics.
+  virtual SchedulerMetrics metrics() const = 0;
 
   // Queues `work` to run later on one of this scheduler's threads.
   virtual absl::Status Schedule(Work work) = 0;

@@ -31,6 +31,7 @@ class FakeScheduler : public Scheduler {
     return absl::FailedPreconditionError("fake scheduler runs nothing");
   }
   absl::Status Shutdown() override { return absl::OkStatus(); }
+  SchedulerMetrics metrics() const override { return {}; }
   bool IsCurrentThreadOwned() const override { return false; }
   size_t concurrency() const override { return 4; }
   std::string name() const override { return name_; }

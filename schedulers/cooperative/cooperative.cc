@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "core/errors.h"
 #include "core/execution_context.h"
+#include "core/counters.h"
 #include "core/mutex.h"
 #include "core/timer_wheel.h"
 
@@ -148,6 +149,7 @@ class CooperativeScheduler final : public Scheduler {
   // Helping, the cooperative way: let the other ready tasks run first.
   bool RunPendingWork() override {
     if (current_scheduler != this || current_ == nullptr || ready_.empty()) return false;
+    helps_.Add();
     YieldCurrent();
     return true;
   }
@@ -171,6 +173,18 @@ class CooperativeScheduler final : public Scheduler {
 
   bool IsCurrentThreadOwned() const override { return current_scheduler == this; }
   size_t concurrency() const override { return 1; }
+
+  SchedulerMetrics metrics() const override {
+    SchedulerMetrics m;
+    m.units_started = started_.Read();
+    m.spawned_inside = spawned_inside_.Read();
+    m.spawned_outside = spawned_outside_.Read();
+    m.parks = parks_.Read();
+    m.wakes = wakes_.Read();
+    m.helps = helps_.Read();
+    m.queue_high_water = queue_high_water_.Read();
+    return m;
+  }
   SchedulerCapabilities capabilities() const override { return {.single_thread_stackful_tasks = true}; }
   std::string name() const override { return "cooperative"; }
 
@@ -263,6 +277,8 @@ class CooperativeScheduler final : public Scheduler {
       task->job = job;
       ++live_tasks_;
       PushReady(task);
+      spawned_inside_.Add();
+      CountAccepted(1);
       return absl::OkStatus();
     }
     {
@@ -271,6 +287,7 @@ class CooperativeScheduler final : public Scheduler {
       inbox_work_.push_back({std::move(work), job});
       inbox_pending_.store(true, std::memory_order_seq_cst);
     }
+    spawned_outside_.Add();
     WakeLoopIfSleeping();
     return absl::OkStatus();
   }
@@ -295,7 +312,15 @@ class CooperativeScheduler final : public Scheduler {
     if (sleeping_.load(std::memory_order_seq_cst)) SignalWakeFd();
   }
 
+  // On the loop thread: `n` more units accepted and not yet started; their
+  // number is the queue depth the metrics' high-water mark follows.
+  void CountAccepted(uint64_t n) {
+    accepted_ += n;
+    queue_high_water_.RaiseTo(accepted_ - started_.Read());
+  }
+
   void SignalWakeFd() {
+    wakes_.Add();
     const uint64_t one = 1;
     while (write(wake_fd_, &one, sizeof one) < 0 && errno == EINTR) {
     }
@@ -421,6 +446,7 @@ class CooperativeScheduler final : public Scheduler {
     CooperativeScheduler* scheduler = current_scheduler;
     scheduler->RecycleFinished();
     while (true) {
+      scheduler->started_.Add();
       if (task->job != nullptr) {
         Job* job = std::exchange(task->job, nullptr);
         job->RunAndDelete();
@@ -741,6 +767,7 @@ class CooperativeScheduler final : public Scheduler {
       ++live_tasks_;
       PushReady(task);
     }
+    if (!work.empty()) CountAccepted(work.size());
   }
 
   bool InboxEmpty() {
@@ -774,7 +801,11 @@ class CooperativeScheduler final : public Scheduler {
       if (fd_waiter_count_ > 0 && SpinForReadiness()) continue;
       TrimFreeLists(options_.stack.max_cached);
       sleeping_.store(true, std::memory_order_seq_cst);
-      if (!inbox_pending_.load(std::memory_order_seq_cst)) PollFds(SleepTimeout());
+      if (!inbox_pending_.load(std::memory_order_seq_cst)) {
+        const absl::Duration timeout = SleepTimeout();
+        if (timeout > absl::ZeroDuration()) parks_.Add();
+        PollFds(timeout);
+      }
       sleeping_.store(false, std::memory_order_seq_cst);
     }
     TrimFreeLists(0);
@@ -834,6 +865,11 @@ class CooperativeScheduler final : public Scheduler {
   // the last of them (valid while the count is not zero).
   size_t woken_in_front_ = 0;
   CoTask* woken_front_tail_ = nullptr;
+  // Metrics. The loop thread writes the owned ones; other threads spawn and
+  // wake through the shared ones.
+  OwnedCounter started_, spawned_inside_, parks_, helps_, queue_high_water_;
+  uint64_t accepted_ = 0;  // units accepted on the loop thread (CountAccepted)
+  SharedCounter spawned_outside_, wakes_;
   bool stacks_refused_ = false;  // until stack_retry_at_, only stacks handed on
   absl::Time stack_retry_at_;
   std::vector<FiberSlot*> free_slots_;

@@ -1,5 +1,6 @@
 #include "schedulers/thread_pool/thread_pool.h"
 
+#include <algorithm>
 #include <deque>
 #include <iterator>
 #include <system_error>
@@ -39,7 +40,11 @@ class ThreadPool final : public Scheduler {
       if (shutting_down_) {
         return absl::FailedPreconditionError("thread_pool: Schedule after Shutdown began");
       }
-      queue_.push_back({std::move(work), current_pool == this ? current_worker_id : kOutside});
+      const bool inside = current_pool == this;
+      queue_.push_back({std::move(work), inside ? current_worker_id : kOutside});
+      ++(inside ? counts_.spawned_inside : counts_.spawned_outside);
+      counts_.queue_high_water = std::max<uint64_t>(counts_.queue_high_water, queue_.size());
+      if (waiting_ > 0) ++counts_.wakes;
     }
     work_available_.Signal();
     return absl::OkStatus();
@@ -80,6 +85,8 @@ class ThreadPool final : public Scheduler {
       if (it == queue_.rend() || it->owner != current_worker_id) return false;
       work = std::move(it->work);
       queue_.erase(std::next(it).base());
+      ++counts_.helps;
+      ++counts_.units_started;
     }
     std::move(work)();
     return true;
@@ -87,6 +94,11 @@ class ThreadPool final : public Scheduler {
 
   bool IsCurrentThreadOwned() const override { return current_pool == this; }
   size_t concurrency() const override { return threads_.size(); }
+
+  SchedulerMetrics metrics() const override {
+    MutexLock lock(&mu_);
+    return counts_;
+  }
   SchedulerCapabilities capabilities() const override { return {.honours_worker_count = true}; }
   std::string name() const override { return absl::StrCat("thread_pool(", threads_.size(), ")"); }
 
@@ -99,13 +111,19 @@ class ThreadPool final : public Scheduler {
       Work work;
       {
         MutexLock lock(&mu_);
-        work_available_.Wait(&mu_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return !queue_.empty() || shutting_down_;
-        });
+        if (queue_.empty() && !shutting_down_) {
+          ++counts_.parks;
+          ++waiting_;
+          work_available_.Wait(&mu_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+            return !queue_.empty() || shutting_down_;
+          });
+          --waiting_;
+        }
         // Drain before exiting: accepted work always runs.
         if (queue_.empty()) break;
         work = std::move(queue_.front().work);
         queue_.pop_front();
+        ++counts_.units_started;
       }
       std::move(work)();
     }
@@ -122,10 +140,13 @@ class ThreadPool final : public Scheduler {
   static thread_local const ThreadPool* current_pool;
   static thread_local size_t current_worker_id;
 
-  Mutex mu_;
+  mutable Mutex mu_;
   CondVar work_available_;
   std::deque<QueuedWork> queue_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  int waiting_ ABSL_GUARDED_BY(mu_) = 0;  // workers asleep on work_available_
+  // Every count changes under mu_, which each of them takes anyway.
+  SchedulerMetrics counts_ ABSL_GUARDED_BY(mu_);
 
   // Serialises Shutdown() callers; threads_ is fixed after Start().
   Mutex shutdown_mu_;

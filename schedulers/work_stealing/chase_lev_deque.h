@@ -31,14 +31,17 @@ class ChaseLevDeque {
     for (int64_t i = 0; i < kCapacity; ++i) slots_[i].store(nullptr, std::memory_order_relaxed);
   }
 
-  // Owner only. False when full.
-  bool Push(T* item) {
+  // Owner only. False when full. `size_after`, if given, gets the number of
+  // items after the push as the owner saw it (thieves may have taken some
+  // since).
+  bool Push(T* item, int64_t* size_after = nullptr) {
     const int64_t bottom = bottom_.load(std::memory_order_relaxed);
     const int64_t top = top_.load(std::memory_order_acquire);
     if (bottom - top >= kCapacity) return false;
     slots_[bottom & (kCapacity - 1)].store(item, std::memory_order_relaxed);
     // seq_cst: also orders the push before the pool's check for sleepers.
     bottom_.store(bottom + 1, std::memory_order_seq_cst);
+    if (size_after != nullptr) *size_after = bottom + 1 - top;
     return true;
   }
 

@@ -1,5 +1,6 @@
 #include "schedulers/work_stealing/work_stealing.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <system_error>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/counters.h"
 #include "core/execution_context.h"
 #include "core/mutex.h"
 #include "schedulers/work_stealing/chase_lev_deque.h"
@@ -73,7 +75,10 @@ class WorkStealingPool final : public Scheduler {
     Worker* self = current_worker;
     if (self != nullptr && self->pool == this) {
       if (stopping_.load(std::memory_order_acquire)) return ShuttingDownError();
-      if (self->deque.Push(job)) {
+      int64_t depth = 0;
+      if (self->deque.Push(job, &depth)) {
+        self->counters.spawned.Add();
+        self->counters.high_water.RaiseTo(static_cast<uint64_t>(depth));
         WakeOneIfSleeping();
         return absl::OkStatus();
       }
@@ -81,6 +86,16 @@ class WorkStealingPool final : public Scheduler {
     }
     // Refused once Shutdown closed the queue.
     if (!injected_.Push(job)) return ShuttingDownError();
+    if (self != nullptr && self->pool == this) {
+      self->counters.spawned.Add();
+    } else {
+      spawned_outside_.Add();
+    }
+    injected_count_.Add();
+    // Units injected and not yet taken: the injection queue's depth, give
+    // or take the pushes and takes racing this read.
+    const uint64_t injected = injected_count_.Read(), taken = injected_taken_.Read();
+    if (injected > taken) injection_high_water_.RaiseTo(injected - taken);
     WakeOneIfSleeping();
     return absl::OkStatus();
   }
@@ -94,6 +109,8 @@ class WorkStealingPool final : public Scheduler {
     if (job == nullptr) job = StealFromOthers(self);
     if (job == nullptr) job = TakeInjected(self);
     if (job == nullptr) return false;
+    self->counters.helps.Add();
+    self->counters.started.Add();
     job->RunAndDelete();
     return true;
   }
@@ -120,17 +137,42 @@ class WorkStealingPool final : public Scheduler {
     return current_worker != nullptr && current_worker->pool == this;
   }
   size_t concurrency() const override { return workers_.size(); }
+
+  SchedulerMetrics metrics() const override {
+    SchedulerMetrics m;
+    for (const auto& worker : workers_) {
+      const WorkerCounters& c = worker->counters;
+      m.units_started += c.started.Read();
+      m.spawned_inside += c.spawned.Read();
+      m.steals += c.steals.Read();
+      m.steal_attempts += c.steal_attempts.Read();
+      m.parks += c.parks.Read();
+      m.helps += c.helps.Read();
+      m.queue_high_water = std::max(m.queue_high_water, c.high_water.Read());
+    }
+    m.spawned_outside = spawned_outside_.Read();
+    m.wakes = wakes_.Read();
+    m.queue_high_water = std::max(m.queue_high_water, injection_high_water_.Read());
+    return m;
+  }
   SchedulerCapabilities capabilities() const override { return {.honours_worker_count = true}; }
   std::string name() const override {
     return absl::StrCat("work_stealing(", workers_.size(), ")");
   }
 
  private:
+  // Written by the worker's own thread only.
+  struct WorkerCounters {
+    OwnedCounter started, spawned, steals, steal_attempts, parks, helps, high_water;
+  };
+
   struct Worker {
     explicit Worker(size_t i) : index(i), rng_state(0x9E3779B97F4A7C15ull * (i + 1)) {}
     const size_t index;
     const WorkStealingPool* pool = nullptr;
     ChaseLevDeque<Job> deque;
+    // Its own cache lines: read by metrics() from any thread.
+    alignas(64) WorkerCounters counters;
     std::thread thread;
     uint64_t rng_state;
     uint32_t tick = 0;
@@ -155,14 +197,17 @@ class WorkStealingPool final : public Scheduler {
   Job* TakeInjected(Worker* w, bool wait_for_lock = false) {
     if (!injected_.LooksNonEmpty()) return nullptr;
     size_t spilled = 0;
-    auto spill = [w, &spilled](Job* job) {
-      if (!w->deque.Push(job)) return false;
+    int64_t depth = 0;
+    auto spill = [w, &spilled, &depth](Job* job) {
+      if (!w->deque.Push(job, &depth)) return false;
       ++spilled;
       return true;
     };
     Job* const job = wait_for_lock
                          ? injected_.Take(workers_.size(), kMaxInjectionBatch, spill)
                          : injected_.TryTake(workers_.size(), kMaxInjectionBatch, spill);
+    if (job != nullptr) injected_taken_.Add(1 + spilled);
+    if (spilled > 0) w->counters.high_water.RaiseTo(static_cast<uint64_t>(depth));
     if (job != nullptr && (spilled > 0 || injected_.LooksNonEmpty())) WakeOneIfSleeping();
     return job;
   }
@@ -174,7 +219,11 @@ class WorkStealingPool final : public Scheduler {
     for (size_t i = 0; i < n; ++i) {
       Worker* victim = workers_[(start + i) % n].get();
       if (victim == w) continue;
-      if (Job* job = victim->deque.Steal()) return job;
+      w->counters.steal_attempts.Add();
+      if (Job* job = victim->deque.Steal()) {
+        w->counters.steals.Add();
+        return job;
+      }
     }
     return nullptr;
   }
@@ -216,6 +265,7 @@ class WorkStealingPool final : public Scheduler {
       MutexLock lock(&park_mu_);
       ++wake_epoch_;
     }
+    wakes_.Add();
     park_cv_.Signal();
   }
 
@@ -230,7 +280,7 @@ class WorkStealingPool final : public Scheduler {
   // Sleeps until woken, unless work or shutdown shows up after this worker
   // announced itself as a sleeper (the announcement is what schedulers read,
   // so nothing published after it goes unnoticed).
-  void Park() {
+  void Park(Worker* w) {
     uint64_t epoch;
     {
       MutexLock lock(&park_mu_);
@@ -238,6 +288,7 @@ class WorkStealingPool final : public Scheduler {
       sleepers_.fetch_add(1, std::memory_order_seq_cst);
     }
     if (!AnyVisibleWork() && !stopping_.load(std::memory_order_seq_cst)) {
+      w->counters.parks.Add();
       MutexLock lock(&park_mu_);
       park_cv_.Wait(&park_mu_, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(park_mu_) {
         return wake_epoch_ != epoch;
@@ -264,6 +315,7 @@ class WorkStealingPool final : public Scheduler {
         if (job != nullptr) WakeOneIfSleeping();  // maybe more where it came from
       }
       if (job != nullptr) {
+        w->counters.started.Add();
         job->RunAndDelete();
         continue;
       }
@@ -271,12 +323,13 @@ class WorkStealingPool final : public Scheduler {
         // New work is refused now; a last scan found nothing, so whatever
         // was accepted has been taken by a worker that will run it.
         if ((job = FinalFindWork(w)) != nullptr) {
+          w->counters.started.Add();
           job->RunAndDelete();
           continue;
         }
         break;
       }
-      Park();
+      Park(w);
     }
     current_worker = nullptr;
   }
@@ -294,6 +347,12 @@ class WorkStealingPool final : public Scheduler {
   uint64_t wake_epoch_ ABSL_GUARDED_BY(park_mu_) = 0;
   std::atomic<int> sleepers_{0};
   std::atomic<int> searching_{0};  // workers spinning through FindWork
+
+  SharedCounter spawned_outside_;
+  SharedCounter wakes_;
+  SharedCounter injected_count_;  // units pushed to injected_, from anywhere
+  SharedCounter injected_taken_;  // units workers took from it
+  SharedCounter injection_high_water_;
 };
 
 thread_local WorkStealingPool::Worker* WorkStealingPool::current_worker = nullptr;

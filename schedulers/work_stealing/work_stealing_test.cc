@@ -185,5 +185,64 @@ TEST(WorkStealingTest, LargeAndOverAlignedChildrenBypassTheCache) {
   EXPECT_EQ(misaligned.load(), 0);
 }
 
+TEST(WorkStealingMetricsTest, AChildWhoseParentBlocksItsWorkerIsStolen) {
+  std::unique_ptr<Scheduler> pool = MakePool(2);
+  ASSERT_NE(pool, nullptr);
+  std::promise<std::thread::id> child_ran;
+  std::promise<void> parent_done;
+  ASSERT_TRUE(pool->Schedule([&] {
+    const std::thread::id parent = std::this_thread::get_id();
+    // Onto this worker's own deque; this worker then blocks its thread
+    // (not a wait that helps), so only the other worker can run the child,
+    // and it can only reach it by stealing.
+    EXPECT_TRUE(pool->Schedule([&] { child_ran.set_value(std::this_thread::get_id()); }).ok());
+    const std::thread::id child = child_ran.get_future().get();
+    EXPECT_NE(child, parent);
+    parent_done.set_value();
+  }).ok());
+  parent_done.get_future().wait();
+  const SchedulerMetrics metrics = pool->metrics();
+  EXPECT_GE(metrics.steals, 1u);
+  EXPECT_GE(metrics.steal_attempts, metrics.steals);
+  EXPECT_EQ(metrics.spawned_inside, 1u);
+  EXPECT_EQ(metrics.spawned_outside, 1u);
+  EXPECT_EQ(metrics.units_started, 2u);
+  EXPECT_EQ(metrics.helps, 0u);
+}
+
+TEST(WorkStealingMetricsTest, HelpingCountsAndAOneWorkerPoolNeverSteals) {
+  std::unique_ptr<Scheduler> pool = MakePool(1);
+  ASSERT_NE(pool, nullptr);
+  std::promise<bool> helped;
+  ASSERT_TRUE(pool->Schedule([&] {
+    bool child_ran = false;
+    EXPECT_TRUE(pool->Schedule([&] { child_ran = true; }).ok());
+    // The child is on this worker's deque: helping runs it here.
+    const bool ran_one = pool->RunPendingWork();
+    helped.set_value(ran_one && child_ran);
+  }).ok());
+  EXPECT_TRUE(helped.get_future().get());
+  // The parent unit may still be returning: wait for the count of units
+  // started, which both have.
+  const SchedulerMetrics metrics = pool->metrics();
+  EXPECT_EQ(metrics.helps, 1u);
+  EXPECT_EQ(metrics.units_started, 2u);
+  EXPECT_EQ(metrics.steals, 0u);
+  EXPECT_EQ(metrics.steal_attempts, 0u);
+}
+
+TEST(WorkStealingMetricsTest, AUnitFromOutsideWakesTheSleepingWorkerOnce) {
+  std::unique_ptr<Scheduler> pool = MakePool(1);
+  ASSERT_NE(pool, nullptr);
+  // The lone worker finds nothing, spins, and parks.
+  while (pool->metrics().parks == 0) std::this_thread::yield();
+  EXPECT_EQ(pool->metrics().wakes, 0u);
+  std::promise<void> ran;
+  ASSERT_TRUE(pool->Schedule([&] { ran.set_value(); }).ok());
+  ran.get_future().wait();
+  EXPECT_EQ(pool->metrics().wakes, 1u);
+  EXPECT_EQ(pool->metrics().queue_high_water, 1u);  // the one unit, in the injection queue
+}
+
 }  // namespace
 }  // namespace taskrt

@@ -117,6 +117,57 @@ TEST_P(SchedulerConformance, EmptyWorkIsRefused) {
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
 }
 
+TEST_P(SchedulerConformance, MetricsCountUnitsSpawnedFromOutsideExactly) {
+  constexpr int kUnits = 100;
+  const SchedulerMetrics before = scheduler_->metrics();
+  EXPECT_EQ(before.units_started, 0u);
+  EXPECT_EQ(before.spawned_outside, 0u);
+  CountDown all_ran(kUnits);
+  for (int i = 0; i < kUnits; ++i) {
+    ASSERT_TRUE(scheduler_->Schedule([&] { all_ran.Decrement(); }).ok());
+  }
+  ASSERT_TRUE(all_ran.Wait());
+  const SchedulerMetrics after = scheduler_->metrics();
+  EXPECT_EQ(after.spawned_outside, static_cast<uint64_t>(kUnits));
+  EXPECT_EQ(after.spawned_inside, 0u);
+  EXPECT_EQ(after.units_started, static_cast<uint64_t>(kUnits));
+  EXPECT_LE(after.steals, after.steal_attempts);
+  EXPECT_LE(after.helps, after.units_started);
+  // Refused work is not counted.
+  ASSERT_TRUE(scheduler_->Shutdown().ok());
+  EXPECT_FALSE(scheduler_->Schedule([] {}).ok());
+  EXPECT_EQ(scheduler_->metrics().spawned_outside, static_cast<uint64_t>(kUnits));
+}
+
+TEST_P(SchedulerConformance, MetricsCountUnitsSpawnedFromInsideApart) {
+  constexpr int kChildren = 50;
+  CountDown all_ran(kChildren + 1);
+  ASSERT_TRUE(scheduler_->Schedule([&] {
+    for (int i = 0; i < kChildren; ++i) {
+      EXPECT_TRUE(scheduler_->Schedule([&] { all_ran.Decrement(); }).ok());
+    }
+    all_ran.Decrement();
+  }).ok());
+  ASSERT_TRUE(all_ran.Wait());
+  const SchedulerMetrics metrics = scheduler_->metrics();
+  EXPECT_EQ(metrics.spawned_outside, 1u);
+  EXPECT_EQ(metrics.spawned_inside, static_cast<uint64_t>(kChildren));
+  EXPECT_EQ(metrics.units_started, static_cast<uint64_t>(kChildren + 1));
+  // The children queued behind their parent, all 50 before any could run
+  // on a one-thread scheduler; at least one at a time elsewhere.
+  EXPECT_GE(metrics.queue_high_water, 1u);
+}
+
+TEST_P(SchedulerConformance, MetricsCountAnIdleWorkerParking) {
+  Notification ran;
+  ASSERT_TRUE(scheduler_->Schedule([&] { ran.Notify(); }).ok());
+  ASSERT_TRUE(ran.WaitForNotification());
+  // With nothing left to do, every backend's workers go to sleep; wait for
+  // the count to show it (no timing: the loop ends when the count moves).
+  while (scheduler_->metrics().parks == 0) std::this_thread::yield();
+  EXPECT_EQ(scheduler_->metrics().units_started, 1u);
+}
+
 TEST_P(SchedulerConformance, ReportsItsConcurrencyAndName) {
   EXPECT_GE(scheduler_->concurrency(), 1u);
   EXPECT_FALSE(scheduler_->name().empty());
