@@ -109,8 +109,7 @@ class WorkStealingPool final : public Scheduler {
     if (job == nullptr) job = StealFromOthers(self);
     if (job == nullptr) job = TakeInjected(self);
     if (job == nullptr) return false;
-    self->counters.helps.Add();
-    self->counters.started.Add();
+    self->counters.helps.Add();  // metrics() counts helps as started too
     job->RunAndDelete();
     return true;
   }
@@ -142,7 +141,7 @@ class WorkStealingPool final : public Scheduler {
     SchedulerMetrics m;
     for (const auto& worker : workers_) {
       const WorkerCounters& c = worker->counters;
-      m.units_started += c.started.Read();
+      m.units_started += c.started.Read() + c.helps.Read();
       m.spawned_inside += c.spawned.Read();
       m.steals += c.steals.Read();
       m.steal_attempts += c.steal_attempts.Read();
@@ -161,7 +160,8 @@ class WorkStealingPool final : public Scheduler {
   }
 
  private:
-  // Written by the worker's own thread only.
+  // Written by the worker's own thread only. `started` counts the units its
+  // loop ran, `helps` those run inside a wait.
   struct WorkerCounters {
     OwnedCounter started, spawned, steals, steal_attempts, parks, helps, high_water;
   };
