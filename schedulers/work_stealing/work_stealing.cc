@@ -86,10 +86,11 @@ class WorkStealingPool final : public Scheduler {
     }
     // Refused once Shutdown closed the queue.
     if (!injected_.Push(job)) return ShuttingDownError();
+    // From outside, the injection count is the only count: metrics()
+    // subtracts the workers' overflows to get the spawns from outside.
     if (self != nullptr && self->pool == this) {
       self->counters.spawned.Add();
-    } else {
-      spawned_outside_.Add();
+      self->counters.overflowed.Add();
     }
     injected_count_.Add();
     // Units injected and not yet taken: the injection queue's depth, give
@@ -149,7 +150,10 @@ class WorkStealingPool final : public Scheduler {
       m.helps += c.helps.Read();
       m.queue_high_water = std::max(m.queue_high_water, c.high_water.Read());
     }
-    m.spawned_outside = spawned_outside_.Read();
+    uint64_t overflowed = 0;
+    for (const auto& worker : workers_) overflowed += worker->counters.overflowed.Read();
+    const uint64_t injected = injected_count_.Read();
+    m.spawned_outside = injected > overflowed ? injected - overflowed : 0;
     m.wakes = wakes_.Read();
     m.queue_high_water = std::max(m.queue_high_water, injection_high_water_.Read());
     return m;
@@ -163,7 +167,7 @@ class WorkStealingPool final : public Scheduler {
   // Written by the worker's own thread only. `started` counts the units its
   // loop ran, `helps` those run inside a wait.
   struct WorkerCounters {
-    OwnedCounter started, spawned, steals, steal_attempts, parks, helps, high_water;
+    OwnedCounter started, spawned, overflowed, steals, steal_attempts, parks, helps, high_water;
   };
 
   struct Worker {
@@ -348,11 +352,12 @@ class WorkStealingPool final : public Scheduler {
   std::atomic<int> sleepers_{0};
   std::atomic<int> searching_{0};  // workers spinning through FindWork
 
-  SharedCounter spawned_outside_;
+  // Lines of their own, away from sleepers_ and searching_, which every
+  // push reads: outside pushes and takes write these.
+  alignas(64) SharedCounter injected_count_;  // units pushed to injected_, from anywhere
+  alignas(64) SharedCounter injected_taken_;  // units workers took from it
+  alignas(64) SharedCounter injection_high_water_;
   SharedCounter wakes_;
-  SharedCounter injected_count_;  // units pushed to injected_, from anywhere
-  SharedCounter injected_taken_;  // units workers took from it
-  SharedCounter injection_high_water_;
 };
 
 thread_local WorkStealingPool::Worker* WorkStealingPool::current_worker = nullptr;
