@@ -23,6 +23,7 @@
 #include "absl/strings/strip.h"
 #include "core/errors.h"
 #include "core/mutex.h"
+#include "core/scheduler.h"
 #include "tools/http_front/http_parser.h"
 #include "tools/http_front/jobs.h"
 
@@ -135,6 +136,84 @@ const char* StatusText(int status) {
 // RETRY (wait to be resumed) or CONTINUE (run the state now in fsm_state).
 enum class StateResult { kComplete, kRetry, kContinue };
 enum RequestState { kStart = 0, kWait = 1 };
+
+// The counters in Prometheus's text exposition format (version 0.0.4): the
+// server's own, then those of the scheduler its tasks run on, labelled with
+// its name.
+std::string PrometheusMetrics(const ServerStats& s, const Scheduler& scheduler) {
+  std::string out;
+  auto family = [&](const char* name, const char* type, const char* help) {
+    absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+  };
+  auto sample = [&](const char* name, absl::string_view labels, uint64_t value) {
+    absl::StrAppend(&out, name, labels.empty() ? "" : "{", labels, labels.empty() ? "" : "}", " ",
+                    value, "\n");
+  };
+  auto one = [&](const char* name, const char* type, const char* help, uint64_t value) {
+    family(name, type, help);
+    sample(name, "", value);
+  };
+  one("taskrt_http_connections_accepted_total", "counter", "Connections accepted.",
+      s.connections_accepted);
+  one("taskrt_http_connections_open", "gauge", "Connections open now.", s.connections_open);
+  one("taskrt_http_connections_refused_total", "counter",
+      "Connections refused at max_connections with none idle.", s.connections_refused);
+  one("taskrt_http_connections_evicted_total", "counter",
+      "Idle connections closed to make room for new ones.", s.connections_evicted);
+  one("taskrt_http_requests_total", "counter", "Requests parsed, good or bad.", s.requests);
+  family("taskrt_http_responses_total", "counter", "Responses sent, by status class.");
+  sample("taskrt_http_responses_total", "code=\"2xx\"", s.responses_2xx);
+  sample("taskrt_http_responses_total", "code=\"4xx\"", s.responses_4xx);
+  sample("taskrt_http_responses_total", "code=\"5xx\"", s.responses_5xx);
+  one("taskrt_http_tasks_started_total", "counter", "Task entries started.", s.tasks_started);
+  one("taskrt_http_tasks_running", "gauge", "Task entries that have not returned yet.",
+      s.tasks_running);
+  one("taskrt_http_tasks_finished_total", "counter", "Task entries that returned.",
+      s.tasks_started - std::min(s.tasks_started, s.tasks_running));
+  one("taskrt_http_tasks_cancelled_total", "counter",
+      "Task entries that stopped early on a cancel.", s.tasks_cancelled);
+  one("taskrt_http_tasks_refused_total", "counter", "Jobs answered 503 at max_tasks.",
+      s.tasks_refused);
+  one("taskrt_http_output_buffer_bytes", "gauge", "Memory held by output buffers.",
+      s.output_buffer_bytes);
+
+  // The scheduler's name is a label value: escape as the format asks.
+  std::string name = scheduler.name();
+  std::string escaped;
+  for (char ch : name) {
+    if (ch == '\\' || ch == '"') escaped += '\\';
+    if (ch == '\n') {
+      escaped += "\\n";
+      continue;
+    }
+    escaped += ch;
+  }
+  const std::string label = absl::StrCat("scheduler=\"", escaped, "\"");
+  const SchedulerMetrics m = scheduler.metrics();
+  auto scheduler_one = [&](const char* metric, const char* type, const char* help, uint64_t value) {
+    family(metric, type, help);
+    sample(metric, label, value);
+  };
+  scheduler_one("taskrt_scheduler_units_started_total", "counter",
+                "Units that began to run, helps included.", m.units_started);
+  family("taskrt_scheduler_spawned_total", "counter", "Units accepted, by where they came from.");
+  sample("taskrt_scheduler_spawned_total", absl::StrCat(label, ",from=\"inside\""),
+         m.spawned_inside);
+  sample("taskrt_scheduler_spawned_total", absl::StrCat(label, ",from=\"outside\""),
+         m.spawned_outside);
+  scheduler_one("taskrt_scheduler_steals_total", "counter",
+                "Units taken from another worker's queue.", m.steals);
+  scheduler_one("taskrt_scheduler_steal_attempts_total", "counter",
+                "Looks into another worker's queue.", m.steal_attempts);
+  scheduler_one("taskrt_scheduler_parks_total", "counter",
+                "Times a worker slept for want of work.", m.parks);
+  scheduler_one("taskrt_scheduler_wakes_total", "counter",
+                "Wake-ups sent to sleeping workers.", m.wakes);
+  scheduler_one("taskrt_scheduler_helps_total", "counter", "Units run inside a wait.", m.helps);
+  scheduler_one("taskrt_scheduler_queue_high_water", "gauge",
+                "The most units one queue held at once.", m.queue_high_water);
+  return out;
+}
 
 class ServerImpl;
 struct Connection;
@@ -570,8 +649,14 @@ void ServerImpl::Dispatch(Connection& c, RequestHead head) {
   }
   if (head.path == "/") {
     Respond(c, 200,
-            "GET /primes?below=N[&stream=1] | /hash?mib=N[&stream=1] | /stats\n", !keep_alive,
+            "GET /primes?below=N[&stream=1] | /hash?mib=N[&stream=1] | /stats | /metrics\n",
+            !keep_alive,
             head_only);
+    return;
+  }
+  if (head.path == "/metrics") {
+    Respond(c, 200, PrometheusMetrics(stats(), *env_.scheduler), !keep_alive, head_only,
+            "text/plain; version=0.0.4; charset=utf-8");
     return;
   }
   if (head.path == "/stats") {

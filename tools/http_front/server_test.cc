@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <set>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -24,6 +25,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "backends/registry.h"
@@ -256,6 +258,85 @@ TEST_P(HttpFront, AnswersAJobWithItsResult) {
   EXPECT_EQ(stats.tasks_started, 2u);
   EXPECT_EQ(stats.responses_2xx, 2u);
   EXPECT_EQ(stats.tasks_cancelled, 0u);
+}
+
+// The value of the sample `name{labels}` (labels as written, or empty) in a
+// Prometheus text exposition, or -1 if absent.
+double Sample(const std::string& exposition, absl::string_view name, absl::string_view labels = "") {
+  const std::string key =
+      labels.empty() ? absl::StrCat(name, " ") : absl::StrCat(name, "{", labels, "} ");
+  for (absl::string_view line : absl::StrSplit(exposition, '\n')) {
+    if (absl::StartsWith(line, key)) {
+      double value = -1;
+      if (absl::SimpleAtod(line.substr(key.size()), &value)) return value;
+    }
+  }
+  return -1;
+}
+
+TEST_P(HttpFront, MetricsArePrometheusTextWithTheServersAndTheSchedulersCounts) {
+  StartServer();
+  Client client(port());
+  ASSERT_TRUE(client.Send(Get("/primes?below=1000")));
+  Response r = client.ReadResponse();
+  ASSERT_EQ(r.status, 200);
+  ASSERT_TRUE(client.Send(Get("/nowhere")));
+  ASSERT_EQ(client.ReadResponse().status, 404);
+  ASSERT_TRUE(client.Send(Get("/metrics")));
+  r = client.ReadResponse();
+  ASSERT_TRUE(r.complete);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.Header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+  // The format: every line a comment (HELP or TYPE, before the family's
+  // samples) or "name[{labels}] value"; the body ends with a newline.
+  ASSERT_FALSE(r.body.empty());
+  EXPECT_EQ(r.body.back(), '\n');
+  std::set<std::string> typed;
+  for (absl::string_view line : absl::StrSplit(absl::StripSuffix(r.body, "\n"), '\n')) {
+    ASSERT_FALSE(line.empty());
+    if (absl::StartsWith(line, "# TYPE ")) {
+      std::vector<std::string> words = absl::StrSplit(line, ' ');
+      ASSERT_EQ(words.size(), 4u) << line;
+      EXPECT_TRUE(words[3] == "counter" || words[3] == "gauge") << line;
+      typed.insert(words[2]);
+      continue;
+    }
+    if (absl::StartsWith(line, "# HELP ")) continue;
+    const size_t name_end = line.find_first_of("{ ");
+    ASSERT_NE(name_end, absl::string_view::npos) << line;
+    const std::string name(line.substr(0, name_end));
+    EXPECT_TRUE(typed.count(name)) << "a sample before its TYPE line: " << line;
+    for (char ch : name) EXPECT_TRUE(absl::ascii_isalnum(ch) || ch == '_' || ch == ':') << line;
+    double value;
+    EXPECT_TRUE(absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &value)) << line;
+  }
+  // The two requests before this one, answered 2xx and 4xx; this one is
+  // parsed, not yet answered.
+  EXPECT_EQ(Sample(r.body, "taskrt_http_requests_total"), 3);
+  EXPECT_EQ(Sample(r.body, "taskrt_http_responses_total", "code=\"2xx\""), 1);
+  EXPECT_EQ(Sample(r.body, "taskrt_http_responses_total", "code=\"4xx\""), 1);
+  EXPECT_EQ(Sample(r.body, "taskrt_http_tasks_started_total"), 1);
+  EXPECT_EQ(Sample(r.body, "taskrt_http_connections_open"), 1);
+  // The scheduler ran the one task entry: at least one unit started.
+  const std::string scheduler =
+      absl::StrCat("scheduler=\"", backends_.scheduler->name(), "\"");
+  EXPECT_GE(Sample(r.body, "taskrt_scheduler_units_started_total", scheduler), 1);
+  EXPECT_GE(Sample(r.body, "taskrt_scheduler_spawned_total",
+                   absl::StrCat(scheduler, ",from=\"outside\"")),
+            0);
+  EXPECT_GE(Sample(r.body, "taskrt_scheduler_parks_total", scheduler), 0);
+  // HEAD: the headers alone.
+  ASSERT_TRUE(client.Send("HEAD /metrics HTTP/1.1\r\nHost: test\r\n\r\n" + Get("/metrics")));
+  const Response head = client.ReadResponse(/*head_only=*/true);
+  EXPECT_EQ(head.status, 200);
+  EXPECT_EQ(head.Header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+  // The connection stays in step: the next answer is the next request's,
+  // which counts both scrapes and the HEAD before it.
+  r = client.ReadResponse();
+  ASSERT_TRUE(r.complete);
+  EXPECT_EQ(Sample(r.body, "taskrt_http_requests_total"), 5);
+  client.Close();
+  ASSERT_TRUE(server_->WaitForIdle(absl::Milliseconds(kHangGuardMs)));
 }
 
 TEST_P(HttpFront, TheInlineBaselineGivesTheSameAnswersWithoutATask) {
