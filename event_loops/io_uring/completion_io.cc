@@ -139,6 +139,11 @@ void CompletionIo::Queue(IoId id, Op& op) {
   pending_.push_back(id);
 }
 
+void CompletionIo::Rearm(IoId id, Op& op) {
+  rearms_.fetch_add(1, std::memory_order_relaxed);
+  Queue(id, op);
+}
+
 void CompletionIo::SubmitPending() {
   while (!pending_.empty()) {
     const IoId id = pending_.front();
@@ -274,12 +279,12 @@ int CompletionIo::CompleteAccept(IoId id, Op& op, int32_t result, bool more) {
   }
   if (result >= 0) {
     std::shared_ptr<AcceptCallback> on_accept = op.on_accept;
-    if (!more) Queue(id, op);  // ended by the kernel: armed again
+    if (!more) Rearm(id, op);  // ended by the kernel: armed again
     (*on_accept)(result);
     return 1;
   }
   if (result == -EAGAIN || loop_internal::IsTransientAcceptError(-result)) {
-    if (!more) Queue(id, op);
+    if (!more) Rearm(id, op);
     return 0;
   }
   std::shared_ptr<AcceptCallback> on_accept = op.on_accept;
@@ -299,7 +304,7 @@ int CompletionIo::CompleteReceive(IoId id, Op& op, int32_t result, uint32_t flag
   if (result > 0 && (flags & IORING_CQE_F_BUFFER)) {
     const size_t buffer = flags >> IORING_CQE_BUFFER_SHIFT;
     std::shared_ptr<ReceiveCallback> on_data = op.on_data;
-    if (!more) Queue(id, op);
+    if (!more) Rearm(id, op);
     (*on_data)(absl::Span<const char>(buffers_.get() + buffer * kBufferBytes,
                                       static_cast<size_t>(result)));
     // Only now: the span was the callback's until it returned.
@@ -310,7 +315,7 @@ int CompletionIo::CompleteReceive(IoId id, Op& op, int32_t result, uint32_t flag
   // Out of buffers (the callbacks give them back), or interrupted: armed
   // again.
   if (result == -ENOBUFS || result == -EINTR || result == -EAGAIN) {
-    if (!more) Queue(id, op);
+    if (!more) Rearm(id, op);
     return 0;
   }
   std::shared_ptr<ReceiveCallback> on_data = op.on_data;

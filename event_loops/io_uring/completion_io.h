@@ -30,6 +30,7 @@
 // Thread safety: none; the loop thread only. The loop checks the thread and
 // the arguments before it calls in.
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -93,6 +94,10 @@ class CompletionIo {
   // Whether the operation of `user_data` is an accept (for DropCompletion).
   bool IsAccept(uint64_t user_data) const;
 
+  // Multishot accepts and receives the kernel ended that were armed again
+  // (out of buffers, a full completion queue).
+  uint64_t rearms() const { return rearms_.load(std::memory_order_relaxed); }
+
  private:
   enum class Kind { kAccept, kReceive, kSend };
   struct Op {
@@ -118,6 +123,7 @@ class CompletionIo {
 
   Op* Find(IoId id);
   void Queue(IoId id, Op& op);
+  void Rearm(IoId id, Op& op);
   bool Prepare(IoId id, Op& op);
   // The operation is over for its user: no more callbacks. Erases it unless
   // a request of it is in the kernel.
@@ -136,6 +142,7 @@ class CompletionIo {
   absl::flat_hash_map<int, IoId> readers_;              // fd -> its accept or receive
   absl::flat_hash_map<int, std::deque<IoId>> sends_;    // fd -> its sends, in order
   std::deque<IoId> pending_;                            // waiting for an entry
+  std::atomic<uint64_t> rearms_{0};  // read by stats() from any thread
 
   io_uring_buf_ring* buffer_ring_ = nullptr;  // mmap'ed, registered
   size_t buffer_ring_bytes_ = 0;

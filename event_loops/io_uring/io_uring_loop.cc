@@ -352,6 +352,7 @@ class IoUringLoop final : public LoopBase {
         .polls_ended = stats_.polls_ended.load(std::memory_order_relaxed),
         .handed_over = stats_.handed_over.load(std::memory_order_relaxed),
         .wake_ups = stats_.wake_ups.load(std::memory_order_relaxed),
+        .io_rearmed = completion_io_ != nullptr ? completion_io_->rearms() : 0,
     };
   }
 

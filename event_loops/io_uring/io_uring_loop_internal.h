@@ -20,6 +20,9 @@ struct LoopStats {
   uint64_t polls_ended = 0;   // multishot polls the kernel ended, re-armed
   uint64_t handed_over = 0;   // Watch/Unwatch requests queued by other threads
   uint64_t wake_ups = 0;      // eventfd writes that woke a sleeping loop
+  // Multishot accepts and receives (socket I/O as completions) the kernel
+  // ended and the loop armed again.
+  uint64_t io_rearmed = 0;
 };
 
 // The counters of an io_uring loop; nullopt for any other loop.

@@ -507,6 +507,10 @@ TEST_P(IoUringSocketIoTest, MoreReadyReceivesThanBuffersAllArrive) {
   }
   ASSERT_TRUE(PumpUntil([&] { return ended == kPairs; }));
   for (int i = 0; i < kPairs; ++i) EXPECT_EQ(received[i], absl::StrCat("pair ", i));
+  if (!GetParam()) {
+    EXPECT_GT(io_uring_loop_internal::GetLoopStats(*loop_)->io_rearmed, 0u)
+        << "the kernel ran out of buffers and the receives were armed again";
+  }
 }
 
 // A cancelled accept that took a connection before the cancel closes it:
