@@ -70,8 +70,10 @@ struct Received {
   bool over() const { return ends + errors > 0; }
 };
 
-ReceiveCallback Collect(Received& into) {
-  return [&into](absl::StatusOr<absl::Span<const char>> data) {
+// Also checks that the callback runs on the loop thread.
+ReceiveCallback Collect(EventLoop& loop, Received& into) {
+  return [&loop, &into](absl::StatusOr<absl::Span<const char>> data) {
+    EXPECT_TRUE(loop.IsLoopThread());
     ++into.calls;
     if (!data.ok()) {
       ++into.errors;
@@ -164,7 +166,7 @@ TEST_P(SocketIoConformance, EchoOverASocketpair) {
   });
   ASSERT_TRUE(echo.ok()) << echo.status();
   Received client;
-  ASSERT_TRUE(loop_->ReceiveEach(pair_[1], Collect(client)).ok());
+  ASSERT_TRUE(loop_->ReceiveEach(pair_[1], Collect(*loop_, client)).ok());
   std::string sent;
   int sends_done = 0;
   for (int i = 0; i < 100; ++i) {
@@ -248,7 +250,7 @@ TEST_P(SocketIoConformance, EchoOverLoopbackTcpWithManyConnections) {
     extra_fds_.push_back(fd);
     expected.push_back(Pattern(1000 + 97 * i, static_cast<char>(i)));
     ASSERT_TRUE(loop_->ReceiveEach(fd, [&, i](auto data) {
-      Collect(received[i])(data);
+      Collect(*loop_, received[i])(data);
       if (data.ok() && !data->empty() && received[i].bytes.size() == expected[i].size()) {
         EXPECT_EQ(shutdown(clients[i], SHUT_WR), 0);
       }
@@ -287,7 +289,7 @@ TEST_P(SocketIoConformance, LargeAndQueuedSendsArriveIntactAndInOrder) {
     }).ok());
   }
   Received received;
-  ASSERT_TRUE(loop_->ReceiveEach(pair_[1], Collect(received)).ok());
+  ASSERT_TRUE(loop_->ReceiveEach(pair_[1], Collect(*loop_, received)).ok());
   ASSERT_TRUE(PumpUntil([&] {
     return completed.size() == sends.size() && received.bytes.size() >= all.size();
   }));
@@ -340,7 +342,7 @@ TEST_P(SocketIoConformance, EndOfStreamIsOneEmptySpanAfterTheData) {
   std::string before_end;
   absl::StatusOr<IoId> id = loop_->ReceiveEach(pair_[0], [&](auto data) {
     if (data.ok() && data->empty()) before_end = received.bytes;
-    Collect(received)(data);
+    Collect(*loop_, received)(data);
   });
   ASSERT_TRUE(id.ok()) << id.status();
   ASSERT_TRUE(PumpUntil([&] { return received.bytes == "abc"; }));
@@ -376,7 +378,7 @@ TEST_P(SocketIoConformance, CancelFromInsideItsOwnCallbackStopsIt) {
   ASSERT_EQ(write(pair_[1], "b", 1), 1);
   ASSERT_EQ(shutdown(pair_[1], SHUT_WR), 0);
   Received after;
-  ASSERT_TRUE(loop_->ReceiveEach(pair_[0], Collect(after)).ok());
+  ASSERT_TRUE(loop_->ReceiveEach(pair_[0], Collect(*loop_, after)).ok());
   ASSERT_TRUE(PumpUntil([&] { return after.over(); }));
   PumpAFewTimes();
   EXPECT_EQ(calls, 1);
@@ -437,9 +439,9 @@ TEST_P(SocketIoConformance, CancelFromOutsideStopsEveryKind) {
   });
   ASSERT_TRUE(new_accept.ok()) << new_accept.status();
   Received after_cancel;
-  ASSERT_TRUE(loop_->ReceiveEach(pair_[0], Collect(after_cancel)).ok());
+  ASSERT_TRUE(loop_->ReceiveEach(pair_[0], Collect(*loop_, after_cancel)).ok());
   Received sent;
-  ASSERT_TRUE(loop_->ReceiveEach(sends[1], Collect(sent)).ok());
+  ASSERT_TRUE(loop_->ReceiveEach(sends[1], Collect(*loop_, sent)).ok());
   ASSERT_TRUE(PumpUntil([&] {
     return accepted == 1 && completed.size() == 2 && after_cancel.over() &&
            sent.bytes.size() >= first.size() + 4;
@@ -452,6 +454,75 @@ TEST_P(SocketIoConformance, CancelFromOutsideStopsEveryKind) {
   EXPECT_EQ(completed, (std::vector<int>{0, 2}));
   EXPECT_TRUE(sent.bytes == first + "last") << "the cancelled send wrote nothing";
   EXPECT_TRUE(loop_->CancelIo(*new_accept).ok());
+}
+
+TEST_P(SocketIoConformance, CallbacksRunOnTheLoopThreadNeverInsideTheStartingCall) {
+  // Everything is ready at once: data to read, room to write, a connection
+  // to accept. No callback may run before its starting call returns.
+  ASSERT_EQ(write(pair_[1], "ready", 5), 5);
+  uint16_t port = 0;
+  const int listener = Listen(port);
+  const int client = Connect(port);
+  extra_fds_.push_back(client);
+  bool in_call = true;
+  int calls = 0;
+  auto check = [&] {
+    EXPECT_FALSE(in_call) << "a callback ran inside its starting call";
+    EXPECT_TRUE(loop_->IsLoopThread());
+    ++calls;
+  };
+  absl::StatusOr<IoId> receive = loop_->ReceiveEach(pair_[0], [&](auto) { check(); });
+  absl::StatusOr<IoId> send = loop_->SendAll(pair_[1], "", [&](absl::Status status) {
+    EXPECT_TRUE(status.ok()) << status;
+    check();
+  });
+  absl::StatusOr<IoId> accept = loop_->AcceptEach(listener, [&](absl::StatusOr<int> fd) {
+    check();
+    if (fd.ok()) close(*fd);
+  });
+  in_call = false;
+  ASSERT_TRUE(receive.ok() && send.ok() && accept.ok());
+  EXPECT_EQ(calls, 0);
+  ASSERT_TRUE(PumpUntil([&] { return calls == 3; }));
+  // The send has ended: its id is spent. The others are live.
+  EXPECT_EQ(loop_->CancelIo(*send).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(loop_->CancelIo(*receive).ok());
+  EXPECT_TRUE(loop_->CancelIo(*accept).ok());
+}
+
+TEST_P(SocketIoConformance, EachKindCanBeCancelledFromInsideItsOwnCallback) {
+  uint16_t port = 0;
+  const int listener = Listen(port);
+  IoId accept_id = 0;
+  int accepts = 0;
+  absl::StatusOr<IoId> accept = loop_->AcceptEach(listener, [&](absl::StatusOr<int> fd) {
+    ++accepts;
+    ASSERT_TRUE(fd.ok()) << fd.status();
+    close(*fd);
+    EXPECT_TRUE(loop_->CancelIo(accept_id).ok());
+  });
+  ASSERT_TRUE(accept.ok()) << accept.status();
+  accept_id = *accept;
+  IoId send_id = 0;
+  int sends = 0;
+  absl::StatusOr<IoId> send = loop_->SendAll(pair_[0], "x", [&](absl::Status status) {
+    ++sends;
+    EXPECT_TRUE(status.ok()) << status;
+    EXPECT_EQ(loop_->CancelIo(send_id).code(), absl::StatusCode::kNotFound)
+        << "a send whose callback runs has ended";
+  });
+  ASSERT_TRUE(send.ok()) << send.status();
+  send_id = *send;
+  // Two connections at once: the second is not delivered to the cancelled
+  // accept (the loop may have taken and closed it; then it ends at once).
+  const int first = Connect(port);
+  const int second = Connect(port);
+  extra_fds_.push_back(first);
+  extra_fds_.push_back(second);
+  ASSERT_TRUE(PumpUntil([&] { return accepts == 1 && sends == 1; }));
+  PumpAFewTimes();
+  EXPECT_EQ(accepts, 1);
+  EXPECT_EQ(sends, 1);
 }
 
 TEST_P(SocketIoConformance, BadArgumentsAreRefusedWithAMessage) {
