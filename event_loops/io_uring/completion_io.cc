@@ -64,43 +64,43 @@ absl::Status CompletionIo::RegisterBuffers() {
 
 bool CompletionIo::IsIoCompletion(uint64_t user_data) { return (user_data & kTagMask) == kIoTag; }
 
-absl::Status CompletionIo::AcceptEach(IoId id, int fd, AcceptCallback on_accept) {
+absl::StatusOr<CompletionIo::Op*> CompletionIo::AddReader(const char* operation, IoId id, int fd,
+                                                          Kind kind) {
   if (readers_.contains(fd)) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "io_uring loop: AcceptEach on fd ", fd, ", which has an AcceptEach or ReceiveEach"));
+        "io_uring loop: ", operation, " on fd ", fd, ", which has an AcceptEach or ReceiveEach"));
   }
-  auto op = std::make_unique<Op>();
-  op->kind = Kind::kAccept;
-  op->fd = fd;
-  op->on_accept = std::make_shared<AcceptCallback>(std::move(on_accept));
-  Op& added = *(ops_[id] = std::move(op));
   readers_[fd] = id;
-  Queue(id, added);
+  return &Add(id, fd, kind);
+}
+
+CompletionIo::Op& CompletionIo::Add(IoId id, int fd, Kind kind) {
+  auto op = std::make_unique<Op>();
+  op->kind = kind;
+  op->fd = fd;
+  return *(ops_[id] = std::move(op));
+}
+
+absl::Status CompletionIo::AcceptEach(IoId id, int fd, AcceptCallback on_accept) {
+  absl::StatusOr<Op*> op = AddReader("AcceptEach", id, fd, Kind::kAccept);
+  if (!op.ok()) return op.status();
+  (*op)->on_accept = std::make_shared<AcceptCallback>(std::move(on_accept));
+  Queue(id, **op);
   return absl::OkStatus();
 }
 
 absl::Status CompletionIo::ReceiveEach(IoId id, int fd, ReceiveCallback on_data) {
-  if (readers_.contains(fd)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "io_uring loop: ReceiveEach on fd ", fd, ", which has an AcceptEach or ReceiveEach"));
-  }
-  auto op = std::make_unique<Op>();
-  op->kind = Kind::kReceive;
-  op->fd = fd;
-  op->on_data = std::make_shared<ReceiveCallback>(std::move(on_data));
-  Op& added = *(ops_[id] = std::move(op));
-  readers_[fd] = id;
-  Queue(id, added);
+  absl::StatusOr<Op*> op = AddReader("ReceiveEach", id, fd, Kind::kReceive);
+  if (!op.ok()) return op.status();
+  (*op)->on_data = std::make_shared<ReceiveCallback>(std::move(on_data));
+  Queue(id, **op);
   return absl::OkStatus();
 }
 
 absl::Status CompletionIo::SendAll(IoId id, int fd, std::string bytes, SendCallback on_sent) {
-  auto op = std::make_unique<Op>();
-  op->kind = Kind::kSend;
-  op->fd = fd;
-  op->bytes = std::move(bytes);
-  op->on_sent = std::make_shared<SendCallback>(std::move(on_sent));
-  Op& added = *(ops_[id] = std::move(op));
+  Op& added = Add(id, fd, Kind::kSend);
+  added.bytes = std::move(bytes);
+  added.on_sent = std::make_shared<SendCallback>(std::move(on_sent));
   std::deque<IoId>& queue = sends_[fd];
   queue.push_back(id);
   // One send per fd in the kernel: the others wait their turn.

@@ -72,7 +72,7 @@ class CompletionIo {
   // Whether a completion's user_data is one of this class's requests.
   static bool IsIoCompletion(uint64_t user_data);
 
-  // Start operation `id` (the loop's NextIoId()); the arguments are
+  // Start operation `id` (from the loop's StartIo()); the arguments are
   // checked. kFailedPrecondition for a second AcceptEach/ReceiveEach on an
   // fd.
   absl::Status AcceptEach(IoId id, int fd, AcceptCallback on_accept);
@@ -122,6 +122,9 @@ class CompletionIo {
   absl::Status RegisterBuffers();
 
   Op* Find(IoId id);
+  Op& Add(IoId id, int fd, Kind kind);
+  // Add(), refused when `fd` has an accept or receive already.
+  absl::StatusOr<Op*> AddReader(const char* operation, IoId id, int fd, Kind kind);
   void Queue(IoId id, Op& op);
   void Rearm(IoId id, Op& op);
   bool Prepare(IoId id, Op& op);

@@ -291,50 +291,27 @@ class IoUringLoop final : public LoopBase {
   // else LoopBase's readiness path.
   absl::StatusOr<IoId> AcceptEach(int listen_fd, AcceptCallback on_accept) override {
     if (completion_io_ == nullptr) return LoopBase::AcceptEach(listen_fd, std::move(on_accept));
-    if (absl::Status checked = CheckIo("AcceptEach", listen_fd, static_cast<bool>(on_accept),
-                                       loop_internal::SocketUse::kListening);
-        !checked.ok()) {
-      return checked;
-    }
-    const IoId id = NextIoId();
-    if (absl::Status started = completion_io_->AcceptEach(id, listen_fd, std::move(on_accept));
-        !started.ok()) {
-      return started;
-    }
-    IoStarted();
-    return id;
+    return StartIo("AcceptEach", listen_fd, static_cast<bool>(on_accept),
+                   loop_internal::SocketUse::kListening, [&](IoId id) {
+                     return IoStarted(completion_io_->AcceptEach(id, listen_fd, std::move(on_accept)));
+                   });
   }
 
   absl::StatusOr<IoId> ReceiveEach(int fd, ReceiveCallback on_data) override {
     if (completion_io_ == nullptr) return LoopBase::ReceiveEach(fd, std::move(on_data));
-    if (absl::Status checked = CheckIo("ReceiveEach", fd, static_cast<bool>(on_data),
-                                       loop_internal::SocketUse::kConnected);
-        !checked.ok()) {
-      return checked;
-    }
-    const IoId id = NextIoId();
-    if (absl::Status started = completion_io_->ReceiveEach(id, fd, std::move(on_data));
-        !started.ok()) {
-      return started;
-    }
-    IoStarted();
-    return id;
+    return StartIo("ReceiveEach", fd, static_cast<bool>(on_data),
+                   loop_internal::SocketUse::kConnected, [&](IoId id) {
+                     return IoStarted(completion_io_->ReceiveEach(id, fd, std::move(on_data)));
+                   });
   }
 
   absl::StatusOr<IoId> SendAll(int fd, std::string bytes, SendCallback on_sent) override {
     if (completion_io_ == nullptr) return LoopBase::SendAll(fd, std::move(bytes), std::move(on_sent));
-    if (absl::Status checked = CheckIo("SendAll", fd, static_cast<bool>(on_sent),
-                                       loop_internal::SocketUse::kConnected);
-        !checked.ok()) {
-      return checked;
-    }
-    const IoId id = NextIoId();
-    if (absl::Status started = completion_io_->SendAll(id, fd, std::move(bytes), std::move(on_sent));
-        !started.ok()) {
-      return started;
-    }
-    IoStarted();
-    return id;
+    return StartIo("SendAll", fd, static_cast<bool>(on_sent), loop_internal::SocketUse::kConnected,
+                   [&](IoId id) {
+                     return IoStarted(
+                         completion_io_->SendAll(id, fd, std::move(bytes), std::move(on_sent)));
+                   });
   }
 
   absl::Status CancelIo(IoId id) override {
@@ -448,11 +425,12 @@ class IoUringLoop final : public LoopBase {
     io_fallback_ = std::string(usable.message());
   }
 
-  // A socket operation was queued: the loop's next iteration submits it.
-  // Another task of this thread may have queued it while the loop task
-  // waits.
-  void IoStarted() {
-    if (sleeping_.load(std::memory_order_seq_cst)) Wake().IgnoreError();
+  // After a socket operation's start: when queued, the loop's next
+  // iteration submits it. Another task of this thread may have queued it
+  // while the loop task waits. Returns `started`.
+  absl::Status IoStarted(absl::Status started) {
+    if (started.ok() && sleeping_.load(std::memory_order_seq_cst)) Wake().IgnoreError();
+    return started;
   }
 
   // The loop is going: on its thread, cancels every request and runs what

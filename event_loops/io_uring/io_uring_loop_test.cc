@@ -417,7 +417,7 @@ TEST_P(IoUringLoopTest, AWatchOfAClosedFdIsRefused) {
 
 // Socket I/O: as completions on the ring, or on readiness when asked (the
 // path a kernel without the opcodes takes). Parameter: readiness.
-class IoUringSocketIoTest : public ::testing::TestWithParam<bool> {
+class IoUringSocketIoTest : public IoUringLoopTest {
  protected:
   void SetUp() override {
     absl::StatusOr<std::unique_ptr<EventLoop>> loop =
@@ -437,26 +437,10 @@ class IoUringSocketIoTest : public ::testing::TestWithParam<bool> {
     EXPECT_EQ(setup.completion_io, setup.io_fallback.empty());
   }
   void TearDown() override {
+    // The fds outlive their operations.
     loop_.reset();
-    for (int fd : fds_) close(fd);
+    IoUringLoopTest::TearDown();
   }
-  std::pair<int, int> SocketPair() {
-    int fds[2];
-    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
-    fds_.push_back(fds[0]);
-    fds_.push_back(fds[1]);
-    return {fds[0], fds[1]};
-  }
-  bool PumpUntil(const std::function<bool()>& done) {
-    for (int i = 0; i < 100000 && !done(); ++i) {
-      if (!loop_->RunOnce(absl::Milliseconds(10)).ok()) return false;
-    }
-    return done();
-  }
-  uint64_t polls_armed() { return io_uring_loop_internal::GetLoopStats(*loop_)->polls_armed; }
-
-  std::unique_ptr<EventLoop> loop_;
-  std::vector<int> fds_;
 };
 
 TEST_P(IoUringSocketIoTest, ReceiveAndSendUseThePathTheSetupNames) {
@@ -474,9 +458,9 @@ TEST_P(IoUringSocketIoTest, ReceiveAndSendUseThePathTheSetupNames) {
   ASSERT_TRUE(PumpUntil([&] { return sent && received == "hello"; }));
   // Completions need no readiness poll; the readiness path watches.
   if (GetParam()) {
-    EXPECT_GT(polls_armed(), 0u);
+    EXPECT_GT(Stats().polls_armed, 0u);
   } else {
-    EXPECT_EQ(polls_armed(), 0u);
+    EXPECT_EQ(Stats().polls_armed, 0u);
   }
 }
 
@@ -508,7 +492,7 @@ TEST_P(IoUringSocketIoTest, MoreReadyReceivesThanBuffersAllArrive) {
   ASSERT_TRUE(PumpUntil([&] { return ended == kPairs; }));
   for (int i = 0; i < kPairs; ++i) EXPECT_EQ(received[i], absl::StrCat("pair ", i));
   if (!GetParam()) {
-    EXPECT_GT(io_uring_loop_internal::GetLoopStats(*loop_)->io_rearmed, 0u)
+    EXPECT_GT(Stats().io_rearmed, 0u)
         << "the kernel ran out of buffers and the receives were armed again";
   }
 }

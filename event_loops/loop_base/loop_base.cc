@@ -192,37 +192,29 @@ absl::Status LoopBase::CheckIo(const char* operation, int fd, bool has_callback,
 loop_internal::ReadinessIo& LoopBase::readiness_io() {
   if (readiness_io_ == nullptr) {
     readiness_io_ = std::make_unique<loop_internal::ReadinessIo>(
-        *this, label_, [this](Work work) { Defer(std::move(work)); },
-        [this] { return NextIoId(); });
+        *this, label_, [this](Work work) { Defer(std::move(work)); });
   }
   return *readiness_io_;
 }
 
 absl::StatusOr<IoId> LoopBase::AcceptEach(int listen_fd, AcceptCallback on_accept) {
-  if (absl::Status checked = CheckIo("AcceptEach", listen_fd, static_cast<bool>(on_accept),
-                                     loop_internal::SocketUse::kListening);
-      !checked.ok()) {
-    return checked;
-  }
-  return readiness_io().AcceptEach(listen_fd, std::move(on_accept));
+  return StartIo("AcceptEach", listen_fd, static_cast<bool>(on_accept),
+                 loop_internal::SocketUse::kListening, [&](IoId id) {
+                   return readiness_io().AcceptEach(id, listen_fd, std::move(on_accept));
+                 });
 }
 
 absl::StatusOr<IoId> LoopBase::ReceiveEach(int fd, ReceiveCallback on_data) {
-  if (absl::Status checked = CheckIo("ReceiveEach", fd, static_cast<bool>(on_data),
-                                     loop_internal::SocketUse::kConnected);
-      !checked.ok()) {
-    return checked;
-  }
-  return readiness_io().ReceiveEach(fd, std::move(on_data));
+  return StartIo("ReceiveEach", fd, static_cast<bool>(on_data),
+                 loop_internal::SocketUse::kConnected,
+                 [&](IoId id) { return readiness_io().ReceiveEach(id, fd, std::move(on_data)); });
 }
 
 absl::StatusOr<IoId> LoopBase::SendAll(int fd, std::string bytes, SendCallback on_sent) {
-  if (absl::Status checked = CheckIo("SendAll", fd, static_cast<bool>(on_sent),
-                                     loop_internal::SocketUse::kConnected);
-      !checked.ok()) {
-    return checked;
-  }
-  return readiness_io().SendAll(fd, std::move(bytes), std::move(on_sent));
+  return StartIo("SendAll", fd, static_cast<bool>(on_sent), loop_internal::SocketUse::kConnected,
+                 [&](IoId id) {
+                   return readiness_io().SendAll(id, fd, std::move(bytes), std::move(on_sent));
+                 });
 }
 
 absl::Status LoopBase::CancelIo(IoId id) {

@@ -56,9 +56,10 @@
 //     arguments (CheckIo) and runs the operations on readiness
 //     (socket_io.h, ReadinessIo) over the backend's Watch/Unwatch. A
 //     backend with completion I/O overrides the four calls and hands to
-//     LoopBase's (LoopBase::AcceptEach, ...) whatever it cannot do itself;
-//     operation ids come from NextIoId(), so CancelIo of an id a backend
-//     does not know goes to LoopBase's.
+//     LoopBase's (LoopBase::AcceptEach, ...) whatever it cannot do itself.
+//     StartIo() checks a call and hands out its id from one sequence for
+//     both paths, so CancelIo of an id a backend does not know goes to
+//     LoopBase's.
 //   - Defer(work) (the loop thread only) runs `work` after the posted work
 //     of the current iteration, or of the next one when called between
 //     iterations, whose wait it then skips. No lock, no system call: the
@@ -131,7 +132,18 @@ class LoopBase : public EventLoop {
   // RunOnce claims it), a non-empty callback, and `fd` (CheckSocket).
   absl::Status CheckIo(const char* operation, int fd, bool has_callback,
                        loop_internal::SocketUse use);
-  IoId NextIoId() { return next_io_id_++; }
+  // Checks a socket operation (CheckIo) and starts it as `start(id)` with
+  // a fresh operation id, which it returns when `start` succeeds.
+  template <typename Start>
+  absl::StatusOr<IoId> StartIo(const char* operation, int fd, bool has_callback,
+                               loop_internal::SocketUse use, Start&& start) {
+    if (absl::Status checked = CheckIo(operation, fd, has_callback, use); !checked.ok()) {
+      return checked;
+    }
+    const IoId id = next_io_id_++;
+    if (absl::Status started = start(id); !started.ok()) return started;
+    return id;
+  }
   void Defer(Work work);
 
   // Tells LoopBase that the blocking wait of DispatchReady() is over. Until

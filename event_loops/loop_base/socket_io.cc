@@ -69,50 +69,44 @@ bool IsTransientAcceptError(int error_number) {
   }
 }
 
-ReadinessIo::ReadinessIo(EventLoop& loop, std::string label, std::function<void(Work)> defer,
-                         std::function<IoId()> next_id)
-    : loop_(loop), label_(std::move(label)), defer_(std::move(defer)), next_id_(std::move(next_id)) {}
+ReadinessIo::ReadinessIo(EventLoop& loop, std::string label, std::function<void(Work)> defer)
+    : loop_(loop), label_(std::move(label)), defer_(std::move(defer)) {}
 
-absl::StatusOr<IoId> ReadinessIo::AcceptEach(int listen_fd, AcceptCallback on_accept) {
-  absl::StatusOr<FdState*> state = StateFor(listen_fd);
+absl::Status ReadinessIo::AcceptEach(IoId id, int listen_fd, AcceptCallback on_accept) {
+  absl::StatusOr<FdState*> state = ReaderStateFor("AcceptEach", listen_fd);
   if (!state.ok()) return state.status();
-  if ((*state)->accept != 0 || (*state)->receive != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        label_, ": AcceptEach on fd ", listen_fd, ", which has an AcceptEach or ReceiveEach"));
-  }
-  const IoId id = next_id_();
   (*state)->accept = id;
   (*state)->on_accept = std::make_shared<AcceptCallback>(std::move(on_accept));
-  ops_[id] = listen_fd;
-  DeferDrive(listen_fd);
-  return id;
+  Started(id, listen_fd);
+  return absl::OkStatus();
 }
 
-absl::StatusOr<IoId> ReadinessIo::ReceiveEach(int fd, ReceiveCallback on_data) {
-  absl::StatusOr<FdState*> state = StateFor(fd);
+absl::Status ReadinessIo::ReceiveEach(IoId id, int fd, ReceiveCallback on_data) {
+  absl::StatusOr<FdState*> state = ReaderStateFor("ReceiveEach", fd);
   if (!state.ok()) return state.status();
-  if ((*state)->accept != 0 || (*state)->receive != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        label_, ": ReceiveEach on fd ", fd, ", which has an AcceptEach or ReceiveEach"));
-  }
-  const IoId id = next_id_();
   (*state)->receive = id;
   (*state)->on_data = std::make_shared<ReceiveCallback>(std::move(on_data));
-  ops_[id] = fd;
-  DeferDrive(fd);
-  return id;
+  Started(id, fd);
+  return absl::OkStatus();
 }
 
-absl::StatusOr<IoId> ReadinessIo::SendAll(int fd, std::string bytes, SendCallback on_sent) {
+absl::Status ReadinessIo::SendAll(IoId id, int fd, std::string bytes, SendCallback on_sent) {
   absl::StatusOr<FdState*> state = StateFor(fd);
   if (!state.ok()) return state.status();
-  const IoId id = next_id_();
   (*state)->sends.push_back(
       {id, std::move(bytes), 0, std::make_shared<SendCallback>(std::move(on_sent))});
-  ops_[id] = fd;
   // Only the first send of the queue writes; later ones wait their turn.
-  if ((*state)->sends.size() == 1) DeferDrive(fd);
-  return id;
+  if ((*state)->sends.size() == 1) {
+    Started(id, fd);
+  } else {
+    ops_[id] = fd;
+  }
+  return absl::OkStatus();
+}
+
+void ReadinessIo::Started(IoId id, int fd) {
+  ops_[id] = fd;
+  DeferDrive(fd);
 }
 
 absl::Status ReadinessIo::CancelIo(IoId id) {
@@ -154,6 +148,16 @@ absl::StatusOr<ReadinessIo::FdState*> ReadinessIo::StateFor(int fd) {
   FdState* raw = state.get();
   fds_[fd] = std::move(state);
   return raw;
+}
+
+absl::StatusOr<ReadinessIo::FdState*> ReadinessIo::ReaderStateFor(const char* operation, int fd) {
+  absl::StatusOr<FdState*> state = StateFor(fd);
+  if (!state.ok()) return state;
+  if ((*state)->accept != 0 || (*state)->receive != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        label_, ": ", operation, " on fd ", fd, ", which has an AcceptEach or ReceiveEach"));
+  }
+  return state;
 }
 
 ReadinessIo::FdState* ReadinessIo::Find(int fd) {

@@ -58,17 +58,16 @@ bool IsTransientAcceptError(int error_number);
 class ReadinessIo {
  public:
   // `loop` watches the fds; `defer` runs work on the loop thread in this
-  // iteration or the next, never inline; `next_id` hands out the loop's
-  // operation ids. Errors start with `label`.
-  ReadinessIo(EventLoop& loop, std::string label, std::function<void(Work)> defer,
-              std::function<IoId()> next_id);
+  // iteration or the next, never inline. Errors start with `label`.
+  ReadinessIo(EventLoop& loop, std::string label, std::function<void(Work)> defer);
   ReadinessIo(const ReadinessIo&) = delete;
   ReadinessIo& operator=(const ReadinessIo&) = delete;
 
-  // As core/event_loop.h's, with the arguments already checked.
-  absl::StatusOr<IoId> AcceptEach(int listen_fd, AcceptCallback on_accept);
-  absl::StatusOr<IoId> ReceiveEach(int fd, ReceiveCallback on_data);
-  absl::StatusOr<IoId> SendAll(int fd, std::string bytes, SendCallback on_sent);
+  // As core/event_loop.h's, with the arguments already checked, as
+  // operation `id` (the loop's).
+  absl::Status AcceptEach(IoId id, int listen_fd, AcceptCallback on_accept);
+  absl::Status ReceiveEach(IoId id, int fd, ReceiveCallback on_data);
+  absl::Status SendAll(IoId id, int fd, std::string bytes, SendCallback on_sent);
   // kNotFound when `id` is not an operation of this ReadinessIo under way.
   absl::Status CancelIo(IoId id);
 
@@ -93,6 +92,10 @@ class ReadinessIo {
 
   // The state of `fd`, with its watch; created on first use.
   absl::StatusOr<FdState*> StateFor(int fd);
+  // StateFor(), refused when `fd` has an accept or receive already.
+  absl::StatusOr<FdState*> ReaderStateFor(const char* operation, int fd);
+  // Operation `id` of `fd` is registered: its first attempt is deferred.
+  void Started(IoId id, int fd);
   FdState* Find(int fd);
   // Forgets operation `id` of `fd`; removes the fd's watch and state when
   // it was the fd's last operation.
@@ -108,7 +111,6 @@ class ReadinessIo {
   EventLoop& loop_;
   const std::string label_;
   const std::function<void(Work)> defer_;
-  const std::function<IoId()> next_id_;
   absl::flat_hash_map<int, std::unique_ptr<FdState>> fds_;
   absl::flat_hash_map<IoId, int> ops_;  // operation -> its fd
   // recv's buffer; a receive callback that runs the loop again (a nested

@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -101,6 +102,15 @@ class SocketIoConformance : public ConformanceTest {
     }
     for (int fd : extra_fds_) close(fd);
     ConformanceTest::TearDown();
+  }
+
+  // Another connected socketpair, closed at TearDown.
+  std::pair<int, int> ExtraPair() {
+    int fds[2] = {-1, -1};
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+    extra_fds_.push_back(fds[0]);
+    extra_fds_.push_back(fds[1]);
+    return {fds[0], fds[1]};
   }
 
   // A listening TCP socket on 127.0.0.1, non-blocking; its port in `port`.
@@ -389,10 +399,8 @@ TEST_P(SocketIoConformance, CancelFromOutsideStopsEveryKind) {
   ASSERT_TRUE(loop_->RunOnce(absl::ZeroDuration()).ok()) << "binds the loop to this thread";
   uint16_t port = 0;
   const int listener = Listen(port);
-  int sends[2] = {-1, -1};
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sends), 0);
-  extra_fds_.push_back(sends[0]);
-  extra_fds_.push_back(sends[1]);
+  const auto [send_end, receive_end] = ExtraPair();
+  const int sends[2] = {send_end, receive_end};
   int old_calls = 0;
   absl::StatusOr<IoId> accept = loop_->AcceptEach(listener, [&](auto fd) {
     ++old_calls;
@@ -607,10 +615,8 @@ TEST_P(SocketIoConformance, DestroyingTheLoopFreesPendingOperationsWithoutCallin
   std::unique_ptr<EventLoop> loop = std::move(*made);
   uint16_t port = 0;
   const int listener = Listen(port);
-  int sends[2] = {-1, -1};
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sends), 0);
-  extra_fds_.push_back(sends[0]);
-  extra_fds_.push_back(sends[1]);
+  const auto [send_end, receive_end] = ExtraPair();
+  const int sends[2] = {send_end, receive_end};
   auto token = std::make_shared<int>(0);
   int calls = 0;
   ASSERT_TRUE(loop->AcceptEach(listener, [&, token](auto) { ++calls; }).ok());
