@@ -121,7 +121,7 @@ class SocketIoConformance : public ConformanceTest {
     address.sin_family = AF_INET;
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-    EXPECT_EQ(listen(fd, 256), 0);
+    EXPECT_EQ(listen(fd, 512), 0);
     socklen_t length = sizeof address;
     EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
     port = ntohs(address.sin_port);
@@ -199,7 +199,7 @@ TEST_P(SocketIoConformance, EchoOverASocketpair) {
 }
 
 TEST_P(SocketIoConformance, EchoOverLoopbackTcpWithManyConnections) {
-  constexpr int kConnections = 64;
+  constexpr int kConnections = 200;
   uint16_t port = 0;
   const int listener = Listen(port);
 
@@ -607,6 +607,50 @@ TEST_P(SocketIoConformance, OtherThreadsAreRefused) {
   char byte = 0;
   EXPECT_EQ(read(pair_[0], &byte, 1), 1);
   EXPECT_EQ(byte, 'y');
+}
+
+TEST_P(SocketIoConformance, TheFirstCallClaimsTheLoopThread) {
+  absl::StatusOr<std::unique_ptr<EventLoop>> made = NewLoop();
+  ASSERT_TRUE(made.ok()) << made.status();
+  std::unique_ptr<EventLoop> loop = std::move(*made);
+  // Before the loop has run: this thread becomes its thread.
+  Received received;
+  ASSERT_TRUE(loop->ReceiveEach(pair_[0], Collect(*loop, received)).ok());
+  EXPECT_TRUE(loop->IsLoopThread());
+  absl::Status other_run;
+  std::thread other([&] { other_run = loop->RunOnce(absl::ZeroDuration()).status(); });
+  other.join();
+  EXPECT_EQ(other_run.code(), absl::StatusCode::kPermissionDenied) << other_run;
+  ASSERT_EQ(write(pair_[1], "first", 5), 5);
+  for (int i = 0; i < 100000 && received.bytes != "first"; ++i) {
+    ASSERT_TRUE(loop->RunOnce(absl::Milliseconds(10)).ok());
+  }
+  EXPECT_EQ(received.bytes, "first");
+}
+
+// The way other threads do socket I/O: post the call to the loop thread.
+TEST_P(SocketIoConformance, OtherThreadsStartOperationsThroughPost) {
+  std::thread loop_thread([&] { EXPECT_TRUE(loop_->Run().ok()); });
+  const std::string message = Pattern(300'000, 'p');
+  Notification sent;
+  Notification received_all;
+  std::string received;  // the loop thread's until received_all
+  ASSERT_TRUE(loop_->Post([&] {
+    ASSERT_TRUE(loop_->ReceiveEach(pair_[1], [&](absl::StatusOr<absl::Span<const char>> data) {
+      ASSERT_TRUE(data.ok()) << data.status();
+      received.append(data->data(), data->size());
+      if (received.size() == message.size()) received_all.Notify();
+    }).ok());
+    ASSERT_TRUE(loop_->SendAll(pair_[0], message, [&](absl::Status status) {
+      EXPECT_TRUE(status.ok()) << status;
+      sent.Notify();
+    }).ok());
+  }).ok());
+  EXPECT_TRUE(sent.WaitForNotification());
+  EXPECT_TRUE(received_all.WaitForNotification());
+  loop_->Stop();
+  loop_thread.join();
+  EXPECT_TRUE(received == message);
 }
 
 TEST_P(SocketIoConformance, DestroyingTheLoopFreesPendingOperationsWithoutCallingThem) {
