@@ -109,9 +109,8 @@
 //   cancel a receive only when the rest of the stream does not matter, or
 //   at the end of a message the peer then waits to answer. Likewise a
 //   cancelled AcceptEach closes connections it took and had not delivered.
-//   kNotFound
-//   for an id that is unknown or whose operation has ended (its last
-//   callback has been called, or is being called).
+//   kNotFound for an id that is unknown or whose operation has ended (its
+//   last callback has been called, or is being called).
 //
 //   Threads: the loop thread only. The first call claims the loop thread
 //   as RunOnce does; from any other thread the calls return
