@@ -55,6 +55,11 @@
 //   and accept have no feature bit; the provided-buffer ring) the loop runs
 //   socket I/O on readiness as the epoll loop does (LoopBase), over its
 //   polls; GetLoopSetup says which and why (io_uring_loop_internal.h).
+//   Destroyed on its own thread, the loop cancels every request and runs
+//   the cancellations before the ring goes, so that no send still reads
+//   bytes the loop frees; on another thread it cannot submit, and the
+//   kernel cancels them as the ring goes (see "Threads": destroy the loop
+//   on its own thread).
 //
 // Threads
 //   Watch and Unwatch on the loop thread, once the loop has started, queue

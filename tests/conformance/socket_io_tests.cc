@@ -309,6 +309,31 @@ TEST_P(SocketIoConformance, LargeAndQueuedSendsArriveIntactAndInOrder) {
   EXPECT_EQ(received.errors, 0) << received.error;
 }
 
+// Both ends send more than the socket buffers hold to each other at once,
+// each also receiving on the same fd: neither direction may stall the
+// other.
+TEST_P(SocketIoConformance, FullDuplexLargeTransfersOnOneFd) {
+  const std::string to_b = Pattern(2 << 20, 'x');
+  const std::string to_a = Pattern(3 << 20, 'y');
+  Received at_a;
+  Received at_b;
+  int sent = 0;
+  auto count_sent = [&](absl::Status status) {
+    EXPECT_TRUE(status.ok()) << status;
+    ++sent;
+  };
+  ASSERT_TRUE(loop_->SendAll(pair_[0], to_b, count_sent).ok());
+  ASSERT_TRUE(loop_->SendAll(pair_[1], to_a, count_sent).ok());
+  ASSERT_TRUE(loop_->ReceiveEach(pair_[0], Collect(*loop_, at_a)).ok());
+  ASSERT_TRUE(loop_->ReceiveEach(pair_[1], Collect(*loop_, at_b)).ok());
+  ASSERT_TRUE(PumpUntil([&] {
+    return sent == 2 && at_a.bytes.size() >= to_a.size() && at_b.bytes.size() >= to_b.size();
+  }));
+  EXPECT_TRUE(at_a.bytes == to_a);
+  EXPECT_TRUE(at_b.bytes == to_b);
+  EXPECT_EQ(at_a.errors + at_b.errors, 0);
+}
+
 TEST_P(SocketIoConformance, PeerClosedMidSendIsAnErrorWithoutSigpipe) {
   SigpipeCounter sigpipes;
   // The peer reads the first chunk, then goes away.
