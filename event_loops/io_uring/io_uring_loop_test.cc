@@ -382,6 +382,9 @@ TEST(IoUringLoopSetupTest, TheRingSetupAndItsFallbackAreReported) {
   EXPECT_FALSE(setup->ring_fd_registered) << "registered before the loop thread is known";
   std::printf("this kernel: single issuer %s%s\n", setup->single_issuer ? "yes" : "no, ",
               setup->fallback.c_str());
+  std::printf("socket I/O: %s%s\n", setup->completion_io ? "completions" : "readiness, ",
+              setup->io_fallback.c_str());
+  EXPECT_EQ(setup->completion_io, setup->io_fallback.empty());
   ASSERT_TRUE((*loop)->RunOnce(absl::ZeroDuration()).ok());
   std::printf("ring fd registered: %s\n",
               io_uring_loop_internal::GetLoopSetup(**loop)->ring_fd_registered ? "yes" : "no");
