@@ -75,16 +75,70 @@
 //   last pass) makes it return OK, as Run() does. Timers due after the
 //   deadline stay armed for the next run.
 //
+// Socket I/O
+//   AcceptEach, ReceiveEach and SendAll start an operation on a socket and
+//   return its id; its callback runs on the loop thread each time the
+//   operation completes a step, never before the starting call returns. The
+//   loop does the I/O: a backend submits it to the kernel (io_uring) or
+//   waits for readiness and makes the system calls itself (epoll); callers
+//   see the same behaviour on every backend.
+//     AcceptEach(listen_fd, on_accept)  each connection the listening socket
+//       accepts, as a new fd (non-blocking, close-on-exec, the callee's to
+//       close); until CancelIo or an error, which is delivered once and
+//       ends the operation. Transient failures of one connection (aborted
+//       before accept, EINTR) are skipped.
+//     ReceiveEach(fd, on_data)  each chunk of bytes received, in order; the
+//       span points into the loop's buffer and is valid only during the
+//       call. An empty span is the end of the stream (the peer shut down
+//       its side) and an error is delivered once; either ends the
+//       operation.
+//     SendAll(fd, bytes, on_sent)  writes every byte (the loop continues
+//       partial writes) and then calls on_sent once: OK, or the error. A
+//       peer that has gone is an error (EPIPE, ECONNRESET), never SIGPIPE.
+//       The sends on one fd are written one after another in the order they
+//       were issued, their bytes never interleaved, and complete in that
+//       order.
+//   CancelIo(id): once it returns, the operation's callback is never called
+//   again (cancelling from inside that callback included), and the
+//   operation takes nothing more from its socket: bytes and connections
+//   that arrive later are left for the next operation. The callback is
+//   destroyed on the loop thread. A cancelled SendAll may have written part
+//   of its bytes; the sends queued after it follow those bytes. A cancelled
+//   ReceiveEach may have taken bytes from the socket that its callback had
+//   not seen (a completion backend receives ahead); they are dropped, so
+//   cancel a receive only when the rest of the stream does not matter, or
+//   at the end of a message the peer then waits to answer. Likewise a
+//   cancelled AcceptEach closes connections it took and had not delivered.
+//   kNotFound for an id that is unknown or whose operation has ended (its
+//   last callback has been called, or is being called).
+//
+//   Threads: the loop thread only. The first call claims the loop thread
+//   as RunOnce does; from any other thread the calls return
+//   kPermissionDenied and start nothing. Ownership: the fd stays the
+//   caller's; it must stay open until every operation on it has ended or
+//   been cancelled, and must not also be watched (Watch) while it has
+//   operations. At most one AcceptEach or ReceiveEach at a time per fd
+//   (kFailedPrecondition otherwise); SendAll may be queued any number of
+//   times. A listening fd must be in non-blocking mode (O_NONBLOCK), so
+//   that every backend can accept without blocking; other fds may be
+//   either. Operations still under way when the loop is destroyed are
+//   destroyed with it, their callbacks never called; an fd they accepted
+//   but did not deliver is closed.
+//
 // Errors
-//   kPermissionDenied  RunOnce/Run/RunUntil from a thread that is not the
-//                      loop thread
+//   kPermissionDenied  RunOnce/Run/RunUntil, or a socket operation, from a
+//                      thread that is not the loop thread
 //   kDeadlineExceeded  RunUntil's deadline passed before a Stop()
-//   kNotFound          Unwatch of an unknown id
+//   kNotFound          Unwatch of an unknown id; CancelIo of an unknown or
+//                      ended operation
 //   kInvalidArgument   Watch of a bad fd, empty callbacks or closures,
-//                      negative timeouts, Cancel of an id never issued
+//                      negative timeouts, Cancel of an id never issued; a
+//                      socket operation on a bad fd, an fd that is not a
+//                      socket, or (AcceptEach) a socket that is not
+//                      listening or not in non-blocking mode
 //   kFailedPrecondition  Run()/RunUntil() re-entered from inside a callback
 //                      of either; Cancel of a timer that ran or was
-//                      cancelled
+//                      cancelled; a second AcceptEach/ReceiveEach on an fd
 //   kResourceExhausted more timers pending at once than a loop can hold
 //                      (about four billion)
 //   system errors      the kernel refused (message names the call)
@@ -96,6 +150,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "core/channel.h"
 #include "core/scheduler.h"
 
@@ -104,6 +159,12 @@ namespace taskrt {
 using WatchId = uint64_t;
 // 0 is never a timer's id.
 using TimerId = uint64_t;
+// 0 is never a socket operation's id.
+using IoId = uint64_t;
+
+using AcceptCallback = std::function<void(absl::StatusOr<int> connection)>;
+using ReceiveCallback = std::function<void(absl::StatusOr<absl::Span<const char>> data)>;
+using SendCallback = std::function<void(absl::Status status)>;
 
 class EventLoop {
  public:
@@ -127,6 +188,17 @@ class EventLoop {
   // running or was cancelled already. kInvalidArgument: not an id of this
   // loop. Thread-safe; safe to race with the timer firing.
   virtual absl::Status Cancel(TimerId id) = 0;
+
+  // Socket I/O (see "Socket I/O" above): the loop thread only.
+  // Accepts connections on the non-blocking listening socket `listen_fd`
+  // until cancelled or failed.
+  virtual absl::StatusOr<IoId> AcceptEach(int listen_fd, AcceptCallback on_accept) = 0;
+  // Receives from `fd` until the end of the stream, an error or CancelIo.
+  virtual absl::StatusOr<IoId> ReceiveEach(int fd, ReceiveCallback on_data) = 0;
+  // Writes all of `bytes` to `fd` after the sends queued before it.
+  virtual absl::StatusOr<IoId> SendAll(int fd, std::string bytes, SendCallback on_sent) = 0;
+  // Ends an operation; its callback is not called again.
+  virtual absl::Status CancelIo(IoId id) = 0;
 
   // Waits up to `timeout` for events (zero: just polls; the wait ends early
   // for the earliest timer), runs the callbacks, the due timers and the

@@ -9,6 +9,10 @@
 // back to epoll_wait with the timeout rounded up to a millisecond where the
 // kernel lacks it (ENOSYS).
 //
+// Socket I/O (AcceptEach, ReceiveEach, SendAll) is LoopBase's, on
+// readiness: the loop watches each fd with operations and makes the system
+// calls when it is ready (event_loops/loop_base/socket_io.h).
+//
 // Run from a stackful task (the cooperative scheduler), the loop waits
 // through the task's execution context: it suspends on the epoll fd, so the
 // loop and the tasks share one thread, as Kore's worker loop does.

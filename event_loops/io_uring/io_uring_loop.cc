@@ -25,6 +25,7 @@
 #include "core/errors.h"
 #include "core/execution_context.h"
 #include "core/mutex.h"
+#include "event_loops/io_uring/completion_io.h"
 #include "event_loops/io_uring/io_uring_loop_internal.h"
 #include "event_loops/loop_base/loop_base.h"
 #include "platform/io_uring/ring.h"
@@ -61,6 +62,21 @@ constexpr platform::Opcode kNeededOpcodes[] = {
     {IORING_OP_POLL_ADD, "IORING_OP_POLL_ADD"},
     {IORING_OP_POLL_REMOVE, "IORING_OP_POLL_REMOVE"},
     {IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"},
+};
+
+// Socket I/O as completions (completion_io.h): the opcodes, and a kernel of
+// Linux 6.3 or later, recognised by IORING_FEAT_REG_REG_RING; multishot
+// receive (6.0) and accept (5.19) have no feature bit of their own.
+#ifndef IORING_FEAT_REG_REG_RING
+#define IORING_FEAT_REG_REG_RING (1U << 13)
+#endif
+constexpr platform::Opcode kIoOpcodes[] = {
+    {IORING_OP_ACCEPT, "IORING_OP_ACCEPT"},
+    {IORING_OP_RECV, "IORING_OP_RECV"},
+    {IORING_OP_SEND, "IORING_OP_SEND"},
+};
+constexpr platform::Feature kIoFeatures[] = {
+    {IORING_FEAT_REG_REG_RING, "IORING_FEAT_REG_REG_RING", "Linux 6.3"},
 };
 
 unsigned ToPollMask(short events) {
@@ -145,9 +161,13 @@ struct Completion {
 
 class IoUringLoop final : public LoopBase {
  public:
-  static absl::StatusOr<std::unique_ptr<EventLoop>> Create(unsigned extra_setup_flags) {
+  // `readiness_io`: socket I/O on readiness even where completions work.
+  static absl::StatusOr<std::unique_ptr<EventLoop>> Create(unsigned extra_setup_flags,
+                                                           bool readiness_io) {
     std::unique_ptr<IoUringLoop> loop(new IoUringLoop());
-    if (absl::Status status = loop->Init(extra_setup_flags); !status.ok()) return status;
+    if (absl::Status status = loop->Init(extra_setup_flags, readiness_io); !status.ok()) {
+      return status;
+    }
     return std::unique_ptr<EventLoop>(std::move(loop));
   }
 
@@ -160,10 +180,13 @@ class IoUringLoop final : public LoopBase {
         ring_.int_flags &= static_cast<uint8_t>(~kLiburingRegisteredRingFlag);
         ring_.enter_ring_fd = ring_.ring_fd;
       }
+      if (completion_io_ != nullptr) DrainIoForExit();
       // The kernel cancels the remaining polls as the ring goes away; they
       // reference no memory of ours.
       platform::ExitRing(&ring_);
     }
+    // After the ring: the kernel has let go of the buffers and the bytes.
+    completion_io_.reset();
     if (wake_fd_ >= 0) close(wake_fd_);
     if (notify_fd_ >= 0) close(notify_fd_);
   }
@@ -264,6 +287,41 @@ class IoUringLoop final : public LoopBase {
 
   std::string name() const override { return "io_uring"; }
 
+  // Socket I/O: completions on the ring where it has them (completion_io.h),
+  // else LoopBase's readiness path.
+  absl::StatusOr<IoId> AcceptEach(int listen_fd, AcceptCallback on_accept) override {
+    if (completion_io_ == nullptr) return LoopBase::AcceptEach(listen_fd, std::move(on_accept));
+    return StartIo("AcceptEach", listen_fd, static_cast<bool>(on_accept),
+                   loop_internal::SocketUse::kListening, [&](IoId id) {
+                     return IoStarted(completion_io_->AcceptEach(id, listen_fd, std::move(on_accept)));
+                   });
+  }
+
+  absl::StatusOr<IoId> ReceiveEach(int fd, ReceiveCallback on_data) override {
+    if (completion_io_ == nullptr) return LoopBase::ReceiveEach(fd, std::move(on_data));
+    return StartIo("ReceiveEach", fd, static_cast<bool>(on_data),
+                   loop_internal::SocketUse::kConnected, [&](IoId id) {
+                     return IoStarted(completion_io_->ReceiveEach(id, fd, std::move(on_data)));
+                   });
+  }
+
+  absl::StatusOr<IoId> SendAll(int fd, std::string bytes, SendCallback on_sent) override {
+    if (completion_io_ == nullptr) return LoopBase::SendAll(fd, std::move(bytes), std::move(on_sent));
+    return StartIo("SendAll", fd, static_cast<bool>(on_sent), loop_internal::SocketUse::kConnected,
+                   [&](IoId id) {
+                     return IoStarted(
+                         completion_io_->SendAll(id, fd, std::move(bytes), std::move(on_sent)));
+                   });
+  }
+
+  absl::Status CancelIo(IoId id) override {
+    // LoopBase's checks the thread (and claims it, as RunOnce does).
+    if (completion_io_ == nullptr || !IsLoopThread()) return LoopBase::CancelIo(id);
+    absl::Status cancelled = completion_io_->CancelIo(id, started_);
+    if (!absl::IsNotFound(cancelled)) return cancelled;
+    return LoopBase::CancelIo(id);
+  }
+
   io_uring_loop_internal::LoopStats stats() const {
     return {
         .enter_calls = stats_.enter_calls.load(std::memory_order_relaxed),
@@ -271,6 +329,7 @@ class IoUringLoop final : public LoopBase {
         .polls_ended = stats_.polls_ended.load(std::memory_order_relaxed),
         .handed_over = stats_.handed_over.load(std::memory_order_relaxed),
         .wake_ups = stats_.wake_ups.load(std::memory_order_relaxed),
+        .io_rearmed = completion_io_ != nullptr ? completion_io_->rearms() : 0,
     };
   }
 
@@ -279,6 +338,8 @@ class IoUringLoop final : public LoopBase {
         .single_issuer = single_issuer_,
         .fallback = fallback_,
         .ring_fd_registered = ring_fd_registered_.load(std::memory_order_acquire),
+        .completion_io = completion_io_ != nullptr,
+        .io_fallback = io_fallback_,
     };
   }
 
@@ -309,7 +370,7 @@ class IoUringLoop final : public LoopBase {
 
   IoUringLoop() : LoopBase("io_uring loop") {}
 
-  absl::Status Init(unsigned extra_setup_flags) {
+  absl::Status Init(unsigned extra_setup_flags, bool readiness_io) {
     const platform::RingOptions options = {
         .user = kUser, .sq_entries = kSqEntries, .cq_entries = kCqEntries};
     platform::RingOptions single_issuer = options;
@@ -335,7 +396,66 @@ class IoUringLoop final : public LoopBase {
     if (absl::Status probed = ProbeMultishotPollOnce(); !probed.ok()) return probed;
     wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (wake_fd_ < 0) return ErrnoError("io_uring loop: eventfd", errno);
+    SetUpCompletionIo(setup->features, readiness_io);
     return absl::OkStatus();
+  }
+
+  // Socket I/O as completions where the ring has what it needs; otherwise
+  // on readiness (LoopBase), with the reason kept for setup().
+  void SetUpCompletionIo(unsigned features, bool readiness_io) {
+    if (readiness_io) {
+      io_fallback_ = "io_uring loop: socket I/O on readiness, as asked";
+      return;
+    }
+    absl::Status usable = platform::CheckFeatures(features, kIoFeatures);
+    if (usable.ok()) usable = platform::ProbeOpcodes(&ring_, kIoOpcodes);
+    if (usable.ok()) {
+      // Registered before the ring is enabled, while any thread may.
+      absl::StatusOr<std::unique_ptr<io_uring_loop_internal::CompletionIo>> io =
+          io_uring_loop_internal::CompletionIo::Create(
+              &ring_, {.get_sqe = [this] { return GetSqe(); },
+                       .enter_now = [this](absl::string_view op) { return EnterNow(op); },
+                       .ignored_tag = kRemoveTag});
+      if (io.ok()) {
+        completion_io_ = std::move(*io);
+        return;
+      }
+      usable = io.status();
+    }
+    io_fallback_ = std::string(usable.message());
+  }
+
+  // After a socket operation's start: when queued, the loop's next
+  // iteration submits it. Another task of this thread may have queued it
+  // while the loop task waits. Returns `started`.
+  absl::Status IoStarted(absl::Status started) {
+    if (started.ok() && sleeping_.load(std::memory_order_seq_cst)) Wake().IgnoreError();
+    return started;
+  }
+
+  // The loop is going: on its thread, cancels every request and runs what
+  // that completes; then closes the connections accepted in completions
+  // nobody will handle.
+  void DrainIoForExit() {
+    if (started_ && IsLoopThread()) {
+      if (io_uring_sqe* sqe = GetSqe(); sqe != nullptr) {
+        io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+        io_uring_sqe_set_data64(sqe, kRemoveTag);
+        EnterNow("cancel at exit").IgnoreError();
+      }
+    }
+    io_uring_cqe* cqe;
+    unsigned head;
+    unsigned count = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      const uint64_t user_data = io_uring_cqe_get_data64(cqe);
+      if (io_uring_loop_internal::CompletionIo::IsIoCompletion(user_data)) {
+        io_uring_loop_internal::CompletionIo::DropCompletion(cqe->res,
+                                                             completion_io_->IsAccept(user_data));
+      }
+      ++count;
+    }
+    io_uring_cq_advance(&ring_, count);
   }
 
   // Whether the caller is the loop thread and the loop has started: then
@@ -561,6 +681,7 @@ class IoUringLoop final : public LoopBase {
       if (absl::Status started = StartOnLoopThread(); !started.ok()) return started;
     }
     TakeRequests();
+    if (completion_io_ != nullptr) completion_io_->SubmitPending();
     bool block = timeout > absl::ZeroDuration();
     sleeping_.store(true, std::memory_order_seq_cst);
     // Cleared before LoopBase takes the posted work: a Post() from here on
@@ -603,6 +724,10 @@ class IoUringLoop final : public LoopBase {
         continue;
       }
       if (completion.user_data == kRemoveTag) continue;
+      if (io_uring_loop_internal::CompletionIo::IsIoCompletion(completion.user_data)) {
+        ran += completion_io_->Complete(completion.user_data, completion.result, completion.flags);
+        continue;
+      }
       const WatchId id = completion.user_data;
       std::shared_ptr<std::function<void()>> callback;
       {
@@ -655,6 +780,10 @@ class IoUringLoop final : public LoopBase {
   bool ring_ready_ = false;
   bool single_issuer_ = false;  // set by Init, read-only after
   std::string fallback_;        // set by Init, read-only after
+  // Socket I/O as completions; null: on readiness, for `io_fallback_`.
+  // Set by Init; used on the loop thread only.
+  std::unique_ptr<io_uring_loop_internal::CompletionIo> completion_io_;
+  std::string io_fallback_;  // set by Init, read-only after
   int wake_fd_ = -1;            // written by Wake(), polled by the ring
   int notify_fd_ = -1;          // the ring's registered eventfd; loop thread only
   bool started_ = false;        // loop thread only
@@ -692,12 +821,15 @@ std::optional<LoopSetup> GetLoopSetup(const EventLoop& loop) {
   return io_uring_loop->setup();
 }
 
-absl::StatusOr<std::unique_ptr<EventLoop>> NewLoopForTest(unsigned extra_setup_flags) {
-  return IoUringLoop::Create(extra_setup_flags);
+absl::StatusOr<std::unique_ptr<EventLoop>> NewLoopForTest(unsigned extra_setup_flags,
+                                                          bool readiness_io) {
+  return IoUringLoop::Create(extra_setup_flags, readiness_io);
 }
 
 }  // namespace io_uring_loop_internal
 
-absl::StatusOr<std::unique_ptr<EventLoop>> NewIoUringLoop() { return IoUringLoop::Create(0); }
+absl::StatusOr<std::unique_ptr<EventLoop>> NewIoUringLoop() {
+  return IoUringLoop::Create(0, /*readiness_io=*/false);
+}
 
 }  // namespace taskrt

@@ -40,6 +40,27 @@
 //   own readiness is not woken by queued completion work under
 //   DEFER_TASKRUN); it then enters the kernel to run that work and reaps.
 //
+// Socket I/O
+//   AcceptEach, ReceiveEach and SendAll are completions on the loop's own
+//   ring (completion_io.h): a multishot accept; a multishot receive into a
+//   ring of provided buffers the loop registers at creation and fills on
+//   its first receive, each buffer returned as soon as the callback that saw
+//   it returns (a receive the kernel ends for want of buffers is armed
+//   again); sends with MSG_NOSIGNAL, one per fd in the kernel at a time.
+//   They are queued in the ring by the loop thread and go with the
+//   iteration's one submission; CancelIo enters the kernel at once, so the
+//   kernel has let go of the operation when it returns. Where the kernel
+//   lacks what this needs (IORING_OP_ACCEPT, IORING_OP_RECV, IORING_OP_SEND;
+//   IORING_FEAT_REG_REG_RING, the mark of Linux 6.3, as multishot receive
+//   and accept have no feature bit; the provided-buffer ring) the loop runs
+//   socket I/O on readiness as the epoll loop does (LoopBase), over its
+//   polls; GetLoopSetup says which and why (io_uring_loop_internal.h).
+//   Destroyed on its own thread, the loop cancels every request and runs
+//   the cancellations before the ring goes, so that no send still reads
+//   bytes the loop frees; on another thread it cannot submit, and the
+//   kernel cancels them as the ring goes (see "Threads": destroy the loop
+//   on its own thread).
+//
 // Threads
 //   Watch and Unwatch on the loop thread, once the loop has started, queue
 //   their request in the ring. From any other thread (and from any thread

@@ -20,6 +20,9 @@ struct LoopStats {
   uint64_t polls_ended = 0;   // multishot polls the kernel ended, re-armed
   uint64_t handed_over = 0;   // Watch/Unwatch requests queued by other threads
   uint64_t wake_ups = 0;      // eventfd writes that woke a sleeping loop
+  // Multishot accepts and receives (socket I/O as completions) the kernel
+  // ended and the loop armed again.
+  uint64_t io_rearmed = 0;
 };
 
 // The counters of an io_uring loop; nullopt for any other loop.
@@ -35,6 +38,12 @@ struct LoopSetup {
   // io_uring_register_ring_fd succeeded on the loop thread; false until the
   // loop's first iteration.
   bool ring_fd_registered = false;
+  // Socket I/O (AcceptEach, ReceiveEach, SendAll) runs as completions on
+  // the ring. False: on readiness, as the epoll loop does; `io_fallback`
+  // says why (the kernel lacks an opcode, a feature or the provided-buffer
+  // ring).
+  bool completion_io = false;
+  std::string io_fallback;
 };
 
 // The setup of an io_uring loop; nullopt for any other loop.
@@ -43,8 +52,10 @@ std::optional<LoopSetup> GetLoopSetup(const EventLoop& loop);
 // NewIoUringLoop(), but the first setup attempt also asks for
 // `extra_setup_flags` (an IORING_SETUP_* bit the kernel does not know makes
 // it refuse with EINVAL, as a kernel without SINGLE_ISSUER does), so that
-// tests can take the fallback on any kernel.
-absl::StatusOr<std::unique_ptr<EventLoop>> NewLoopForTest(unsigned extra_setup_flags);
+// tests can take the fallback on any kernel; and with `readiness_io` the
+// socket I/O takes its readiness fallback.
+absl::StatusOr<std::unique_ptr<EventLoop>> NewLoopForTest(unsigned extra_setup_flags,
+                                                          bool readiness_io = false);
 
 }  // namespace taskrt::io_uring_loop_internal
 

@@ -152,12 +152,80 @@ absl::StatusOr<int> LoopBase::Iterate(absl::Duration timeout) {
       }
     }
   }
+  // Deferred work is ready now.
+  if (!deferred_.empty()) timeout = absl::ZeroDuration();
   waiting_ = true;
   absl::StatusOr<int> ran = DispatchReady(timeout);
   waiting_ = false;
   if (!ran.ok()) return ran;
   const int timers = timers_may_run ? timers_.RunDue(loop_internal::MonotonicNowNs()) : 0;
-  return *ran + timers + RunPosted();
+  const int posted = RunPosted();
+  return *ran + timers + posted + RunDeferred();
+}
+
+int LoopBase::RunDeferred() {
+  std::deque<Work> batch;
+  batch.swap(deferred_);
+  const int count = static_cast<int>(batch.size());
+  for (Work& work : batch) std::move(work)();
+  return count;
+}
+
+void LoopBase::Defer(Work work) {
+  deferred_.push_back(std::move(work));
+  // Another task of this thread while the loop task waits: the wait was
+  // computed without it.
+  if (waiting_) Wake().IgnoreError();
+}
+
+absl::Status LoopBase::CheckIo(const char* operation, int fd, bool has_callback,
+                               loop_internal::SocketUse use) {
+  if (!IsLoopThread()) {
+    if (absl::Status owner = ClaimLoopThread(operation); !owner.ok()) return owner;
+  }
+  if (!has_callback) {
+    return absl::InvalidArgumentError(absl::StrCat(label_, ": ", operation, " got an empty callback"));
+  }
+  return loop_internal::CheckSocket(label_, operation, fd, use);
+}
+
+loop_internal::ReadinessIo& LoopBase::readiness_io() {
+  if (readiness_io_ == nullptr) {
+    readiness_io_ = std::make_unique<loop_internal::ReadinessIo>(
+        *this, label_, [this](Work work) { Defer(std::move(work)); });
+  }
+  return *readiness_io_;
+}
+
+absl::StatusOr<IoId> LoopBase::AcceptEach(int listen_fd, AcceptCallback on_accept) {
+  return StartIo("AcceptEach", listen_fd, static_cast<bool>(on_accept),
+                 loop_internal::SocketUse::kListening, [&](IoId id) {
+                   return readiness_io().AcceptEach(id, listen_fd, std::move(on_accept));
+                 });
+}
+
+absl::StatusOr<IoId> LoopBase::ReceiveEach(int fd, ReceiveCallback on_data) {
+  return StartIo("ReceiveEach", fd, static_cast<bool>(on_data),
+                 loop_internal::SocketUse::kConnected,
+                 [&](IoId id) { return readiness_io().ReceiveEach(id, fd, std::move(on_data)); });
+}
+
+absl::StatusOr<IoId> LoopBase::SendAll(int fd, std::string bytes, SendCallback on_sent) {
+  return StartIo("SendAll", fd, static_cast<bool>(on_sent), loop_internal::SocketUse::kConnected,
+                 [&](IoId id) {
+                   return readiness_io().SendAll(id, fd, std::move(bytes), std::move(on_sent));
+                 });
+}
+
+absl::Status LoopBase::CancelIo(IoId id) {
+  if (!IsLoopThread()) {
+    if (absl::Status owner = ClaimLoopThread("CancelIo"); !owner.ok()) return owner;
+  }
+  if (readiness_io_ == nullptr || !readiness_io_->Owns(id)) {
+    return absl::NotFoundError(
+        absl::StrCat(label_, ": CancelIo of operation ", id, ", which is unknown or has ended"));
+  }
+  return readiness_io_->CancelIo(id);
 }
 
 int LoopBase::RunPosted() {

@@ -52,6 +52,19 @@
 //     Wake() fails, Post() returns its error, yet the work stays queued and
 //     runs at the loop's next iteration: do not post it again.
 //
+//   - Socket I/O (core/event_loop.h): LoopBase checks the thread and the
+//     arguments (CheckIo) and runs the operations on readiness
+//     (socket_io.h, ReadinessIo) over the backend's Watch/Unwatch. A
+//     backend with completion I/O overrides the four calls and hands to
+//     LoopBase's (LoopBase::AcceptEach, ...) whatever it cannot do itself.
+//     StartIo() checks a call and hands out its id from one sequence for
+//     both paths, so CancelIo of an id a backend does not know goes to
+//     LoopBase's.
+//   - Defer(work) (the loop thread only) runs `work` after the posted work
+//     of the current iteration, or of the next one when called between
+//     iterations, whose wait it then skips. No lock, no system call: the
+//     loop thread's own queue.
+//
 //   - Timers (core/event_loop.h): armed and cancelled on the loop thread
 //     without a lock or a system call; from other threads, handed to the
 //     loop, which is woken when it must be. Each iteration computes its wait
@@ -64,13 +77,14 @@
 // Error messages start with the backend's label ("epoll loop: ...").
 //
 // Thread safety: Post, Stop, IsLoopThread, RunAt, RunAfter and Cancel from
-// any thread; RunOnce and Run from the loop thread (refused elsewhere, see
-// above).
+// any thread; RunOnce, Run and the socket I/O from the loop thread (refused
+// elsewhere, see above); Defer from the loop thread only (unchecked).
 
 #include <atomic>
 #include <cstdint>
 #include <deque>
 #include <limits>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -82,6 +96,7 @@
 #include "core/mutex.h"
 #include "core/scheduler.h"
 #include "event_loops/loop_base/loop_timers.h"
+#include "event_loops/loop_base/socket_io.h"
 
 namespace taskrt {
 
@@ -97,6 +112,11 @@ class LoopBase : public EventLoop {
   absl::StatusOr<TimerId> RunAfter(absl::Duration delay, std::function<void()> closure) final;
   absl::Status Cancel(TimerId id) final;
 
+  absl::StatusOr<IoId> AcceptEach(int listen_fd, AcceptCallback on_accept) override;
+  absl::StatusOr<IoId> ReceiveEach(int fd, ReceiveCallback on_data) override;
+  absl::StatusOr<IoId> SendAll(int fd, std::string bytes, SendCallback on_sent) override;
+  absl::Status CancelIo(IoId id) override;
+
  protected:
   // `label` starts every error message of the loop ("epoll loop").
   explicit LoopBase(std::string label) : label_(std::move(label)) {}
@@ -107,6 +127,24 @@ class LoopBase : public EventLoop {
   virtual void LoopLeft() {}
 
   const std::string& label() const { return label_; }
+
+  // The checks of every socket operation: the calling thread (claimed as
+  // RunOnce claims it), a non-empty callback, and `fd` (CheckSocket).
+  absl::Status CheckIo(const char* operation, int fd, bool has_callback,
+                       loop_internal::SocketUse use);
+  // Checks a socket operation (CheckIo) and starts it as `start(id)` with
+  // a fresh operation id, which it returns when `start` succeeds.
+  template <typename Start>
+  absl::StatusOr<IoId> StartIo(const char* operation, int fd, bool has_callback,
+                               loop_internal::SocketUse use, Start&& start) {
+    if (absl::Status checked = CheckIo(operation, fd, has_callback, use); !checked.ok()) {
+      return checked;
+    }
+    const IoId id = next_io_id_++;
+    if (absl::Status started = start(id); !started.ok()) return started;
+    return id;
+  }
+  void Defer(Work work);
 
   // Tells LoopBase that the blocking wait of DispatchReady() is over. Until
   // then a timer armed on the loop thread (by another task of a cooperative
@@ -126,6 +164,8 @@ class LoopBase : public EventLoop {
   // One iteration: the ready callbacks, then the posted work.
   absl::StatusOr<int> Iterate(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(posted_mu_);
   int RunPosted() ABSL_LOCKS_EXCLUDED(posted_mu_);
+  int RunDeferred();
+  loop_internal::ReadinessIo& readiness_io();
   absl::StatusOr<TimerId> Arm(uint64_t deadline_ns, std::function<void()>& closure);
 
   const std::string label_;
@@ -135,6 +175,11 @@ class LoopBase : public EventLoop {
   bool waiting_ = false;  // the loop thread's only: in DispatchReady's wait
 
   loop_internal::LoopTimers timers_{label_};
+
+  // The loop thread's only.
+  std::deque<Work> deferred_;
+  IoId next_io_id_ = 1;
+  std::unique_ptr<loop_internal::ReadinessIo> readiness_io_;  // made on first use
 
   Mutex posted_mu_;
   std::deque<Work> posted_ ABSL_GUARDED_BY(posted_mu_);
