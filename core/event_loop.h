@@ -40,7 +40,9 @@
 //   next iteration. Timers that are due together run in deadline order, and
 //   timers of equal deadlines in the order they were armed (RunAt calls on
 //   one thread with the same absl::Time convert to equal deadlines unless
-//   the wall clock is stepped in between). Each iteration runs the timers
+//   the wall clock is stepped, or slewed by 2 us, in between: RunAt
+//   converts with one reference offset between the clocks, which makes its
+//   deadlines up to about 5 us late, never early). Each iteration runs the timers
 //   that were due when it checked the clock after its wait; a timer armed
 //   while timers are running runs at the earliest in the next iteration, and
 //   never before a timer that was due ahead of it.

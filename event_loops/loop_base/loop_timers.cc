@@ -16,8 +16,8 @@ constexpr int64_t kUnset = std::numeric_limits<int64_t>::min();
 // ToMonotonic reads the wall clock between two monotonic reads and retries
 // when they are further apart than this, so its offset is this exact.
 constexpr uint64_t kMaxReadSpreadNs = 1000;
-// A measured offset within this much above the last one used is taken as
-// read jitter, and the last one is kept (see ToMonotonic).
+// Measured offsets within this much of the reference are taken as read
+// jitter, and the reference is kept (see ToMonotonic).
 constexpr int64_t kJitterWindowNs = 2 * kMaxReadSpreadNs;
 
 uint64_t ClampToUnsigned(__int128 value) {
@@ -81,36 +81,44 @@ LoopTimers::~LoopTimers() {
 }
 
 // The offset wall - monotonic is measured with the wall clock read between
-// two monotonic reads, so it is at most the true offset at the second read
-// (the wall clock only advanced meanwhile): the converted deadline is never
-// early. Jitter between two measures would make equal wall deadlines armed
-// one after the other convert to monotonic deadlines a few nanoseconds
-// apart, in either order; keeping the last offset used while a new measure
-// is within kJitterWindowNs above it (and taking any lower measure at once)
-// makes them equal or increasing. A wall-clock step beyond the window is
-// taken as it comes. Exact measures are within kMaxReadSpreadNs of the true
-// offset, so without a step the kept one never falls a window below it.
+// two monotonic reads: a measure m is at most the true offset and, when the
+// reads are within kMaxReadSpreadNs (exact), at most that much below it.
+// Measures jitter within that spread, so converting each deadline with its
+// own measure would put equal wall deadlines armed one after the other a
+// few nanoseconds apart, in either order. Instead every conversion uses one
+// reference offset, less kJitterWindowNs: an exact measure replaces the
+// reference only when it is a window or more away from it (the wall clock
+// was stepped, or slewed that far). While measures stay inside the window
+// the true offset is above m > reference - window, so the deadline used is
+// never early, and late by at most two windows and a spread. A measure
+// that is not exact (preempted between the reads every time) is low by an
+// unknown amount: inside the window it changes nothing; outside it serves
+// its own deadline only (late, never early) and the next exact measure
+// settles the reference.
 uint64_t LoopTimers::ToMonotonic(absl::Time deadline) {
   if (deadline == absl::InfiniteFuture()) return std::numeric_limits<uint64_t>::max();
   if (deadline == absl::InfinitePast()) return 0;
-  int64_t offset = 0;
+  int64_t measure = 0;
   bool exact = false;
-  for (int attempt = 0; attempt < 3 && !exact; ++attempt) {
+  for (int attempt = 0; attempt < 5 && !exact; ++attempt) {
     const uint64_t before = MonotonicNowNs();
     const int64_t wall = absl::ToUnixNanos(absl::Now());
     const uint64_t after = MonotonicNowNs();
-    offset = wall - static_cast<int64_t>(after);
+    measure = wall - static_cast<int64_t>(after);
     exact = after - before <= kMaxReadSpreadNs;
   }
-  const int64_t last = wall_minus_monotonic_.load(std::memory_order_relaxed);
-  if (!exact) {
-    // Preempted between the reads every time: this measure is low by an
-    // unknown amount, so it serves this deadline (late, never early) but
-    // does not become the next one's reference.
-    if (last != kUnset) offset = std::min(offset, last);
+  int64_t reference = wall_minus_monotonic_.load(std::memory_order_relaxed);
+  const bool inside_window = reference != kUnset && measure > reference - kJitterWindowNs &&
+                             measure < reference + kJitterWindowNs;
+  int64_t offset;
+  if (inside_window) {
+    offset = reference - kJitterWindowNs;
+  } else if (exact) {
+    reference = measure;
+    wall_minus_monotonic_.store(reference, std::memory_order_relaxed);
+    offset = reference - kJitterWindowNs;
   } else {
-    if (last != kUnset && offset >= last && offset - last < kJitterWindowNs) offset = last;
-    wall_minus_monotonic_.store(offset, std::memory_order_relaxed);
+    offset = measure;
   }
   int64_t deadline_ns = absl::ToUnixNanos(deadline);
   if (deadline_ns != std::numeric_limits<int64_t>::max() &&
