@@ -168,9 +168,24 @@ using AcceptCallback = std::function<void(absl::StatusOr<int> connection)>;
 using ReceiveCallback = std::function<void(absl::StatusOr<absl::Span<const char>> data)>;
 using SendCallback = std::function<void(absl::Status status)>;
 
+// What a loop counted since it was created (EventLoop::metrics()).
+struct LoopMetrics {
+  uint64_t iterations = 0;     // waits for events, with what ran after each
+  uint64_t callbacks_run = 0;  // watch callbacks called
+  uint64_t timers_run = 0;     // timer closures run
+  uint64_t posted_run = 0;     // posted (and deferred) work run
+  uint64_t wake_requests = 0;  // wake-ups asked of the backend (posts, timers
+                               // armed from other threads, Stop); it may merge them
+  uint64_t io_started = 0;     // socket operations started (AcceptEach, ...)
+};
+
 class EventLoop {
  public:
   virtual ~EventLoop() = default;
+
+  // A snapshot of the counters, from any thread at any time; each is exact
+  // on its own once what it counts has run.
+  virtual LoopMetrics metrics() const = 0;
 
   virtual absl::StatusOr<WatchId> Watch(Readiness readiness, std::function<void()> callback) = 0;
   virtual absl::Status Unwatch(WatchId id) = 0;

@@ -18,7 +18,7 @@ absl::Status LoopBase::Post(Work work) {
   // After the push: a backend that coalesces wake-ups clears its pending
   // flag before RunPosted() takes the queue, so either this work is in the
   // batch taken or this Wake() sees the flag clear and wakes the loop.
-  return Wake();
+  return RequestWake();
 }
 
 absl::StatusOr<int> LoopBase::RunOnce(absl::Duration timeout) {
@@ -79,7 +79,7 @@ absl::Status LoopBase::RunLoop(const char* operation, uint64_t deadline_ns) {
 void LoopBase::Stop() {
   stop_requested_.store(true, std::memory_order_release);
   // A failed wake-up leaves the Stop to be seen when the current wait ends.
-  Wake().IgnoreError();
+  RequestWake().IgnoreError();
 }
 
 bool LoopBase::IsLoopThread() const {
@@ -116,13 +116,13 @@ absl::StatusOr<TimerId> LoopBase::Arm(uint64_t deadline_ns, std::function<void()
     // Another task on this thread armed it while the loop task waits: the
     // wait was computed without it. Failing that, the loop sees it when the
     // wait ends.
-    if (waiting_ && id.ok()) Wake().IgnoreError();
+    if (waiting_ && id.ok()) RequestWake().IgnoreError();
     return id;
   }
   bool wake = false;
   absl::StatusOr<TimerId> id = timers_.ArmFromOtherThread(deadline_ns, closure, wake);
   if (!id.ok() || !wake) return id;
-  absl::Status woken = Wake();
+  absl::Status woken = RequestWake();
   if (woken.ok()) return id;
   // The loop may sleep past the deadline: take the timer back and report.
   // If it fired meanwhile it was armed after all.
@@ -137,7 +137,7 @@ absl::Status LoopBase::Cancel(TimerId id) {
   absl::Status status = timers_.Cancel(id, on_loop_thread, wake);
   // The wake-up only hurries the closure's destruction: the timer is
   // cancelled whether or not it succeeds.
-  if (wake) Wake().IgnoreError();
+  if (wake) RequestWake().IgnoreError();
   return status;
 }
 
@@ -159,8 +159,28 @@ absl::StatusOr<int> LoopBase::Iterate(absl::Duration timeout) {
   waiting_ = false;
   if (!ran.ok()) return ran;
   const int timers = timers_may_run ? timers_.RunDue(loop_internal::MonotonicNowNs()) : 0;
-  const int posted = RunPosted();
-  return *ran + timers + posted + RunDeferred();
+  const int posted = RunPosted() + RunDeferred();
+  iterations_.Add();
+  callbacks_run_.Add(static_cast<uint64_t>(*ran));
+  timers_run_.Add(static_cast<uint64_t>(timers));
+  posted_run_.Add(static_cast<uint64_t>(posted));
+  return *ran + timers + posted;
+}
+
+absl::Status LoopBase::RequestWake() {
+  wake_requests_.Add();
+  return Wake();
+}
+
+LoopMetrics LoopBase::metrics() const {
+  LoopMetrics m;
+  m.iterations = iterations_.Read();
+  m.callbacks_run = callbacks_run_.Read();
+  m.timers_run = timers_run_.Read();
+  m.posted_run = posted_run_.Read();
+  m.wake_requests = wake_requests_.Read();
+  m.io_started = io_started_.Read();
+  return m;
 }
 
 int LoopBase::RunDeferred() {
@@ -175,7 +195,7 @@ void LoopBase::Defer(Work work) {
   deferred_.push_back(std::move(work));
   // Another task of this thread while the loop task waits: the wait was
   // computed without it.
-  if (waiting_) Wake().IgnoreError();
+  if (waiting_) RequestWake().IgnoreError();
 }
 
 absl::Status LoopBase::CheckIo(const char* operation, int fd, bool has_callback,

@@ -92,6 +92,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/counters.h"
 #include "core/event_loop.h"
 #include "core/mutex.h"
 #include "core/scheduler.h"
@@ -116,6 +117,7 @@ class LoopBase : public EventLoop {
   absl::StatusOr<IoId> ReceiveEach(int fd, ReceiveCallback on_data) override;
   absl::StatusOr<IoId> SendAll(int fd, std::string bytes, SendCallback on_sent) override;
   absl::Status CancelIo(IoId id) override;
+  LoopMetrics metrics() const final;
 
  protected:
   // `label` starts every error message of the loop ("epoll loop").
@@ -142,6 +144,7 @@ class LoopBase : public EventLoop {
     }
     const IoId id = next_io_id_++;
     if (absl::Status started = start(id); !started.ok()) return started;
+    io_started_.Add();
     return id;
   }
   void Defer(Work work);
@@ -157,6 +160,8 @@ class LoopBase : public EventLoop {
   static constexpr uint64_t kNoDeadline = std::numeric_limits<uint64_t>::max();
 
   absl::Status ClaimLoopThread(const char* operation);
+  // Wake(), counted in the metrics.
+  absl::Status RequestWake();
   // Run() and RunUntil(): iterates until Stop() or the monotonic
   // `deadline_ns` (kNoDeadline: none); `operation` names the call in errors.
   absl::Status RunLoop(const char* operation, uint64_t deadline_ns)
@@ -177,6 +182,9 @@ class LoopBase : public EventLoop {
   loop_internal::LoopTimers timers_{label_};
 
   // The loop thread's only.
+  // Metrics (metrics()): the loop thread writes the owned ones.
+  OwnedCounter iterations_, callbacks_run_, timers_run_, posted_run_, io_started_;
+  SharedCounter wake_requests_;
   std::deque<Work> deferred_;
   IoId next_io_id_ = 1;
   std::unique_ptr<loop_internal::ReadinessIo> readiness_io_;  // made on first use

@@ -1,5 +1,6 @@
 // Conformance group: the EventLoop contract (core/event_loop.h).
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -7,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "core/event_loop.h"
 #include "gtest/gtest.h"
 #include "tests/conformance/conformance.h"
@@ -92,6 +94,47 @@ TEST_P(EventLoopConformance, HangUpTriggersTheWatch) {
   fds_[1] = -1;
   ASSERT_TRUE(PumpUntil([&] { return called; }));
   EXPECT_TRUE(loop_->Unwatch(*watch).ok());
+}
+
+TEST_P(EventLoopConformance, MetricsCountIterationsCallbacksTimersAndPostedWorkExactly) {
+  const LoopMetrics before = loop_->metrics();
+  // Three posts, each asking for a wake-up; two timers already due.
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(loop_->Post([] {}).ok());
+  ASSERT_TRUE(loop_->RunAt(absl::InfinitePast(), [] {}).ok());
+  ASSERT_TRUE(loop_->RunAfter(absl::ZeroDuration(), [] {}).ok());
+  // One byte waiting: an edge-triggered watch is called once for it.
+  int calls = 0;
+  absl::StatusOr<WatchId> watch = loop_->Watch({fds_[0], POLLIN}, [&] { ++calls; });
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  ASSERT_EQ(write(fds_[1], "x", 1), 1);
+  // Until the watch and both timers have run; each pass is one iteration.
+  int passes = 0;
+  LoopMetrics after;
+  do {
+    ASSERT_TRUE(loop_->RunOnce(absl::Seconds(10)).ok());
+    ++passes;
+    after = loop_->metrics();
+  } while (calls == 0 || after.timers_run - before.timers_run < 2);
+  EXPECT_EQ(after.iterations - before.iterations, static_cast<uint64_t>(passes));
+  EXPECT_EQ(after.callbacks_run - before.callbacks_run, static_cast<uint64_t>(calls));
+  EXPECT_EQ(after.timers_run - before.timers_run, 2u);
+  EXPECT_EQ(after.posted_run - before.posted_run, 3u);
+  EXPECT_GE(after.wake_requests - before.wake_requests, 3u);
+  EXPECT_EQ(after.io_started - before.io_started, 0u);
+  ASSERT_TRUE(loop_->Unwatch(*watch).ok());
+}
+
+TEST_P(EventLoopConformance, MetricsCountSocketOperationsStarted) {
+  const uint64_t before = loop_->metrics().io_started;
+  absl::StatusOr<IoId> receive =
+      loop_->ReceiveEach(fds_[0], [](absl::StatusOr<absl::Span<const char>>) {});
+  ASSERT_TRUE(receive.ok()) << receive.status();
+  absl::StatusOr<IoId> send = loop_->SendAll(fds_[1], "hello", [](absl::Status) {});
+  ASSERT_TRUE(send.ok()) << send.status();
+  // Refused operations are not counted.
+  EXPECT_FALSE(loop_->ReceiveEach(-1, [](absl::StatusOr<absl::Span<const char>>) {}).ok());
+  EXPECT_EQ(loop_->metrics().io_started - before, 2u);
+  EXPECT_TRUE(loop_->CancelIo(*receive).ok());
 }
 
 TEST_P(EventLoopConformance, RunOnceFromAnotherThreadIsRefused) {
