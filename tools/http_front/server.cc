@@ -137,10 +137,26 @@ const char* StatusText(int status) {
 enum class StateResult { kComplete, kRetry, kContinue };
 enum RequestState { kStart = 0, kWait = 1 };
 
+// `text` as a label value of the text exposition format: backslash, quote
+// and newline escaped.
+std::string LabelValue(absl::string_view text) {
+  std::string escaped;
+  for (char ch : text) {
+    if (ch == '\n') {
+      escaped += "\\n";
+      continue;
+    }
+    if (ch == '\\' || ch == '"') escaped += '\\';
+    escaped += ch;
+  }
+  return escaped;
+}
+
 // The counters in Prometheus's text exposition format (version 0.0.4): the
-// server's own, then those of the scheduler its tasks run on, labelled with
-// its name.
-std::string PrometheusMetrics(const ServerStats& s, const Scheduler& scheduler) {
+// server's own, then those of the scheduler its tasks run on and of its
+// event loop, each labelled with the backend's name.
+std::string PrometheusMetrics(const ServerStats& s, const Scheduler& scheduler,
+                              const EventLoop& loop) {
   std::string out;
   auto family = [&](const char* name, const char* type, const char* help) {
     absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
@@ -177,18 +193,7 @@ std::string PrometheusMetrics(const ServerStats& s, const Scheduler& scheduler) 
   one("taskrt_http_output_buffer_bytes", "gauge", "Memory held by output buffers.",
       s.output_buffer_bytes);
 
-  // The scheduler's name is a label value: escape as the format asks.
-  std::string name = scheduler.name();
-  std::string escaped;
-  for (char ch : name) {
-    if (ch == '\\' || ch == '"') escaped += '\\';
-    if (ch == '\n') {
-      escaped += "\\n";
-      continue;
-    }
-    escaped += ch;
-  }
-  const std::string label = absl::StrCat("scheduler=\"", escaped, "\"");
+  const std::string label = absl::StrCat("scheduler=\"", LabelValue(scheduler.name()), "\"");
   const SchedulerMetrics m = scheduler.metrics();
   auto scheduler_one = [&](const char* metric, const char* type, const char* help, uint64_t value) {
     family(metric, type, help);
@@ -212,6 +217,21 @@ std::string PrometheusMetrics(const ServerStats& s, const Scheduler& scheduler) 
   scheduler_one("taskrt_scheduler_helps_total", "counter", "Units run inside a wait.", m.helps);
   scheduler_one("taskrt_scheduler_queue_high_water", "gauge",
                 "The most units one queue held at once.", m.queue_high_water);
+
+  const LoopMetrics l = loop.metrics();
+  const std::string loop_label = absl::StrCat("loop=\"", LabelValue(loop.name()), "\"");
+  auto loop_one = [&](const char* metric, const char* help, uint64_t value) {
+    family(metric, "counter", help);
+    sample(metric, loop_label, value);
+  };
+  loop_one("taskrt_loop_iterations_total", "Waits for events, with what ran after each.",
+           l.iterations);
+  loop_one("taskrt_loop_callbacks_total", "Watch callbacks called.", l.callbacks_run);
+  loop_one("taskrt_loop_timers_total", "Timer closures run.", l.timers_run);
+  loop_one("taskrt_loop_posted_total", "Posted work run.", l.posted_run);
+  loop_one("taskrt_loop_wake_requests_total", "Wake-ups asked of the loop's backend.",
+           l.wake_requests);
+  loop_one("taskrt_loop_io_started_total", "Socket operations started.", l.io_started);
   return out;
 }
 
@@ -655,7 +675,7 @@ void ServerImpl::Dispatch(Connection& c, RequestHead head) {
     return;
   }
   if (head.path == "/metrics") {
-    Respond(c, 200, PrometheusMetrics(stats(), *env_.scheduler), !keep_alive, head_only,
+    Respond(c, 200, PrometheusMetrics(stats(), *env_.scheduler, *env_.loop), !keep_alive, head_only,
             "text/plain; version=0.0.4; charset=utf-8");
     return;
   }

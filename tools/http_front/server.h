@@ -11,8 +11,9 @@
 //   /primes?below=N[&stream=1]  counts the primes below N (segmented sieve)
 //   /hash?mib=N[&stream=1]      FNV-1a 64 of N MiB of a fixed byte pattern
 //   /stats                      the counters below, as JSON (no task)
-//   /metrics                    the same and the scheduler's metrics
-//                               (core/scheduler.h), in Prometheus's text
+//   /metrics                    the same, the scheduler's and the event
+//                               loop's metrics (core/scheduler.h,
+//                               core/event_loop.h), in Prometheus's text
 //                               exposition format 0.0.4 (no task)
 //   /                           a usage line
 //   A job answers 200 with "<result>\n" once the task finished. With

@@ -325,6 +325,10 @@ TEST_P(HttpFront, MetricsArePrometheusTextWithTheServersAndTheSchedulersCounts) 
                    absl::StrCat(scheduler, ",from=\"outside\"")),
             0);
   EXPECT_GE(Sample(r.body, "taskrt_scheduler_parks_total", scheduler), 0);
+  // The loop has iterated for each of the requests it read.
+  const std::string loop = absl::StrCat("loop=\"", backends_.loop->name(), "\"");
+  EXPECT_GE(Sample(r.body, "taskrt_loop_iterations_total", loop), 1);
+  EXPECT_GE(Sample(r.body, "taskrt_loop_callbacks_total", loop), 1);
   // HEAD: the headers alone.
   ASSERT_TRUE(client.Send("HEAD /metrics HTTP/1.1\r\nHost: test\r\n\r\n" + Get("/metrics")));
   const Response head = client.ReadResponse(/*head_only=*/true);
