@@ -98,9 +98,9 @@ absl::StatusOr<Baseline> LoadBaseline(const std::string& path) {
         "baseline ", path, ": written before results carried a format version (this report "
         "writes version ", kResultsFormatVersion, "); rerun the baseline with this compare"));
   }
-  if (version->get<int>() != kResultsFormatVersion) {
+  if (*version != kResultsFormatVersion) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "baseline ", path, ": results format version ", version->get<int>(),
+        "baseline ", path, ": results format version ", version->dump(),
         ", but this report reads version ", kResultsFormatVersion,
         "; rerun the baseline with this compare"));
   }
@@ -108,11 +108,19 @@ absl::StatusOr<Baseline> LoadBaseline(const std::string& path) {
   baseline.path = path;
   const auto machine = document.find("machine");
   if (machine == document.end() || !machine->is_object()) return Malformed(path, "no \"machine\"");
-  baseline.machine.cpu_count = machine->value("cpu_count", 0);
-  baseline.machine.cpu_model = machine->value("cpu_model", std::string("unknown"));
-  baseline.machine.kernel = machine->value("kernel", std::string("unknown"));
+  // Fields of the wrong type read as absent (json::value() would throw).
+  auto text = [](const json& object, const char* key, const char* absent) {
+    const auto it = object.find(key);
+    return it != object.end() && it->is_string() ? it->get<std::string>() : std::string(absent);
+  };
+  if (const auto cpus = machine->find("cpu_count");
+      cpus != machine->end() && cpus->is_number_integer() && *cpus >= 0 && *cpus <= 1 << 20) {
+    baseline.machine.cpu_count = cpus->get<int>();
+  }
+  baseline.machine.cpu_model = text(*machine, "cpu_model", "unknown");
+  baseline.machine.kernel = text(*machine, "kernel", "unknown");
   if (const auto run = document.find("run"); run != document.end() && run->is_object()) {
-    baseline.started = run->value("started", std::string());
+    baseline.started = text(*run, "started", "");
   }
   const auto results = document.find("results");
   if (results == document.end() || !results->is_array()) {
@@ -134,10 +142,15 @@ absl::StatusOr<Baseline> LoadBaseline(const std::string& path) {
         samples == record.end() || !samples->is_array()) {
       return Malformed(path, "a median time without job, backend, value or samples");
     }
+    // Times are positive and finite: ratios and changes divide by them.
+    auto time = [](const json& number) {
+      return number.is_number() && std::isfinite(number.get<double>()) && number.get<double>() > 0;
+    };
+    if (!time(*value)) return Malformed(path, "a median time that is not a positive number");
     BaselineRow row{job->get<std::string>(), backend->get<std::string>(), value->get<double>(),
                     {}};
     for (const json& sample : *samples) {
-      if (!sample.is_number()) return Malformed(path, "a sample that is not a number");
+      if (!time(sample)) return Malformed(path, "a sample that is not a positive number");
       row.samples_ns.push_back(sample.get<double>());
     }
     baseline.rows.push_back(std::move(row));

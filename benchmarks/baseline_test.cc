@@ -102,7 +102,17 @@ TEST(LoadBaselineTest, RefusesWhatIsNotAResultsFileWithOneClearLine) {
       {"badsample.json",
        R"({"format_version": 2, "machine": {}, "results": [{"job": "j", "backend": "b",
            "metric": "median_time_per_iteration", "value": 1, "samples": ["x"]}]})",
-       absl::StatusCode::kInvalidArgument, "not a number"},
+       absl::StatusCode::kInvalidArgument, "not a positive number"},
+      {"zero.json",
+       R"({"format_version": 2, "machine": {}, "results": [{"job": "j", "backend": "b",
+           "metric": "median_time_per_iteration", "value": 0, "samples": [0]}]})",
+       absl::StatusCode::kInvalidArgument, "not a positive number"},
+      {"huge.json",
+       R"({"format_version": 2, "machine": {}, "results": [{"job": "j", "backend": "b",
+           "metric": "median_time_per_iteration", "value": 1e999, "samples": [1]}]})",
+       absl::StatusCode::kInvalidArgument, ""},
+      {"bigversion.json", R"({"format_version": 99999999999999, "machine": {}, "results": []})",
+       absl::StatusCode::kFailedPrecondition, "format version 99999999999999"},
   };
   for (const Case& c : cases) {
     const std::string path = WriteTemp(c.name, c.content);
@@ -116,6 +126,20 @@ TEST(LoadBaselineTest, RefusesWhatIsNotAResultsFileWithOneClearLine) {
   absl::StatusOr<Baseline> missing = LoadBaseline(::testing::TempDir() + "/no/such.json");
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(missing.status().message(), HasSubstr("No such file"));
+}
+
+TEST(LoadBaselineTest, FieldsOfTheWrongTypeReadAsAbsentNotAsACrash) {
+  absl::StatusOr<Baseline> baseline = LoadBaseline(WriteTemp(
+      "types.json",
+      R"({"format_version": 2, "machine": {"cpu_count": "two", "cpu_model": 7, "kernel": null},
+          "run": {"started": []}, "results": [{"job": "j", "backend": "b",
+          "metric": "median_time_per_iteration", "value": 5, "samples": [5, 6]},
+          {"job": 1, "metric": "p99_ns"}]})"));
+  ASSERT_TRUE(baseline.ok()) << baseline.status();
+  EXPECT_EQ(baseline->machine.cpu_count, 0);
+  EXPECT_EQ(baseline->machine.cpu_model, "unknown");
+  EXPECT_EQ(baseline->started, "");
+  ASSERT_EQ(baseline->rows.size(), 1u);
 }
 
 TEST(CompareTest, SaysFasterSlowerOrNoChangeFromTheRepetitions) {
