@@ -81,9 +81,25 @@ struct Readiness {
   short events = 0;
 };
 
+// What one channel end counted since it was created (ChannelEnd::metrics()).
+struct ChannelMetrics {
+  uint64_t messages_sent = 0;     // whole messages TrySend accepted
+  uint64_t bytes_sent = 0;        // their payload bytes
+  uint64_t messages_received = 0;  // messages TryReceive returned
+  uint64_t bytes_received = 0;    // their full lengths (before any truncation)
+  uint64_t sends_blocked = 0;     // TrySend or TryFlush calls that returned WouldBlock()
+  uint64_t receives_blocked = 0;  // TryReceive calls that returned WouldBlock()
+  uint64_t wakeups_sent = 0;      // signals this end sent to a waiting peer or watcher
+};
+
 class ChannelEnd {
  public:
   virtual ~ChannelEnd() = default;
+
+  // A snapshot of this end's counters, from any thread while the end
+  // exists. The end's user writes them (one thread at a time, as every call
+  // here), so each is exact once the calls it counts have returned.
+  virtual ChannelMetrics metrics() const = 0;
 
   // Accepts one whole message or nothing. OK means accepted: the message will
   // reach the peer in order, though part of it may still sit in this end

@@ -18,6 +18,11 @@ class OwnedCounter {
   void Add(uint64_t n = 1) {
     value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
+  // Takes back what was added (a message taken back, say); never below 0.
+  void Subtract(uint64_t n) {
+    const uint64_t value = value_.load(std::memory_order_relaxed);
+    value_.store(value >= n ? value - n : 0, std::memory_order_relaxed);
+  }
   // Keeps the largest value seen (a high-water mark).
   void RaiseTo(uint64_t candidate) {
     if (candidate > value_.load(std::memory_order_relaxed)) {

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "channels/framing/framing.h"
 #include "channels/io_uring/io_uring_channel_internal.h"
+#include "core/counters.h"
 #include "core/errors.h"
 #include "platform/io_uring/ring.h"
 
@@ -179,10 +180,15 @@ class IoUringEnd final : public ChannelEnd {
       if (!send_error_.ok()) return send_error_;
       if (!send_inflight_) SubmitSend();
       if (!send_error_.ok()) return send_error_;
-      if (!pending_.empty()) return WouldBlock();  // the in-flight send's completion wakes us
+      if (!pending_.empty()) {
+        counts_.sends_blocked.Add();
+        return WouldBlock();  // the in-flight send's completion wakes us
+      }
     }
     framing::AppendFrame(pending_, message);
     last_accepted_bytes_ = size;
+    counts_.messages_sent.Add();
+    counts_.bytes_sent.Add(message.size());
     if (pending_.size() >= kBatchBytes && !send_inflight_) SubmitSend();
     SignalReceiveIfOwed();
     return absl::OkStatus();
@@ -196,7 +202,10 @@ class IoUringEnd final : public ChannelEnd {
       ReapForSend();
       if (!send_error_.ok()) break;
       if (send_inflight_) {
-        if (ran_task_work) return WouldBlock();  // the queue is empty: a completion wakes us
+        if (ran_task_work) {
+          counts_.sends_blocked.Add();
+          return WouldBlock();  // the queue is empty: a completion wakes us
+        }
         ran_task_work = true;  // as in TryReceive
         RunTaskWork();
         continue;
@@ -217,6 +226,7 @@ class IoUringEnd final : public ChannelEnd {
     if (!pending_.empty()) {
       if (pending_.size() < size) return false;
       pending_.resize(pending_.size() - size);
+      UncountSent(size);
       return true;
     }
     if (send_inflight_) {
@@ -243,13 +253,19 @@ class IoUringEnd final : public ChannelEnd {
     }
     SubmitSend();  // what is left before it, or the rest of it, as TryFlush would
     SignalReceiveIfOwed();
+    if (none_left) UncountSent(size);
     return none_left;
   }
 
   absl::StatusOr<size_t> TryReceive(absl::Span<char> out) override {
     absl::StatusOr<size_t> length = PullMessage();
-    if (!length.ok()) return length;
+    if (!length.ok()) {
+      if (IsWouldBlock(length.status())) counts_.receives_blocked.Add();
+      return length;
+    }
     in_.Take(out, *length);
+    counts_.messages_received.Add();
+    counts_.bytes_received.Add(*length);
     // The receive that takes a parked end below kParkAt resumes it now, not
     // at the next call: a sender blocked on the full socket may be waiting
     // for exactly this one.
@@ -298,6 +314,18 @@ class IoUringEnd final : public ChannelEnd {
   }
 
   size_t max_message_size() const override { return max_message_size_; }
+
+  // The kernel wakes a waiter through the ring: wakeups_sent stays 0.
+  ChannelMetrics metrics() const override {
+    ChannelMetrics m;
+    m.messages_sent = counts_.messages_sent.Read();
+    m.bytes_sent = counts_.bytes_sent.Read();
+    m.messages_received = counts_.messages_received.Read();
+    m.bytes_received = counts_.bytes_received.Read();
+    m.sends_blocked = counts_.sends_blocked.Read();
+    m.receives_blocked = counts_.receives_blocked.Read();
+    return m;
+  }
 
   EndStats stats() const {
     EndStats stats = stats_;
@@ -694,7 +722,18 @@ class IoUringEnd final : public ChannelEnd {
   size_t last_accepted_bytes_ = 0;  // the frame TrySend accepted last
   absl::Status send_error_;
 
+  // A frame of `frame_bytes` (header included) taken back: as if never sent.
+  void UncountSent(size_t frame_bytes) {
+    counts_.messages_sent.Subtract(1);
+    counts_.bytes_sent.Subtract(frame_bytes - framing::kHeaderSize);
+  }
+
   EndStats stats_;
+  // metrics(): written by the end's user, read from anywhere.
+  struct {
+    OwnedCounter messages_sent, bytes_sent, messages_received, bytes_received;
+    OwnedCounter sends_blocked, receives_blocked;
+  } counts_;
 };
 
 // Everything the ends rely on, tried once on a scratch ring and socketpair.

@@ -24,6 +24,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "core/counters.h"
 #include "core/errors.h"
 #include "core/execution_context.h"
 
@@ -236,12 +237,15 @@ struct WaitPoint {
   LazyEventFd event;
 
   // The publisher's check, after its publishing store and LightBarrier.
-  void NotifyIfWaiting() {
-    if (waiting.load(std::memory_order_relaxed)) TakeFlagAndNotify();
+  // True when it delivered news to a waiter.
+  bool NotifyIfWaiting() {
+    return waiting.load(std::memory_order_relaxed) && TakeFlagAndNotify();
   }
-  // Whoever takes the raised flag down delivers the news.
-  void TakeFlagAndNotify() {
-    if (waiting.exchange(false, std::memory_order_acq_rel)) Notify();
+  // Whoever takes the raised flag down delivers the news; true if this did.
+  bool TakeFlagAndNotify() {
+    if (!waiting.exchange(false, std::memory_order_acq_rel)) return false;
+    Notify();
+    return true;
   }
 
   [[gnu::noinline]] void Notify() {
@@ -374,13 +378,17 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     const uint64_t next = write_position_ + record;
     CopySmall(ring.data.get() + offset + kHeaderSize, message.data(), length);
     StoreHeaders(ring, offset, next, length | kPublished);
+    counts_.messages_sent.Add();
+    counts_.bytes_sent.Add(length);
     if (AdvanceAndCheckWaiter(ring, next)) [[unlikely]] return NotifyConsumerAfterSend();
     return absl::OkStatus();
   }
 
   absl::Status TryFlush() override {
     if (!closed_ && pending_.empty()) [[likely]] return absl::OkStatus();
-    return TryFlushSlow();
+    absl::Status flushed = TryFlushSlow();
+    if (IsWouldBlock(flushed)) counts_.sends_blocked.Add();
+    return flushed;
   }
 
   absl::StatusOr<size_t> TryReceive(absl::Span<char> out) override {
@@ -395,6 +403,8 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
       if (header != 0 && (header & kMoreFragments) == 0 && length <= kSmallMessage) [[likely]] {
         CopySmall(out.data(), data + offset + kHeaderSize, std::min(out.size(), length));
         read_position_ += kHeaderSize + RoundUp8(length);
+        counts_.messages_received.Add();
+        counts_.bytes_received.Add(length);
         if (MustPublishHead(ring)) [[unlikely]] return PublishHeadAfterReceive(length);
         return length;
       }
@@ -402,6 +412,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
       // its call (a same-thread round trip asks this twice per trip).
       if (header == 0 && !ring.producer_closed.load(std::memory_order_acquire) &&
           !ring.consumer.watched.load(std::memory_order_relaxed)) {
+        counts_.receives_blocked.Add();
         return WouldBlock();
       }
     }
@@ -410,7 +421,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
 
  private:
   [[gnu::noinline]] absl::Status NotifyConsumerAfterSend() {
-    out_->consumer.TakeFlagAndNotify();
+    if (out_->consumer.TakeFlagAndNotify()) counts_.wakeups_sent.Add();
     return absl::OkStatus();
   }
 
@@ -431,13 +442,19 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     }
     if (out_->consumer_closed.load(std::memory_order_acquire)) return ChannelPeerClosedError();
     if (message.size() <= max_fragment_) {
-      if (!TryWriteRecord(message.data(), message.size(), 0)) return WouldBlock();
+      if (!TryWriteRecord(message.data(), message.size(), 0)) {
+        counts_.sends_blocked.Add();
+        return WouldBlock();
+      }
+      CountSent(message.size());
       return absl::OkStatus();
     }
     // Large: accepted whole, pushed in pieces.
     HoldPending(message);
-    absl::Status flushed = TryFlush();
-    return IsWouldBlock(flushed) ? absl::OkStatus() : flushed;
+    absl::Status flushed = TryFlushSlow();
+    if (!flushed.ok() && !IsWouldBlock(flushed)) return flushed;
+    CountSent(message.size());
+    return absl::OkStatus();
   }
 
   [[gnu::noinline]] absl::Status TryFlushSlow() {
@@ -483,6 +500,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
                         ring.asymmetric_barrier)) {
           continue;
         }
+        counts_.receives_blocked.Add();
         return WouldBlock();
       }
       if (header == kWrapMarker) {
@@ -508,7 +526,11 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
       }
       read_position_ += kHeaderSize + RoundUp8(length);
       if (MustPublishHead(ring)) PublishHead();
-      if (delivered.has_value()) return *delivered;
+      if (delivered.has_value()) {
+        counts_.messages_received.Add();
+        counts_.bytes_received.Add(*delivered);
+        return *delivered;
+      }
     }
   }
 
@@ -534,6 +556,8 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   // A large message is held whole until its first piece is in the ring.
   bool TryTakeBackUnsent() override {
     if (pending_.empty() || pending_offset_ != 0) return false;
+    counts_.messages_sent.Subtract(1);
+    counts_.bytes_sent.Subtract(pending_.size());
     DropPending();
     return true;
   }
@@ -602,7 +626,23 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
 
   size_t max_message_size() const override { return max_message_size_; }
 
+  ChannelMetrics metrics() const override {
+    ChannelMetrics m;
+    m.messages_sent = counts_.messages_sent.Read();
+    m.bytes_sent = counts_.bytes_sent.Read();
+    m.messages_received = counts_.messages_received.Read();
+    m.bytes_received = counts_.bytes_received.Read();
+    m.sends_blocked = counts_.sends_blocked.Read();
+    m.receives_blocked = counts_.receives_blocked.Read();
+    m.wakeups_sent = counts_.wakeups_sent.Read();
+    return m;
+  }
+
  private:
+  void CountSent(size_t bytes) {
+    counts_.messages_sent.Add();
+    counts_.bytes_sent.Add(bytes);
+  }
   absl::Status ClosedWhileReading() {
     if (reassembling_) {
       reassembling_ = false;
@@ -652,7 +692,9 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     // it to the ring's start finds the record there (not a stale header
     // from the last lap).
     if (skip != 0) [[unlikely]] HeaderAt(data, offset).store(kWrapMarker, std::memory_order_release);
-    if (AdvanceAndCheckWaiter(ring, next)) ring.consumer.TakeFlagAndNotify();
+    if (AdvanceAndCheckWaiter(ring, next) && ring.consumer.TakeFlagAndNotify()) {
+      counts_.wakeups_sent.Add();
+    }
     return true;
   }
 
@@ -728,7 +770,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     published_head_ = read_position_;
     in_->head.store(read_position_, std::memory_order_release);
     LightBarrier(in_->asymmetric_barrier);
-    in_->producer.NotifyIfWaiting();
+    if (in_->producer.NotifyIfWaiting()) counts_.wakeups_sent.Add();
   }
 
   // Raises `point`'s waiter flag unless there is news (`has_news()`, or the
@@ -849,6 +891,11 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   uint64_t published_head_ = 0;
   bool reassembling_ = false;
   std::string reassembly_;
+  // metrics(): written by the end's user, read from anywhere.
+  struct {
+    OwnedCounter messages_sent, bytes_sent, messages_received, bytes_received;
+    OwnedCounter sends_blocked, receives_blocked, wakeups_sent;
+  } counts_;
 };
 
 class MemoryChannelFactory final : public ChannelFactory {

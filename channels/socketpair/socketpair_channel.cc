@@ -10,6 +10,7 @@
 #include <string>
 
 #include "channels/framing/framing.h"
+#include "core/counters.h"
 #include "core/errors.h"
 
 namespace taskrt {
@@ -48,7 +49,10 @@ class SocketpairEnd final : public ChannelEnd {
       sent = sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     } while (sent < 0 && errno == EINTR);
     if (sent < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return WouldBlock();
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        counts_.sends_blocked.Add();
+        return WouldBlock();
+      }
       return framing::SendErrnoError("channel send", errno);
     }
     const size_t total = kHeaderSize + message.size();
@@ -57,6 +61,8 @@ class SocketpairEnd final : public ChannelEnd {
       framing::AppendFrame(out_, message, static_cast<size_t>(sent));
       out_offset_ = 0;
     }
+    counts_.messages_sent.Add();
+    counts_.bytes_sent.Add(message.size());
     return absl::OkStatus();
   }
 
@@ -67,7 +73,10 @@ class SocketpairEnd final : public ChannelEnd {
                                 MSG_NOSIGNAL | MSG_DONTWAIT);
       if (sent < 0) {
         if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return WouldBlock();
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+          counts_.sends_blocked.Add();
+          return WouldBlock();
+        }
         return framing::SendErrnoError("channel send", errno);
       }
       out_offset_ += static_cast<size_t>(sent);
@@ -79,8 +88,13 @@ class SocketpairEnd final : public ChannelEnd {
 
   absl::StatusOr<size_t> TryReceive(absl::Span<char> out) override {
     absl::StatusOr<size_t> length = PullMessage();
-    if (!length.ok()) return length;
+    if (!length.ok()) {
+      if (IsWouldBlock(length.status())) counts_.receives_blocked.Add();
+      return length;
+    }
     in_.Take(out, *length);
+    counts_.messages_received.Add();
+    counts_.bytes_received.Add(*length);
     return length;
   }
 
@@ -102,6 +116,18 @@ class SocketpairEnd final : public ChannelEnd {
   }
 
   size_t max_message_size() const override { return max_message_size_; }
+
+  // The kernel wakes the peer: wakeups_sent stays 0.
+  ChannelMetrics metrics() const override {
+    ChannelMetrics m;
+    m.messages_sent = counts_.messages_sent.Read();
+    m.bytes_sent = counts_.bytes_sent.Read();
+    m.messages_received = counts_.messages_received.Read();
+    m.bytes_received = counts_.bytes_received.Read();
+    m.sends_blocked = counts_.sends_blocked.Read();
+    m.receives_blocked = counts_.receives_blocked.Read();
+    return m;
+  }
 
  private:
   // Reads from the socket until in_ holds a whole message at its front, and
@@ -140,6 +166,11 @@ class SocketpairEnd final : public ChannelEnd {
   // Accepted bytes not yet sent: out_[out_offset_, end).
   std::string out_;
   size_t out_offset_ = 0;
+  // metrics(): written by the end's user, read from anywhere.
+  struct {
+    OwnedCounter messages_sent, bytes_sent, messages_received, bytes_received;
+    OwnedCounter sends_blocked, receives_blocked;
+  } counts_;
 };
 
 class SocketpairFactory final : public ChannelFactory {

@@ -97,6 +97,58 @@ TEST_P(ChannelConformance, ShortBufferTruncatesAndKeepsTheStreamInStep) {
   EXPECT_EQ(*next, "next") << "the rest of the truncated message was dropped";
 }
 
+TEST_P(ChannelConformance, MetricsCountMessagesBytesAndBlockedCallsExactly) {
+  ChannelPair pair = MakePair();
+  ASSERT_NE(pair.owner_end, nullptr);
+  ChannelEnd& owner = *pair.owner_end;
+  ChannelEnd& task = *pair.task_end;
+  // Nothing yet: a receive on the empty end is one blocked receive.
+  char byte;
+  ASSERT_TRUE(IsWouldBlock(task.TryReceive(absl::MakeSpan(&byte, 1)).status()));
+  EXPECT_EQ(task.metrics().receives_blocked, 1u);
+  EXPECT_EQ(task.metrics().messages_received, 0u);
+  // Three messages of 0, 5 and 100 bytes; the last read into 10 bytes
+  // counts its full length.
+  for (const std::string& message : {std::string(), std::string(5, 'a'), std::string(100, 'b')}) {
+    ASSERT_TRUE(Send(owner, absl::MakeConstSpan(message)).ok());
+  }
+  ASSERT_TRUE(ReceiveString(task).ok());
+  ASSERT_TRUE(ReceiveString(task).ok());
+  char ten[10];
+  absl::StatusOr<size_t> truncated = Receive(task, absl::MakeSpan(ten));
+  ASSERT_TRUE(truncated.ok()) << truncated.status();
+  EXPECT_EQ(*truncated, 100u);
+  const ChannelMetrics sent = owner.metrics();
+  const ChannelMetrics received = task.metrics();
+  EXPECT_EQ(sent.messages_sent, 3u);
+  EXPECT_EQ(sent.bytes_sent, 105u);
+  EXPECT_EQ(sent.messages_received, 0u);
+  EXPECT_EQ(received.messages_received, 3u);
+  EXPECT_EQ(received.bytes_received, 105u);
+  EXPECT_EQ(received.messages_sent, 0u);
+  // Refused sends are not counted.
+  EXPECT_FALSE(owner.TrySend(absl::MakeConstSpan(std::string((size_t{1} << 20) + 1, 'c'))).ok());
+  EXPECT_EQ(owner.metrics().messages_sent, 3u);
+}
+
+TEST_P(ChannelConformance, MetricsCountTheSendThatFoundTheChannelFull) {
+  ChannelPair pair = MakePair();
+  ASSERT_NE(pair.owner_end, nullptr);
+  ChannelEnd& owner = *pair.owner_end;
+  const std::string kilobyte(1024, 'k');
+  uint64_t accepted = 0;
+  absl::Status status;
+  // Nobody reads: every backend's buffers fill within a few megabytes.
+  while ((status = owner.TrySend(absl::MakeConstSpan(kilobyte))).ok() && accepted < 1 << 16) {
+    ++accepted;
+  }
+  ASSERT_TRUE(IsWouldBlock(status)) << status;
+  const ChannelMetrics metrics = owner.metrics();
+  EXPECT_EQ(metrics.messages_sent, accepted);
+  EXPECT_EQ(metrics.bytes_sent, accepted * 1024);
+  EXPECT_EQ(metrics.sends_blocked, 1u);
+}
+
 TEST_P(ChannelConformance, ZeroLengthMessageIsAMessage) {
   ChannelPair pair = MakePair();
   ASSERT_TRUE(Send(*pair.task_end, {}).ok());
