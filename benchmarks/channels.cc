@@ -49,6 +49,7 @@
 #include "backends/registry.h"
 #include "benchmark/benchmark.h"
 #include "benchmarks/job_registry.h"
+#include "benchmarks/runtime_counters.h"
 #include "core/channel.h"
 #include "core/errors.h"
 #include "core/event_loop.h"
@@ -113,6 +114,7 @@ void CrossThreadPingPong(benchmark::State& state, const std::string& channel) {
   pair->owner_end->Close();  // the echo thread's Receive ends
   echo.join();
   percentiles.Report(state);
+  bench::ReportChannelMetrics(state, *pair);
 }
 
 void PingPongAtomicSpin(benchmark::State& state) {
@@ -212,6 +214,7 @@ void Stream(benchmark::State& state, const std::string& channel, size_t message_
   ReceiveStream(state, *pair->owner_end, message_size);
   pair->owner_end->Close();
   producer.join();
+  bench::ReportChannelMetrics(state, *pair);
 }
 
 // Pushes out what TrySend accepted, waiting on the end while it would block:
@@ -245,6 +248,7 @@ void StreamBatch(benchmark::State& state, const std::string& channel, size_t mes
   ReceiveStream(state, *pair->owner_end, message_size);
   pair->owner_end->Close();
   producer.join();
+  bench::ReportChannelMetrics(state, *pair);
 }
 
 void FanIn(benchmark::State& state, const SchedulerDescriptor* scheduler_backend,

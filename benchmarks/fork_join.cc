@@ -19,7 +19,7 @@
 #include "backends/registry.h"
 #include "benchmark/benchmark.h"
 #include "benchmarks/job_registry.h"
-#include "benchmarks/scheduler_counters.h"
+#include "benchmarks/runtime_counters.h"
 #include "core/backend.h"
 #include "core/task_group.h"
 #include "oneapi/tbb/global_control.h"
