@@ -5,9 +5,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,38 +21,33 @@ namespace {
 
 using nlohmann::json;
 
+// Far more than a full run's results.json: a larger file is not one.
+constexpr uintmax_t kMaxBaselineBytes = uintmax_t{256} << 20;
 // compare.py's threshold.
 constexpr double kSignificance = 0.05;
 // Fewer repetitions than this make a weak test (compare.py's advice).
 constexpr int kAdvisedRepetitions = 9;
-// Below this many values in both samples, and without ties, the exact
-// distribution (as scipy).
-constexpr size_t kExactBelow = 8;
+// Without ties, the exact distribution unless both samples have more than
+// this many values (scipy's choice).
+constexpr size_t kExactUpTo = 8;
 
-// Number of arrangements of n1 + n2 values whose U statistic is each value
-// from 0 to n1 * n2 (the exact null distribution, without ties).
+// Number of arrangements of n1 + n2 distinct values whose U statistic is
+// each value from 0 to n1 * n2 (the exact null distribution): the
+// coefficients of the Gaussian binomial coefficient [n1 + n2 choose m]_q,
+// m = min(n1, n2), built as the product over i = 1..m of
+// (1 - q^(n + i)) / (1 - q^i) with n the other size: each step a multiply
+// and an exact division by a binomial, in one array of n1 * n2 + 1.
 std::vector<double> UDistribution(size_t n1, size_t n2) {
-  // counts[i][j][u] built by the recurrence
-  // f(i, j, u) = f(i - 1, j, u - j) + f(i, j - 1, u), row by row in i.
-  std::vector<std::vector<std::vector<double>>> f(
-      n1 + 1, std::vector<std::vector<double>>(n2 + 1));
-  for (size_t i = 0; i <= n1; ++i) {
-    for (size_t j = 0; j <= n2; ++j) {
-      std::vector<double>& here = f[i][j];
-      here.assign(i * j + 1, 0);
-      if (i == 0 || j == 0) {
-        here[0] = 1;
-        continue;
-      }
-      for (size_t u = 0; u <= i * j; ++u) {
-        double ways = 0;
-        if (u >= j && u - j < f[i - 1][j].size()) ways += f[i - 1][j][u - j];
-        if (u < f[i][j - 1].size()) ways += f[i][j - 1][u];
-        here[u] = ways;
-      }
-    }
+  const size_t m = std::min(n1, n2), n = std::max(n1, n2);
+  std::vector<double> ways(m * n + 1, 0);
+  ways[0] = 1;
+  for (size_t i = 1; i <= m; ++i) {
+    // Times (1 - q^(n + i)): from the top, so each term uses the old value.
+    for (size_t k = ways.size(); k-- > n + i;) ways[k] -= ways[k - (n + i)];
+    // Divided by (1 - q^i): running sums with stride i.
+    for (size_t k = i; k < ways.size(); ++k) ways[k] += ways[k - i];
   }
-  return f[n1][n2];
+  return ways;
 }
 
 std::string FormatP(double p) {
@@ -77,18 +72,33 @@ absl::Status Malformed(const std::string& path, const std::string& what) {
 }  // namespace
 
 absl::StatusOr<Baseline> LoadBaseline(const std::string& path) {
+  std::error_code error;
+  const std::filesystem::file_status status = std::filesystem::status(path, error);
+  if (error) {
+    return absl::NotFoundError(
+        absl::StrCat("baseline ", path, ": cannot read it: ", error.message()));
+  }
+  if (!std::filesystem::is_regular_file(status)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("baseline ", path, ": not a regular file (a results.json is one)"));
+  }
+  const uintmax_t size = std::filesystem::file_size(path, error);
+  if (!error && size > kMaxBaselineBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("baseline ", path, ": ", size,
+                                                   " bytes, more than a results.json holds (",
+                                                   kMaxBaselineBytes, " at most)"));
+  }
   std::ifstream file(path, std::ios::binary);
   if (!file) {
-    const int error = errno;
+    const int open_error = errno;
     return absl::NotFoundError(
-        absl::StrCat("baseline ", path, ": cannot read it: ", std::strerror(error)));
+        absl::StrCat("baseline ", path, ": cannot read it: ", std::strerror(open_error)));
   }
-  std::stringstream content;
-  content << file.rdbuf();
-  const json document = json::parse(content.str(), nullptr, /*allow_exceptions=*/false);
+  const bool empty = file.peek() == std::ifstream::traits_type::eof();
+  const json document = json::parse(file, nullptr, /*allow_exceptions=*/false);
   if (document.is_discarded()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "baseline ", path, ": not JSON (", content.str().empty() ? "empty" : "truncated or damaged",
+        "baseline ", path, ": not JSON (", empty ? "empty" : "truncated or damaged",
         "); use a results.json that a finished run of compare wrote"));
   }
   if (!document.is_object()) return Malformed(path, "the top level is not an object");
@@ -153,6 +163,11 @@ absl::StatusOr<Baseline> LoadBaseline(const std::string& path) {
       if (!time(sample)) return Malformed(path, "a sample that is not a positive number");
       row.samples_ns.push_back(sample.get<double>());
     }
+    for (const BaselineRow& seen : baseline.rows) {
+      if (seen.job == row.job && seen.backend == row.backend) {
+        return Malformed(path, absl::StrCat("two median times for ", row.job, "/", row.backend));
+      }
+    }
     baseline.rows.push_back(std::move(row));
   }
   if (baseline.rows.empty()) return Malformed(path, "no measured rows");
@@ -199,7 +214,7 @@ double MannWhitneyPValue(const std::vector<double>& a, const std::vector<double>
   const double u1 = rank_sum_a - static_cast<double>(n1 * (n1 + 1)) / 2;
   const double u2 = static_cast<double>(n1 * n2) - u1;
   const double u = std::max(u1, u2);
-  if (!ties && n1 < kExactBelow && n2 < kExactBelow) {
+  if (!ties && (n1 <= kExactUpTo || n2 <= kExactUpTo)) {
     // P(U >= u) under the null, doubled.
     const std::vector<double> ways = UDistribution(n1, n2);
     double total = 0, at_least = 0;

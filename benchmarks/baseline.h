@@ -44,7 +44,7 @@ absl::StatusOr<Baseline> LoadBaseline(const std::string& path);
 std::string MachineWarning(const Machine& then, const Machine& now);
 
 // The two-sided p-value of the Mann-Whitney U test of samples `a` and `b`:
-// exact when both have fewer than 8 values and no value occurs twice,
+// exact when no value occurs twice and either sample has 8 values or fewer,
 // otherwise the normal approximation with tie and continuity corrections
 // (scipy.stats.mannwhitneyu's default, which compare.py calls). Negative
 // when either sample has fewer than two values; 1 when every value is the

@@ -55,6 +55,17 @@ TEST(MannWhitneyTest, NormalApproximationForLargerSamplesAndTies) {
               0.0046115184811896534, 1e-9);
 }
 
+TEST(MannWhitneyTest, ExactWheneverOneSampleHasEightOrFewerAsScipy) {
+  // 8 against 8, U = 51: scipy's exact p is 0.0499 (the normal
+  // approximation would say 0.052, not significant).
+  EXPECT_NEAR(MannWhitneyPValue({1, 5, 11, 12, 13, 14, 15, 16}, {2, 3, 4, 6, 7, 8, 9, 10}),
+              0.04988344988344988, 1e-9);
+  // 3 against 20, the three lowest: 2 of C(23, 3) = 1771 orders.
+  std::vector<double> high;
+  for (int i = 0; i < 20; ++i) high.push_back(10 + i);
+  EXPECT_NEAR(MannWhitneyPValue({1, 2, 3}, high), 2.0 / 1771, 1e-12);
+}
+
 TEST(MannWhitneyTest, TooFewValuesAndAllEqual) {
   EXPECT_LT(MannWhitneyPValue({1}, {2, 3}), 0);
   EXPECT_LT(MannWhitneyPValue({}, {}), 0);
@@ -123,6 +134,19 @@ TEST(LoadBaselineTest, RefusesWhatIsNotAResultsFileWithOneClearLine) {
     EXPECT_THAT(baseline.status().message(), HasSubstr(path)) << c.name;
     EXPECT_THAT(std::string(baseline.status().message()), Not(HasSubstr("\n"))) << c.name;
   }
+  absl::StatusOr<Baseline> directory = LoadBaseline(::testing::TempDir());
+  EXPECT_EQ(directory.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(directory.status().message(), HasSubstr("not a regular file"));
+  absl::StatusOr<Baseline> device = LoadBaseline("/dev/zero");
+  EXPECT_EQ(device.status().code(), absl::StatusCode::kInvalidArgument);
+  const std::string twice = WriteTemp(
+      "twice.json",
+      R"({"format_version": 2, "machine": {}, "results": [
+          {"job": "j", "backend": "b", "metric": "median_time_per_iteration", "value": 1, "samples": [1]},
+          {"job": "j", "backend": "b", "metric": "median_time_per_iteration", "value": 2, "samples": [2]}]})");
+  absl::StatusOr<Baseline> duplicated = LoadBaseline(twice);
+  EXPECT_EQ(duplicated.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(duplicated.status().message(), HasSubstr("two median times for j/b"));
   absl::StatusOr<Baseline> missing = LoadBaseline(::testing::TempDir() + "/no/such.json");
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(missing.status().message(), HasSubstr("No such file"));

@@ -95,13 +95,19 @@ void RoundTripRawSocketpair(benchmark::State& state, bool spin) {
   close(fds[1]);
 }
 void Register() {
-  taskrt::bench::AddJob("round_trip/raw_socketpair", RoundTripRawSocketpair, false)->UseRealTime();
+  // Fixed iteration counts, as every job's: the kernel's counts per
+  // iteration (compare_main.cc) then cover one run, not the library's probes.
+  taskrt::bench::AddJob("round_trip/raw_socketpair", RoundTripRawSocketpair, false)
+      ->UseRealTime()
+      ->Iterations(taskrt::bench::Iterations(20000));
   taskrt::bench::AddJob("round_trip/raw_socketpair_spin", RoundTripRawSocketpair, true)
-      ->UseRealTime();
+      ->UseRealTime()
+      ->Iterations(taskrt::bench::Iterations(20000));
   // The same floor beside the channel backends' thread-to-thread round trip
   // (channels.cc), whose echo thread spins 50 us before it blocks.
   taskrt::bench::AddJob("cross_thread_ping_pong/raw_socketpair_spin", RoundTripRawSocketpair, true)
-      ->UseRealTime();
+      ->UseRealTime()
+      ->Iterations(taskrt::bench::Iterations(20000));
 }
 
 TASKRT_BENCHMARK_JOBS(Register);

@@ -99,6 +99,10 @@ std::string ParseOptions(int argc, char** argv, Options& options) {
         return "--repetitions wants a whole number from 1 to 1000, not \"" + value + "\"";
       }
       options.repetitions = static_cast<int>(n);
+    } else if (arg.rfind("--benchmark_repetitions", 0) == 0) {
+      // The library would repeat each run inside one measurement of the
+      // kernel's counters; the report interleaves its own repetitions.
+      return "--benchmark_repetitions is not supported; use --repetitions";
     } else if (arg.rfind("--benchmark_", 0) == 0) {
       options.benchmark_flags.push_back(arg);
     } else if (arg == "--filter" || arg == "--out" || arg == "--repetitions" ||

@@ -93,7 +93,9 @@ void Register() {
   for (const BackendPair& pair : Pairs()) {
     bench::AddJob(("round_trip/kore:" + pair.name), [&pair](benchmark::State& state) {
       KoreRoundTrip(state, pair);
-    })->UseRealTime();
+    })
+        ->UseRealTime()
+        ->Iterations(bench::Iterations(10000));
   }
 }
 

@@ -62,7 +62,11 @@ ProcessCounts operator-(const ProcessCounts& after, const ProcessCounts& before)
   ProcessCounts d;
   d.has_syscalls = after.has_syscalls && before.has_syscalls;
   d.syscalls = after.syscalls - before.syscalls;
-  d.child_syscalls = after.child_syscalls - before.child_syscalls;
+  d.all_syscalls = after.all_syscalls - before.all_syscalls;
+  // The two totals are read one after the other: calls of this process's
+  // threads between the reads land in `all` only, so the difference can be
+  // off by those, in either direction.
+  d.child_syscalls = d.all_syscalls > d.syscalls ? d.all_syscalls - d.syscalls : 0;
   d.voluntary_switches = after.voluntary_switches - before.voluntary_switches;
   d.involuntary_switches = after.involuntary_switches - before.involuntary_switches;
   d.child_voluntary_switches = after.child_voluntary_switches - before.child_voluntary_switches;
@@ -113,11 +117,11 @@ ProcessCounts ProcessCounters::Read() const {
   if (threads_fd_ >= 0 && all_fd_ >= 0) {
     counts.has_syscalls = true;
     // The second read's own call is in `all` but not in `threads`: the
-    // child figure is one too high, the same in every Read(), so that
-    // differences are exact.
+    // child figure is one too high, the same in every Read().
     counts.syscalls = ReadCounter(threads_fd_);
-    const uint64_t all = ReadCounter(all_fd_);
-    counts.child_syscalls = all >= counts.syscalls ? all - counts.syscalls : 0;
+    counts.all_syscalls = ReadCounter(all_fd_);
+    counts.child_syscalls =
+        counts.all_syscalls >= counts.syscalls ? counts.all_syscalls - counts.syscalls : 0;
   }
   rusage self{};
   getrusage(RUSAGE_SELF, &self);

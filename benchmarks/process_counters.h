@@ -31,13 +31,15 @@ struct ProcessCounts {
   bool has_syscalls = false;  // false: system calls were not counted
   uint64_t syscalls = 0;        // by this process's threads
   uint64_t child_syscalls = 0;  // by child processes
+  uint64_t all_syscalls = 0;    // both: what child_syscalls is derived from
   uint64_t voluntary_switches = 0;
   uint64_t involuntary_switches = 0;
   uint64_t child_voluntary_switches = 0;
   uint64_t child_involuntary_switches = 0;
 };
 
-// `after` minus `before`, field by field.
+// `after` minus `before`, field by field; the children's system calls are
+// the difference of all of them less the threads', never below 0.
 ProcessCounts operator-(const ProcessCounts& after, const ProcessCounts& before);
 
 class ProcessCounters {

@@ -120,6 +120,13 @@ std::string JsonNumber(double value) {
   return Printf("%.6g", value);
 }
 
+// Times a later run compares with (compare --baseline): enough digits that
+// rounding makes no ties the measurements did not have.
+std::string JsonTime(double value) {
+  if (!std::isfinite(value)) return "null";
+  return Printf("%.10g", value);
+}
+
 std::string HtmlEscape(const std::string& text) {
   std::string out;
   for (char c : text) {
@@ -472,9 +479,9 @@ std::string ToJson(const std::vector<Table>& tables, const Machine& machine, con
       const std::string kind = row.baseline ? ", \"baseline\": true" : ", \"baseline\": false";
       std::string samples;
       for (double sample : row.samples_ns) {
-        samples += (samples.empty() ? "" : ", ") + JsonNumber(sample);
+        samples += (samples.empty() ? "" : ", ") + JsonTime(sample);
       }
-      add(table, row, "median_time_per_iteration", JsonNumber(row.median_ns), "ns",
+      add(table, row, "median_time_per_iteration", JsonTime(row.median_ns), "ns",
           kind + ", \"repetitions\": " + std::to_string(row.repetitions) + ", \"samples\": [" +
               samples + "]");
       if (const ComparedRow* compared = FindCompared(comparison, table.job, row.backend)) {

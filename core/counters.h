@@ -39,6 +39,8 @@ class OwnedCounter {
 class SharedCounter {
  public:
   void Add(uint64_t n = 1) { value_.fetch_add(n, std::memory_order_relaxed); }
+  // Takes back an Add of `n` (work counted, then refused).
+  void Subtract(uint64_t n) { value_.fetch_sub(n, std::memory_order_relaxed); }
   void RaiseTo(uint64_t candidate) {
     uint64_t seen = value_.load(std::memory_order_relaxed);
     while (candidate > seen &&

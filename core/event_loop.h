@@ -183,8 +183,10 @@ class EventLoop {
  public:
   virtual ~EventLoop() = default;
 
-  // A snapshot of the counters, from any thread at any time; each is exact
-  // on its own once what it counts has run.
+  // A snapshot of the counters, from any thread at any time. They are
+  // added at the end of each iteration: each is exact once the iteration
+  // that ran what it counts has ended (a posted closure that reads them
+  // does not find itself counted yet).
   virtual LoopMetrics metrics() const = 0;
 
   virtual absl::StatusOr<WatchId> Watch(Readiness readiness, std::function<void()> callback) = 0;

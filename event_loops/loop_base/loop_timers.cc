@@ -1,5 +1,6 @@
 #include "event_loops/loop_base/loop_timers.h"
 
+#include <sched.h>
 #include <time.h>
 
 #include <algorithm>
@@ -16,6 +17,8 @@ constexpr int64_t kUnset = std::numeric_limits<int64_t>::min();
 // ToMonotonic reads the wall clock between two monotonic reads and retries
 // when they are further apart than this, so its offset is this exact.
 constexpr uint64_t kMaxReadSpreadNs = 1000;
+// How many times it tries for an exact measure before it makes do.
+constexpr int kMeasureAttempts = 16;
 // Measured offsets within this much of the reference are taken as read
 // jitter, and the reference is kept (see ToMonotonic).
 constexpr int64_t kJitterWindowNs = 2 * kMaxReadSpreadNs;
@@ -92,15 +95,19 @@ LoopTimers::~LoopTimers() {
 // the true offset is above m > reference - window, so the deadline used is
 // never early, and late by at most two windows and a spread. A measure
 // that is not exact (preempted between the reads every time) is low by an
-// unknown amount: inside the window it changes nothing; outside it serves
-// its own deadline only (late, never early) and the next exact measure
-// settles the reference.
+// unknown amount: inside the window it changes nothing; a window or more
+// above the reference it still proves the true offset that high (a forward
+// step) and becomes the reference; below, it serves its own deadline only
+// (late, never early) and the next exact measure settles the reference.
 uint64_t LoopTimers::ToMonotonic(absl::Time deadline) {
   if (deadline == absl::InfiniteFuture()) return std::numeric_limits<uint64_t>::max();
   if (deadline == absl::InfinitePast()) return 0;
   int64_t measure = 0;
   bool exact = false;
-  for (int attempt = 0; attempt < 5 && !exact; ++attempt) {
+  for (int attempt = 0; attempt < kMeasureAttempts && !exact; ++attempt) {
+    // Preempted between the reads again and again: let the others run
+    // first, so that the next try has a fresh time slice.
+    if (attempt >= kMeasureAttempts / 4) sched_yield();
     const uint64_t before = MonotonicNowNs();
     const int64_t wall = absl::ToUnixNanos(absl::Now());
     const uint64_t after = MonotonicNowNs();
@@ -113,7 +120,9 @@ uint64_t LoopTimers::ToMonotonic(absl::Time deadline) {
   int64_t offset;
   if (inside_window) {
     offset = reference - kJitterWindowNs;
-  } else if (exact) {
+  } else if (exact || (reference != kUnset && measure >= reference + kJitterWindowNs)) {
+    // An exact measure, or any measure a window above the reference: the
+    // true offset is at least the measure (the wall clock stepped forward).
     reference = measure;
     wall_minus_monotonic_.store(reference, std::memory_order_relaxed);
     offset = reference - kJitterWindowNs;

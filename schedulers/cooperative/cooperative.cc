@@ -285,9 +285,9 @@ class CooperativeScheduler final : public Scheduler {
       MutexLock lock(&inbox_mu_);
       if (stopping_.load(std::memory_order_relaxed)) return ShuttingDownError();
       inbox_work_.push_back({std::move(work), job});
+      spawned_outside_.Add();  // before the loop can take it
       inbox_pending_.store(true, std::memory_order_seq_cst);
     }
-    spawned_outside_.Add();
     WakeLoopIfSleeping();
     return absl::OkStatus();
   }

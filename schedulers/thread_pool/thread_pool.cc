@@ -44,7 +44,11 @@ class ThreadPool final : public Scheduler {
       queue_.push_back({std::move(work), inside ? current_worker_id : kOutside});
       ++(inside ? counts_.spawned_inside : counts_.spawned_outside);
       counts_.queue_high_water = std::max<uint64_t>(counts_.queue_high_water, queue_.size());
-      if (waiting_ > 0) ++counts_.wakes;
+      // A sleeper not yet signalled is woken by this unit.
+      if (waiting_ > signalled_) {
+        ++counts_.wakes;
+        ++signalled_;
+      }
     }
     work_available_.Signal();
     return absl::OkStatus();
@@ -118,6 +122,7 @@ class ThreadPool final : public Scheduler {
             return !queue_.empty() || shutting_down_;
           });
           --waiting_;
+          if (signalled_ > 0) --signalled_;
         }
         // Drain before exiting: accepted work always runs.
         if (queue_.empty()) break;
@@ -144,7 +149,8 @@ class ThreadPool final : public Scheduler {
   CondVar work_available_;
   std::deque<QueuedWork> queue_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
-  int waiting_ ABSL_GUARDED_BY(mu_) = 0;  // workers asleep on work_available_
+  int waiting_ ABSL_GUARDED_BY(mu_) = 0;    // workers asleep on work_available_
+  int signalled_ ABSL_GUARDED_BY(mu_) = 0;  // of them, woken and not yet up
   // Every count changes under mu_, which each of them takes anyway.
   SchedulerMetrics counts_ ABSL_GUARDED_BY(mu_);
 

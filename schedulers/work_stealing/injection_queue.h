@@ -65,6 +65,10 @@ class InjectionQueue {
   // nothing is queued, and gives the others to `spill(Job*) -> bool`, which
   // returns false when it has no room (that job and the rest stay queued).
   // TryTake returns null at once when another consumer is taking.
+  // The most jobs it held when a consumer looked (its depth just before a
+  // take). Any thread.
+  size_t HighWater() const { return high_water_.load(std::memory_order_relaxed); }
+
   template <typename Spill>
   Job* TryTake(size_t share_divisor, size_t max_batch, Spill spill) {
     if (!consumer_mu_.TryLock()) return nullptr;
@@ -103,6 +107,9 @@ class InjectionQueue {
       }
       private_tail_ = newest;
       private_size_.store(size, std::memory_order_seq_cst);
+    }
+    if (size > high_water_.load(std::memory_order_relaxed)) {
+      high_water_.store(size, std::memory_order_relaxed);
     }
     if (size == 0) return nullptr;
     size_t batch = size / share_divisor + 1;
@@ -143,6 +150,7 @@ class InjectionQueue {
   Job* private_tail_ ABSL_GUARDED_BY(consumer_mu_) = nullptr;
   // The private list's length: written under consumer_mu_, read by anyone.
   std::atomic<size_t> private_size_{0};
+  std::atomic<size_t> high_water_{0};  // written under consumer_mu_
 };
 
 }  // namespace taskrt::work_stealing_internal

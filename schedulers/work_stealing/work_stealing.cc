@@ -75,28 +75,29 @@ class WorkStealingPool final : public Scheduler {
     Worker* self = current_worker;
     if (self != nullptr && self->pool == this) {
       if (stopping_.load(std::memory_order_acquire)) return ShuttingDownError();
+      // Counted before it is published: a unit that runs at once and reads
+      // the metrics finds itself counted.
+      self->counters.spawned.Add();
       int64_t depth = 0;
       if (self->deque.Push(job, &depth)) {
-        self->counters.spawned.Add();
         self->counters.high_water.RaiseTo(static_cast<uint64_t>(depth));
         WakeOneIfSleeping();
         return absl::OkStatus();
       }
       // Full deque: overflow to the injection queue below.
+      if (!injected_.Push(job)) {
+        self->counters.spawned.Subtract(1);
+        return ShuttingDownError();
+      }
+      WakeOneIfSleeping();
+      return absl::OkStatus();
     }
+    spawned_outside_.Add();
     // Refused once Shutdown closed the queue.
-    if (!injected_.Push(job)) return ShuttingDownError();
-    // From outside, the injection count is the only count: metrics()
-    // subtracts the workers' overflows to get the spawns from outside.
-    if (self != nullptr && self->pool == this) {
-      self->counters.spawned.Add();
-      self->counters.overflowed.Add();
+    if (!injected_.Push(job)) {
+      spawned_outside_.Subtract(1);
+      return ShuttingDownError();
     }
-    injected_count_.Add();
-    // Units injected and not yet taken: the injection queue's depth, give
-    // or take the pushes and takes racing this read.
-    const uint64_t injected = injected_count_.Read(), taken = injected_taken_.Read();
-    if (injected > taken) injection_high_water_.RaiseTo(injected - taken);
     WakeOneIfSleeping();
     return absl::OkStatus();
   }
@@ -150,12 +151,9 @@ class WorkStealingPool final : public Scheduler {
       m.helps += c.helps.Read();
       m.queue_high_water = std::max(m.queue_high_water, c.high_water.Read());
     }
-    uint64_t overflowed = 0;
-    for (const auto& worker : workers_) overflowed += worker->counters.overflowed.Read();
-    const uint64_t injected = injected_count_.Read();
-    m.spawned_outside = injected > overflowed ? injected - overflowed : 0;
+    m.spawned_outside = spawned_outside_.Read();
     m.wakes = wakes_.Read();
-    m.queue_high_water = std::max(m.queue_high_water, injection_high_water_.Read());
+    m.queue_high_water = std::max<uint64_t>(m.queue_high_water, injected_.HighWater());
     return m;
   }
   SchedulerCapabilities capabilities() const override { return {.honours_worker_count = true}; }
@@ -167,7 +165,7 @@ class WorkStealingPool final : public Scheduler {
   // Written by the worker's own thread only. `started` counts the units its
   // loop ran, `helps` those run inside a wait.
   struct WorkerCounters {
-    OwnedCounter started, spawned, overflowed, steals, steal_attempts, parks, helps, high_water;
+    OwnedCounter started, spawned, steals, steal_attempts, parks, helps, high_water;
   };
 
   struct Worker {
@@ -210,7 +208,6 @@ class WorkStealingPool final : public Scheduler {
     Job* const job = wait_for_lock
                          ? injected_.Take(workers_.size(), kMaxInjectionBatch, spill)
                          : injected_.TryTake(workers_.size(), kMaxInjectionBatch, spill);
-    if (job != nullptr) injected_taken_.Add(1 + spilled);
     if (spilled > 0) w->counters.high_water.RaiseTo(static_cast<uint64_t>(depth));
     if (job != nullptr && (spilled > 0 || injected_.LooksNonEmpty())) WakeOneIfSleeping();
     return job;
@@ -353,11 +350,9 @@ class WorkStealingPool final : public Scheduler {
   std::atomic<int> searching_{0};  // workers spinning through FindWork
 
   // Lines of their own, away from sleepers_ and searching_, which every
-  // push reads: outside pushes and takes write these.
-  alignas(64) SharedCounter injected_count_;  // units pushed to injected_, from anywhere
-  alignas(64) SharedCounter injected_taken_;  // units workers took from it
-  alignas(64) SharedCounter injection_high_water_;
-  SharedCounter wakes_;
+  // push reads.
+  alignas(64) SharedCounter spawned_outside_;
+  alignas(64) SharedCounter wakes_;
 };
 
 thread_local WorkStealingPool::Worker* WorkStealingPool::current_worker = nullptr;

@@ -49,6 +49,7 @@ struct Counters {
   std::atomic<uint64_t> responses_4xx{0};
   std::atomic<uint64_t> responses_5xx{0};
   std::atomic<uint64_t> tasks_started{0};
+  std::atomic<uint64_t> tasks_finished{0};
   std::atomic<uint64_t> tasks_cancelled{0};
   std::atomic<uint64_t> tasks_refused{0};
   std::atomic<uint64_t> connections_refused{0};
@@ -185,7 +186,7 @@ std::string PrometheusMetrics(const ServerStats& s, const Scheduler& scheduler,
   one("taskrt_http_tasks_running", "gauge", "Task entries that have not returned yet.",
       s.tasks_running);
   one("taskrt_http_tasks_finished_total", "counter", "Task entries that returned.",
-      s.tasks_started - std::min(s.tasks_started, s.tasks_running));
+      s.tasks_finished);
   one("taskrt_http_tasks_cancelled_total", "counter",
       "Task entries that stopped early on a cancel.", s.tasks_cancelled);
   one("taskrt_http_tasks_refused_total", "counter", "Jobs answered 503 at max_tasks.",
@@ -316,6 +317,7 @@ class ServerImpl final : public Server {
     s.responses_4xx = counters_->responses_4xx.load();
     s.responses_5xx = counters_->responses_5xx.load();
     s.tasks_started = counters_->tasks_started.load();
+    s.tasks_finished = counters_->tasks_finished.load();
     s.tasks_cancelled = counters_->tasks_cancelled.load();
     s.tasks_refused = counters_->tasks_refused.load();
     s.connections_refused = counters_->connections_refused.load();
@@ -686,7 +688,8 @@ void ServerImpl::Dispatch(Connection& c, RequestHead head) {
                          ", \"connections_open\": ", s.connections_open, ", \"requests\": ", s.requests,
                          ", \"responses_2xx\": ", s.responses_2xx, ", \"responses_4xx\": ",
                          s.responses_4xx, ", \"responses_5xx\": ", s.responses_5xx,
-                         ", \"tasks_started\": ", s.tasks_started, ", \"tasks_running\": ",
+                         ", \"tasks_started\": ", s.tasks_started, ", \"tasks_finished\": ",
+                         s.tasks_finished, ", \"tasks_running\": ",
                          s.tasks_running, ", \"tasks_cancelled\": ", s.tasks_cancelled,
                          ", \"tasks_refused\": ", s.tasks_refused, ", \"connections_refused\": ",
                          s.connections_refused, ", \"connections_evicted\": ", s.connections_evicted,
@@ -779,7 +782,11 @@ StateResult ServerImpl::StartJob(JobRequest& request) {
   const Job job = request.job_;
   auto token = std::make_shared<RunningToken>(counters_);
   absl::StatusOr<std::unique_ptr<Task>> task =
-      Task::Create([job, token](TaskContext& self) { return RunJob(self, job, *token->counters); });
+      Task::Create([job, token](TaskContext& self) {
+        const int result = RunJob(self, job, *token->counters);
+        token->counters->tasks_finished.fetch_add(1);
+        return result;
+      });
   token.reset();  // the entry's closure holds it now
   absl::Status status = task.status();
   if (status.ok()) status = (*task)->BindRequest(c.request);

@@ -104,6 +104,7 @@ struct ServerStats {
   uint64_t responses_4xx = 0;
   uint64_t responses_5xx = 0;
   uint64_t tasks_started = 0;
+  uint64_t tasks_finished = 0;    // entries that returned
   uint64_t tasks_running = 0;     // entries that have not returned yet
   uint64_t tasks_cancelled = 0;   // entries that stopped early on a cancel
   uint64_t tasks_refused = 0;     // jobs answered 503 at max_tasks

@@ -316,6 +316,8 @@ TEST_P(HttpFront, MetricsArePrometheusTextWithTheServersAndTheSchedulersCounts) 
   EXPECT_EQ(Sample(r.body, "taskrt_http_responses_total", "code=\"2xx\""), 1);
   EXPECT_EQ(Sample(r.body, "taskrt_http_responses_total", "code=\"4xx\""), 1);
   EXPECT_EQ(Sample(r.body, "taskrt_http_tasks_started_total"), 1);
+  // The job was answered: its entry returned before the answer went out.
+  EXPECT_EQ(Sample(r.body, "taskrt_http_tasks_finished_total"), 1);
   EXPECT_EQ(Sample(r.body, "taskrt_http_connections_open"), 1);
   // The scheduler ran the one task entry: at least one unit started.
   const std::string scheduler =
