@@ -21,7 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "channels/framing/framing.h"
 #include "channels/io_uring/io_uring_channel_internal.h"
-#include "core/counters.h"
+#include "core/channel_counters.h"
 #include "core/errors.h"
 #include "platform/io_uring/ring.h"
 
@@ -187,8 +187,7 @@ class IoUringEnd final : public ChannelEnd {
     }
     framing::AppendFrame(pending_, message);
     last_accepted_bytes_ = size;
-    counts_.messages_sent.Add();
-    counts_.bytes_sent.Add(message.size());
+    counts_.Sent(message.size());
     if (pending_.size() >= kBatchBytes && !send_inflight_) SubmitSend();
     SignalReceiveIfOwed();
     return absl::OkStatus();
@@ -264,8 +263,7 @@ class IoUringEnd final : public ChannelEnd {
       return length;
     }
     in_.Take(out, *length);
-    counts_.messages_received.Add();
-    counts_.bytes_received.Add(*length);
+    counts_.Received(*length);
     // The receive that takes a parked end below kParkAt resumes it now, not
     // at the next call: a sender blocked on the full socket may be waiting
     // for exactly this one.
@@ -316,16 +314,7 @@ class IoUringEnd final : public ChannelEnd {
   size_t max_message_size() const override { return max_message_size_; }
 
   // The kernel wakes a waiter through the ring: wakeups_sent stays 0.
-  ChannelMetrics metrics() const override {
-    ChannelMetrics m;
-    m.messages_sent = counts_.messages_sent.Read();
-    m.bytes_sent = counts_.bytes_sent.Read();
-    m.messages_received = counts_.messages_received.Read();
-    m.bytes_received = counts_.bytes_received.Read();
-    m.sends_blocked = counts_.sends_blocked.Read();
-    m.receives_blocked = counts_.receives_blocked.Read();
-    return m;
-  }
+  ChannelMetrics metrics() const override { return counts_.Snapshot(); }
 
   EndStats stats() const {
     EndStats stats = stats_;
@@ -723,17 +712,10 @@ class IoUringEnd final : public ChannelEnd {
   absl::Status send_error_;
 
   // A frame of `frame_bytes` (header included) taken back: as if never sent.
-  void UncountSent(size_t frame_bytes) {
-    counts_.messages_sent.Subtract(1);
-    counts_.bytes_sent.Subtract(frame_bytes - framing::kHeaderSize);
-  }
+  void UncountSent(size_t frame_bytes) { counts_.Unsent(frame_bytes - framing::kHeaderSize); }
 
   EndStats stats_;
-  // metrics(): written by the end's user, read from anywhere.
-  struct {
-    OwnedCounter messages_sent, bytes_sent, messages_received, bytes_received;
-    OwnedCounter sends_blocked, receives_blocked;
-  } counts_;
+  ChannelEndCounters counts_;  // metrics()
 };
 
 // Everything the ends rely on, tried once on a scratch ring and socketpair.

@@ -24,7 +24,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "core/counters.h"
+#include "core/channel_counters.h"
 #include "core/errors.h"
 #include "core/execution_context.h"
 
@@ -378,8 +378,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
     const uint64_t next = write_position_ + record;
     CopySmall(ring.data.get() + offset + kHeaderSize, message.data(), length);
     StoreHeaders(ring, offset, next, length | kPublished);
-    counts_.messages_sent.Add();
-    counts_.bytes_sent.Add(length);
+    counts_.Sent(length);
     if (AdvanceAndCheckWaiter(ring, next)) [[unlikely]] return NotifyConsumerAfterSend();
     return absl::OkStatus();
   }
@@ -403,8 +402,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
       if (header != 0 && (header & kMoreFragments) == 0 && length <= kSmallMessage) [[likely]] {
         CopySmall(out.data(), data + offset + kHeaderSize, std::min(out.size(), length));
         read_position_ += kHeaderSize + RoundUp8(length);
-        counts_.messages_received.Add();
-        counts_.bytes_received.Add(length);
+        counts_.Received(length);
         if (MustPublishHead(ring)) [[unlikely]] return PublishHeadAfterReceive(length);
         return length;
       }
@@ -446,14 +444,14 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
         counts_.sends_blocked.Add();
         return WouldBlock();
       }
-      CountSent(message.size());
+      counts_.Sent(message.size());
       return absl::OkStatus();
     }
     // Large: accepted whole, pushed in pieces.
     HoldPending(message);
     absl::Status flushed = TryFlushSlow();
     if (!flushed.ok() && !IsWouldBlock(flushed)) return flushed;
-    CountSent(message.size());
+    counts_.Sent(message.size());
     return absl::OkStatus();
   }
 
@@ -527,8 +525,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
       read_position_ += kHeaderSize + RoundUp8(length);
       if (MustPublishHead(ring)) PublishHead();
       if (delivered.has_value()) {
-        counts_.messages_received.Add();
-        counts_.bytes_received.Add(*delivered);
+        counts_.Received(*delivered);
         return *delivered;
       }
     }
@@ -556,8 +553,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   // A large message is held whole until its first piece is in the ring.
   bool TryTakeBackUnsent() override {
     if (pending_.empty() || pending_offset_ != 0) return false;
-    counts_.messages_sent.Subtract(1);
-    counts_.bytes_sent.Subtract(pending_.size());
+    counts_.Unsent(pending_.size());
     DropPending();
     return true;
   }
@@ -626,23 +622,9 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
 
   size_t max_message_size() const override { return max_message_size_; }
 
-  ChannelMetrics metrics() const override {
-    ChannelMetrics m;
-    m.messages_sent = counts_.messages_sent.Read();
-    m.bytes_sent = counts_.bytes_sent.Read();
-    m.messages_received = counts_.messages_received.Read();
-    m.bytes_received = counts_.bytes_received.Read();
-    m.sends_blocked = counts_.sends_blocked.Read();
-    m.receives_blocked = counts_.receives_blocked.Read();
-    m.wakeups_sent = counts_.wakeups_sent.Read();
-    return m;
-  }
+  ChannelMetrics metrics() const override { return counts_.Snapshot(); }
 
  private:
-  void CountSent(size_t bytes) {
-    counts_.messages_sent.Add();
-    counts_.bytes_sent.Add(bytes);
-  }
   absl::Status ClosedWhileReading() {
     if (reassembling_) {
       reassembling_ = false;
@@ -891,11 +873,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   uint64_t published_head_ = 0;
   bool reassembling_ = false;
   std::string reassembly_;
-  // metrics(): written by the end's user, read from anywhere.
-  struct {
-    OwnedCounter messages_sent, bytes_sent, messages_received, bytes_received;
-    OwnedCounter sends_blocked, receives_blocked, wakeups_sent;
-  } counts_;
+  ChannelEndCounters counts_;  // metrics()
 };
 
 class MemoryChannelFactory final : public ChannelFactory {

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "channels/framing/framing.h"
-#include "core/counters.h"
+#include "core/channel_counters.h"
 #include "core/errors.h"
 
 namespace taskrt {
@@ -61,8 +61,7 @@ class SocketpairEnd final : public ChannelEnd {
       framing::AppendFrame(out_, message, static_cast<size_t>(sent));
       out_offset_ = 0;
     }
-    counts_.messages_sent.Add();
-    counts_.bytes_sent.Add(message.size());
+    counts_.Sent(message.size());
     return absl::OkStatus();
   }
 
@@ -93,8 +92,7 @@ class SocketpairEnd final : public ChannelEnd {
       return length;
     }
     in_.Take(out, *length);
-    counts_.messages_received.Add();
-    counts_.bytes_received.Add(*length);
+    counts_.Received(*length);
     return length;
   }
 
@@ -118,16 +116,7 @@ class SocketpairEnd final : public ChannelEnd {
   size_t max_message_size() const override { return max_message_size_; }
 
   // The kernel wakes the peer: wakeups_sent stays 0.
-  ChannelMetrics metrics() const override {
-    ChannelMetrics m;
-    m.messages_sent = counts_.messages_sent.Read();
-    m.bytes_sent = counts_.bytes_sent.Read();
-    m.messages_received = counts_.messages_received.Read();
-    m.bytes_received = counts_.bytes_received.Read();
-    m.sends_blocked = counts_.sends_blocked.Read();
-    m.receives_blocked = counts_.receives_blocked.Read();
-    return m;
-  }
+  ChannelMetrics metrics() const override { return counts_.Snapshot(); }
 
  private:
   // Reads from the socket until in_ holds a whole message at its front, and
@@ -166,11 +155,7 @@ class SocketpairEnd final : public ChannelEnd {
   // Accepted bytes not yet sent: out_[out_offset_, end).
   std::string out_;
   size_t out_offset_ = 0;
-  // metrics(): written by the end's user, read from anywhere.
-  struct {
-    OwnedCounter messages_sent, bytes_sent, messages_received, bytes_received;
-    OwnedCounter sends_blocked, receives_blocked;
-  } counts_;
+  ChannelEndCounters counts_;  // metrics()
 };
 
 class SocketpairFactory final : public ChannelFactory {
