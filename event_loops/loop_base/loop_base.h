@@ -184,8 +184,12 @@ class LoopBase : public EventLoop {
   // The loop thread's only.
   // Metrics (metrics()): the loop thread writes the owned ones.
   OwnedCounter iterations_, callbacks_run_, timers_run_, posted_run_, io_started_;
-  // Other threads add to it: a line of its own, away from the loop's.
-  alignas(64) SharedCounter wake_requests_;
+  // Other threads add to it: padded to a line of its own, away from the
+  // loop's (padding rather than alignas, which a loop on a stack would
+  // have to honour, and AddressSanitizer's fake stack does not).
+  char wake_requests_before_[64] = {};
+  SharedCounter wake_requests_;
+  char wake_requests_after_[64] = {};
   std::deque<Work> deferred_;
   IoId next_io_id_ = 1;
   std::unique_ptr<loop_internal::ReadinessIo> readiness_io_;  // made on first use
