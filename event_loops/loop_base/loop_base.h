@@ -187,9 +187,9 @@ class LoopBase : public EventLoop {
   // Other threads add to it: padded to a line of its own, away from the
   // loop's (padding rather than alignas, which a loop on a stack would
   // have to honour, and AddressSanitizer's fake stack does not).
-  char wake_requests_before_[64] = {};
+  [[maybe_unused]] char wake_requests_before_[64] = {};
   SharedCounter wake_requests_;
-  char wake_requests_after_[64] = {};
+  [[maybe_unused]] char wake_requests_after_[64] = {};
   std::deque<Work> deferred_;
   IoId next_io_id_ = 1;
   std::unique_ptr<loop_internal::ReadinessIo> readiness_io_;  // made on first use
