@@ -57,13 +57,6 @@ std::string FormatP(double p) {
   return text;
 }
 
-std::string Percent(double before, double after) {
-  char text[32];
-  const double percent = (after / before - 1) * 100;
-  std::snprintf(text, sizeof text, percent >= 0 ? "+%.1f%%" : "%.1f%%", percent);
-  return text;
-}
-
 absl::Status Malformed(const std::string& path, const std::string& what) {
   return absl::InvalidArgumentError(
       absl::StrCat("baseline ", path, ": not a results.json of compare: ", what));
@@ -293,7 +286,7 @@ std::string FormatComparison(const Comparison& comparison) {
     std::snprintf(line, sizeof line, "%-52s %10s %10s %8s %9s  %s\n",
                   (row.job + "/" + row.backend).c_str(), FormatDuration(row.before_ns).c_str(),
                   FormatDuration(row.after_ns).c_str(),
-                  Percent(row.before_ns, row.after_ns).c_str(), FormatP(row.p_value).c_str(),
+                  FormatChange(row.before_ns, row.after_ns).c_str(), FormatP(row.p_value).c_str(),
                   row.verdict.c_str());
     out += line;
   }

@@ -257,6 +257,11 @@ Machine DescribeMachine() {
   return machine;
 }
 
+std::string FormatChange(double before, double after) {
+  const double percent = (after / before - 1) * 100;
+  return Printf(percent >= 0 ? "+%.1f%%" : "%.1f%%", percent);
+}
+
 std::string FormatDuration(double ns) {
   if (ns >= 1e9) return ThreeFigures(ns / 1e9) + " s";
   if (ns >= 1e6) return ThreeFigures(ns / 1e6) + " ms";
@@ -435,11 +440,6 @@ std::string OverviewHtml(const std::vector<Table>& tables) {
          "up to red at 30x and beyond; n/a: the combination could not run here (hover for "
          "why). The panels below have every figure.</p>\n" +
          out + "</section>\n";
-}
-
-std::string FormatChange(double before, double after) {
-  const double percent = (after / before - 1) * 100;
-  return Printf(percent >= 0 ? "+%.1f%%" : "%.1f%%", percent);
 }
 
 }  // namespace

@@ -139,6 +139,9 @@ std::string ToHtml(const std::vector<Table>& tables, const Machine& machine, con
 // "812 ns", "34.1 us", "138 ms": three significant figures.
 std::string FormatDuration(double ns);
 
+// The change from `before` to `after` as a signed percentage: "+4.2%".
+std::string FormatChange(double before, double after);
+
 }  // namespace taskrt::bench
 
 #endif  // TASKRT_BENCHMARKS_REPORT_H_
