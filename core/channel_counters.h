@@ -3,12 +3,15 @@
 
 // The counters behind ChannelEnd::metrics(), for channel backends. The
 // end's user writes them (one thread at a time, as the channel contract
-// has it); metrics() reads them from any thread.
+// has it); metrics() reads them from any thread. They also record each
+// message in a running trace (core/trace.h) when the pair was linked with
+// LinkForTrace at creation.
 
 #include <cstddef>
 
 #include "core/channel.h"
 #include "core/counters.h"
+#include "core/trace.h"
 
 namespace taskrt {
 
@@ -16,9 +19,12 @@ struct ChannelEndCounters {
   OwnedCounter messages_sent, bytes_sent, messages_received, bytes_received;
   OwnedCounter sends_blocked, receives_blocked, wakeups_sent;
 
+  trace::ChannelTrace flows;
+
   void Sent(size_t bytes) {
     messages_sent.Add();
     bytes_sent.Add(bytes);
+    if (flows.send_flow != 0) [[unlikely]] trace::RecordSend(flows, messages_sent.Read(), bytes);
   }
   // A message taken back (TryTakeBackUnsent): as if never sent.
   void Unsent(size_t bytes) {
@@ -28,6 +34,9 @@ struct ChannelEndCounters {
   void Received(size_t bytes) {
     messages_received.Add();
     bytes_received.Add(bytes);
+    if (flows.receive_flow != 0) [[unlikely]] {
+      trace::RecordReceive(flows, messages_received.Read(), bytes);
+    }
   }
 
   ChannelMetrics Snapshot() const {
@@ -42,6 +51,11 @@ struct ChannelEndCounters {
     return m;
   }
 };
+
+// Called by a factory on the two ends of each new pair.
+inline void LinkForTrace(ChannelEndCounters& a, ChannelEndCounters& b) {
+  trace::LinkChannelPair(a.flows, b.flows);
+}
 
 }  // namespace taskrt
 

@@ -17,6 +17,7 @@
 
 #include "absl/time/clock.h"
 #include "core/errors.h"
+#include "core/trace.h"
 
 namespace taskrt {
 namespace {
@@ -42,6 +43,7 @@ class OsThreadContext final : public ExecutionContext {
  public:
   absl::Status WaitFdUntil(int fd, short poll_events, absl::Time deadline) override {
     pollfd entry{.fd = fd, .events = poll_events, .revents = 0};
+    trace::ParkSpan span;
     while (true) {
       int timeout_ms = -1;
       if (deadline != absl::InfiniteFuture()) {
@@ -106,6 +108,7 @@ void ExecutionContext::Park(Parker& parker) {
                                              std::memory_order_acq_rel)) {
     return;  // already unparked
   }
+  trace::ParkSpan span;
   while (parker.state_.load(std::memory_order_acquire) != Parker::kUnparked) {
     // Returns at once if Unpark() changed the state in between.
     syscall(SYS_futex, &parker.state_, FUTEX_WAIT_PRIVATE, Parker::kThreadSleeping, nullptr,
@@ -127,6 +130,7 @@ bool ExecutionContext::ParkUntil(Parker& parker, absl::Time deadline) {
     return true;  // already unparked
   }
   const timespec until = MonotonicDeadline(deadline);
+  trace::ParkSpan span;
   while (parker.state_.load(std::memory_order_acquire) != Parker::kUnparked) {
     // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC timeout, so a
     // spurious or EINTR return needs no recomputation. EAGAIN: the state
@@ -151,6 +155,7 @@ bool ExecutionContext::ParkUntil(Parker& parker, absl::Time deadline) {
 absl::Status ExecutionContext::SleepUntil(absl::Time deadline) {
   if (deadline <= absl::Now()) return absl::OkStatus();
   const timespec until = MonotonicDeadline(deadline);
+  trace::ParkSpan span;
   int result;
   // An absolute deadline: a signal's early return just sleeps again.
   while ((result = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, nullptr)) == EINTR) {

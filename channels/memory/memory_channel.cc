@@ -623,6 +623,7 @@ class alignas(128) MemoryEnd final : public ChannelEnd {
   size_t max_message_size() const override { return max_message_size_; }
 
   ChannelMetrics metrics() const override { return counts_.Snapshot(); }
+  void LinkForTraceWith(MemoryEnd& peer) { LinkForTrace(counts_, peer.counts_); }
 
  private:
   absl::Status ClosedWhileReading() {
@@ -901,9 +902,10 @@ class MemoryChannelFactory final : public ChannelFactory {
     auto state = std::make_shared<PairState>(std::move(a_to_b), std::move(b_to_a), bytes,
                                              options.max_message_size, RegisterAsymmetricBarrier(),
                                              CpuHasWritePrefetch());
-    return ChannelPair{
-        .task_end = std::make_unique<MemoryEnd>(state, &state->a_to_b, &state->b_to_a),
-        .owner_end = std::make_unique<MemoryEnd>(state, &state->b_to_a, &state->a_to_b)};
+    auto task_end = std::make_unique<MemoryEnd>(state, &state->a_to_b, &state->b_to_a);
+    auto owner_end = std::make_unique<MemoryEnd>(state, &state->b_to_a, &state->a_to_b);
+    if (trace::Enabled()) [[unlikely]] task_end->LinkForTraceWith(*owner_end);
+    return ChannelPair{.task_end = std::move(task_end), .owner_end = std::move(owner_end)};
   }
 
   std::string name() const override { return "memory"; }

@@ -117,6 +117,7 @@ class SocketpairEnd final : public ChannelEnd {
 
   // The kernel wakes the peer: wakeups_sent stays 0.
   ChannelMetrics metrics() const override { return counts_.Snapshot(); }
+  void LinkForTraceWith(SocketpairEnd& peer) { LinkForTrace(counts_, peer.counts_); }
 
  private:
   // Reads from the socket until in_ holds a whole message at its front, and
@@ -164,9 +165,10 @@ class SocketpairFactory final : public ChannelFactory {
     absl::StatusOr<std::array<int, 2>> fds =
         framing::NewStreamSocketPair("socketpair channel", options);
     if (!fds.ok()) return fds.status();
-    return ChannelPair{
-        .task_end = std::make_unique<SocketpairEnd>((*fds)[0], options.max_message_size),
-        .owner_end = std::make_unique<SocketpairEnd>((*fds)[1], options.max_message_size)};
+    auto task_end = std::make_unique<SocketpairEnd>((*fds)[0], options.max_message_size);
+    auto owner_end = std::make_unique<SocketpairEnd>((*fds)[1], options.max_message_size);
+    if (trace::Enabled()) [[unlikely]] task_end->LinkForTraceWith(*owner_end);
+    return ChannelPair{.task_end = std::move(task_end), .owner_end = std::move(owner_end)};
   }
 
   std::string name() const override { return "socketpair"; }

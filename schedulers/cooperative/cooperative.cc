@@ -25,6 +25,7 @@
 #include "core/counters.h"
 #include "core/mutex.h"
 #include "core/timer_wheel.h"
+#include "core/trace.h"
 
 namespace taskrt {
 namespace {
@@ -68,6 +69,14 @@ struct CoTask : TimerWheel::Node {
   int waiting_fd = -1;
   Parker* timed_parker = nullptr;
   bool timed_out = false;
+  trace::TaskTrace trace;  // unit 0 unless spawned while a trace ran
+};
+
+// Work from other threads, waiting for the loop to make it a task.
+struct InboxUnit {
+  Work work;
+  Job* job;
+  uint64_t trace_unit;
 };
 
 // First-in, first-out tasks, linked through next_ready (a task is in one
@@ -275,6 +284,7 @@ class CooperativeScheduler final : public Scheduler {
       CoTask* task = NewTask();
       task->work = std::move(work);
       task->job = job;
+      if (trace::Enabled()) [[unlikely]] task->trace.unit = trace::RecordSpawn();
       ++live_tasks_;
       PushReady(task);
       spawned_inside_.Add();
@@ -284,7 +294,7 @@ class CooperativeScheduler final : public Scheduler {
     {
       MutexLock lock(&inbox_mu_);
       if (stopping_.load(std::memory_order_relaxed)) return ShuttingDownError();
-      inbox_work_.push_back({std::move(work), job});
+      inbox_work_.push_back({std::move(work), job, trace::RecordSpawn()});
       spawned_outside_.Add();  // before the loop can take it
       inbox_pending_.store(true, std::memory_order_seq_cst);
     }
@@ -294,6 +304,7 @@ class CooperativeScheduler final : public Scheduler {
 
   // From any thread: `task` parked and may run again.
   void MakeReady(CoTask* task) {
+    if (task->trace.unit != 0) [[unlikely]] trace::RecordWake(task->trace);
     if (current_scheduler == this) {
       PushReady(task);
       return;
@@ -331,10 +342,16 @@ class CooperativeScheduler final : public Scheduler {
     CoTask* task = free_tasks_.back();
     free_tasks_.pop_back();
     task->locals.Clear();
+    task->trace = {};
     return task;
   }
 
   void PushReady(CoTask* task) { ready_.Push(task); }
+  // A suspended task made ready by the loop (its descriptor or deadline).
+  void PushWoken(CoTask* task) {
+    if (task->trace.unit != 0) [[unlikely]] trace::RecordWake(task->trace);
+    PushReady(task);
+  }
 
   CoTask* PopReady() {
     CoTask* task = ready_.Pop();
@@ -379,11 +396,11 @@ class CooperativeScheduler final : public Scheduler {
       CoTask* next = ready_.head;
       if (next != nullptr && (next->slot != nullptr || EnsureSlot(next))) {
         PopReady();
-        current_ = next;
+        SetCurrent(next);
         return next->slot->context;
       }
     }
-    current_ = nullptr;
+    SetCurrent(nullptr);
     return *loop_context_;
   }
 
@@ -397,7 +414,7 @@ class CooperativeScheduler final : public Scheduler {
       }
       // Only the loop can have more: let it look (it runs this task next).
       PushReady(self);
-      current_ = nullptr;
+      SetCurrent(nullptr);
       FiberContext::Switch(self->slot->context, *loop_context_);
       RecycleFinished();
       return;
@@ -429,9 +446,24 @@ class CooperativeScheduler final : public Scheduler {
   // switching straight to it: the hand-off of TaskContext::SwitchToParked.
   void SwitchDirectly(CoTask* self, CoTask* target) {
     ++switches_;
-    current_ = target;
+    SetCurrent(target);
     FiberContext::Switch(self->slot->context, target->slot->context);
     RecycleFinished();
+  }
+
+  // Every change of the running task goes through here, so that a trace
+  // sees each task's run slices.
+  void SetCurrent(CoTask* next) {
+    if ((current_ != nullptr && current_->trace.unit != 0) ||
+        (next != nullptr && next->trace.unit != 0)) [[unlikely]] {
+      if (current_ != nullptr && current_ != next && current_->trace.unit != 0) {
+        trace::EndSlice(current_->trace);
+      }
+      if (next != nullptr && next != current_ && next->trace.unit != 0) {
+        trace::BeginSlice(next->trace);
+      }
+    }
+    current_ = next;
   }
 
   // Switches away from the current task; returns when it runs again.
@@ -455,6 +487,7 @@ class CooperativeScheduler final : public Scheduler {
         std::move(work)();
       }
       --scheduler->live_tasks_;
+      task->trace.finished = true;
       // Run the next new unit on this very stack, without a switch, when it
       // is its turn anyway: spawn-heavy loads then reuse one warm stack.
       CoTask* next = scheduler->ready_.head;
@@ -463,13 +496,13 @@ class CooperativeScheduler final : public Scheduler {
         if (++scheduler->switches_ % kLoopInterval == 0) {
           // The loop's turn, counted already: straight to it.
           scheduler->finished_ = task;
-          scheduler->current_ = nullptr;
+          scheduler->SetCurrent(nullptr);
           FiberContext::SwitchForLast(task->slot->context, *scheduler->loop_context_);
         }
         scheduler->PopReady();
         next->slot = std::exchange(task->slot, nullptr);
         scheduler->free_tasks_.push_back(task);
-        scheduler->current_ = next;
+        scheduler->SetCurrent(next);
         task = next;
         // The context object stays the same; its start argument is stale,
         // which only matters after a Reset, which sets it again.
@@ -575,6 +608,7 @@ class CooperativeScheduler final : public Scheduler {
       timers_.Advance(TimerTime(absl::Now()), [&](TimerWheel::Node* node) {
         auto* task = static_cast<CoTask*>(node);
         if (!WakeAtDeadline(task)) return;
+        if (task->trace.unit != 0) [[unlikely]] trace::RecordWake(task->trace);
         woken_.Push(task);
       });
     }
@@ -719,7 +753,7 @@ class CooperativeScheduler final : public Scheduler {
         if (wake_all || (waiter.events & happened) != 0) {
           --fd_waiter_count_;
           CancelTimer(waiter.task);
-          PushReady(waiter.task);
+          PushWoken(waiter.task);
         } else {
           waiters[kept++] = waiter;
         }
@@ -738,7 +772,7 @@ class CooperativeScheduler final : public Scheduler {
     if (!waiters.empty() && ArmFd(it->first, waiters).ok()) return;
     for (FdWaiter& waiter : waiters) {
       CancelTimer(waiter.task);
-      PushReady(waiter.task);
+      PushWoken(waiter.task);
     }
     fd_waiter_count_ -= waiters.size();
     fd_waiters_.erase(it);
@@ -751,7 +785,7 @@ class CooperativeScheduler final : public Scheduler {
   // Moves work and wake-ups from other threads into the ready queue.
   void DrainInbox() {
     if (!inbox_pending_.load(std::memory_order_seq_cst)) return;
-    std::vector<std::pair<Work, Job*>> work;
+    std::vector<InboxUnit> work;
     std::vector<CoTask*> wakes;
     {
       MutexLock lock(&inbox_mu_);
@@ -760,10 +794,11 @@ class CooperativeScheduler final : public Scheduler {
       inbox_pending_.store(false, std::memory_order_seq_cst);
     }
     for (CoTask* task : wakes) PushReady(task);
-    for (auto& [unit, job] : work) {
+    for (InboxUnit& unit : work) {
       CoTask* task = NewTask();
-      task->work = std::move(unit);
-      task->job = job;
+      task->work = std::move(unit.work);
+      task->job = unit.job;
+      task->trace.unit = unit.trace_unit;
       ++live_tasks_;
       PushReady(task);
     }
@@ -778,6 +813,7 @@ class CooperativeScheduler final : public Scheduler {
   void LoopMain() {
     UseTightTimerSlack();  // its waits end at task deadlines
     current_scheduler = this;
+    trace::NameThread(name());
     ScopedExecutionContext scope(&context_);
     FiberContext loop_context(options_.context_switch);
     loop_context_ = &loop_context;
@@ -791,9 +827,9 @@ class CooperativeScheduler final : public Scheduler {
         // Null: every ready unit needed a stack the kernel refused, and
         // waits for a finishing task's or the retry (in SleepTimeout).
         if (next == nullptr) continue;
-        current_ = next;
+        SetCurrent(next);
         FiberContext::Switch(loop_context, next->slot->context);
-        current_ = nullptr;
+        SetCurrent(nullptr);
         RecycleFinished();
         continue;
       }
@@ -841,7 +877,7 @@ class CooperativeScheduler final : public Scheduler {
 
   // Work and wake-ups from other threads.
   Mutex inbox_mu_;
-  std::vector<std::pair<Work, Job*>> inbox_work_ ABSL_GUARDED_BY(inbox_mu_);
+  std::vector<InboxUnit> inbox_work_ ABSL_GUARDED_BY(inbox_mu_);
   std::vector<CoTask*> inbox_wakes_ ABSL_GUARDED_BY(inbox_mu_);
   std::atomic<bool> inbox_pending_{false};
   std::atomic<bool> sleeping_{false};

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/execution_context.h"
 #include "core/mutex.h"
+#include "core/trace.h"
 
 namespace taskrt {
 namespace {
@@ -35,6 +36,7 @@ class ThreadPool final : public Scheduler {
 
   absl::Status Schedule(Work work) override {
     if (!work) return absl::InvalidArgumentError("thread_pool: Schedule got empty work");
+    if (trace::Enabled()) [[unlikely]] work = trace::TraceWork(std::move(work));
     {
       MutexLock lock(&mu_);
       if (shutting_down_) {
@@ -110,6 +112,7 @@ class ThreadPool final : public Scheduler {
   void WorkerLoop(size_t id) {
     UseTightTimerSlack();  // for units that sleep
     current_pool = this;
+    trace::NameThread(absl::StrCat(name(), " worker ", id));
     current_worker_id = id;
     while (true) {
       Work work;

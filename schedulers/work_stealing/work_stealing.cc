@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -12,6 +13,7 @@
 #include "core/counters.h"
 #include "core/execution_context.h"
 #include "core/mutex.h"
+#include "core/trace.h"
 #include "schedulers/work_stealing/chase_lev_deque.h"
 #include "schedulers/work_stealing/injection_queue.h"
 
@@ -72,6 +74,19 @@ class WorkStealingPool final : public Scheduler {
 
   absl::Status ScheduleJob(Job* job) override {
     if (job == nullptr) return absl::InvalidArgumentError("work_stealing: ScheduleJob got null");
+    if (trace::Enabled()) [[unlikely]] return EnqueueTraced(job);
+    return Enqueue(job);
+  }
+
+  absl::Status EnqueueTraced(Job* job) {
+    std::unique_ptr<Job> traced = trace::TraceJob(job);
+    if (traced == nullptr) return Enqueue(job);
+    absl::Status status = Enqueue(traced.get());
+    if (status.ok()) traced.release();
+    return status;
+  }
+
+  absl::Status Enqueue(Job* job) {
     Worker* self = current_worker;
     if (self != nullptr && self->pool == this) {
       if (stopping_.load(std::memory_order_acquire)) return ShuttingDownError();
@@ -302,6 +317,7 @@ class WorkStealingPool final : public Scheduler {
     UseTightTimerSlack();  // for units that sleep
     w->pool = this;
     current_worker = w;
+    trace::NameThread(absl::StrCat(name(), " worker ", w->index));
     while (true) {
       Job* job = FindWork(w);
       if (job == nullptr) {

@@ -1,0 +1,381 @@
+#include "core/trace.h"
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/errors.h"
+#include "core/mutex.h"
+
+namespace taskrt {
+namespace trace {
+namespace internal {
+std::atomic<TraceRecorder*> running{nullptr};
+}  // namespace internal
+
+namespace {
+
+struct Event {
+  const char* name = nullptr;
+  const char* category = nullptr;
+  int64_t ts = 0;   // steady-clock nanoseconds
+  int64_t dur = 0;  // 'X' only
+  uint64_t id = 0;  // flows
+  const char* arg_name = nullptr;  // one numeric argument, or none
+  uint64_t arg = 0;
+  uint32_t tid = 0;
+  char phase = 0;  // 'i' instant, 'X' slice, 's' flow start, 'f' flow end
+};
+
+// Recorders' writers in progress: StopAndWrite waits for them to finish
+// before it reads the ring (and before the ring can be freed).
+std::atomic<uint64_t> writers_in_flight{0};
+// Unit and flow ids; 0 is never one.
+std::atomic<uint64_t> next_id{1};
+// Message flow ids: the high bit apart from units and wake-ups, the
+// direction's id, then the message's sequence number.
+constexpr uint64_t kMessageFlowBit = uint64_t{1} << 63;
+constexpr int kSequenceBits = 24;
+
+int64_t SteadyNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+uint32_t ThreadId() {
+  thread_local const uint32_t tid = static_cast<uint32_t>(syscall(SYS_gettid));
+  return tid;
+}
+
+uint64_t NewId() { return next_id.fetch_add(1, std::memory_order_relaxed); }
+
+struct ThreadNames {
+  Mutex mu;
+  absl::flat_hash_map<uint32_t, std::string> names ABSL_GUARDED_BY(mu);
+};
+ThreadNames& Names() {
+  static ThreadNames* names = new ThreadNames;  // never destroyed: threads name themselves late
+  return *names;
+}
+
+void AppendEscaped(std::string& out, const std::string& text) {
+  for (const char c : text) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      absl::StrAppendFormat(&out, "\\u%04x", c);
+    } else {
+      out.push_back(c);
+    }
+  }
+}
+
+}  // namespace
+
+struct TraceRecorder::Slot {
+  std::atomic<bool> busy{false};
+  uint64_t order = 0;  // 1 + the event's place in recording order; 0: empty
+  Event event;
+};
+
+// Friend of TraceRecorder: the one way events get in.
+struct Hooks {
+  static void Record(const Event& event) {
+    writers_in_flight.fetch_add(1, std::memory_order_seq_cst);
+    if (TraceRecorder* recorder = internal::running.load(std::memory_order_seq_cst)) {
+      Put(*recorder, event);
+    }
+    writers_in_flight.fetch_sub(1, std::memory_order_release);
+  }
+
+  static void Put(TraceRecorder& recorder, const Event& event) {
+    const uint64_t order = recorder.next_.fetch_add(1, std::memory_order_relaxed) + 1;
+    TraceRecorder::Slot& slot = recorder.slots_[(order - 1) % recorder.capacity_];
+    if (slot.busy.exchange(true, std::memory_order_acquire)) {
+      recorder.dropped_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    if (slot.order < order) {
+      slot.order = order;
+      slot.event = event;
+    } else {
+      recorder.dropped_.fetch_add(1, std::memory_order_relaxed);  // a newer one landed first
+    }
+    slot.busy.store(false, std::memory_order_release);
+  }
+};
+
+namespace {
+
+void Record(char phase, const char* category, const char* name, int64_t ts, uint64_t id = 0,
+            const char* arg_name = nullptr, uint64_t arg = 0, int64_t dur = 0) {
+  Event event;
+  event.phase = phase;
+  event.category = category;
+  event.name = name;
+  event.ts = ts;
+  event.dur = dur;
+  event.id = id;
+  event.arg_name = arg_name;
+  event.arg = arg;
+  event.tid = ThreadId();
+  Hooks::Record(event);
+}
+
+// A unit's run slice on an OS thread, with the spawn flow's end at its start.
+class UnitRun {
+ public:
+  explicit UnitRun(uint64_t unit) : unit_(unit), start_(SteadyNanos()) {
+    Record('f', "task", "spawn", start_, unit_);
+  }
+  ~UnitRun() {
+    const int64_t end = SteadyNanos();
+    Record('X', "task", "run", start_, 0, "unit", unit_, end - start_);
+  }
+  UnitRun(const UnitRun&) = delete;
+  UnitRun& operator=(const UnitRun&) = delete;
+
+ private:
+  const uint64_t unit_;
+  const int64_t start_;
+};
+
+class TracedJob final : public Job {
+ public:
+  TracedJob(Job* inner, uint64_t unit) : inner_(inner), unit_(unit) {}
+  void RunAndDelete() override {
+    {
+      UnitRun run(unit_);
+      inner_->RunAndDelete();
+    }
+    delete this;
+  }
+
+ private:
+  Job* const inner_;
+  const uint64_t unit_;
+};
+
+uint64_t MessageFlow(uint64_t direction, uint64_t sequence) {
+  return kMessageFlowBit | (direction << kSequenceBits) |
+         (sequence & ((uint64_t{1} << kSequenceBits) - 1));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TraceRecorder>> TraceRecorder::Create(const std::string& path,
+                                                                     size_t capacity) {
+  if (capacity == 0 || capacity > kMaxCapacity) {
+    return absl::InvalidArgumentError(absl::StrCat("trace: a capacity of ", capacity,
+                                                   " events; give 1 to ", kMaxCapacity));
+  }
+  if (path.empty()) return absl::InvalidArgumentError("trace: an empty file path");
+  std::FILE* file = std::fopen(path.c_str(), "w");
+  if (file == nullptr) {
+    return ErrnoError(absl::StrCat("trace: cannot write ", path), errno);
+  }
+  return std::unique_ptr<TraceRecorder>(new TraceRecorder(path, file, capacity));
+}
+
+TraceRecorder::TraceRecorder(std::string path, std::FILE* file, size_t capacity)
+    : path_(std::move(path)), file_(file), capacity_(capacity), slots_(new Slot[capacity]) {}
+
+TraceRecorder::~TraceRecorder() {
+  TraceRecorder* self = this;
+  if (internal::running.compare_exchange_strong(self, nullptr, std::memory_order_seq_cst)) {
+    while (writers_in_flight.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+  }
+  if (file_ != nullptr) std::fclose(file_);
+}
+
+absl::Status TraceRecorder::Start() {
+  if (file_ == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("trace: the recorder for ", path_, " has written its file already"));
+  }
+  TraceRecorder* none = nullptr;
+  if (!internal::running.compare_exchange_strong(none, this, std::memory_order_seq_cst)) {
+    return absl::FailedPreconditionError(
+        none == this ? "trace: this recorder runs already"
+                     : absl::StrCat("trace: another recorder runs (", none->path_,
+                                    "); one at a time per process"));
+  }
+  return absl::OkStatus();
+}
+
+uint64_t TraceRecorder::recorded() const { return next_.load(std::memory_order_relaxed); }
+uint64_t TraceRecorder::overwritten() const {
+  const uint64_t n = recorded();
+  return n > capacity_ ? n - capacity_ : 0;
+}
+uint64_t TraceRecorder::dropped() const { return dropped_.load(std::memory_order_relaxed); }
+
+absl::StatusOr<size_t> TraceRecorder::StopAndWrite() {
+  TraceRecorder* self = this;
+  if (!internal::running.compare_exchange_strong(self, nullptr, std::memory_order_seq_cst)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("trace: the recorder for ", path_, " is not running"));
+  }
+  while (writers_in_flight.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+
+  std::vector<const Slot*> filled;
+  filled.reserve(std::min<uint64_t>(recorded(), capacity_));
+  for (size_t i = 0; i < capacity_; ++i) {
+    // No writer is left; the acquire pairs with the last writer's release.
+    (void)slots_[i].busy.load(std::memory_order_acquire);
+    if (slots_[i].order != 0) filled.push_back(&slots_[i]);
+  }
+  std::sort(filled.begin(), filled.end(),
+            [](const Slot* a, const Slot* b) { return a->order < b->order; });
+
+  const int pid = static_cast<int>(getpid());
+  std::string out;
+  out.reserve(128 * (filled.size() + 16));
+  absl::StrAppend(&out, "{\"displayTimeUnit\":\"ns\",\"otherData\":{\"recorded\":", recorded(),
+                  ",\"overwritten\":", overwritten(), ",\"dropped\":", dropped(),
+                  ",\"capacity\":", capacity_, "},\n\"traceEvents\":[\n");
+  size_t written = 0;
+  absl::StrAppendFormat(&out,
+                        "{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":%d,\"tid\":%d,"
+                        "\"args\":{\"name\":\"taskrt\"}}",
+                        pid, pid);
+  {
+    ThreadNames& names = Names();
+    MutexLock lock(&names.mu);
+    for (const auto& [tid, name] : names.names) {
+      absl::StrAppendFormat(&out,
+                            ",\n{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%d,\"tid\":%u,"
+                            "\"args\":{\"name\":\"",
+                            pid, tid);
+      AppendEscaped(out, name);
+      out += "\"}}";
+      ++written;
+    }
+  }
+  for (const Slot* slot : filled) {
+    const Event& e = slot->event;
+    absl::StrAppendFormat(&out,
+                          ",\n{\"ph\":\"%c\",\"cat\":\"%s\",\"name\":\"%s\",\"ts\":%.3f,"
+                          "\"pid\":%d,\"tid\":%u",
+                          e.phase, e.category, e.name, static_cast<double>(e.ts) / 1000.0, pid,
+                          e.tid);
+    if (e.phase == 'X') absl::StrAppendFormat(&out, ",\"dur\":%.3f", static_cast<double>(e.dur) / 1000.0);
+    if (e.phase == 'i') out += ",\"s\":\"t\"";
+    if (e.phase == 's' || e.phase == 'f') absl::StrAppendFormat(&out, ",\"id\":\"0x%x\"", e.id);
+    if (e.phase == 'f') out += ",\"bp\":\"e\"";
+    if (e.arg_name != nullptr) absl::StrAppendFormat(&out, ",\"args\":{\"%s\":%u}", e.arg_name, e.arg);
+    out += "}";
+    ++written;
+  }
+  out += "\n]}\n";
+
+  std::FILE* file = std::exchange(file_, nullptr);
+  const bool wrote = std::fwrite(out.data(), 1, out.size(), file) == out.size();
+  const int write_errno = errno;
+  const bool closed = std::fclose(file) == 0;
+  if (!wrote || !closed) {
+    return ErrnoError(absl::StrCat("trace: writing ", path_), wrote ? errno : write_errno);
+  }
+  return written + 1;  // the process name too
+}
+
+void NameThread(std::string name) {
+  ThreadNames& names = Names();
+  const uint32_t tid = ThreadId();
+  MutexLock lock(&names.mu);
+  names.names[tid] = std::move(name);
+}
+
+uint64_t RecordSpawn() {
+  if (!Enabled()) return 0;
+  const uint64_t unit = NewId();
+  const int64_t now = SteadyNanos();
+  Record('i', "task", "spawn", now, 0, "unit", unit);
+  Record('s', "task", "spawn", now, unit);
+  return unit;
+}
+
+Work TraceWork(Work work) {
+  const uint64_t unit = RecordSpawn();
+  if (unit == 0) return work;
+  return [unit, work = std::move(work)]() mutable {
+    UnitRun run(unit);
+    std::move(work)();
+  };
+}
+
+std::unique_ptr<Job> TraceJob(Job* job) {
+  const uint64_t unit = RecordSpawn();
+  if (unit == 0) return nullptr;
+  return std::make_unique<TracedJob>(job, unit);
+}
+
+void BeginSlice(TaskTrace& task) {
+  task.slice_start = SteadyNanos();
+  if (!task.started) {
+    task.started = true;
+    Record('f', "task", "spawn", task.slice_start, task.unit);
+  }
+  if (task.wake_flow != 0) {
+    Record('f', "task", "wake", task.slice_start, std::exchange(task.wake_flow, 0));
+  }
+}
+
+void EndSlice(TaskTrace& task) {
+  const int64_t now = SteadyNanos();
+  Record('X', "task", "run", task.slice_start, 0, "unit", task.unit, now - task.slice_start);
+  Record('i', "task", task.finished ? "end" : "park", now, 0, "unit", task.unit);
+}
+
+void RecordWake(TaskTrace& task) {
+  if (!Enabled()) return;
+  const uint64_t flow = NewId();
+  const int64_t now = SteadyNanos();
+  Record('i', "task", "wake", now, 0, "unit", task.unit);
+  Record('s', "task", "wake", now, flow);
+  task.wake_flow = flow;
+}
+
+int64_t ParkSpan::Now() { return SteadyNanos(); }
+
+void ParkSpan::End() {
+  const int64_t end = SteadyNanos();
+  Record('X', "task", "park", start_, 0, nullptr, 0, end - start_);
+}
+
+void LinkChannelPair(ChannelTrace& a, ChannelTrace& b) {
+  if (!Enabled()) return;
+  const uint64_t a_to_b = NewId();
+  const uint64_t b_to_a = NewId();
+  a.send_flow = b.receive_flow = a_to_b;
+  b.send_flow = a.receive_flow = b_to_a;
+}
+
+void RecordSend(const ChannelTrace& end, uint64_t sequence, size_t bytes) {
+  if (end.send_flow == 0 || !Enabled()) return;
+  const int64_t now = SteadyNanos();
+  Record('i', "channel", "send", now, 0, "bytes", bytes);
+  Record('s', "channel", "message", now, MessageFlow(end.send_flow, sequence));
+}
+
+void RecordReceive(const ChannelTrace& end, uint64_t sequence, size_t bytes) {
+  if (end.receive_flow == 0 || !Enabled()) return;
+  const int64_t now = SteadyNanos();
+  Record('i', "channel", "receive", now, 0, "bytes", bytes);
+  Record('f', "channel", "message", now, MessageFlow(end.receive_flow, sequence));
+}
+
+}  // namespace trace
+}  // namespace taskrt

@@ -1,0 +1,236 @@
+#include "core/trace.h"
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/trace_testing.h"
+#include "gtest/gtest.h"
+
+namespace taskrt::trace {
+namespace {
+
+using testing::EventsOf;
+using testing::FlowId;
+using testing::OfUnit;
+using testing::ReadTrace;
+using testing::WithId;
+
+std::string TempPath(const std::string& name) { return ::testing::TempDir() + "/" + name; }
+
+std::unique_ptr<TraceRecorder> Started(const std::string& name, size_t capacity) {
+  absl::StatusOr<std::unique_ptr<TraceRecorder>> recorder =
+      TraceRecorder::Create(TempPath(name), capacity);
+  EXPECT_TRUE(recorder.ok()) << recorder.status();
+  if (!recorder.ok()) return nullptr;
+  EXPECT_TRUE((*recorder)->Start().ok());
+  return *std::move(recorder);
+}
+
+TEST(TraceRecorder, RefusesCapacitiesOutsideItsRange) {
+  for (size_t capacity : {size_t{0}, TraceRecorder::kMaxCapacity + 1}) {
+    absl::StatusOr<std::unique_ptr<TraceRecorder>> recorder =
+        TraceRecorder::Create(TempPath("capacity.json"), capacity);
+    ASSERT_FALSE(recorder.ok());
+    EXPECT_EQ(recorder.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(recorder.status().message().find("capacity"), std::string::npos)
+        << recorder.status();
+  }
+}
+
+TEST(TraceRecorder, APathThatCannotBeWrittenFailsAtCreateNamingIt) {
+  const std::string path = "/nonexistent-directory-for-taskrt/trace.json";
+  absl::StatusOr<std::unique_ptr<TraceRecorder>> recorder = TraceRecorder::Create(path, 16);
+  ASSERT_FALSE(recorder.ok());
+  EXPECT_NE(recorder.status().message().find(path), std::string::npos) << recorder.status();
+  EXPECT_EQ(TraceRecorder::Create("", 16).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(TraceRecorder, OneRecorderRunsAtATime) {
+  std::unique_ptr<TraceRecorder> first = Started("first.json", 16);
+  ASSERT_NE(first, nullptr);
+  absl::StatusOr<std::unique_ptr<TraceRecorder>> second =
+      TraceRecorder::Create(TempPath("second.json"), 16);
+  ASSERT_TRUE(second.ok());
+  absl::Status refused = (*second)->Start();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.message().find("first.json"), std::string::npos) << refused;
+  EXPECT_EQ(first->Start().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*second)->StopAndWrite().status().code(), absl::StatusCode::kFailedPrecondition);
+
+  ASSERT_TRUE(first->StopAndWrite().ok());
+  EXPECT_FALSE(Enabled());
+  // Written once: a recorder does not start again.
+  EXPECT_EQ(first->Start().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(first->StopAndWrite().status().code(), absl::StatusCode::kFailedPrecondition);
+  // The other may run now.
+  EXPECT_TRUE((*second)->Start().ok());
+  EXPECT_TRUE((*second)->StopAndWrite().ok());
+}
+
+TEST(TraceRecorder, NothingIsRecordedWhileNoneRuns) {
+  EXPECT_FALSE(Enabled());
+  EXPECT_EQ(RecordSpawn(), 0u);
+  EXPECT_EQ(TraceJob(nullptr), nullptr);
+  ChannelTrace a, b;
+  LinkChannelPair(a, b);
+  EXPECT_EQ(a.send_flow, 0u);
+  EXPECT_EQ(b.receive_flow, 0u);
+}
+
+TEST(TraceRecorder, AUnitHasASpawnARunSliceAndAFlowBetweenThemOnANamedLane) {
+  std::unique_ptr<TraceRecorder> recorder = Started("unit.json", 1024);
+  ASSERT_NE(recorder, nullptr);
+  bool ran = false;
+  Work work = TraceWork([&ran] { ran = true; });
+  std::thread worker([&work] {
+    NameThread("lane \"under\" test");
+    std::move(work)();
+  });
+  worker.join();
+  EXPECT_TRUE(ran);
+  absl::StatusOr<size_t> written = recorder->StopAndWrite();
+  ASSERT_TRUE(written.ok()) << written.status();
+
+  const nlohmann::json trace = ReadTrace(recorder->path());
+  ASSERT_TRUE(trace.is_object()) << "not JSON: " << recorder->path();
+  std::vector<nlohmann::json> spawns = EventsOf(trace, "i", "spawn");
+  ASSERT_EQ(spawns.size(), 1u);
+  const uint64_t unit = spawns[0]["args"]["unit"].get<uint64_t>();
+  EXPECT_NE(unit, 0u);
+  EXPECT_EQ(EventsOf(trace, "s", "spawn", WithId(FlowId(unit))).size(), 1u);
+  std::vector<nlohmann::json> flow_ends = EventsOf(trace, "f", "spawn", WithId(FlowId(unit)));
+  ASSERT_EQ(flow_ends.size(), 1u);
+  EXPECT_EQ(flow_ends[0].value("bp", ""), "e");
+  std::vector<nlohmann::json> runs = EventsOf(trace, "X", "run", OfUnit(unit));
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_GE(runs[0]["dur"].get<double>(), 0.0);
+  EXPECT_GE(runs[0]["ts"].get<double>(), spawns[0]["ts"].get<double>());
+  // The slice is on the worker's lane, which carries its name.
+  const uint64_t lane = runs[0]["tid"].get<uint64_t>();
+  EXPECT_NE(lane, spawns[0]["tid"].get<uint64_t>());
+  std::vector<nlohmann::json> names =
+      EventsOf(trace, "M", "thread_name", [lane](const nlohmann::json& event) {
+        return event["tid"].get<uint64_t>() == lane;
+      });
+  ASSERT_EQ(names.size(), 1u);
+  EXPECT_EQ(names[0]["args"]["name"], "lane \"under\" test");
+  EXPECT_EQ(trace["otherData"]["recorded"].get<uint64_t>(), 4u);
+  EXPECT_EQ(*written, trace["traceEvents"].size());
+}
+
+class CountingJob final : public Job {
+ public:
+  explicit CountingJob(std::atomic<int>* runs) : runs_(runs) {}
+  void RunAndDelete() override {
+    runs_->fetch_add(1);
+    delete this;
+  }
+
+ private:
+  std::atomic<int>* runs_;
+};
+
+TEST(TraceRecorder, ATracedJobRunsItsJobOnceAndAnUnrunWrapperLeavesItAlone) {
+  std::unique_ptr<TraceRecorder> recorder = Started("job.json", 64);
+  ASSERT_NE(recorder, nullptr);
+  std::atomic<int> runs{0};
+  auto* job = new CountingJob(&runs);
+  std::unique_ptr<Job> traced = TraceJob(job);
+  ASSERT_NE(traced, nullptr);
+  traced.release()->RunAndDelete();
+  EXPECT_EQ(runs.load(), 1);
+
+  // A refused ScheduleJob destroys the wrapper: the caller still owns `kept`.
+  auto* kept = new CountingJob(&runs);
+  TraceJob(kept).reset();
+  kept->RunAndDelete();
+  EXPECT_EQ(runs.load(), 2);
+  ASSERT_TRUE(recorder->StopAndWrite().ok());
+  const nlohmann::json trace = ReadTrace(recorder->path());
+  EXPECT_EQ(EventsOf(trace, "i", "spawn").size(), 2u);
+  EXPECT_EQ(EventsOf(trace, "X", "run").size(), 1u);
+}
+
+TEST(TraceRecorder, TheRingKeepsTheLastEventsAndCountsTheRest) {
+  constexpr size_t kCapacity = 8;
+  std::unique_ptr<TraceRecorder> recorder = Started("ring.json", kCapacity);
+  ASSERT_NE(recorder, nullptr);
+  std::vector<uint64_t> units;
+  for (int i = 0; i < 20; ++i) units.push_back(RecordSpawn());  // two events each
+  ASSERT_TRUE(recorder->StopAndWrite().ok());
+  EXPECT_EQ(recorder->recorded(), 40u);
+  EXPECT_EQ(recorder->overwritten(), 32u);
+
+  const nlohmann::json trace = ReadTrace(recorder->path());
+  ASSERT_TRUE(trace.is_object());
+  EXPECT_EQ(trace["otherData"]["overwritten"].get<uint64_t>(), 32u);
+  std::vector<nlohmann::json> spawns = EventsOf(trace, "i", "spawn");
+  ASSERT_EQ(spawns.size(), kCapacity / 2);
+  // The newest four units, oldest first.
+  for (size_t i = 0; i < spawns.size(); ++i) {
+    EXPECT_EQ(spawns[i]["args"]["unit"].get<uint64_t>(), units[units.size() - spawns.size() + i]);
+  }
+}
+
+TEST(TraceRecorder, MessagesOfALinkedPairFlowFromSendToReceive) {
+  std::unique_ptr<TraceRecorder> recorder = Started("messages.json", 64);
+  ASSERT_NE(recorder, nullptr);
+  ChannelTrace a, b;
+  LinkChannelPair(a, b);
+  ASSERT_NE(a.send_flow, 0u);
+  EXPECT_EQ(a.send_flow, b.receive_flow);
+  EXPECT_EQ(b.send_flow, a.receive_flow);
+  EXPECT_NE(a.send_flow, b.send_flow);
+  RecordSend(a, 1, 5);
+  RecordSend(b, 1, 7);
+  RecordReceive(b, 1, 5);
+  RecordReceive(a, 1, 7);
+  ASSERT_TRUE(recorder->StopAndWrite().ok());
+
+  const nlohmann::json trace = ReadTrace(recorder->path());
+  std::vector<nlohmann::json> starts = EventsOf(trace, "s", "message");
+  std::vector<nlohmann::json> ends = EventsOf(trace, "f", "message");
+  ASSERT_EQ(starts.size(), 2u);
+  ASSERT_EQ(ends.size(), 2u);
+  EXPECT_NE(starts[0]["id"], starts[1]["id"]);
+  EXPECT_EQ(starts[0]["id"], ends[0]["id"]);  // a's message, received at b
+  EXPECT_EQ(starts[1]["id"], ends[1]["id"]);
+  std::vector<nlohmann::json> sends = EventsOf(trace, "i", "send");
+  ASSERT_EQ(sends.size(), 2u);
+  EXPECT_EQ(sends[0]["args"]["bytes"].get<uint64_t>(), 5u);
+}
+
+TEST(TraceRecorder, ThreadsRecordingWhileItStopsLoseNothingButTheirLateEvents) {
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 20000;
+  std::unique_ptr<TraceRecorder> recorder = Started("threads.json", 1000);
+  ASSERT_NE(recorder, nullptr);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([] {
+      for (int i = 0; i < kPerThread; ++i) RecordSpawn();
+    });
+  }
+  while (recorder->recorded() < 2000) std::this_thread::yield();
+  absl::StatusOr<size_t> written = recorder->StopAndWrite();
+  for (std::thread& thread : threads) thread.join();
+  ASSERT_TRUE(written.ok()) << written.status();
+
+  const nlohmann::json trace = ReadTrace(recorder->path());
+  ASSERT_TRUE(trace.is_object());
+  const uint64_t recorded = trace["otherData"]["recorded"].get<uint64_t>();
+  const uint64_t dropped = trace["otherData"]["dropped"].get<uint64_t>();
+  EXPECT_GE(recorded, 2000u);
+  const size_t events = EventsOf(trace, "i", "spawn").size() + EventsOf(trace, "s", "spawn").size();
+  // Every slot of the ring is filled, less the events dropped on a collision.
+  EXPECT_LE(events, 1000u);
+  EXPECT_GE(events + dropped, 1000u);
+}
+
+}  // namespace
+}  // namespace taskrt::trace
