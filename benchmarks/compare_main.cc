@@ -2,7 +2,8 @@
 // built, prints one table per job, and writes results.json and report.html.
 //
 //   tools/bazel run //benchmarks:compare -- [--quick] [--filter REGEX]
-//       [--repetitions N] [--out DIR] [--baseline FILE] [--benchmark_...]
+//       [--repetitions N] [--out DIR] [--baseline FILE] [--trace FILE]
+//       [--trace_events N] [--benchmark_...]
 //
 // Each repetition runs every selected benchmark once, in a fresh random order,
 // so slow drift of a shared machine hits every backend alike; the report
@@ -22,6 +23,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -33,15 +35,17 @@
 #include "benchmarks/job_registry.h"
 #include "benchmarks/process_counters.h"
 #include "benchmarks/report.h"
+#include "core/trace.h"
 
 namespace taskrt::bench {
 namespace {
 
 constexpr int kDefaultRepetitions = 5;
+constexpr size_t kDefaultTraceEvents = size_t{1} << 18;
 
 constexpr char kUsage[] =
     "usage: compare [--quick] [--filter REGEX] [--repetitions N] [--out DIR] "
-    "[--baseline FILE] [--benchmark_...]\n"
+    "[--baseline FILE] [--trace FILE] [--trace_events N] [--benchmark_...]\n"
     "  --quick          a smoke run of a few seconds: one repetition, a thousandth of\n"
     "                   the iterations (figures are not meaningful)\n"
     "  --filter REGEX   only benchmarks whose \"job/backend\" name matches (POSIX\n"
@@ -51,7 +55,13 @@ constexpr char kUsage[] =
     "                   the workspace)\n"
     "  --baseline FILE  an earlier run's results.json: also print each job and backend\n"
     "                   before and after, with a U test's verdict, and draw both in\n"
-    "                   the HTML\n";
+    "                   the HTML\n"
+    "  --trace FILE     also write what the runtime did (units, their runs, parks and\n"
+    "                   wake-ups, channel messages) as a Chrome trace-event JSON file;\n"
+    "                   open it in ui.perfetto.dev. Tracing slows the run: read figures\n"
+    "                   from an untraced one\n"
+    "  --trace_events N the trace keeps the last N events (default 262144, about 80\n"
+    "                   bytes each)\n";
 
 struct Options {
   bool quick = false;
@@ -59,6 +69,8 @@ struct Options {
   int repetitions = 0;  // 0: the default for the mode
   std::string out;
   std::string baseline;  // an earlier results.json, or empty
+  std::string trace;     // a trace file to write, or empty
+  size_t trace_events = kDefaultTraceEvents;
   std::vector<std::string> benchmark_flags;  // passed to Google Benchmark
 };
 
@@ -92,6 +104,18 @@ std::string ParseOptions(int argc, char** argv, Options& options) {
     } else if (value_of("--baseline", value)) {
       if (value.empty()) return "--baseline needs a results.json";
       options.baseline = value;
+    } else if (value_of("--trace", value)) {
+      if (value.empty()) return "--trace needs a file";
+      options.trace = value;
+    } else if (value_of("--trace_events", value)) {
+      char* end = nullptr;
+      const unsigned long long n = std::strtoull(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0' || value[0] == '-' || n < 1 ||
+          n > trace::TraceRecorder::kMaxCapacity) {
+        return "--trace_events wants a whole number from 1 to " +
+               std::to_string(trace::TraceRecorder::kMaxCapacity) + ", not \"" + value + "\"";
+      }
+      options.trace_events = static_cast<size_t>(n);
     } else if (value_of("--repetitions", value)) {
       char* end = nullptr;
       const long n = std::strtol(value.c_str(), &end, 10);
@@ -106,7 +130,7 @@ std::string ParseOptions(int argc, char** argv, Options& options) {
     } else if (arg.rfind("--benchmark_", 0) == 0) {
       options.benchmark_flags.push_back(arg);
     } else if (arg == "--filter" || arg == "--out" || arg == "--repetitions" ||
-               arg == "--baseline") {
+               arg == "--baseline" || arg == "--trace" || arg == "--trace_events") {
       return arg + " needs a value";
     } else {
       return "unknown option \"" + arg + "\"";
@@ -321,6 +345,19 @@ int Main(int argc, char** argv) {
     baseline = *std::move(loaded);
   }
 
+  // Opened before anything runs, for the same reason.
+  std::unique_ptr<trace::TraceRecorder> recorder;
+  if (!options.trace.empty()) {
+    absl::StatusOr<std::unique_ptr<trace::TraceRecorder>> created =
+        trace::TraceRecorder::Create(UserPath(options.trace).string(), options.trace_events);
+    if (!created.ok()) {
+      std::fprintf(stderr, "compare: --trace: %s\n",
+                   std::string(created.status().message()).c_str());
+      return 2;
+    }
+    recorder = *std::move(created);
+  }
+
   const std::filesystem::path out = OutputDirectory(options.out);
   std::error_code error;
   std::filesystem::create_directories(out, error);
@@ -343,6 +380,12 @@ int Main(int argc, char** argv) {
   Progress progress(selected.size() * static_cast<size_t>(options.repetitions));
   std::mt19937 random(std::random_device{}());
   size_t done = 0;
+  if (recorder != nullptr) {
+    if (absl::Status started = recorder->Start(); !started.ok()) {
+      std::fprintf(stderr, "compare: --trace: %s\n", std::string(started.message()).c_str());
+      return 1;
+    }
+  }
   for (int repetition = 1; repetition <= options.repetitions; ++repetition) {
     std::shuffle(selected.begin(), selected.end(), random);
     for (const std::string& name : selected) {
@@ -359,6 +402,17 @@ int Main(int argc, char** argv) {
   }
   progress.Finish();
   benchmark::Shutdown();
+  if (recorder != nullptr) {
+    absl::StatusOr<size_t> traced = recorder->StopAndWrite();
+    if (!traced.ok()) {
+      std::fprintf(stderr, "compare: --trace: %s\n", std::string(traced.status().message()).c_str());
+      return 1;
+    }
+    std::printf("wrote the trace %s: %zu events, the last of %llu recorded%s\n",
+                recorder->path().c_str(), *traced,
+                static_cast<unsigned long long>(recorder->recorded()),
+                recorder->dropped() > 0 ? " (some dropped where two threads met in the ring)" : "");
+  }
 
   const std::vector<Table> tables = Summarise(collector.measurements());
   std::printf("%s", FormatTables(tables).c_str());

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/errors.h"
@@ -251,17 +252,19 @@ absl::StatusOr<size_t> TraceRecorder::StopAndWrite() {
                         "{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":%d,\"tid\":%d,"
                         "\"args\":{\"name\":\"taskrt\"}}",
                         pid, pid);
+  absl::flat_hash_set<uint32_t> lanes;
+  for (const Slot* slot : filled) lanes.insert(slot->event.tid);
   {
     ThreadNames& names = Names();
     MutexLock lock(&names.mu);
     for (const auto& [tid, name] : names.names) {
+      if (!lanes.contains(tid)) continue;
       absl::StrAppendFormat(&out,
                             ",\n{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%d,\"tid\":%u,"
                             "\"args\":{\"name\":\"",
                             pid, tid);
       AppendEscaped(out, name);
       out += "\"}}";
-      ++written;
     }
   }
   for (const Slot* slot : filled) {
@@ -288,7 +291,7 @@ absl::StatusOr<size_t> TraceRecorder::StopAndWrite() {
   if (!wrote || !closed) {
     return ErrnoError(absl::StrCat("trace: writing ", path_), wrote ? errno : write_errno);
   }
-  return written + 1;  // the process name too
+  return written;
 }
 
 void NameThread(std::string name) {

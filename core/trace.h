@@ -21,7 +21,9 @@
 //            arrow to the run it woke
 //   end      an instant where a stackful task's unit returned
 //   send     an instant per message sent on a channel end, with a flow
-//   receive  arrow to the instant where the peer received it
+//   receive  arrow to the instant where the peer received it. A send is
+//            recorded once the channel took the message, so a receiver on
+//            another thread may record its receive a little earlier.
 // Units scheduled while no recorder runs are not traced, even if one starts
 // while they run; messages of channel pairs created while none runs
 // neither.
@@ -78,7 +80,8 @@ class TraceRecorder {
   absl::Status Start();
 
   // Stops recording, waits for events being recorded to land, and writes
-  // the file. Returns how many events it wrote (thread names included).
+  // the file. Returns how many recorded events it wrote (the names of the
+  // process and of the threads come on top).
   absl::StatusOr<size_t> StopAndWrite();
 
   // Events recorded since Start, overwritten by newer ones, and dropped.

@@ -120,7 +120,8 @@ TEST(TraceRecorder, AUnitHasASpawnARunSliceAndAFlowBetweenThemOnANamedLane) {
   ASSERT_EQ(names.size(), 1u);
   EXPECT_EQ(names[0]["args"]["name"], "lane \"under\" test");
   EXPECT_EQ(trace["otherData"]["recorded"].get<uint64_t>(), 4u);
-  EXPECT_EQ(*written, trace["traceEvents"].size());
+  EXPECT_EQ(*written, 4u);
+  EXPECT_EQ(trace["traceEvents"].size(), 4u + 2u);  // the process's and the lane's names
 }
 
 class CountingJob final : public Job {

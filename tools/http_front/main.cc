@@ -4,7 +4,8 @@
 //       [--scheduler=NAME --channel=NAME --loop=NAME]   (--help lists them)
 //   curl 'http://127.0.0.1:8080/primes?below=10000000&stream=1'
 //
-// SIGINT or SIGTERM stops it: running tasks are cancelled, then it exits.
+// SIGINT or SIGTERM stops it: running tasks are cancelled, then it exits
+// (and writes the --trace file, when one was asked for).
 
 #include <poll.h>
 #include <signal.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -20,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "backends/registry.h"
+#include "core/trace.h"
 #include "tools/http_front/server.h"
 
 namespace {
@@ -34,6 +37,7 @@ constexpr char kUsage[] =
     "                  [--listen=IPV4:PORT] [--max_header_bytes=N]\n"
     "                  [--idle_timeout=DURATION] [--request_timeout=DURATION]\n"
     "                  [--linger_timeout=DURATION] [--max_connections=N] [--max_tasks=N]\n"
+    "                  [--trace=FILE] [--trace_events=N]\n"
     "An HTTP/1.1 server whose handlers run heavy work in background tasks:\n"
     "  GET /primes?below=N[&stream=1]   GET /hash?mib=N[&stream=1]   GET /stats\n"
     "  --scheduler, --channel, --loop\n"
@@ -49,7 +53,11 @@ constexpr char kUsage[] =
     "                      (default 5s)\n"
     "  --max_connections   open connections at most; beyond, the oldest idle one is closed,\n"
     "                      or the new one gets 503 (default 10000)\n"
-    "  --max_tasks         jobs running at most; beyond, 503 with Retry-After (default 64)\n";
+    "  --max_tasks         jobs running at most; beyond, 503 with Retry-After (default 64)\n"
+    "  --trace             at exit, write what the runtime did (tasks, their runs, parks\n"
+    "                      and wake-ups, channel messages) as a Chrome trace-event JSON\n"
+    "                      file; open it in ui.perfetto.dev\n"
+    "  --trace_events      the trace keeps the last N events (default 262144)\n";
 
 // The whole usage text: the flags, then the registered backends.
 std::string Usage() {
@@ -64,6 +72,8 @@ struct Flags {
   std::string channel{taskrt::Defaults().channel};
   std::string loop{taskrt::Defaults().loop};
   int workers = taskrt::Defaults().workers;
+  std::string trace;
+  size_t trace_events = size_t{1} << 18;
   taskrt::http::ServerOptions server;
 };
 
@@ -95,6 +105,12 @@ absl::Status ParseFlags(int argc, char** argv, Flags& flags) {
       ok = ok && absl::ParseDuration(value, &flags.server.linger_timeout);
     } else if (name == "--max_connections") {
       ok = ok && absl::SimpleAtoi(value, &flags.server.max_connections);
+    } else if (name == "--trace") {
+      flags.trace = value;
+      ok = ok && !value.empty();
+    } else if (name == "--trace_events") {
+      ok = ok && absl::SimpleAtoi(value, &flags.trace_events) && flags.trace_events >= 1 &&
+           flags.trace_events <= taskrt::trace::TraceRecorder::kMaxCapacity;
     } else if (name == "--max_tasks") {
       ok = ok && absl::SimpleAtoi(value, &flags.server.max_tasks);
     } else {
@@ -117,6 +133,19 @@ int main(int argc, char** argv) {
   Flags flags;
   if (absl::Status parsed = ParseFlags(argc, argv, flags); !parsed.ok()) {
     return Fail(std::string(parsed.message()));
+  }
+  // Opened first: a trace file that cannot be written fails before the
+  // server listens. Started before the backends, so that every worker and
+  // every task's channel is traced.
+  std::unique_ptr<taskrt::trace::TraceRecorder> recorder;
+  if (!flags.trace.empty()) {
+    absl::StatusOr<std::unique_ptr<taskrt::trace::TraceRecorder>> created =
+        taskrt::trace::TraceRecorder::Create(flags.trace, flags.trace_events);
+    if (!created.ok()) return Fail(absl::StrCat("--trace: ", created.status().message()));
+    recorder = *std::move(created);
+    if (absl::Status started = recorder->Start(); !started.ok()) {
+      return Fail(absl::StrCat("--trace: ", started.message()));
+    }
   }
   if (absl::Status raised = taskrt::http::RaiseOpenFileLimit(); !raised.ok()) {
     std::fprintf(stderr, "http_front: warning: %s\n", std::string(raised.message()).c_str());
@@ -161,6 +190,15 @@ int main(int argc, char** argv) {
   }
   const taskrt::http::ServerStats stats = (*server)->stats();
   server->reset();
+  if (recorder != nullptr) {
+    // Units record their run when they return: let the last ones finish.
+    backends->scheduler->Shutdown().IgnoreError();
+    absl::StatusOr<size_t> traced = recorder->StopAndWrite();
+    if (!traced.ok()) return Fail(absl::StrCat("--trace: ", traced.status().message()));
+    std::printf("http_front: wrote the trace %s (%zu events, the last of %llu recorded)\n",
+                recorder->path().c_str(), *traced,
+                static_cast<unsigned long long>(recorder->recorded()));
+  }
   std::printf("http_front: stopped after %llu requests (%llu tasks, %llu cancelled)\n",
               static_cast<unsigned long long>(stats.requests),
               static_cast<unsigned long long>(stats.tasks_started),
