@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <deque>
 #include <iterator>
+#include <string>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -25,7 +26,11 @@ class ThreadPool final : public Scheduler {
     threads_.reserve(num_threads);
     for (size_t i = 0; i < num_threads; ++i) {
       try {
-        threads_.emplace_back([this, i] { WorkerLoop(i); });
+        // Named here: name() reads threads_, which grows meanwhile.
+        threads_.emplace_back(
+            [this, i, lane = absl::StrCat("thread_pool(", num_threads, ") worker ", i)]() mutable {
+              WorkerLoop(i, std::move(lane));
+            });
       } catch (const std::system_error& e) {
         return absl::ResourceExhaustedError(
             absl::StrCat("thread_pool: could not start worker ", i, ": ", e.what()));
@@ -109,10 +114,10 @@ class ThreadPool final : public Scheduler {
   std::string name() const override { return absl::StrCat("thread_pool(", threads_.size(), ")"); }
 
  private:
-  void WorkerLoop(size_t id) {
+  void WorkerLoop(size_t id, std::string lane) {
     UseTightTimerSlack();  // for units that sleep
     current_pool = this;
-    trace::NameThread(absl::StrCat(name(), " worker ", id));
+    trace::NameThread(std::move(lane));
     current_worker_id = id;
     while (true) {
       Work work;
