@@ -284,7 +284,7 @@ class CooperativeScheduler final : public Scheduler {
       CoTask* task = NewTask();
       task->work = std::move(work);
       task->job = job;
-      if (trace::Enabled()) [[unlikely]] task->trace.unit = trace::RecordSpawn();
+      if (trace::Enabled()) [[unlikely]] SetTraceUnit(task, trace::RecordSpawn());
       ++live_tasks_;
       PushReady(task);
       spawned_inside_.Add();
@@ -454,16 +454,21 @@ class CooperativeScheduler final : public Scheduler {
   // Every change of the running task goes through here, so that a trace
   // sees each task's run slices.
   void SetCurrent(CoTask* next) {
-    if ((current_ != nullptr && current_->trace.unit != 0) ||
-        (next != nullptr && next->trace.unit != 0)) [[unlikely]] {
-      if (current_ != nullptr && current_ != next && current_->trace.unit != 0) {
-        trace::EndSlice(current_->trace);
-      }
-      if (next != nullptr && next != current_ && next->trace.unit != 0) {
-        trace::BeginSlice(next->trace);
-      }
-    }
+    if (traced_tasks_ != 0) [[unlikely]] TraceSwitch(current_, next);
     current_ = next;
+  }
+  void TraceSwitch(CoTask* from, CoTask* to) {
+    if (from == to) return;
+    if (from != nullptr && from->trace.unit != 0) {
+      trace::EndSlice(from->trace);
+      if (from->trace.finished) --traced_tasks_;
+    }
+    if (to != nullptr && to->trace.unit != 0) trace::BeginSlice(to->trace);
+  }
+  // A new task, traced when a trace runs.
+  void SetTraceUnit(CoTask* task, uint64_t unit) {
+    task->trace.unit = unit;
+    if (unit != 0) ++traced_tasks_;
   }
 
   // Switches away from the current task; returns when it runs again.
@@ -798,7 +803,7 @@ class CooperativeScheduler final : public Scheduler {
       CoTask* task = NewTask();
       task->work = std::move(unit.work);
       task->job = unit.job;
-      task->trace.unit = unit.trace_unit;
+      SetTraceUnit(task, unit.trace_unit);
       ++live_tasks_;
       PushReady(task);
     }
@@ -886,6 +891,7 @@ class CooperativeScheduler final : public Scheduler {
   // Owned by the scheduler's thread.
   FiberContext* loop_context_ = nullptr;
   CoTask* current_ = nullptr;   // null while the loop itself runs
+  uint64_t traced_tasks_ = 0;   // live tasks spawned while a trace ran
   CoTask* finished_ = nullptr;  // finished, its slot not yet recycled
   TaskQueue ready_;
   size_t live_tasks_ = 0;
