@@ -265,6 +265,8 @@ void FanIn(benchmark::State& state, const SchedulerDescriptor* scheduler_backend
       return;
     }
   }
+  const SchedulerMetrics scheduler_before = (*scheduler)->metrics();
+  const LoopMetrics loop_before = (*loop)->metrics();
   for (auto _ : state) {
     int received = 0;
     int finished = 0;
@@ -305,6 +307,8 @@ void FanIn(benchmark::State& state, const SchedulerDescriptor* scheduler_backend
     }
   }
   (void)(*scheduler)->Shutdown();
+  bench::ReportSchedulerMetrics(state, **scheduler, scheduler_before);
+  bench::ReportLoopMetrics(state, **loop, loop_before);
 }
 
 void PairLifecycle(benchmark::State& state, const std::string& channel) {

@@ -52,6 +52,7 @@
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
 #include "benchmarks/job_registry.h"
+#include "benchmarks/runtime_counters.h"
 #include "benchmarks/subprocess.h"
 #include "backends/registry.h"
 #include "tools/http_front/server.h"
@@ -219,6 +220,9 @@ void HttpLoad(benchmark::State& state, const std::string& scheduler, const std::
     state.SkipWithError(("server did not start: " + server.status().ToString()).c_str());
     return;
   }
+  const SchedulerMetrics scheduler_before = backends->scheduler->metrics();
+  const LoopMetrics loop_before = backends->loop->metrics();
+  double requests_served = 0;
   absl::Status loop_status;
   std::thread loop_thread([&] { loop_status = backends->loop->Run(); });
 
@@ -268,6 +272,7 @@ void HttpLoad(benchmark::State& state, const std::string& scheduler, const std::
     // Plain counters: the value is already a rate and the times are wrk's.
     state.counters["items_per_second"] = requests / seconds;
     state.counters[bench::kOperationsCounter] = requests;
+    requests_served += requests;
     state.counters["p50_ns"] = result["p50_us"] * 1e3;
     state.counters["p99_ns"] = result["p99_us"] * 1e3;
   }
@@ -281,7 +286,13 @@ void HttpLoad(benchmark::State& state, const std::string& scheduler, const std::
   absl::Status shutdown = backends->scheduler->Shutdown();
   if (error.empty() && !loop_status.ok()) error = "loop failed: " + loop_status.ToString();
   if (error.empty() && !shutdown.ok()) error = "scheduler shutdown: " + shutdown.ToString();
-  if (!error.empty()) state.SkipWithError(error.c_str());
+  if (!error.empty()) {
+    state.SkipWithError(error.c_str());
+    return;
+  }
+  // Per request, as the row's times and system calls are.
+  bench::ReportSchedulerMetrics(state, *backends->scheduler, scheduler_before, requests_served);
+  bench::ReportLoopMetrics(state, *backends->loop, loop_before, requests_served);
 }
 
 void Register() {
