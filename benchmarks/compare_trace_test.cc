@@ -2,14 +2,12 @@
 // spawns units which send messages, and the trace read back as a viewer
 // reads it. A path that cannot be written fails before any job runs.
 
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cstdio>
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "benchmarks/subprocess.h"
 #include "core/trace_testing.h"
 #include "gtest/gtest.h"
 
@@ -18,32 +16,17 @@ namespace {
 constexpr char kBinary[] = "benchmarks/compare";
 
 struct Finished {
-  int status = -1;
+  int status = -1;     // the exit status, -1 when it did not start or a signal ended it
   std::string output;  // standard output and error together
 };
 
 Finished RunCompare(const std::vector<std::string>& flags) {
-  int out[2];
-  if (pipe(out) != 0) return {};
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(out[1], STDOUT_FILENO);
-    dup2(out[1], STDERR_FILENO);
-    close(out[0]);
-    close(out[1]);
-    std::vector<char*> argv = {const_cast<char*>(kBinary)};
-    for (const std::string& flag : flags) argv.push_back(const_cast<char*>(flag.c_str()));
-    argv.push_back(nullptr);
-    execv(kBinary, argv.data());
-    _exit(127);
-  }
-  close(out[1]);
+  std::vector<std::string> args = {kBinary};
+  args.insert(args.end(), flags.begin(), flags.end());
   Finished run;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = read(out[0], buffer, sizeof buffer)) > 0) run.output.append(buffer, static_cast<size_t>(n));
-  close(out[0]);
-  waitpid(pid, &run.status, 0);
+  absl::StatusOr<int> status = taskrt::bench::RunCapturingOutput(args, run.output);
+  if (!status.ok()) run.output = status.status().ToString();
+  run.status = status.value_or(-1);
   return run;
 }
 
@@ -52,7 +35,7 @@ TEST(CompareTrace, TheTraceHoldsTheJobsUnitsAndMessagesOnNamedWorkerLanes) {
   const std::string path = dir + "/compare_trace.json";
   const Finished run = RunCompare({"--quick", "--filter=fan_in_1000/work_stealing\\+epoll\\+memory",
                               "--out=" + dir, "--trace=" + path, "--trace_events=200000"});
-  ASSERT_TRUE(WIFEXITED(run.status) && WEXITSTATUS(run.status) == 0) << run.output;
+  ASSERT_TRUE(run.status == 0) << run.output;
   EXPECT_TRUE(absl::StrContains(run.output, "wrote the trace " + path)) << run.output;
 
   using taskrt::trace::testing::EventsOf;
@@ -64,13 +47,10 @@ TEST(CompareTrace, TheTraceHoldsTheJobsUnitsAndMessagesOnNamedWorkerLanes) {
   std::vector<nlohmann::json> runs =
       EventsOf(trace, "X", "run", taskrt::trace::testing::OfUnit(unit));
   ASSERT_EQ(runs.size(), 1u) << "unit " << unit;
-  const uint64_t lane = runs[0]["tid"].get<uint64_t>();
-  std::vector<nlohmann::json> names =
-      EventsOf(trace, "M", "thread_name",
-               [lane](const nlohmann::json& event) { return event["tid"].get<uint64_t>() == lane; });
+  const std::vector<std::string> names =
+      taskrt::trace::testing::LaneNames(trace, runs[0]["tid"].get<uint64_t>());
   ASSERT_EQ(names.size(), 1u);
-  EXPECT_TRUE(absl::StrContains(names[0]["args"]["name"].get<std::string>(), "work_stealing"))
-      << names[0];
+  EXPECT_TRUE(absl::StrContains(names[0], "work_stealing")) << names[0];
   // Each task's message to the loop: a flow from its send to the receive.
   EXPECT_GE(EventsOf(trace, "s", "message").size(), 1u);
   EXPECT_GE(EventsOf(trace, "f", "message").size(), 1u);
@@ -78,8 +58,7 @@ TEST(CompareTrace, TheTraceHoldsTheJobsUnitsAndMessagesOnNamedWorkerLanes) {
 
 TEST(CompareTrace, APathThatCannotBeWrittenFailsBeforeAnyJobRuns) {
   const Finished run = RunCompare({"--quick", "--trace=/nonexistent-directory-for-taskrt/t.json"});
-  ASSERT_TRUE(WIFEXITED(run.status)) << run.output;
-  EXPECT_EQ(WEXITSTATUS(run.status), 2) << run.output;
+  EXPECT_EQ(run.status, 2) << run.output;
   EXPECT_TRUE(absl::StrContains(run.output, "cannot write /nonexistent-directory-for-taskrt/t.json"))
       << run.output;
   EXPECT_FALSE(absl::StrContains(run.output, "repetition")) << "a job ran: " << run.output;
@@ -89,8 +68,7 @@ TEST(CompareTrace, ABadEventCountIsRefused) {
   for (const char* count : {"0", "-1", "lots", "99999999999"}) {
     const Finished run = RunCompare({"--quick", "--trace=/tmp/unused.json",
                                 std::string("--trace_events=") + count});
-    ASSERT_TRUE(WIFEXITED(run.status)) << run.output;
-    EXPECT_EQ(WEXITSTATUS(run.status), 2) << run.output;
+    EXPECT_EQ(run.status, 2) << run.output;
     EXPECT_TRUE(absl::StrContains(run.output, "--trace_events wants a whole number")) << run.output;
   }
 }

@@ -113,12 +113,8 @@ TEST(TraceRecorder, AUnitHasASpawnARunSliceAndAFlowBetweenThemOnANamedLane) {
   // The slice is on the worker's lane, which carries its name.
   const uint64_t lane = runs[0]["tid"].get<uint64_t>();
   EXPECT_NE(lane, spawns[0]["tid"].get<uint64_t>());
-  std::vector<nlohmann::json> names =
-      EventsOf(trace, "M", "thread_name", [lane](const nlohmann::json& event) {
-        return event["tid"].get<uint64_t>() == lane;
-      });
-  ASSERT_EQ(names.size(), 1u);
-  EXPECT_EQ(names[0]["args"]["name"], "lane \"under\" test");
+  EXPECT_EQ(testing::LaneNames(trace, lane),
+            std::vector<std::string>{"lane \"under\" test"});
   EXPECT_EQ(trace["otherData"]["recorded"].get<uint64_t>(), 4u);
   EXPECT_EQ(*written, 4u);
   EXPECT_EQ(trace["traceEvents"].size(), 4u + 2u);  // the process's and the lane's names

@@ -53,6 +53,15 @@ inline std::function<bool(const nlohmann::json&)> WithId(const std::string& id) 
   return [id](const nlohmann::json& event) { return event.value("id", "") == id; };
 }
 
+// The names the file gives lane (thread) `tid`: one for a named lane.
+inline std::vector<std::string> LaneNames(const nlohmann::json& trace, uint64_t tid) {
+  std::vector<std::string> names;
+  for (const nlohmann::json& event : EventsOf(trace, "M", "thread_name")) {
+    if (event["tid"].get<uint64_t>() == tid) names.push_back(event["args"]["name"]);
+  }
+  return names;
+}
+
 }  // namespace taskrt::trace::testing
 
 #endif  // TASKRT_CORE_TRACE_TESTING_H_

@@ -43,16 +43,24 @@ class TraceConformance : public ConformanceTest {
     return *std::move(recorder);
   }
 
+  // A running recorder, and a pair created under it (its messages are traced).
+  void StartTracing(std::unique_ptr<TraceRecorder>& recorder, ChannelPair& pair) {
+    recorder = StartRecorder();
+    ASSERT_NE(recorder, nullptr);
+    absl::StatusOr<ChannelPair> made = channels_->CreatePair(ChannelOptions{});
+    ASSERT_TRUE(made.ok()) << made.status();
+    pair = *std::move(made);
+  }
+
   static absl::Span<const char> Bytes(const std::string& text) { return absl::MakeConstSpan(text); }
 };
 
 TEST_P(TraceConformance, AUnitAndItsMessagesAppearWithTheirFlows) {
-  std::unique_ptr<TraceRecorder> recorder = StartRecorder();
-  ASSERT_NE(recorder, nullptr);
-  absl::StatusOr<ChannelPair> pair = channels_->CreatePair(ChannelOptions{});
-  ASSERT_TRUE(pair.ok()) << pair.status();
-  ChannelEnd& task_end = *pair->task_end;
-  ChannelEnd& owner_end = *pair->owner_end;
+  std::unique_ptr<TraceRecorder> recorder;
+  ChannelPair pair;
+  ASSERT_NO_FATAL_FAILURE(StartTracing(recorder, pair));
+  ChannelEnd& task_end = *pair.task_end;
+  ChannelEnd& owner_end = *pair.owner_end;
 
   std::atomic<bool> answered{false};
   Notification done;
@@ -85,12 +93,7 @@ TEST_P(TraceConformance, AUnitAndItsMessagesAppearWithTheirFlows) {
   ASSERT_GE(runs.size(), 1u);
   // Its lane is a named worker thread.
   const uint64_t lane = runs[0]["tid"].get<uint64_t>();
-  EXPECT_EQ(EventsOf(trace, "M", "thread_name",
-                     [lane](const nlohmann::json& event) {
-                       return event["tid"].get<uint64_t>() == lane;
-                     })
-                .size(),
-            1u)
+  EXPECT_EQ(trace::testing::LaneNames(trace, lane).size(), 1u)
       << "no name for the lane the unit ran on";
 
   // The messages: "ping" one way, "pong!" the other, each send's flow
@@ -132,12 +135,11 @@ TEST_P(TraceConformance, AStackfulTaskThatWaitsShowsItsParkAndTheWakeThatResumed
                  << " parks OS threads, not tasks: when a unit waits is not known without a "
                     "sleep, which tests do not use";
   }
-  std::unique_ptr<TraceRecorder> recorder = StartRecorder();
-  ASSERT_NE(recorder, nullptr);
-  absl::StatusOr<ChannelPair> pair = channels_->CreatePair(ChannelOptions{});
-  ASSERT_TRUE(pair.ok()) << pair.status();
-  ChannelEnd& task_end = *pair->task_end;
-  ChannelEnd& owner_end = *pair->owner_end;
+  std::unique_ptr<TraceRecorder> recorder;
+  ChannelPair pair;
+  ASSERT_NO_FATAL_FAILURE(StartTracing(recorder, pair));
+  ChannelEnd& task_end = *pair.task_end;
+  ChannelEnd& owner_end = *pair.owner_end;
 
   // On the one thread, first in first out: the receiver finds nothing and
   // lets the sender run; the sender lets the receiver run again, which now

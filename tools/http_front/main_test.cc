@@ -173,13 +173,8 @@ TEST(HttpFrontBinary, TraceWritesTheTasksOfTheRequestsItServed) {
   std::vector<nlohmann::json> runs =
       EventsOf(trace, "X", "run", taskrt::trace::testing::OfUnit(unit));
   ASSERT_GE(runs.size(), 1u);
-  const uint64_t lane = runs[0]["tid"].get<uint64_t>();
-  EXPECT_EQ(EventsOf(trace, "M", "thread_name",
-                     [lane](const nlohmann::json& event) {
-                       return event["tid"].get<uint64_t>() == lane;
-                     })
-                .size(),
-            1u);
+  EXPECT_EQ(taskrt::trace::testing::LaneNames(trace, runs[0]["tid"].get<uint64_t>()).size(), 1u)
+      << "no name for the lane the task ran on";
   EXPECT_GE(EventsOf(trace, "s", "message").size(), 1u);
   EXPECT_EQ(EventsOf(trace, "s", "message").size(), EventsOf(trace, "f", "message").size());
 }
