@@ -237,15 +237,30 @@ absl::StatusOr<IoId> LoopBase::SendAll(int fd, std::string bytes, SendCallback o
                  });
 }
 
-absl::Status LoopBase::CancelIo(IoId id) {
+template <typename Call>
+absl::Status LoopBase::OnIo(const char* operation, IoId id, Call&& call) {
   if (!IsLoopThread()) {
-    if (absl::Status owner = ClaimLoopThread("CancelIo"); !owner.ok()) return owner;
+    if (absl::Status owner = ClaimLoopThread(operation); !owner.ok()) return owner;
   }
   if (readiness_io_ == nullptr || !readiness_io_->Owns(id)) {
     return absl::NotFoundError(
-        absl::StrCat(label_, ": CancelIo of operation ", id, ", which is unknown or has ended"));
+        absl::StrCat(label_, ": ", operation, " of operation ", id, ", which is unknown or has ended"));
   }
-  return readiness_io_->CancelIo(id);
+  return call(*readiness_io_);
+}
+
+absl::Status LoopBase::CancelIo(IoId id) {
+  return OnIo("CancelIo", id, [id](loop_internal::ReadinessIo& io) { return io.CancelIo(id); });
+}
+
+absl::Status LoopBase::PauseReceive(IoId id) {
+  return OnIo("PauseReceive", id,
+              [id](loop_internal::ReadinessIo& io) { return io.PauseReceive(id); });
+}
+
+absl::Status LoopBase::ResumeReceive(IoId id) {
+  return OnIo("ResumeReceive", id,
+              [id](loop_internal::ReadinessIo& io) { return io.ResumeReceive(id); });
 }
 
 int LoopBase::RunPosted() {

@@ -85,6 +85,7 @@ absl::Status ReadinessIo::ReceiveEach(IoId id, int fd, ReceiveCallback on_data) 
   absl::StatusOr<FdState*> state = ReaderStateFor("ReceiveEach", fd);
   if (!state.ok()) return state.status();
   (*state)->receive = id;
+  (*state)->receive_paused = false;
   (*state)->on_data = std::make_shared<ReceiveCallback>(std::move(on_data));
   Started(id, fd);
   return absl::OkStatus();
@@ -136,6 +137,37 @@ absl::Status ReadinessIo::CancelIo(IoId id) {
     }
   }
   Forget(fd, id);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ReadinessIo::FdState*> ReadinessIo::ReceiveStateOf(const char* operation, IoId id) {
+  auto op = ops_.find(id);
+  FdState* state = op == ops_.end() ? nullptr : Find(op->second);
+  if (state == nullptr) {
+    return absl::NotFoundError(absl::StrCat(label_, ": ", operation, " of operation ", id,
+                                            ", which is unknown or has ended"));
+  }
+  if (state->receive != id) {
+    return absl::InvalidArgumentError(absl::StrCat(label_, ": ", operation, " of operation ", id,
+                                                   ", which is not a ReceiveEach"));
+  }
+  return state;
+}
+
+absl::Status ReadinessIo::PauseReceive(IoId id) {
+  absl::StatusOr<FdState*> state = ReceiveStateOf("PauseReceive", id);
+  if (!state.ok()) return state.status();
+  (*state)->receive_paused = true;
+  return absl::OkStatus();
+}
+
+absl::Status ReadinessIo::ResumeReceive(IoId id) {
+  absl::StatusOr<FdState*> state = ReceiveStateOf("ResumeReceive", id);
+  if (!state.ok()) return state.status();
+  if (!(*state)->receive_paused) return absl::OkStatus();
+  (*state)->receive_paused = false;
+  // The edges that came while paused were reported to nobody.
+  DeferDrive(ops_[id]);
   return absl::OkStatus();
 }
 
@@ -222,7 +254,7 @@ void ReadinessIo::DriveReceive(int fd) {
   if (claimed) buffer_in_use_ = true;
   for (int calls = 0;; ++calls) {
     FdState* state = Find(fd);
-    if (state == nullptr || state->receive == 0) break;
+    if (state == nullptr || state->receive == 0 || state->receive_paused) break;
     if (calls == kCallsPerTurn) {
       DeferDrive(fd);
       break;

@@ -19,7 +19,10 @@
 //                  operation ends, before that operation's callback runs
 //                  (which may close the fd). Starting an operation defers
 //                  its first attempt: a watch already in place reported the
-//                  fd's earlier readiness to nobody.
+//                  fd's earlier readiness to nobody. A paused receive
+//                  makes no recv (its bytes, and the end of the stream,
+//                  wait in the socket); the watch stays for the fd's other
+//                  side, and a resume defers an attempt, as a start does.
 //
 // Thread safety: none; the loop thread only (LoopBase checks the thread
 // before it calls in). Callbacks may start and cancel operations, of their
@@ -70,6 +73,9 @@ class ReadinessIo {
   absl::Status SendAll(IoId id, int fd, std::string bytes, SendCallback on_sent);
   // kNotFound when `id` is not an operation of this ReadinessIo under way.
   absl::Status CancelIo(IoId id);
+  // As core/event_loop.h's; kNotFound as CancelIo.
+  absl::Status PauseReceive(IoId id);
+  absl::Status ResumeReceive(IoId id);
 
   // Whether `id` is an operation of this ReadinessIo under way.
   bool Owns(IoId id) const { return ops_.contains(id); }
@@ -87,11 +93,15 @@ class ReadinessIo {
     std::shared_ptr<AcceptCallback> on_accept;
     IoId receive = 0;  // 0: none
     std::shared_ptr<ReceiveCallback> on_data;
+    bool receive_paused = false;
     std::deque<Send> sends;
   };
 
   // The state of `fd`, with its watch; created on first use.
   absl::StatusOr<FdState*> StateFor(int fd);
+  // The state of the fd whose ReceiveEach is `id`; kNotFound or
+  // kInvalidArgument (`operation` names the call) otherwise.
+  absl::StatusOr<FdState*> ReceiveStateOf(const char* operation, IoId id);
   // StateFor(), refused when `fd` has an accept or receive already.
   absl::StatusOr<FdState*> ReaderStateFor(const char* operation, int fd);
   // Operation `id` of `fd` is registered: its first attempt is deferred.
