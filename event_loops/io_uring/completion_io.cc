@@ -307,11 +307,9 @@ void CompletionIo::CancelInKernel(IoId id) {
 
 void CompletionIo::StartNextSend(int fd) {
   auto queue = sends_.find(fd);
-  if (queue == sends_.end()) return;
-  if (queue->second.empty()) {
-    sends_.erase(queue);
-    return;
-  }
+  // An fd's queue stays when empty: a connection sends again soon, and a
+  // deque allocates when made.
+  if (queue == sends_.end() || queue->second.empty()) return;
   if (Op* next = Find(queue->second.front()); next != nullptr) Queue(queue->second.front(), *next);
 }
 

@@ -77,7 +77,7 @@ absl::Status ReadinessIo::AcceptEach(IoId id, int listen_fd, AcceptCallback on_a
   if (!state.ok()) return state.status();
   (*state)->accept = id;
   (*state)->on_accept = std::make_shared<AcceptCallback>(std::move(on_accept));
-  Started(id, listen_fd);
+  Started(id, listen_fd, kAcceptSide);
   return absl::OkStatus();
 }
 
@@ -87,7 +87,7 @@ absl::Status ReadinessIo::ReceiveEach(IoId id, int fd, ReceiveCallback on_data) 
   (*state)->receive = id;
   (*state)->receive_paused = false;
   (*state)->on_data = std::make_shared<ReceiveCallback>(std::move(on_data));
-  Started(id, fd);
+  Started(id, fd, kReceiveSide);
   return absl::OkStatus();
 }
 
@@ -98,16 +98,16 @@ absl::Status ReadinessIo::SendAll(IoId id, int fd, std::string bytes, SendCallba
       {id, std::move(bytes), 0, std::make_shared<SendCallback>(std::move(on_sent))});
   // Only the first send of the queue writes; later ones wait their turn.
   if ((*state)->sends.size() == 1) {
-    Started(id, fd);
+    Started(id, fd, kSendSide);
   } else {
     ops_[id] = fd;
   }
   return absl::OkStatus();
 }
 
-void ReadinessIo::Started(IoId id, int fd) {
+void ReadinessIo::Started(IoId id, int fd, unsigned sides) {
   ops_[id] = fd;
-  DeferDrive(fd);
+  DeferDrive(fd, sides);
 }
 
 absl::Status ReadinessIo::CancelIo(IoId id) {
@@ -131,7 +131,7 @@ absl::Status ReadinessIo::CancelIo(IoId id) {
         const bool was_first = it == state->sends.begin();
         state->sends.erase(it);
         // The next send takes over the fd.
-        if (was_first && !state->sends.empty()) DeferDrive(fd);
+        if (was_first && !state->sends.empty()) DeferDrive(fd, kSendSide);
         break;
       }
     }
@@ -167,7 +167,7 @@ absl::Status ReadinessIo::ResumeReceive(IoId id) {
   if (!(*state)->receive_paused) return absl::OkStatus();
   (*state)->receive_paused = false;
   // The edges that came while paused were reported to nobody.
-  DeferDrive(ops_[id]);
+  DeferDrive(ops_[id], kReceiveSide);
   return absl::OkStatus();
 }
 
@@ -209,14 +209,14 @@ void ReadinessIo::Forget(int fd, IoId id) {
   fds_.erase(fd);
 }
 
-void ReadinessIo::DeferDrive(int fd) {
-  defer_([this, fd] { Drive(fd); });
+void ReadinessIo::DeferDrive(int fd, unsigned sides) {
+  defer_([this, fd, sides] { Drive(fd, sides); });
 }
 
-void ReadinessIo::Drive(int fd) {
-  DriveAccept(fd);
-  DriveReceive(fd);
-  DriveSends(fd);
+void ReadinessIo::Drive(int fd, unsigned sides) {
+  if (sides & kAcceptSide) DriveAccept(fd);
+  if (sides & kReceiveSide) DriveReceive(fd);
+  if (sides & kSendSide) DriveSends(fd);
 }
 
 void ReadinessIo::DriveAccept(int fd) {
@@ -224,7 +224,7 @@ void ReadinessIo::DriveAccept(int fd) {
     FdState* state = Find(fd);
     if (state == nullptr || state->accept == 0) return;
     if (calls == kCallsPerTurn) {
-      DeferDrive(fd);
+      DeferDrive(fd, kAcceptSide);
       return;
     }
     const IoId id = state->accept;
@@ -256,7 +256,7 @@ void ReadinessIo::DriveReceive(int fd) {
     FdState* state = Find(fd);
     if (state == nullptr || state->receive == 0 || state->receive_paused) break;
     if (calls == kCallsPerTurn) {
-      DeferDrive(fd);
+      DeferDrive(fd, kReceiveSide);
       break;
     }
     const IoId id = state->receive;
@@ -288,7 +288,7 @@ void ReadinessIo::DriveSends(int fd) {
     FdState* state = Find(fd);
     if (state == nullptr || state->sends.empty()) return;
     if (calls == kCallsPerTurn) {
-      DeferDrive(fd);
+      DeferDrive(fd, kSendSide);
       return;
     }
     Send& send = state->sends.front();

@@ -104,16 +104,23 @@ class ReadinessIo {
   absl::StatusOr<FdState*> ReceiveStateOf(const char* operation, IoId id);
   // StateFor(), refused when `fd` has an accept or receive already.
   absl::StatusOr<FdState*> ReaderStateFor(const char* operation, int fd);
-  // Operation `id` of `fd` is registered: its first attempt is deferred.
-  void Started(IoId id, int fd);
+  // The sides of an fd a Drive() tries: a readiness event tries them all;
+  // the attempt deferred for a start, a resume or a turn's end only the
+  // side concerned, which saves the others a system call that would fail.
+  enum Side : unsigned { kAcceptSide = 1, kReceiveSide = 2, kSendSide = 4, kAllSides = 7 };
+
+  // Operation `id` of `fd` is registered: its first attempt (on `sides`)
+  // is deferred.
+  void Started(IoId id, int fd, unsigned sides);
   FdState* Find(int fd);
   // Forgets operation `id` of `fd`; removes the fd's watch and state when
   // it was the fd's last operation.
   void Forget(int fd, IoId id);
-  void DeferDrive(int fd);
+  void DeferDrive(int fd, unsigned sides);
 
-  // Each side of `fd` that has an operation, until EAGAIN or its turn ends.
-  void Drive(int fd);
+  // Each of `sides` of `fd` that has an operation, until EAGAIN or its
+  // turn ends.
+  void Drive(int fd, unsigned sides = kAllSides);
   void DriveAccept(int fd);
   void DriveReceive(int fd);
   void DriveSends(int fd);
