@@ -69,6 +69,19 @@ absl::Status CompletionIo::RegisterBuffers() {
   return absl::OkStatus();
 }
 
+bool CompletionIo::HasOperationsOn(int fd) const {
+  if (readers_.contains(fd)) return true;
+  auto queue = sends_.find(fd);
+  if (queue == sends_.end()) return false;
+  // Not a cancelled send the kernel still holds: its fd may be closed and
+  // the number given to another file.
+  for (IoId id : queue->second) {
+    auto op = ops_.find(id);
+    if (op != ops_.end() && op->second->live) return true;
+  }
+  return false;
+}
+
 bool CompletionIo::IsIoCompletion(uint64_t user_data) { return (user_data & kTagMask) == kIoTag; }
 
 absl::StatusOr<CompletionIo::Op*> CompletionIo::AddReader(const char* operation, IoId id, int fd,

@@ -83,6 +83,9 @@ class CompletionIo {
   static absl::StatusOr<std::unique_ptr<CompletionIo>> Create(io_uring* ring, Hooks hooks);
   ~CompletionIo();
 
+  // Whether `fd` has a live operation of this class.
+  bool HasOperationsOn(int fd) const;
+
   // Whether a completion's user_data is one of this class's requests.
   static bool IsIoCompletion(uint64_t user_data);
 

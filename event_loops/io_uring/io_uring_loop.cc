@@ -322,6 +322,11 @@ class IoUringLoop final : public LoopBase {
     return LoopBase::CancelIo(id);
   }
 
+  bool HasIoOn(int fd) const override {
+    if (completion_io_ == nullptr) return LoopBase::HasIoOn(fd);
+    return completion_io_->HasOperationsOn(fd);
+  }
+
   absl::Status PauseReceive(IoId id) override {
     if (completion_io_ == nullptr || !IsLoopThread()) return LoopBase::PauseReceive(id);
     absl::Status paused = completion_io_->PauseReceive(id);

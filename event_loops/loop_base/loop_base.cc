@@ -206,7 +206,15 @@ absl::Status LoopBase::CheckIo(const char* operation, int fd, bool has_callback,
   if (!has_callback) {
     return absl::InvalidArgumentError(absl::StrCat(label_, ": ", operation, " got an empty callback"));
   }
+  // An fd with an operation under way was checked when that one started,
+  // and is the same socket still (the caller keeps it open meanwhile): a
+  // connection's sends cost no getsockopt each.
+  if (use == loop_internal::SocketUse::kConnected && HasIoOn(fd)) return absl::OkStatus();
   return loop_internal::CheckSocket(label_, operation, fd, use);
+}
+
+bool LoopBase::HasIoOn(int fd) const {
+  return readiness_io_ != nullptr && readiness_io_->HasOperationsOn(fd);
 }
 
 loop_internal::ReadinessIo& LoopBase::readiness_io() {

@@ -132,8 +132,12 @@ class LoopBase : public EventLoop {
 
   const std::string& label() const { return label_; }
 
+  // Whether `fd` has a socket operation under way. A backend with
+  // completion I/O overrides it to ask its own operations.
+  virtual bool HasIoOn(int fd) const;
   // The checks of every socket operation: the calling thread (claimed as
-  // RunOnce claims it), a non-empty callback, and `fd` (CheckSocket).
+  // RunOnce claims it), a non-empty callback, and `fd` (CheckSocket; taken
+  // as checked for a send or receive on an fd that HasIoOn()).
   absl::Status CheckIo(const char* operation, int fd, bool has_callback,
                        loop_internal::SocketUse use);
   // Checks a socket operation (CheckIo) and starts it as `start(id)` with

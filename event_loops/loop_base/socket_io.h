@@ -79,6 +79,8 @@ class ReadinessIo {
 
   // Whether `id` is an operation of this ReadinessIo under way.
   bool Owns(IoId id) const { return ops_.contains(id); }
+  // Whether `fd` has operations of this ReadinessIo under way.
+  bool HasOperationsOn(int fd) const { return fds_.contains(fd); }
 
  private:
   struct Send {
