@@ -161,21 +161,15 @@ absl::StatusOr<CompletionIo::Op*> CompletionIo::ReceiveOp(const char* operation,
   return op;
 }
 
-absl::Status CompletionIo::PauseReceive(IoId id) {
-  absl::StatusOr<Op*> op = ReceiveOp("PauseReceive", id);
-  if (!op.ok()) return op.status();
-  // Nothing for the kernel yet: only a completion that comes while paused
-  // cancels the multishot (Hold).
-  (*op)->paused = true;
-  return absl::OkStatus();
-}
-
-absl::Status CompletionIo::ResumeReceive(IoId id) {
-  absl::StatusOr<Op*> found = ReceiveOp("ResumeReceive", id);
+absl::Status CompletionIo::HoldReceive(IoId id, bool hold) {
+  absl::StatusOr<Op*> found = ReceiveOp(hold ? "PauseReceive" : "ResumeReceive", id);
   if (!found.ok()) return found.status();
   Op& op = **found;
-  if (!op.paused) return absl::OkStatus();
-  op.paused = false;
+  const bool resumed = op.paused && !hold;
+  // A pause asks nothing of the kernel yet: only a completion that comes
+  // while paused cancels the multishot (Hold).
+  op.paused = hold;
+  if (!resumed) return absl::OkStatus();
   if (!op.held.empty() || op.holds_end) QueueDelivery(id, op);
   // The kernel let go of it while paused (the pause's cancellation, or out
   // of buffers): armed again, behind what was held.

@@ -98,10 +98,10 @@ class CompletionIo {
   // kNotFound when `id` is not an operation of this class under way.
   // `ring_started`: whether requests can be entered now.
   absl::Status CancelIo(IoId id, bool ring_started);
-  // As core/event_loop.h's; kNotFound as CancelIo, kInvalidArgument for an
-  // operation that is not a receive.
-  absl::Status PauseReceive(IoId id);
-  absl::Status ResumeReceive(IoId id);
+  // PauseReceive (`hold`) or ResumeReceive of core/event_loop.h;
+  // kNotFound as CancelIo, kInvalidArgument for an operation that is not a
+  // receive.
+  absl::Status HoldReceive(IoId id, bool hold);
 
   // Queues the starts, re-arms and continuations that wait for a
   // submission entry. The loop thread, once the ring is enabled.

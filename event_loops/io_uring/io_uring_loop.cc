@@ -329,14 +329,14 @@ class IoUringLoop final : public LoopBase {
 
   absl::Status PauseReceive(IoId id) override {
     if (completion_io_ == nullptr || !IsLoopThread()) return LoopBase::PauseReceive(id);
-    absl::Status paused = completion_io_->PauseReceive(id);
+    absl::Status paused = completion_io_->HoldReceive(id, true);
     if (!absl::IsNotFound(paused)) return paused;
     return LoopBase::PauseReceive(id);
   }
 
   absl::Status ResumeReceive(IoId id) override {
     if (completion_io_ == nullptr || !IsLoopThread()) return LoopBase::ResumeReceive(id);
-    absl::Status resumed = IoStarted(completion_io_->ResumeReceive(id));
+    absl::Status resumed = IoStarted(completion_io_->HoldReceive(id, false));
     if (!absl::IsNotFound(resumed)) return resumed;
     return LoopBase::ResumeReceive(id);
   }

@@ -263,12 +263,12 @@ absl::Status LoopBase::CancelIo(IoId id) {
 
 absl::Status LoopBase::PauseReceive(IoId id) {
   return OnIo("PauseReceive", id,
-              [id](loop_internal::ReadinessIo& io) { return io.PauseReceive(id); });
+              [id](loop_internal::ReadinessIo& io) { return io.HoldReceive(id, true); });
 }
 
 absl::Status LoopBase::ResumeReceive(IoId id) {
   return OnIo("ResumeReceive", id,
-              [id](loop_internal::ReadinessIo& io) { return io.ResumeReceive(id); });
+              [id](loop_internal::ReadinessIo& io) { return io.HoldReceive(id, false); });
 }
 
 int LoopBase::RunPosted() {

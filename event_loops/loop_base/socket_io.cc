@@ -154,20 +154,13 @@ absl::StatusOr<ReadinessIo::FdState*> ReadinessIo::ReceiveStateOf(const char* op
   return state;
 }
 
-absl::Status ReadinessIo::PauseReceive(IoId id) {
-  absl::StatusOr<FdState*> state = ReceiveStateOf("PauseReceive", id);
+absl::Status ReadinessIo::HoldReceive(IoId id, bool hold) {
+  absl::StatusOr<FdState*> state = ReceiveStateOf(hold ? "PauseReceive" : "ResumeReceive", id);
   if (!state.ok()) return state.status();
-  (*state)->receive_paused = true;
-  return absl::OkStatus();
-}
-
-absl::Status ReadinessIo::ResumeReceive(IoId id) {
-  absl::StatusOr<FdState*> state = ReceiveStateOf("ResumeReceive", id);
-  if (!state.ok()) return state.status();
-  if (!(*state)->receive_paused) return absl::OkStatus();
-  (*state)->receive_paused = false;
+  const bool resumed = (*state)->receive_paused && !hold;
+  (*state)->receive_paused = hold;
   // The edges that came while paused were reported to nobody.
-  DeferDrive(ops_[id], kReceiveSide);
+  if (resumed) DeferDrive(ops_[id], kReceiveSide);
   return absl::OkStatus();
 }
 

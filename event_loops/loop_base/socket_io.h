@@ -73,9 +73,9 @@ class ReadinessIo {
   absl::Status SendAll(IoId id, int fd, std::string bytes, SendCallback on_sent);
   // kNotFound when `id` is not an operation of this ReadinessIo under way.
   absl::Status CancelIo(IoId id);
-  // As core/event_loop.h's; kNotFound as CancelIo.
-  absl::Status PauseReceive(IoId id);
-  absl::Status ResumeReceive(IoId id);
+  // PauseReceive (`hold`) or ResumeReceive of core/event_loop.h;
+  // kNotFound as CancelIo.
+  absl::Status HoldReceive(IoId id, bool hold);
 
   // Whether `id` is an operation of this ReadinessIo under way.
   bool Owns(IoId id) const { return ops_.contains(id); }

@@ -64,6 +64,7 @@ class SigpipeCounter {
 // What a ReceiveEach saw: the bytes, the ends of stream and the errors.
 struct Received {
   std::string bytes;
+  std::string before_end;  // the bytes when the end of the stream came
   int ends = 0;
   int errors = 0;
   int calls = 0;
@@ -81,6 +82,7 @@ ReceiveCallback Collect(EventLoop& loop, Received& into) {
       into.error = data.status();
     } else if (data->empty()) {
       ++into.ends;
+      into.before_end = into.bytes;
     } else {
       into.bytes.append(data->data(), data->size());
     }
@@ -374,11 +376,7 @@ TEST_P(SocketIoConformance, PeerClosedMidSendIsAnErrorWithoutSigpipe) {
 TEST_P(SocketIoConformance, EndOfStreamIsOneEmptySpanAfterTheData) {
   ASSERT_EQ(write(pair_[1], "abc", 3), 3);
   Received received;
-  std::string before_end;
-  absl::StatusOr<IoId> id = loop_->ReceiveEach(pair_[0], [&](auto data) {
-    if (data.ok() && data->empty()) before_end = received.bytes;
-    Collect(*loop_, received)(data);
-  });
+  absl::StatusOr<IoId> id = loop_->ReceiveEach(pair_[0], Collect(*loop_, received));
   ASSERT_TRUE(id.ok()) << id.status();
   ASSERT_TRUE(PumpUntil([&] { return received.bytes == "abc"; }));
   EXPECT_EQ(received.ends, 0) << "the peer is still there";
@@ -388,7 +386,7 @@ TEST_P(SocketIoConformance, EndOfStreamIsOneEmptySpanAfterTheData) {
   PumpAFewTimes();
   EXPECT_EQ(received.ends, 1);
   EXPECT_EQ(received.errors, 0) << received.error;
-  EXPECT_EQ(before_end, "abcde") << "every byte comes before the end";
+  EXPECT_EQ(received.before_end, "abcde") << "every byte comes before the end";
   const int calls = received.calls;
   PumpAFewTimes();
   EXPECT_EQ(received.calls, calls) << "nothing after the end";
@@ -744,11 +742,7 @@ TEST_P(SocketIoConformance, APausedReceiveHoldsWhatArrivesAndDeliversItOnResumeI
 
 TEST_P(SocketIoConformance, TheEndOfTheStreamWhilePausedComesAfterTheHeldBytes) {
   Received received;
-  std::string before_end;
-  absl::StatusOr<IoId> id = loop_->ReceiveEach(pair_[0], [&](auto data) {
-    if (data.ok() && data->empty()) before_end = received.bytes;
-    Collect(*loop_, received)(data);
-  });
+  absl::StatusOr<IoId> id = loop_->ReceiveEach(pair_[0], Collect(*loop_, received));
   ASSERT_TRUE(id.ok()) << id.status();
   ASSERT_TRUE(loop_->PauseReceive(*id).ok()) << "a receive may be paused before it saw anything";
   ASSERT_EQ(write(pair_[1], "xyz", 3), 3);
@@ -759,7 +753,7 @@ TEST_P(SocketIoConformance, TheEndOfTheStreamWhilePausedComesAfterTheHeldBytes) 
   ASSERT_TRUE(loop_->ResumeReceive(*id).ok());
   ASSERT_TRUE(PumpUntil([&] { return received.over(); }));
   PumpAFewTimes();
-  EXPECT_EQ(before_end, "xyz");
+  EXPECT_EQ(received.before_end, "xyz");
   EXPECT_EQ(received.ends, 1);
   EXPECT_EQ(loop_->PauseReceive(*id).code(), absl::StatusCode::kNotFound) << "ended";
   EXPECT_EQ(loop_->ResumeReceive(*id).code(), absl::StatusCode::kNotFound) << "ended";

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -400,6 +401,15 @@ class ServerImpl final : public Server {
   void OnAccept(absl::StatusOr<int> accepted);
   void OnInput(Connection& c, absl::StatusOr<absl::Span<const char>> data);
   void OnSent(Connection& c, absl::Status status);
+  // `handler` of `c` as a socket operation's callback, which does nothing
+  // once the server has closed (see IoGuard).
+  template <typename Arg>
+  std::function<void(Arg)> Guarded(Connection& c, void (ServerImpl::*handler)(Connection&, Arg)) {
+    return [this, guard = guard_, connection = &c, handler](Arg arg) {
+      if (guard->closed.load(std::memory_order_acquire)) return;
+      (this->*handler)(*connection, std::move(arg));
+    };
+  }
   // Pauses or resumes c's receive: held while its input is at the cap.
   void HoldInput(Connection& c, bool hold);
   // Cancels the operations `ids` point to (zeroing them) and closes `fd`;
@@ -563,11 +573,8 @@ void ServerImpl::OnAccept(absl::StatusOr<int> accepted) {
   c.id = next_connection_id_++;
   c.fd = fd;
   c.last_input = c.last_output = absl::Now();
-  absl::StatusOr<IoId> receive = env_.loop->ReceiveEach(
-      fd, [this, guard = guard_, connection = &c](absl::StatusOr<absl::Span<const char>> data) {
-        if (guard->closed.load(std::memory_order_acquire)) return;
-        OnInput(*connection, std::move(data));
-      });
+  absl::StatusOr<IoId> receive =
+      env_.loop->ReceiveEach(fd, Guarded<absl::StatusOr<absl::Span<const char>>>(c, &ServerImpl::OnInput));
   if (!receive.ok()) {
     close(fd);
     return;
@@ -984,11 +991,8 @@ void ServerImpl::Flush(Connection& c) {
   }
   c.sending = size;
   c.sending_capacity = bytes.capacity();
-  absl::StatusOr<IoId> send = env_.loop->SendAll(
-      c.fd, std::move(bytes), [this, guard = guard_, connection = &c](absl::Status status) {
-        if (guard->closed.load(std::memory_order_acquire)) return;
-        OnSent(*connection, std::move(status));
-      });
+  absl::StatusOr<IoId> send =
+      env_.loop->SendAll(c.fd, std::move(bytes), Guarded<absl::Status>(c, &ServerImpl::OnSent));
   if (!send.ok()) {
     Close(c);
     return;
