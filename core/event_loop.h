@@ -114,6 +114,21 @@
 //   kNotFound for an id that is unknown or whose operation has ended (its
 //   last callback has been called, or is being called).
 //
+//   PauseReceive(id) / ResumeReceive(id): back-pressure for a ReceiveEach
+//   without losing a byte. Once PauseReceive returns (from inside the
+//   receive's own callback too), the callback is not called until
+//   ResumeReceive. A paused receive takes nothing new from its socket, so
+//   a peer that keeps sending meets the kernel's flow control; a
+//   completion backend may still get what it had asked the kernel for
+//   before the pause, and holds it. On resume, what was held (bytes, then
+//   the end of the stream or the error, if either came) is delivered
+//   first, in order, from the loop and never inside ResumeReceive, before
+//   anything received after. Pausing a paused receive, or resuming one
+//   that is not paused, is OK and changes nothing. A paused receive is
+//   still under way: CancelIo ends it and drops what it held, and the
+//   loop's destruction destroys it. kNotFound for an id that is unknown or
+//   ended (as CancelIo); kInvalidArgument for an AcceptEach or SendAll.
+//
 //   Threads: the loop thread only. The first call claims the loop thread
 //   as RunOnce does; from any other thread the calls return
 //   kPermissionDenied and start nothing. Ownership: the fd stays the
@@ -131,13 +146,15 @@
 //   kPermissionDenied  RunOnce/Run/RunUntil, or a socket operation, from a
 //                      thread that is not the loop thread
 //   kDeadlineExceeded  RunUntil's deadline passed before a Stop()
-//   kNotFound          Unwatch of an unknown id; CancelIo of an unknown or
-//                      ended operation
+//   kNotFound          Unwatch of an unknown id; CancelIo, PauseReceive or
+//                      ResumeReceive of an unknown or ended operation
 //   kInvalidArgument   Watch of a bad fd, empty callbacks or closures,
 //                      negative timeouts, Cancel of an id never issued; a
 //                      socket operation on a bad fd, an fd that is not a
 //                      socket, or (AcceptEach) a socket that is not
-//                      listening or not in non-blocking mode
+//                      listening or not in non-blocking mode;
+//                      PauseReceive/ResumeReceive of an operation that is
+//                      not a ReceiveEach
 //   kFailedPrecondition  Run()/RunUntil() re-entered from inside a callback
 //                      of either; Cancel of a timer that ran or was
 //                      cancelled; a second AcceptEach/ReceiveEach on an fd
@@ -218,6 +235,11 @@ class EventLoop {
   virtual absl::StatusOr<IoId> SendAll(int fd, std::string bytes, SendCallback on_sent) = 0;
   // Ends an operation; its callback is not called again.
   virtual absl::Status CancelIo(IoId id) = 0;
+  // Holds a ReceiveEach's callbacks back until ResumeReceive; nothing
+  // received is lost.
+  virtual absl::Status PauseReceive(IoId id) = 0;
+  // Lets a paused ReceiveEach deliver again, what it held first.
+  virtual absl::Status ResumeReceive(IoId id) = 0;
 
   // Waits up to `timeout` for events (zero: just polls; the wait ends early
   // for the earliest timer), runs the callbacks, the due timers and the

@@ -30,6 +30,13 @@ constexpr unsigned kBufferBytes = 16 * 1024;
 // One send request writes at most this much; the rest goes in the next.
 constexpr size_t kMaxSendBytes = size_t{1} << 30;
 
+// A multishot receive's last completion that ends nothing for its user:
+// out of buffers (the callbacks give them back), interrupted, or cancelled
+// for a pause (a live receive is cancelled for nothing else).
+bool IsRearmable(int32_t result) {
+  return result == -ENOBUFS || result == -EINTR || result == -EAGAIN || result == -ECANCELED;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CompletionIo>> CompletionIo::Create(io_uring* ring, Hooks hooks) {
@@ -60,6 +67,19 @@ absl::Status CompletionIo::RegisterBuffers() {
   buffer_ring_ = static_cast<io_uring_buf_ring*>(memory);
   io_uring_buf_ring_init(buffer_ring_);
   return absl::OkStatus();
+}
+
+bool CompletionIo::HasOperationsOn(int fd) const {
+  if (readers_.contains(fd)) return true;
+  auto queue = sends_.find(fd);
+  if (queue == sends_.end()) return false;
+  // Not a cancelled send the kernel still holds: its fd may be closed and
+  // the number given to another file.
+  for (IoId id : queue->second) {
+    auto op = ops_.find(id);
+    if (op != ops_.end() && op->second->live) return true;
+  }
+  return false;
 }
 
 bool CompletionIo::IsIoCompletion(uint64_t user_data) { return (user_data & kTagMask) == kIoTag; }
@@ -128,6 +148,73 @@ absl::Status CompletionIo::CancelIo(IoId id, bool ring_started) {
   return hooks_.enter_now("CancelIo");
 }
 
+absl::StatusOr<CompletionIo::Op*> CompletionIo::ReceiveOp(const char* operation, IoId id) {
+  Op* op = Find(id);
+  if (op == nullptr || !op->live) {
+    return absl::NotFoundError(absl::StrCat("io_uring loop: ", operation, " of operation ", id,
+                                            ", which is unknown or has ended"));
+  }
+  if (op->kind != Kind::kReceive) {
+    return absl::InvalidArgumentError(absl::StrCat("io_uring loop: ", operation, " of operation ",
+                                                   id, ", which is not a ReceiveEach"));
+  }
+  return op;
+}
+
+absl::Status CompletionIo::HoldReceive(IoId id, bool hold) {
+  absl::StatusOr<Op*> found = ReceiveOp(hold ? "PauseReceive" : "ResumeReceive", id);
+  if (!found.ok()) return found.status();
+  Op& op = **found;
+  const bool resumed = op.paused && !hold;
+  // A pause asks nothing of the kernel yet: only a completion that comes
+  // while paused cancels the multishot (Hold).
+  op.paused = hold;
+  if (!resumed) return absl::OkStatus();
+  if (!op.held.empty() || op.holds_end) QueueDelivery(id, op);
+  // The kernel let go of it while paused (the pause's cancellation, or out
+  // of buffers): armed again, behind what was held.
+  if (!op.in_kernel && !op.holds_end) Queue(id, op);
+  return absl::OkStatus();
+}
+
+void CompletionIo::QueueDelivery(IoId id, Op& op) {
+  if (op.delivery_queued) return;
+  op.delivery_queued = true;
+  hooks_.defer([this, id] { DeliverHeld(id); });
+}
+
+void CompletionIo::DeliverHeld(IoId id) {
+  Op* op = Find(id);
+  if (op == nullptr || !op->live) return;
+  op->delivery_queued = false;
+  if (op->paused) return;  // paused again: its resume queues the delivery
+  std::shared_ptr<ReceiveCallback> on_data = op->on_data;
+  if (!op->held.empty()) {
+    std::string bytes = std::move(op->held);
+    op->held.clear();
+    // Completions that a loop run inside the callback handles are held
+    // behind these bytes.
+    op->delivery_queued = true;
+    (*on_data)(absl::Span<const char>(bytes.data(), bytes.size()));
+    op = Find(id);
+    if (op == nullptr || !op->live) return;
+    op->delivery_queued = false;
+    if (op->paused) return;
+    if (!op->held.empty()) {
+      QueueDelivery(id, *op);
+      return;
+    }
+  }
+  if (!op->holds_end) return;
+  absl::Status error = std::move(op->held_error);
+  End(id, *op);
+  if (error.ok()) {
+    (*on_data)(absl::Span<const char>());  // the end of the stream
+  } else {
+    (*on_data)(std::move(error));
+  }
+}
+
 CompletionIo::Op* CompletionIo::Find(IoId id) {
   auto it = ops_.find(id);
   return it == ops_.end() ? nullptr : it->second.get();
@@ -148,7 +235,9 @@ void CompletionIo::SubmitPending() {
   while (!pending_.empty()) {
     const IoId id = pending_.front();
     Op* op = Find(id);
-    if (op != nullptr && op->pending) {
+    if (op != nullptr && op->pending && op->kind == Kind::kReceive && op->paused) {
+      op->pending = false;  // paused before it went: its resume queues it
+    } else if (op != nullptr && op->pending) {
       if (!Prepare(id, *op)) return;  // the queue is full: next iteration
       op->pending = false;
     }
@@ -196,6 +285,7 @@ void CompletionIo::End(IoId id, Op& op) {
   op.on_accept.reset();
   op.on_data.reset();
   op.on_sent.reset();
+  std::string().swap(op.held);
   const int fd = op.fd;
   if (op.kind != Kind::kSend) {
     if (auto reader = readers_.find(fd); reader != readers_.end() && reader->second == id) {
@@ -224,11 +314,9 @@ void CompletionIo::CancelInKernel(IoId id) {
 
 void CompletionIo::StartNextSend(int fd) {
   auto queue = sends_.find(fd);
-  if (queue == sends_.end()) return;
-  if (queue->second.empty()) {
-    sends_.erase(queue);
-    return;
-  }
+  // An fd's queue stays when empty: a connection sends again soon, and a
+  // deque allocates when made.
+  if (queue == sends_.end() || queue->second.empty()) return;
   if (Op* next = Find(queue->second.front()); next != nullptr) Queue(queue->second.front(), *next);
 }
 
@@ -301,6 +389,11 @@ int CompletionIo::CompleteReceive(IoId id, Op& op, int32_t result, uint32_t flag
     if (!more) ops_.erase(id);
     return 0;
   }
+  if (!more) op.cancel_queued = false;
+  if (op.holding()) {
+    Hold(id, op, result, flags, more);
+    return 0;
+  }
   if (result > 0 && (flags & IORING_CQE_F_BUFFER)) {
     const size_t buffer = flags >> IORING_CQE_BUFFER_SHIFT;
     std::shared_ptr<ReceiveCallback> on_data = op.on_data;
@@ -312,9 +405,9 @@ int CompletionIo::CompleteReceive(IoId id, Op& op, int32_t result, uint32_t flag
     return 1;
   }
   RecycleBuffer(flags);
-  // Out of buffers (the callbacks give them back), or interrupted: armed
-  // again.
-  if (result == -ENOBUFS || result == -EINTR || result == -EAGAIN) {
+  // Out of buffers (the callbacks give them back), interrupted, or
+  // cancelled for a pause that has ended since: armed again.
+  if (IsRearmable(result)) {
     if (!more) Rearm(id, op);
     return 0;
   }
@@ -328,6 +421,39 @@ int CompletionIo::CompleteReceive(IoId id, Op& op, int32_t result, uint32_t flag
     (*on_data)(ErrnoError(absl::StrCat("io_uring loop: recv on fd ", fd), -result));
   }
   return 1;
+}
+
+void CompletionIo::Hold(IoId id, Op& op, int32_t result, uint32_t flags, bool more) {
+  if (op.holds_end) {
+    // After the end or an error, only the kernel's last words: nothing to
+    // keep.
+    RecycleBuffer(flags);
+    return;
+  }
+  if (result > 0 && (flags & IORING_CQE_F_BUFFER)) {
+    const size_t buffer = flags >> IORING_CQE_BUFFER_SHIFT;
+    op.held.append(buffers_.get() + buffer * kBufferBytes, static_cast<size_t>(result));
+    RecycleBuffer(flags);
+    if (op.paused && more && !op.cancel_queued) {
+      // Stops the kernel taking more while paused; the socket keeps the
+      // rest, and the peer meets TCP's flow control.
+      CancelInKernel(id);
+      op.cancel_queued = true;
+    }
+    if (!more && !op.paused) Rearm(id, op);
+    return;
+  }
+  RecycleBuffer(flags);
+  if (IsRearmable(result)) {
+    if (!more && !op.paused) Rearm(id, op);
+    return;
+  }
+  // The end of the stream or an error: held behind the bytes.
+  op.holds_end = true;
+  if (result < 0) {
+    op.held_error = ErrnoError(absl::StrCat("io_uring loop: recv on fd ", op.fd), -result);
+  }
+  if (more) CancelInKernel(id);
 }
 
 int CompletionIo::CompleteSend(IoId id, Op& op, int32_t result) {

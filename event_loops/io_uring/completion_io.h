@@ -11,6 +11,17 @@
 //                loop owns; a buffer goes back to the ring as soon as the
 //                callback that saw it returns. When the kernel runs out of
 //                buffers (ENOBUFS) it ends the receive, which is re-armed.
+//   PauseReceive marks the receive paused and nothing more: the multishot
+//                stays armed, so a pause that sees no data costs no
+//                request. A completion that comes while paused is held
+//                (copied, its buffer given back) and the multishot is
+//                cancelled then, queued with the next submission; what the
+//                kernel completes before the cancellation is held too, as
+//                is the end of the stream or an error. ResumeReceive
+//                re-arms the receive if the kernel has let go of it, and
+//                defers the delivery of what was held (Hooks::defer);
+//                completions that come before that delivery runs are held
+//                behind it, so the order stays.
 //   SendAll      IORING_OP_SEND with MSG_NOSIGNAL | MSG_WAITALL, one in the
 //                kernel per fd at a time, so the sends of one fd go in order;
 //                a short write is submitted again for the rest.
@@ -43,6 +54,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "core/event_loop.h"
+#include "core/scheduler.h"
 
 struct io_uring;
 struct io_uring_sqe;
@@ -53,13 +65,15 @@ namespace taskrt::io_uring_loop_internal {
 class CompletionIo {
  public:
   // What the loop lends: a submission entry (null when the queue stays
-  // full), and an io_uring_enter that submits and runs due completion work
-  // without waiting.
+  // full), an io_uring_enter that submits and runs due completion work
+  // without waiting, and a way to run work on the loop thread soon, never
+  // inline (LoopBase::Defer).
   // `ignored_tag` is the user_data of completions the loop drops (this
   // class's cancellations).
   struct Hooks {
     std::function<io_uring_sqe*()> get_sqe;
     std::function<absl::Status(absl::string_view operation)> enter_now;
+    std::function<void(Work)> defer;
     uint64_t ignored_tag;
   };
 
@@ -68,6 +82,9 @@ class CompletionIo {
   // kUnavailable, with the reason, where the kernel refuses.
   static absl::StatusOr<std::unique_ptr<CompletionIo>> Create(io_uring* ring, Hooks hooks);
   ~CompletionIo();
+
+  // Whether `fd` has a live operation of this class.
+  bool HasOperationsOn(int fd) const;
 
   // Whether a completion's user_data is one of this class's requests.
   static bool IsIoCompletion(uint64_t user_data);
@@ -81,6 +98,10 @@ class CompletionIo {
   // kNotFound when `id` is not an operation of this class under way.
   // `ring_started`: whether requests can be entered now.
   absl::Status CancelIo(IoId id, bool ring_started);
+  // PauseReceive (`hold`) or ResumeReceive of core/event_loop.h;
+  // kNotFound as CancelIo, kInvalidArgument for an operation that is not a
+  // receive.
+  absl::Status HoldReceive(IoId id, bool hold);
 
   // Queues the starts, re-arms and continuations that wait for a
   // submission entry. The loop thread, once the ring is enabled.
@@ -116,6 +137,16 @@ class CompletionIo {
     std::shared_ptr<SendCallback> on_sent;
     std::string bytes;
     size_t sent = 0;
+    // A receive's back-pressure: while `paused`, or while what it held
+    // waits for its delivery, completions are held.
+    bool paused = false;
+    bool cancel_queued = false;     // the multishot is cancelled for the pause
+    bool delivery_queued = false;   // DeliverHeld() is deferred
+    bool holds_end = false;         // the end of the stream or an error came
+    absl::Status held_error;        // the error, if one came (else the end)
+    std::string held;
+
+    bool holding() const { return paused || delivery_queued; }
   };
 
   CompletionIo(io_uring* ring, Hooks hooks) : ring_(ring), hooks_(std::move(hooks)) {}
@@ -137,6 +168,13 @@ class CompletionIo {
   void RecycleBuffer(uint32_t flags);
   int CompleteAccept(IoId id, Op& op, int32_t result, bool more);
   int CompleteReceive(IoId id, Op& op, int32_t result, uint32_t flags, bool more);
+  // A receive's completion while it holds (see PauseReceive above).
+  void Hold(IoId id, Op& op, int32_t result, uint32_t flags, bool more);
+  // The live receive `id` of PauseReceive/ResumeReceive (`operation`).
+  absl::StatusOr<Op*> ReceiveOp(const char* operation, IoId id);
+  void QueueDelivery(IoId id, Op& op);
+  // Delivers what receive `id` held, unless it was paused again or ended.
+  void DeliverHeld(IoId id);
   int CompleteSend(IoId id, Op& op, int32_t result);
 
   io_uring* const ring_;

@@ -322,6 +322,25 @@ class IoUringLoop final : public LoopBase {
     return LoopBase::CancelIo(id);
   }
 
+  bool HasIoOn(int fd) const override {
+    if (completion_io_ == nullptr) return LoopBase::HasIoOn(fd);
+    return completion_io_->HasOperationsOn(fd);
+  }
+
+  absl::Status PauseReceive(IoId id) override {
+    if (completion_io_ == nullptr || !IsLoopThread()) return LoopBase::PauseReceive(id);
+    absl::Status paused = completion_io_->HoldReceive(id, true);
+    if (!absl::IsNotFound(paused)) return paused;
+    return LoopBase::PauseReceive(id);
+  }
+
+  absl::Status ResumeReceive(IoId id) override {
+    if (completion_io_ == nullptr || !IsLoopThread()) return LoopBase::ResumeReceive(id);
+    absl::Status resumed = IoStarted(completion_io_->HoldReceive(id, false));
+    if (!absl::IsNotFound(resumed)) return resumed;
+    return LoopBase::ResumeReceive(id);
+  }
+
   io_uring_loop_internal::LoopStats stats() const {
     return {
         .enter_calls = stats_.enter_calls.load(std::memory_order_relaxed),
@@ -415,6 +434,7 @@ class IoUringLoop final : public LoopBase {
           io_uring_loop_internal::CompletionIo::Create(
               &ring_, {.get_sqe = [this] { return GetSqe(); },
                        .enter_now = [this](absl::string_view op) { return EnterNow(op); },
+                       .defer = [this](Work work) { Defer(std::move(work)); },
                        .ignored_tag = kRemoveTag});
       if (io.ok()) {
         completion_io_ = std::move(*io);

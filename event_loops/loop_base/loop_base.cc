@@ -206,7 +206,15 @@ absl::Status LoopBase::CheckIo(const char* operation, int fd, bool has_callback,
   if (!has_callback) {
     return absl::InvalidArgumentError(absl::StrCat(label_, ": ", operation, " got an empty callback"));
   }
+  // An fd with an operation under way was checked when that one started,
+  // and is the same socket still (the caller keeps it open meanwhile): a
+  // connection's sends cost no getsockopt each.
+  if (use == loop_internal::SocketUse::kConnected && HasIoOn(fd)) return absl::OkStatus();
   return loop_internal::CheckSocket(label_, operation, fd, use);
+}
+
+bool LoopBase::HasIoOn(int fd) const {
+  return readiness_io_ != nullptr && readiness_io_->HasOperationsOn(fd);
 }
 
 loop_internal::ReadinessIo& LoopBase::readiness_io() {
@@ -237,15 +245,30 @@ absl::StatusOr<IoId> LoopBase::SendAll(int fd, std::string bytes, SendCallback o
                  });
 }
 
-absl::Status LoopBase::CancelIo(IoId id) {
+template <typename Call>
+absl::Status LoopBase::OnIo(const char* operation, IoId id, Call&& call) {
   if (!IsLoopThread()) {
-    if (absl::Status owner = ClaimLoopThread("CancelIo"); !owner.ok()) return owner;
+    if (absl::Status owner = ClaimLoopThread(operation); !owner.ok()) return owner;
   }
   if (readiness_io_ == nullptr || !readiness_io_->Owns(id)) {
     return absl::NotFoundError(
-        absl::StrCat(label_, ": CancelIo of operation ", id, ", which is unknown or has ended"));
+        absl::StrCat(label_, ": ", operation, " of operation ", id, ", which is unknown or has ended"));
   }
-  return readiness_io_->CancelIo(id);
+  return call(*readiness_io_);
+}
+
+absl::Status LoopBase::CancelIo(IoId id) {
+  return OnIo("CancelIo", id, [id](loop_internal::ReadinessIo& io) { return io.CancelIo(id); });
+}
+
+absl::Status LoopBase::PauseReceive(IoId id) {
+  return OnIo("PauseReceive", id,
+              [id](loop_internal::ReadinessIo& io) { return io.HoldReceive(id, true); });
+}
+
+absl::Status LoopBase::ResumeReceive(IoId id) {
+  return OnIo("ResumeReceive", id,
+              [id](loop_internal::ReadinessIo& io) { return io.HoldReceive(id, false); });
 }
 
 int LoopBase::RunPosted() {

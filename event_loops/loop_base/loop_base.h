@@ -55,11 +55,11 @@
 //   - Socket I/O (core/event_loop.h): LoopBase checks the thread and the
 //     arguments (CheckIo) and runs the operations on readiness
 //     (socket_io.h, ReadinessIo) over the backend's Watch/Unwatch. A
-//     backend with completion I/O overrides the four calls and hands to
+//     backend with completion I/O overrides the six calls and hands to
 //     LoopBase's (LoopBase::AcceptEach, ...) whatever it cannot do itself.
 //     StartIo() checks a call and hands out its id from one sequence for
-//     both paths, so CancelIo of an id a backend does not know goes to
-//     LoopBase's.
+//     both paths, so CancelIo, PauseReceive or ResumeReceive of an id a
+//     backend does not know goes to LoopBase's.
 //   - Defer(work) (the loop thread only) runs `work` after the posted work
 //     of the current iteration, or of the next one when called between
 //     iterations, whose wait it then skips. No lock, no system call: the
@@ -117,6 +117,8 @@ class LoopBase : public EventLoop {
   absl::StatusOr<IoId> ReceiveEach(int fd, ReceiveCallback on_data) override;
   absl::StatusOr<IoId> SendAll(int fd, std::string bytes, SendCallback on_sent) override;
   absl::Status CancelIo(IoId id) override;
+  absl::Status PauseReceive(IoId id) override;
+  absl::Status ResumeReceive(IoId id) override;
   LoopMetrics metrics() const final;
 
  protected:
@@ -130,8 +132,12 @@ class LoopBase : public EventLoop {
 
   const std::string& label() const { return label_; }
 
+  // Whether `fd` has a socket operation under way. A backend with
+  // completion I/O overrides it to ask its own operations.
+  virtual bool HasIoOn(int fd) const;
   // The checks of every socket operation: the calling thread (claimed as
-  // RunOnce claims it), a non-empty callback, and `fd` (CheckSocket).
+  // RunOnce claims it), a non-empty callback, and `fd` (CheckSocket; taken
+  // as checked for a send or receive on an fd that HasIoOn()).
   absl::Status CheckIo(const char* operation, int fd, bool has_callback,
                        loop_internal::SocketUse use);
   // Checks a socket operation (CheckIo) and starts it as `start(id)` with
@@ -160,6 +166,10 @@ class LoopBase : public EventLoop {
   static constexpr uint64_t kNoDeadline = std::numeric_limits<uint64_t>::max();
 
   absl::Status ClaimLoopThread(const char* operation);
+  // CancelIo, PauseReceive and ResumeReceive: the thread check, then
+  // `call` on the ReadinessIo that owns `id`, or kNotFound.
+  template <typename Call>
+  absl::Status OnIo(const char* operation, IoId id, Call&& call);
   // Wake(), counted in the metrics.
   absl::Status RequestWake();
   // Run() and RunUntil(): iterates until Stop() or the monotonic

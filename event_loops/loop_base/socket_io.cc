@@ -77,7 +77,7 @@ absl::Status ReadinessIo::AcceptEach(IoId id, int listen_fd, AcceptCallback on_a
   if (!state.ok()) return state.status();
   (*state)->accept = id;
   (*state)->on_accept = std::make_shared<AcceptCallback>(std::move(on_accept));
-  Started(id, listen_fd);
+  Started(id, listen_fd, kAcceptSide);
   return absl::OkStatus();
 }
 
@@ -85,8 +85,9 @@ absl::Status ReadinessIo::ReceiveEach(IoId id, int fd, ReceiveCallback on_data) 
   absl::StatusOr<FdState*> state = ReaderStateFor("ReceiveEach", fd);
   if (!state.ok()) return state.status();
   (*state)->receive = id;
+  (*state)->receive_paused = false;
   (*state)->on_data = std::make_shared<ReceiveCallback>(std::move(on_data));
-  Started(id, fd);
+  Started(id, fd, kReceiveSide);
   return absl::OkStatus();
 }
 
@@ -97,16 +98,16 @@ absl::Status ReadinessIo::SendAll(IoId id, int fd, std::string bytes, SendCallba
       {id, std::move(bytes), 0, std::make_shared<SendCallback>(std::move(on_sent))});
   // Only the first send of the queue writes; later ones wait their turn.
   if ((*state)->sends.size() == 1) {
-    Started(id, fd);
+    Started(id, fd, kSendSide);
   } else {
     ops_[id] = fd;
   }
   return absl::OkStatus();
 }
 
-void ReadinessIo::Started(IoId id, int fd) {
+void ReadinessIo::Started(IoId id, int fd, unsigned sides) {
   ops_[id] = fd;
-  DeferDrive(fd);
+  DeferDrive(fd, sides);
 }
 
 absl::Status ReadinessIo::CancelIo(IoId id) {
@@ -130,12 +131,36 @@ absl::Status ReadinessIo::CancelIo(IoId id) {
         const bool was_first = it == state->sends.begin();
         state->sends.erase(it);
         // The next send takes over the fd.
-        if (was_first && !state->sends.empty()) DeferDrive(fd);
+        if (was_first && !state->sends.empty()) DeferDrive(fd, kSendSide);
         break;
       }
     }
   }
   Forget(fd, id);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ReadinessIo::FdState*> ReadinessIo::ReceiveStateOf(const char* operation, IoId id) {
+  auto op = ops_.find(id);
+  FdState* state = op == ops_.end() ? nullptr : Find(op->second);
+  if (state == nullptr) {
+    return absl::NotFoundError(absl::StrCat(label_, ": ", operation, " of operation ", id,
+                                            ", which is unknown or has ended"));
+  }
+  if (state->receive != id) {
+    return absl::InvalidArgumentError(absl::StrCat(label_, ": ", operation, " of operation ", id,
+                                                   ", which is not a ReceiveEach"));
+  }
+  return state;
+}
+
+absl::Status ReadinessIo::HoldReceive(IoId id, bool hold) {
+  absl::StatusOr<FdState*> state = ReceiveStateOf(hold ? "PauseReceive" : "ResumeReceive", id);
+  if (!state.ok()) return state.status();
+  const bool resumed = (*state)->receive_paused && !hold;
+  (*state)->receive_paused = hold;
+  // The edges that came while paused were reported to nobody.
+  if (resumed) DeferDrive(ops_[id], kReceiveSide);
   return absl::OkStatus();
 }
 
@@ -177,14 +202,14 @@ void ReadinessIo::Forget(int fd, IoId id) {
   fds_.erase(fd);
 }
 
-void ReadinessIo::DeferDrive(int fd) {
-  defer_([this, fd] { Drive(fd); });
+void ReadinessIo::DeferDrive(int fd, unsigned sides) {
+  defer_([this, fd, sides] { Drive(fd, sides); });
 }
 
-void ReadinessIo::Drive(int fd) {
-  DriveAccept(fd);
-  DriveReceive(fd);
-  DriveSends(fd);
+void ReadinessIo::Drive(int fd, unsigned sides) {
+  if (sides & kAcceptSide) DriveAccept(fd);
+  if (sides & kReceiveSide) DriveReceive(fd);
+  if (sides & kSendSide) DriveSends(fd);
 }
 
 void ReadinessIo::DriveAccept(int fd) {
@@ -192,7 +217,7 @@ void ReadinessIo::DriveAccept(int fd) {
     FdState* state = Find(fd);
     if (state == nullptr || state->accept == 0) return;
     if (calls == kCallsPerTurn) {
-      DeferDrive(fd);
+      DeferDrive(fd, kAcceptSide);
       return;
     }
     const IoId id = state->accept;
@@ -222,9 +247,9 @@ void ReadinessIo::DriveReceive(int fd) {
   if (claimed) buffer_in_use_ = true;
   for (int calls = 0;; ++calls) {
     FdState* state = Find(fd);
-    if (state == nullptr || state->receive == 0) break;
+    if (state == nullptr || state->receive == 0 || state->receive_paused) break;
     if (calls == kCallsPerTurn) {
-      DeferDrive(fd);
+      DeferDrive(fd, kReceiveSide);
       break;
     }
     const IoId id = state->receive;
@@ -256,7 +281,7 @@ void ReadinessIo::DriveSends(int fd) {
     FdState* state = Find(fd);
     if (state == nullptr || state->sends.empty()) return;
     if (calls == kCallsPerTurn) {
-      DeferDrive(fd);
+      DeferDrive(fd, kSendSide);
       return;
     }
     Send& send = state->sends.front();

@@ -19,7 +19,10 @@
 //                  operation ends, before that operation's callback runs
 //                  (which may close the fd). Starting an operation defers
 //                  its first attempt: a watch already in place reported the
-//                  fd's earlier readiness to nobody.
+//                  fd's earlier readiness to nobody. A paused receive
+//                  makes no recv (its bytes, and the end of the stream,
+//                  wait in the socket); the watch stays for the fd's other
+//                  side, and a resume defers an attempt, as a start does.
 //
 // Thread safety: none; the loop thread only (LoopBase checks the thread
 // before it calls in). Callbacks may start and cancel operations, of their
@@ -70,9 +73,14 @@ class ReadinessIo {
   absl::Status SendAll(IoId id, int fd, std::string bytes, SendCallback on_sent);
   // kNotFound when `id` is not an operation of this ReadinessIo under way.
   absl::Status CancelIo(IoId id);
+  // PauseReceive (`hold`) or ResumeReceive of core/event_loop.h;
+  // kNotFound as CancelIo.
+  absl::Status HoldReceive(IoId id, bool hold);
 
   // Whether `id` is an operation of this ReadinessIo under way.
   bool Owns(IoId id) const { return ops_.contains(id); }
+  // Whether `fd` has operations of this ReadinessIo under way.
+  bool HasOperationsOn(int fd) const { return fds_.contains(fd); }
 
  private:
   struct Send {
@@ -87,23 +95,34 @@ class ReadinessIo {
     std::shared_ptr<AcceptCallback> on_accept;
     IoId receive = 0;  // 0: none
     std::shared_ptr<ReceiveCallback> on_data;
+    bool receive_paused = false;
     std::deque<Send> sends;
   };
 
   // The state of `fd`, with its watch; created on first use.
   absl::StatusOr<FdState*> StateFor(int fd);
+  // The state of the fd whose ReceiveEach is `id`; kNotFound or
+  // kInvalidArgument (`operation` names the call) otherwise.
+  absl::StatusOr<FdState*> ReceiveStateOf(const char* operation, IoId id);
   // StateFor(), refused when `fd` has an accept or receive already.
   absl::StatusOr<FdState*> ReaderStateFor(const char* operation, int fd);
-  // Operation `id` of `fd` is registered: its first attempt is deferred.
-  void Started(IoId id, int fd);
+  // The sides of an fd a Drive() tries: a readiness event tries them all;
+  // the attempt deferred for a start, a resume or a turn's end only the
+  // side concerned, which saves the others a system call that would fail.
+  enum Side : unsigned { kAcceptSide = 1, kReceiveSide = 2, kSendSide = 4, kAllSides = 7 };
+
+  // Operation `id` of `fd` is registered: its first attempt (on `sides`)
+  // is deferred.
+  void Started(IoId id, int fd, unsigned sides);
   FdState* Find(int fd);
   // Forgets operation `id` of `fd`; removes the fd's watch and state when
   // it was the fd's last operation.
   void Forget(int fd, IoId id);
-  void DeferDrive(int fd);
+  void DeferDrive(int fd, unsigned sides);
 
-  // Each side of `fd` that has an operation, until EAGAIN or its turn ends.
-  void Drive(int fd);
+  // Each of `sides` of `fd` that has an operation, until EAGAIN or its
+  // turn ends.
+  void Drive(int fd, unsigned sides = kAllSides);
   void DriveAccept(int fd);
   void DriveReceive(int fd);
   void DriveSends(int fd);

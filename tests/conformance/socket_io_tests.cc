@@ -64,6 +64,7 @@ class SigpipeCounter {
 // What a ReceiveEach saw: the bytes, the ends of stream and the errors.
 struct Received {
   std::string bytes;
+  std::string before_end;  // the bytes when the end of the stream came
   int ends = 0;
   int errors = 0;
   int calls = 0;
@@ -81,6 +82,7 @@ ReceiveCallback Collect(EventLoop& loop, Received& into) {
       into.error = data.status();
     } else if (data->empty()) {
       ++into.ends;
+      into.before_end = into.bytes;
     } else {
       into.bytes.append(data->data(), data->size());
     }
@@ -374,11 +376,7 @@ TEST_P(SocketIoConformance, PeerClosedMidSendIsAnErrorWithoutSigpipe) {
 TEST_P(SocketIoConformance, EndOfStreamIsOneEmptySpanAfterTheData) {
   ASSERT_EQ(write(pair_[1], "abc", 3), 3);
   Received received;
-  std::string before_end;
-  absl::StatusOr<IoId> id = loop_->ReceiveEach(pair_[0], [&](auto data) {
-    if (data.ok() && data->empty()) before_end = received.bytes;
-    Collect(*loop_, received)(data);
-  });
+  absl::StatusOr<IoId> id = loop_->ReceiveEach(pair_[0], Collect(*loop_, received));
   ASSERT_TRUE(id.ok()) << id.status();
   ASSERT_TRUE(PumpUntil([&] { return received.bytes == "abc"; }));
   EXPECT_EQ(received.ends, 0) << "the peer is still there";
@@ -388,7 +386,7 @@ TEST_P(SocketIoConformance, EndOfStreamIsOneEmptySpanAfterTheData) {
   PumpAFewTimes();
   EXPECT_EQ(received.ends, 1);
   EXPECT_EQ(received.errors, 0) << received.error;
-  EXPECT_EQ(before_end, "abcde") << "every byte comes before the end";
+  EXPECT_EQ(received.before_end, "abcde") << "every byte comes before the end";
   const int calls = received.calls;
   PumpAFewTimes();
   EXPECT_EQ(received.calls, calls) << "nothing after the end";
@@ -703,6 +701,183 @@ TEST_P(SocketIoConformance, DestroyingTheLoopFreesPendingOperationsWithoutCallin
   loop.reset();
   EXPECT_EQ(calls, 0);
   EXPECT_EQ(token.use_count(), 1) << "every callback destroyed with the loop";
+}
+
+// PauseReceive / ResumeReceive: back-pressure that loses nothing.
+
+TEST_P(SocketIoConformance, APausedReceiveHoldsWhatArrivesAndDeliversItOnResumeInOrder) {
+  Received received;
+  absl::StatusOr<IoId> id = loop_->ReceiveEach(pair_[0], Collect(*loop_, received));
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_EQ(write(pair_[1], "head;", 5), 5);
+  ASSERT_TRUE(PumpUntil([&] { return received.bytes == "head;"; }));
+  ASSERT_TRUE(loop_->PauseReceive(*id).ok());
+  EXPECT_TRUE(loop_->PauseReceive(*id).ok()) << "pausing a paused receive changes nothing";
+  // The peer keeps sending while the receive is paused, in several writes
+  // (each a completion a receive ahead of the pause may take).
+  std::string expected = "head;";
+  for (int i = 0; i < 20; ++i) {
+    const std::string chunk = Pattern(3000 + 7 * i, static_cast<char>('A' + i));
+    ASSERT_EQ(write(pair_[1], chunk.data(), chunk.size()), static_cast<ssize_t>(chunk.size()));
+    expected += chunk;
+    if (i % 5 == 0) PumpAFewTimes();
+  }
+  PumpAFewTimes();
+  const int calls = received.calls;
+  EXPECT_EQ(received.bytes, "head;") << "a callback ran while paused";
+  ASSERT_TRUE(loop_->ResumeReceive(*id).ok());
+  EXPECT_EQ(received.calls, calls) << "the held bytes came inside ResumeReceive";
+  // Bytes sent after the resume come after the held ones.
+  ASSERT_EQ(write(pair_[1], "tail", 4), 4);
+  expected += "tail";
+  ASSERT_TRUE(PumpUntil([&] { return received.bytes.size() >= expected.size(); }));
+  EXPECT_TRUE(received.bytes == expected) << "bytes reordered, repeated or lost";
+  EXPECT_TRUE(loop_->ResumeReceive(*id).ok()) << "resuming a live receive changes nothing";
+  ASSERT_EQ(shutdown(pair_[1], SHUT_WR), 0);
+  ASSERT_TRUE(PumpUntil([&] { return received.over(); }));
+  EXPECT_EQ(received.ends, 1);
+  EXPECT_EQ(received.errors, 0) << received.error;
+  EXPECT_EQ(received.bytes.size(), expected.size());
+}
+
+TEST_P(SocketIoConformance, TheEndOfTheStreamWhilePausedComesAfterTheHeldBytes) {
+  Received received;
+  absl::StatusOr<IoId> id = loop_->ReceiveEach(pair_[0], Collect(*loop_, received));
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_TRUE(loop_->PauseReceive(*id).ok()) << "a receive may be paused before it saw anything";
+  ASSERT_EQ(write(pair_[1], "xyz", 3), 3);
+  ASSERT_EQ(shutdown(pair_[1], SHUT_WR), 0);
+  PumpAFewTimes();
+  EXPECT_EQ(received.calls, 0);
+  EXPECT_TRUE(loop_->PauseReceive(*id).ok()) << "a paused receive is under way, its end unseen";
+  ASSERT_TRUE(loop_->ResumeReceive(*id).ok());
+  ASSERT_TRUE(PumpUntil([&] { return received.over(); }));
+  PumpAFewTimes();
+  EXPECT_EQ(received.before_end, "xyz");
+  EXPECT_EQ(received.ends, 1);
+  EXPECT_EQ(loop_->PauseReceive(*id).code(), absl::StatusCode::kNotFound) << "ended";
+  EXPECT_EQ(loop_->ResumeReceive(*id).code(), absl::StatusCode::kNotFound) << "ended";
+}
+
+// The way a server applies back-pressure: each callback pauses its own
+// receive, and the resume comes later from posted work. Every byte arrives
+// once, in order, and no callback runs while paused.
+TEST_P(SocketIoConformance, PausedAndResumedAtEveryChunkTheStreamStaysWhole) {
+  const std::string message = Pattern(1 << 20, 's');
+  bool sent = false;
+  ASSERT_TRUE(loop_->SendAll(pair_[1], message, [&](absl::Status status) {
+    EXPECT_TRUE(status.ok()) << status;
+    EXPECT_EQ(shutdown(pair_[1], SHUT_WR), 0);
+    sent = true;
+  }).ok());
+  Received received;
+  bool paused = false;
+  int calls_while_paused = 0;
+  int resumes = 0;
+  IoId id = 0;
+  absl::StatusOr<IoId> started = loop_->ReceiveEach(pair_[0], [&](auto data) {
+    if (paused) ++calls_while_paused;
+    Collect(*loop_, received)(data);
+    if (!data.ok() || data->empty()) return;
+    ASSERT_TRUE(loop_->PauseReceive(id).ok());
+    paused = true;
+    ASSERT_TRUE(loop_->Post([&] {
+      paused = false;
+      ++resumes;
+      EXPECT_TRUE(loop_->ResumeReceive(id).ok());
+    }).ok());
+  });
+  ASSERT_TRUE(started.ok()) << started.status();
+  id = *started;
+  ASSERT_TRUE(PumpUntil([&] { return sent && received.over(); }));
+  EXPECT_EQ(calls_while_paused, 0);
+  EXPECT_GT(resumes, 1);
+  EXPECT_EQ(received.ends, 1);
+  EXPECT_EQ(received.errors, 0) << received.error;
+  ASSERT_EQ(received.bytes.size(), message.size());
+  EXPECT_TRUE(received.bytes == message) << "bytes reordered, repeated or lost";
+}
+
+TEST_P(SocketIoConformance, PauseAndResumeOfAnythingButALiveReceiveAreRefused) {
+  using absl::StatusCode;
+  EXPECT_EQ(loop_->PauseReceive(0).code(), StatusCode::kNotFound);
+  EXPECT_EQ(loop_->ResumeReceive(987654).code(), StatusCode::kNotFound);
+  uint16_t port = 0;
+  const int listener = Listen(port);
+  absl::StatusOr<IoId> accept = loop_->AcceptEach(listener, [](absl::StatusOr<int> fd) {
+    if (fd.ok()) close(*fd);
+  });
+  ASSERT_TRUE(accept.ok()) << accept.status();
+  absl::StatusOr<IoId> send = loop_->SendAll(pair_[1], Pattern(4 << 20, 'q'), [](absl::Status) {});
+  ASSERT_TRUE(send.ok()) << send.status();
+  for (IoId id : {*accept, *send}) {
+    for (const absl::Status& status : {loop_->PauseReceive(id), loop_->ResumeReceive(id)}) {
+      EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status;
+      EXPECT_TRUE(absl::StrContains(status.message(), "not a ReceiveEach")) << status;
+    }
+  }
+  absl::StatusOr<IoId> receive = loop_->ReceiveEach(pair_[0], [](auto) {});
+  ASSERT_TRUE(receive.ok()) << receive.status();
+  ASSERT_TRUE(loop_->PauseReceive(*receive).ok());
+  EXPECT_TRUE(loop_->CancelIo(*receive).ok()) << "a paused receive can be cancelled";
+  EXPECT_EQ(loop_->ResumeReceive(*receive).code(), StatusCode::kNotFound) << "cancelled";
+  EXPECT_EQ(loop_->PauseReceive(*receive).code(), StatusCode::kNotFound) << "cancelled";
+  // Other threads are refused, as for every socket call.
+  absl::Status pause, resume;
+  std::thread other([&] {
+    pause = loop_->PauseReceive(*accept);
+    resume = loop_->ResumeReceive(*accept);
+  });
+  other.join();
+  for (const absl::Status& status : {pause, resume}) {
+    EXPECT_EQ(status.code(), StatusCode::kPermissionDenied) << status;
+  }
+  EXPECT_TRUE(loop_->CancelIo(*accept).ok());
+  EXPECT_TRUE(loop_->CancelIo(*send).ok());
+}
+
+TEST_P(SocketIoConformance, CancellingAPausedReceiveFreesItAndLeavesTheRestForTheNext) {
+  auto token = std::make_shared<int>(0);
+  int calls = 0;
+  absl::StatusOr<IoId> id = loop_->ReceiveEach(pair_[0], [&, token](auto) { ++calls; });
+  ASSERT_TRUE(id.ok()) << id.status();
+  PumpAFewTimes();  // armed: a completion backend receives ahead
+  ASSERT_TRUE(loop_->PauseReceive(*id).ok());
+  const std::string sent = Pattern(50'000, 'c');
+  ASSERT_EQ(write(pair_[1], sent.data(), sent.size()), static_cast<ssize_t>(sent.size()));
+  PumpAFewTimes();
+  ASSERT_TRUE(loop_->CancelIo(*id).ok());
+  PumpAFewTimes();
+  EXPECT_EQ(calls, 0);
+  EXPECT_EQ(token.use_count(), 1) << "the callback is freed with what it held";
+  ASSERT_EQ(write(pair_[1], "end", 3), 3);
+  ASSERT_EQ(shutdown(pair_[1], SHUT_WR), 0);
+  // What the cancelled receive held is dropped; the rest is the next
+  // receive's, in order.
+  Received after;
+  ASSERT_TRUE(loop_->ReceiveEach(pair_[0], Collect(*loop_, after)).ok());
+  ASSERT_TRUE(PumpUntil([&] { return after.over(); }));
+  EXPECT_TRUE(absl::EndsWith(sent + "end", after.bytes)) << "not a suffix of the stream";
+  EXPECT_TRUE(absl::EndsWith(after.bytes, "end"));
+  EXPECT_EQ(after.ends, 1);
+  EXPECT_EQ(calls, 0);
+}
+
+TEST_P(SocketIoConformance, DestroyingTheLoopFreesAPausedReceiveAndWhatItHeld) {
+  absl::StatusOr<std::unique_ptr<EventLoop>> made = NewLoop();
+  ASSERT_TRUE(made.ok()) << made.status();
+  std::unique_ptr<EventLoop> loop = std::move(*made);
+  auto token = std::make_shared<int>(0);
+  int calls = 0;
+  absl::StatusOr<IoId> id = loop->ReceiveEach(pair_[0], [&, token](auto) { ++calls; });
+  ASSERT_TRUE(id.ok()) << id.status();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(loop->RunOnce(absl::ZeroDuration()).ok());
+  ASSERT_TRUE(loop->PauseReceive(*id).ok());
+  ASSERT_EQ(write(pair_[1], "held", 4), 4);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(loop->RunOnce(absl::ZeroDuration()).ok());
+  loop.reset();
+  EXPECT_EQ(calls, 0);
+  EXPECT_EQ(token.use_count(), 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Conformance, SocketIoConformance, ::testing::ValuesIn(WorkerCounts()),

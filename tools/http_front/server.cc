@@ -3,15 +3,16 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "core/errors.h"
+#include "core/event_loop.h"
 #include "core/mutex.h"
 #include "core/scheduler.h"
 #include "tools/http_front/http_parser.h"
@@ -30,8 +32,13 @@
 namespace taskrt::http {
 namespace {
 
-// Bytes read ahead of the parser, at most (or max_header_bytes + 1).
+// Input held ahead of the parser before the connection's receive pauses
+// (or max_header_bytes + 1); the chunk that reaches it may go past.
 constexpr size_t kInputCap = 64 * 1024;
+// One SendAll takes at most this much of the output buffer, so that what
+// is pending stays known to within it and its memory is given back as it
+// goes.
+constexpr size_t kSendBytes = 64 * 1024;
 // Sent output is erased from the buffer's front once this much is sent.
 constexpr size_t kCompactOutputBytes = 64 * 1024;
 // A drained output buffer larger than this gives its memory back.
@@ -40,6 +47,38 @@ constexpr size_t kKeptOutputCapacity = 256 * 1024;
 constexpr size_t kReservedDescriptors = 64;
 // How soon accept is tried again after the process ran out of descriptors.
 constexpr absl::Duration kAcceptRetry = absl::Milliseconds(10);
+
+// Whether the server's socket operations may still call into it. Their
+// callbacks hold it: a server closed off the loop thread cannot cancel
+// them (the loop's socket calls are the loop thread's), so they check it
+// and do nothing once it is set.
+struct IoGuard {
+  std::atomic<bool> closed{false};
+};
+
+// The socket operations and fds of connections closed off the loop
+// thread, for the loop thread to cancel and close (an fd stays open until
+// its operations are cancelled, core/event_loop.h). Posted to the loop; if
+// the loop never runs it again, the fds close when it destroys the work,
+// after its own operations have gone.
+struct Orphans {
+  EventLoop* loop = nullptr;
+  std::vector<IoId> operations;
+  std::vector<int> fds;
+
+  Orphans() = default;
+  Orphans(const Orphans&) = delete;
+  Orphans& operator=(const Orphans&) = delete;
+  ~Orphans() {
+    for (int fd : fds) close(fd);
+  }
+  void Release() {
+    for (IoId id : operations) loop->CancelIo(id).IgnoreError();
+    operations.clear();
+    for (int fd : fds) close(fd);
+    fds.clear();
+  }
+};
 
 // Counters shared with the task entries, which may outlive the server.
 struct Counters {
@@ -259,18 +298,21 @@ class JobRequest final : public Resumable {
 struct Connection {
   uint64_t id = 0;  // unique for the server's life, unlike the fd
   int fd = -1;
-  WatchId watch = 0;
+  IoId receive = 0;             // the ReceiveEach; 0 once it ended
+  bool receive_paused = false;  // held back: input at its cap
+  IoId send = 0;                // the SendAll under way, or 0
+  size_t sending = 0;           // its bytes
+  size_t sending_capacity = 0;  // and their memory
   // The loop timer that checks this connection's deadlines (see
   // ServerImpl::ArmExpiry), and the moment it was armed for.
   TimerId expiry_timer = 0;
   absl::Time expiry_armed_for = absl::InfiniteFuture();
   std::string in;
-  std::string out;
-  size_t out_sent = 0;
+  std::string out;      // output not handed to a send yet, after out_sent
+  size_t out_sent = 0;  // bytes at out's front handed to a send already
   std::shared_ptr<JobRequest> request;  // the request whose task runs, or null
   bool close_after_write = false;
   bool closed = false;
-  bool input_drained = false;  // the last read saw EAGAIN: wait for the next edge
   bool input_ended = false;    // the client sent FIN: answer what it sent, then close
   bool lingering = false;      // answered, sending side shut: discarding input until FIN
   absl::Time last_input;     // when the last request bytes arrived (or accept)
@@ -279,7 +321,7 @@ struct Connection {
   absl::Time linger_until;
   size_t counted_output_capacity = 0;  // out.capacity() as the stats know it
 
-  size_t pending_output() const { return out.size() - out_sent; }
+  size_t pending_output() const { return sending + out.size() - out_sent; }
 };
 
 class ServerImpl final : public Server {
@@ -288,21 +330,33 @@ class ServerImpl final : public Server {
       : options_(options),
         env_(env),
         input_cap_(std::max(kInputCap, options.max_header_bytes + 1)),
-        counters_(std::make_shared<Counters>()) {}
+        counters_(std::make_shared<Counters>()),
+        guard_(std::make_shared<IoGuard>()) {}
 
   ~ServerImpl() override { CloseAll(); }
 
   void CloseAll() override {
-    if (listen_watch_ != 0) env_.loop->Unwatch(listen_watch_).IgnoreError();
-    listen_watch_ = 0;
+    // Off the loop thread (the loop is not running), the operations are
+    // handed to the loop with their fds, and their callbacks do nothing.
+    if (!env_.loop->IsLoopThread()) {
+      orphans_ = std::make_unique<Orphans>();
+      orphans_->loop = env_.loop;
+    }
+    guard_->closed.store(true, std::memory_order_release);
     CancelTimer(accept_retry_timer_);
-    if (listen_fd_ >= 0) close(listen_fd_);
+    ReleaseIo(listen_fd_, {&accept_io_});
     listen_fd_ = -1;
     std::vector<int> fds;
     for (const auto& [fd, connection] : connections_) fds.push_back(fd);
     for (int fd : fds) Close(*connections_[fd]);
     CancelTimer(free_dead_timer_);  // armed again by the closes above
     dead_.clear();
+    if (orphans_ != nullptr && !orphans_->fds.empty()) {
+      // If the loop is gone for good, the work is destroyed with it, and
+      // closes the fds then.
+      env_.loop->Post([orphans = std::move(orphans_)] { orphans->Release(); }).IgnoreError();
+    }
+    orphans_.reset();
   }
 
   absl::Status Listen();
@@ -341,8 +395,26 @@ class ServerImpl final : public Server {
   void RunStates(JobRequest& request);
 
  private:
-  void OnListenReady();
-  void OnConnectionEvent(int fd);
+  // AcceptEach on the listening socket; on failure, tried again soon.
+  void StartAccepting();
+  void RetryAcceptSoon();
+  void OnAccept(absl::StatusOr<int> accepted);
+  void OnInput(Connection& c, absl::StatusOr<absl::Span<const char>> data);
+  void OnSent(Connection& c, absl::Status status);
+  // `handler` of `c` as a socket operation's callback, which does nothing
+  // once the server has closed (see IoGuard).
+  template <typename Arg>
+  std::function<void(Arg)> Guarded(Connection& c, void (ServerImpl::*handler)(Connection&, Arg)) {
+    return [this, guard = guard_, connection = &c, handler](Arg arg) {
+      if (guard->closed.load(std::memory_order_acquire)) return;
+      (this->*handler)(*connection, std::move(arg));
+    };
+  }
+  // Pauses or resumes c's receive: held while its input is at the cap.
+  void HoldInput(Connection& c, bool hold);
+  // Cancels the operations `ids` point to (zeroing them) and closes `fd`;
+  // off the loop thread, hands both to orphans_ instead.
+  void ReleaseIo(int fd, std::initializer_list<IoId*> ids);
   // The first moment `c` is due to be cut off in its present state (idle,
   // slow request head, stalled reader, lingering), or InfiniteFuture.
   absl::Time ExpiryOf(const Connection& c) const;
@@ -357,7 +429,6 @@ class ServerImpl final : public Server {
   // stack have returned.
   void FreeDeadSoon();
   void Pump(Connection& c);
-  void ReadInput(Connection& c);
   void ProcessInput(Connection& c);
   void Dispatch(Connection& c, RequestHead head);
   StateResult StartJob(JobRequest& request);
@@ -368,11 +439,13 @@ class ServerImpl final : public Server {
                bool head_only = false, absl::string_view content_type = "text/plain",
                absl::string_view extra_headers = "");
   void QueueOutput(Connection& c, absl::string_view bytes);
+  // Hands the next part of c's output to a SendAll unless one is under way
+  // (its completion continues); with nothing left, ends a connection that
+  // closes after its last response.
   void Flush(Connection& c);
   // The end of a connection after its last response: at once if the client
   // has finished sending, else lingering (see server.h).
   void FinishConnection(Connection& c);
-  void DiscardInput(Connection& c);
   // Abortive: now, with whatever is unsent.
   void Close(Connection& c);
   void CountOutputMemory(Connection& c);
@@ -386,11 +459,14 @@ class ServerImpl final : public Server {
   const size_t input_cap_;  // > max_header_bytes, so a full buffer always parses or fails
   size_t connection_cap_ = 0;  // max_connections, kept below the open-file limit
   std::shared_ptr<Counters> counters_;
+  std::shared_ptr<IoGuard> guard_;
+  // Set during a CloseAll off the loop thread.
+  std::unique_ptr<Orphans> orphans_;
   int listen_fd_ = -1;
   uint16_t port_ = 0;
-  WatchId listen_watch_ = 0;
-  // Retries accept after the process ran out of descriptors or memory: the
-  // edge-triggered watch will not fire again for the connections waiting.
+  IoId accept_io_ = 0;
+  // Starts accepting again after the process ran out of descriptors or
+  // memory, which ends the AcceptEach.
   TimerId accept_retry_timer_ = 0;
   TimerId free_dead_timer_ = 0;
   uint64_t next_connection_id_ = 1;
@@ -438,55 +514,76 @@ absl::Status ServerImpl::Listen() {
   getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length);
   port_ = ntohs(address.sin_port);
 
-  absl::StatusOr<WatchId> watch = env_.loop->Watch({listen_fd_, POLLIN}, [this] { OnListenReady(); });
-  if (!watch.ok()) return watch.status();
-  listen_watch_ = *watch;
-  return absl::OkStatus();
+  // Started on the loop thread: from here when this is it, else posted.
+  if (env_.loop->IsLoopThread()) {
+    StartAccepting();
+    return absl::OkStatus();
+  }
+  return env_.loop->Post([this, guard = guard_] {
+    if (!guard->closed.load(std::memory_order_acquire)) StartAccepting();
+  });
 }
 
-void ServerImpl::OnListenReady() {
-  while (true) {
-    const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK && accept_retry_timer_ == 0) {
-        // Out of descriptors or memory: retry soon, since the
-        // edge-triggered watch will not fire again for the waiting ones.
-        absl::StatusOr<TimerId> retry = env_.loop->RunAfter(kAcceptRetry, [this] {
-          accept_retry_timer_ = 0;
-          OnListenReady();
-        });
-        if (retry.ok()) accept_retry_timer_ = *retry;
-      }
-      return;
-    }
-    if (connections_.size() >= connection_cap_ && !EvictIdleConnection()) {
-      RefuseConnection(fd);
-      continue;
-    }
-    const int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (options_.send_buffer_bytes > 0) {
-      setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &options_.send_buffer_bytes,
-                 sizeof options_.send_buffer_bytes);
-    }
-    auto connection = std::make_unique<Connection>();
-    connection->id = next_connection_id_++;
-    connection->fd = fd;
-    connection->last_input = connection->last_output = absl::Now();
-    absl::StatusOr<WatchId> watch = env_.loop->Watch(
-        {fd, static_cast<short>(POLLIN | POLLOUT | POLLRDHUP)}, [this, fd] { OnConnectionEvent(fd); });
-    if (!watch.ok()) {
-      close(fd);
-      continue;
-    }
-    connection->watch = *watch;
-    Connection& c = *connection;
-    connections_[fd] = std::move(connection);
-    counters_->connections_accepted.fetch_add(1);
-    counters_->Add(&Counters::connections_open, 1);
-    ArmExpiry(c);
+void ServerImpl::StartAccepting() {
+  absl::StatusOr<IoId> accept =
+      env_.loop->AcceptEach(listen_fd_, [this, guard = guard_](absl::StatusOr<int> accepted) {
+        if (guard->closed.load(std::memory_order_acquire)) {
+          if (accepted.ok()) close(*accepted);
+          return;
+        }
+        OnAccept(std::move(accepted));
+      });
+  if (accept.ok()) {
+    accept_io_ = *accept;
+  } else {
+    RetryAcceptSoon();
   }
+}
+
+void ServerImpl::RetryAcceptSoon() {
+  if (accept_retry_timer_ != 0 || listen_fd_ < 0) return;
+  absl::StatusOr<TimerId> retry = env_.loop->RunAfter(kAcceptRetry, [this] {
+    accept_retry_timer_ = 0;
+    StartAccepting();
+  });
+  if (retry.ok()) accept_retry_timer_ = *retry;
+}
+
+void ServerImpl::OnAccept(absl::StatusOr<int> accepted) {
+  if (!accepted.ok()) {
+    // Out of descriptors or memory, which ends the AcceptEach: the
+    // connections wait in the backlog until it starts again.
+    accept_io_ = 0;
+    RetryAcceptSoon();
+    return;
+  }
+  const int fd = *accepted;
+  if (connections_.size() >= connection_cap_ && !EvictIdleConnection()) {
+    RefuseConnection(fd);
+    return;
+  }
+  const int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (options_.send_buffer_bytes > 0) {
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &options_.send_buffer_bytes,
+               sizeof options_.send_buffer_bytes);
+  }
+  auto connection = std::make_unique<Connection>();
+  Connection& c = *connection;
+  c.id = next_connection_id_++;
+  c.fd = fd;
+  c.last_input = c.last_output = absl::Now();
+  absl::StatusOr<IoId> receive =
+      env_.loop->ReceiveEach(fd, Guarded<absl::StatusOr<absl::Span<const char>>>(c, &ServerImpl::OnInput));
+  if (!receive.ok()) {
+    close(fd);
+    return;
+  }
+  c.receive = *receive;
+  connections_[fd] = std::move(connection);
+  counters_->connections_accepted.fetch_add(1);
+  counters_->Add(&Counters::connections_open, 1);
+  ArmExpiry(c);
 }
 
 absl::Time ServerImpl::ExpiryOf(const Connection& c) const {
@@ -548,76 +645,65 @@ void ServerImpl::FreeDeadSoon() {
   if (timer.ok()) free_dead_timer_ = *timer;
 }
 
-void ServerImpl::OnConnectionEvent(int fd) {
-  auto it = connections_.find(fd);
-  if (it == connections_.end()) return;
-  Connection& c = *it->second;
-  if (c.lingering) {
-    DiscardInput(c);
-    return;  // lingering ends at linger_until, armed when it began
+void ServerImpl::OnInput(Connection& c, absl::StatusOr<absl::Span<const char>> data) {
+  if (!data.ok()) {
+    // A reset or an error: a running job is cancelled with its Task.
+    c.receive = 0;
+    Close(c);
+    return;
   }
-  c.input_drained = false;  // a new edge: there may be bytes, or the end
-  Flush(c);
+  if (data->empty()) {
+    // FIN: the client may still read. What it sent is answered (a running
+    // job included), then the connection closes.
+    c.receive = 0;
+    c.input_ended = true;
+    if (c.lingering) {
+      Close(c);  // what lingering waited for
+      return;
+    }
+    Pump(c);
+    if (!c.closed) ArmExpiry(c);
+    return;
+  }
+  if (c.lingering) {
+    // Discarded; lingering ends at the client's FIN or at linger_until.
+    if (absl::Now() > c.linger_until) Close(c);
+    return;
+  }
+  c.last_input = absl::Now();
+  if (c.in.empty()) c.request_start = c.last_input;
+  c.in.append(data->data(), data->size());
   Pump(c);
   if (!c.closed) ArmExpiry(c);
 }
 
 void ServerImpl::Pump(Connection& c) {
-  if (c.lingering) return;  // answered for good; DiscardInput reads the rest
-  // Reads at most input_cap_ bytes ahead of what has been parsed, so a client that
-  // pipelines faster than it reads its answers is held back by TCP rather
-  // than by our memory. The watch is edge-triggered: every path that stops
-  // short of EAGAIN comes back here (a finished job pumps again).
-  while (!c.closed) {
-    if (!c.input_drained) {
-      if (c.in.size() >= input_cap_) {
-        if (c.request != nullptr || c.close_after_write) return;  // resumed when the job ends
-      } else {
-        ReadInput(c);
-        if (c.closed) return;
-      }
-    }
-    const size_t before = c.in.size();
-    ProcessInput(c);
-    if (c.closed || c.request != nullptr || c.close_after_write) return;
-    if (c.input_ended) {
-      // Every whole request the client sent is answered; a partial one
-      // never will be.
-      c.close_after_write = true;
-      Flush(c);
-      return;
-    }
-    if (c.input_drained && c.in.size() == before) return;  // waits for more bytes
-  }
-}
-
-void ServerImpl::ReadInput(Connection& c) {
-  char buffer[16 * 1024];
-  while (!c.closed && c.in.size() < input_cap_) {
-    const ssize_t n = recv(c.fd, buffer, std::min(sizeof buffer, input_cap_ - c.in.size()), MSG_DONTWAIT);
-    if (n > 0) {
-      c.last_input = absl::Now();
-      if (c.in.empty()) c.request_start = c.last_input;
-      c.in.append(buffer, static_cast<size_t>(n));
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      c.input_drained = true;
-      return;
-    }
-    if (n == 0) {
-      // FIN: the client may still read. What it sent is answered (a
-      // running job included), then the connection closes.
-      c.input_ended = true;
-      c.input_drained = true;
-      return;
-    }
-    // A reset or an error: a running job is cancelled with its Task.
-    Close(c);
+  if (c.closed || c.lingering) return;  // answered for good: input is discarded
+  ProcessInput(c);
+  if (c.closed) return;
+  if (c.request == nullptr && !c.close_after_write && c.input_ended) {
+    // Every whole request the client sent is answered; a partial one never
+    // will be.
+    c.close_after_write = true;
+    Flush(c);
     return;
   }
-  c.input_drained = false;  // stopped at the cap: bytes may be waiting
+  // At most input_cap_ bytes ahead of what has been parsed (the parser
+  // stops only for a running job or a last response), so a client that
+  // pipelines faster than it reads its answers is held back by TCP rather
+  // than by our memory. A finished job pumps again, which resumes.
+  HoldInput(c, c.in.size() >= input_cap_);
+}
+
+void ServerImpl::HoldInput(Connection& c, bool hold) {
+  if (c.closed || c.receive == 0 || c.receive_paused == hold) return;
+  const absl::Status status =
+      hold ? env_.loop->PauseReceive(c.receive) : env_.loop->ResumeReceive(c.receive);
+  if (!status.ok()) {
+    Close(c);  // not expected: the receive is live
+    return;
+  }
+  c.receive_paused = hold;
 }
 
 void ServerImpl::ProcessInput(Connection& c) {
@@ -880,39 +966,56 @@ void ServerImpl::QueueOutput(Connection& c, absl::string_view bytes) {
 }
 
 void ServerImpl::Flush(Connection& c) {
-  while (!c.closed && c.pending_output() > 0) {
-    const ssize_t n =
-        send(c.fd, c.out.data() + c.out_sent, c.pending_output(), MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n > 0) {
-      c.out_sent += static_cast<size_t>(n);
-      c.last_output = absl::Now();
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;  // POLLOUT resumes
-    Close(c);  // EPIPE, ECONNRESET: the client is gone
+  if (c.closed || c.send != 0) return;
+  if (c.pending_output() == 0) {
+    c.out.clear();
+    c.out_sent = 0;
+    if (c.out.capacity() > kKeptOutputCapacity) c.out.shrink_to_fit();
+    CountOutputMemory(c);
+    if (c.close_after_write) FinishConnection(c);
     return;
   }
-  if (c.closed) return;
-  if (c.pending_output() > 0) {
-    // A slow reader: erase what was sent as it goes, so the buffer holds
-    // about what is pending, not everything since it last drained.
+  const size_t size = std::min(c.out.size() - c.out_sent, kSendBytes);
+  std::string bytes;
+  if (c.out_sent == 0 && size == c.out.size()) {
+    bytes.swap(c.out);  // all of it, without a copy
+  } else {
+    // A slow reader: erase what was handed over as it goes, so the buffer
+    // holds about what is pending, not everything since it last drained.
+    bytes.assign(c.out, c.out_sent, size);
+    c.out_sent += size;
     if (c.out_sent >= kCompactOutputBytes) {
       c.out.erase(0, c.out_sent);
       c.out_sent = 0;
     }
-    CountOutputMemory(c);
+  }
+  c.sending = size;
+  c.sending_capacity = bytes.capacity();
+  absl::StatusOr<IoId> send =
+      env_.loop->SendAll(c.fd, std::move(bytes), Guarded<absl::Status>(c, &ServerImpl::OnSent));
+  if (!send.ok()) {
+    Close(c);
     return;
   }
-  c.out.clear();
-  c.out_sent = 0;
-  if (c.out.capacity() > kKeptOutputCapacity) c.out.shrink_to_fit();
+  c.send = *send;
   CountOutputMemory(c);
-  if (c.close_after_write) FinishConnection(c);
+}
+
+void ServerImpl::OnSent(Connection& c, absl::Status status) {
+  c.send = 0;
+  c.sending = 0;
+  c.sending_capacity = 0;
+  if (!status.ok()) {
+    Close(c);  // EPIPE, ECONNRESET: the client is gone
+    return;
+  }
+  c.last_output = absl::Now();
+  Flush(c);
+  if (!c.closed) ArmExpiry(c);
 }
 
 void ServerImpl::CountOutputMemory(Connection& c) {
-  const size_t capacity = c.closed ? 0 : c.out.capacity();
+  const size_t capacity = c.closed ? 0 : c.out.capacity() + c.sending_capacity;
   counters_->output_buffer_bytes.fetch_add(static_cast<int64_t>(capacity) -
                                            static_cast<int64_t>(c.counted_output_capacity));
   c.counted_output_capacity = capacity;
@@ -928,6 +1031,7 @@ void ServerImpl::FinishConnection(Connection& c) {
   // say): closing now with its bytes unread makes the kernel reset the
   // connection, and the reset can destroy the answers still on their way.
   // Send FIN, then read and discard until the client's FIN or the timeout.
+  // Nothing is being sent: the output is all out.
   shutdown(c.fd, SHUT_WR);
   c.lingering = true;
   c.linger_until = absl::Now() + options_.linger_timeout;
@@ -935,24 +1039,7 @@ void ServerImpl::FinishConnection(Connection& c) {
   c.in.clear();
   c.in.shrink_to_fit();
   ArmExpiry(c);
-  DiscardInput(c);
-}
-
-void ServerImpl::DiscardInput(Connection& c) {
-  char buffer[16 * 1024];
-  if (absl::Now() > c.linger_until) {
-    Close(c);
-    return;
-  }
-  // A bounded helping per event, so that a fast sender cannot hold the
-  // loop; what is left makes the next edge, and the expiry timer ends it.
-  for (int reads = 0; !c.closed && reads < 64; ++reads) {
-    const ssize_t n = recv(c.fd, buffer, sizeof buffer, MSG_DONTWAIT);
-    if (n > 0) continue;
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;  // the next edge, or linger_until
-    Close(c);  // the client's FIN (or a reset): done
-  }
+  HoldInput(c, false);
 }
 
 bool ServerImpl::EvictIdleConnection() {
@@ -992,9 +1079,8 @@ void ServerImpl::Close(Connection& c) {
   c.closed = true;
   CountOutputMemory(c);
   CancelTimer(c.expiry_timer);
-  env_.loop->Unwatch(c.watch).IgnoreError();
   shutdown(c.fd, SHUT_WR);
-  close(c.fd);
+  ReleaseIo(c.fd, {&c.receive, &c.send});
   // Destroying the Task asks its entry to cancel; the entry frees itself.
   c.request = nullptr;
   auto it = connections_.find(c.fd);
@@ -1002,6 +1088,26 @@ void ServerImpl::Close(Connection& c) {
   connections_.erase(it);
   FreeDeadSoon();
   counters_->Add(&Counters::connections_open, -1);
+}
+
+void ServerImpl::ReleaseIo(int fd, std::initializer_list<IoId*> ids) {
+  if (fd < 0) return;
+  bool orphaned = false;
+  for (IoId* id : ids) {
+    if (*id == 0) continue;
+    if (orphans_ != nullptr) {
+      orphans_->operations.push_back(*id);
+      orphaned = true;
+    } else {
+      env_.loop->CancelIo(*id).IgnoreError();  // live: it is cancelled
+    }
+    *id = 0;
+  }
+  if (orphaned) {
+    orphans_->fds.push_back(fd);
+  } else {
+    close(fd);
+  }
 }
 
 }  // namespace

@@ -53,10 +53,19 @@
 //     when the entry returns.
 //   Keep-alive and pipelined requests are served in order, one at a time.
 //
+// I/O: the loop's socket operations (core/event_loop.h, "Socket I/O"):
+// AcceptEach on the listening socket, one ReceiveEach per connection,
+// paused (PauseReceive) while the connection's unparsed input is at its cap
+// and resumed when the job ahead of it finishes, and one SendAll at a time
+// per connection, of at most 64 KiB of its output buffer: the stalled
+// reader's clock (idle_timeout) restarts when a send completes.
+//
 // Threads
 //   Everything but stats() and WaitForIdle() runs on the loop thread: Start
 //   either there or before the loop runs; destroy the server while the loop
-//   is not running (or on its thread). Task entries run on the scheduler;
+//   is not running (or on its thread). Closed off the loop thread, the
+//   server hands its socket operations and their fds to the loop, which
+//   cancels and closes them when it next runs, or when it is destroyed. Task entries run on the scheduler;
 //   they share only the counters with the server, so the server may go away
 //   while an entry is still finishing its cancelled work.
 
@@ -115,9 +124,10 @@ struct ServerStats {
 
 class Server {
  public:
-  // Listens on options.listen and watches the socket on env.loop. Errors:
+  // Listens on options.listen and accepts on env.loop (AcceptEach: at once
+  // when called on the loop thread, else from work posted to it). Errors:
   // kInvalidArgument for a bad address or options, the system error when
-  // the socket cannot be bound, and whatever the loop's Watch returns.
+  // the socket cannot be bound, and whatever the loop's Post returns.
   static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options,
                                                        const TaskEnvironment& env);
   virtual ~Server() = default;

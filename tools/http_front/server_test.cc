@@ -79,6 +79,13 @@ class Client {
   // Sends FIN: the client has said all it will, and still reads.
   void ShutdownWrite() { shutdown(fd_, SHUT_WR); }
 
+  // Closes with a reset (SO_LINGER of zero), as a crashed peer does.
+  void Reset() {
+    const linger abort{1, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+    Close();
+  }
+
   // False if the server closed or reset the connection meanwhile.
   bool Send(absl::string_view bytes) {
     while (!bytes.empty()) {
@@ -780,6 +787,84 @@ TEST_P(HttpFront, ASlowReadersOutputBufferStaysNearItsPendingBytes) {
   }
   for (int i = 0; i < kOutstanding; ++i) ASSERT_TRUE(client.ReadResponse().complete);
   EXPECT_LE(most, options.max_pending_output) << "the buffer kept what it had sent";
+}
+
+// A job, then more pipelined requests than the server holds unparsed
+// (64 KiB) while the job runs, then FIN: the server stops receiving at its
+// cap and resumes when the job ends, and every request is answered in
+// order, once, before the close.
+TEST_P(HttpFront, PipelinedPastTheInputCapDuringAJobThenFinAreAllAnsweredInOrder) {
+  StartServer();
+  constexpr int kPipelined = 4000;  // about 120 KiB of requests
+  Client client(port());
+  std::string requests = Get("/primes?below=2000000");
+  for (int i = 0; i < kPipelined; ++i) {
+    requests += Get(i % 64 != 63 ? "/" : absl::StrCat("/primes?below=", 10 + i % 7));
+  }
+  std::thread sender([&client, &requests] {
+    EXPECT_TRUE(client.Send(requests));
+    client.ShutdownWrite();
+  });
+  Response job = client.ReadResponse();
+  ASSERT_TRUE(job.complete);
+  EXPECT_EQ(job.body, "148933\n");
+  int answered = 0;
+  for (int i = 0; i < kPipelined; ++i) {
+    Response r = client.ReadResponse();
+    if (!r.complete || r.status != 200) break;
+    if (i % 64 == 63) {
+      // The primes below 10..16: 4, 4, 5, 5, 6, 6, 6.
+      static constexpr const char* kCounts[] = {"4\n", "4\n", "5\n", "5\n", "6\n", "6\n", "6\n"};
+      if (r.body != kCounts[i % 7]) break;
+    }
+    ++answered;
+  }
+  sender.join();
+  EXPECT_EQ(answered, kPipelined) << "a request lost, repeated or answered out of order";
+  EXPECT_TRUE(client.ClosedByServer());
+  ASSERT_TRUE(server_->WaitForIdle(absl::Milliseconds(kHangGuardMs)));
+  EXPECT_EQ(server_->stats().requests, kPipelined + 1u);
+}
+
+// A client that half-closes in the middle of a head: nothing to answer, so
+// the server closes, and the partial head is not counted as a request.
+TEST_P(HttpFront, AHalfCloseMidHeadIsClosedWithoutAnAnswer) {
+  StartServer();
+  Client client(port());
+  ASSERT_TRUE(client.Send("GET /primes?below=10 HTTP/1.1\r\nHo"));
+  client.ShutdownWrite();
+  EXPECT_TRUE(client.ClosedByServer());
+  ASSERT_TRUE(server_->WaitForIdle(absl::Milliseconds(kHangGuardMs)));
+  EXPECT_EQ(server_->stats().requests, 0u);
+}
+
+// A client that pipelines, reads nothing, and resets while the server
+// still has answers on their way: the connection goes, and the server
+// serves the next client.
+TEST_P(HttpFront, AResetWhileAnswersAreBeingSentClosesTheConnection) {
+  ServerOptions options;
+  options.max_pending_output = 64 << 20;  // only the reset may end it
+  options.send_buffer_bytes = 32 * 1024;  // no autotuning: the sockets hold little
+  StartServer(options);
+  {
+    Client client(port());
+    std::string burst;
+    for (int i = 0; i < 4000; ++i) burst += Get("/");
+    ASSERT_TRUE(client.Send(burst));
+    // The answers (about 580 KiB) outgrow what the sockets take from a
+    // reader that reads nothing: output waits in the server from then on.
+    const absl::Time guard = absl::Now() + absl::Milliseconds(kHangGuardMs);
+    while (server_->stats().output_buffer_bytes == 0 && absl::Now() < guard) {
+      std::this_thread::yield();
+    }
+    ASSERT_GT(server_->stats().output_buffer_bytes, 0u) << "hang guard: no output pending";
+    client.Reset();
+  }
+  ASSERT_TRUE(server_->WaitForIdle(absl::Milliseconds(kHangGuardMs)));
+  EXPECT_EQ(server_->stats().output_buffer_bytes, 0u);
+  Client next(port());
+  ASSERT_TRUE(next.Send(Get("/primes?below=10")));
+  EXPECT_EQ(next.ReadResponse().body, "4\n");
 }
 
 std::vector<std::tuple<std::string, std::string, std::string>> AllCombinations() {
