@@ -3,13 +3,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <new>
 #include <thread>
 #include <utility>
-#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -70,15 +69,51 @@ ThreadNames& Names() {
   return *names;
 }
 
+// The length of the well-formed UTF-8 sequence at text[i], or 0.
+size_t Utf8SequenceAt(const std::string& text, size_t i) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
+  const unsigned char lead = byte(i);
+  if (lead < 0x80) return 1;
+  size_t length;
+  uint32_t code;
+  uint32_t least;
+  if ((lead & 0xE0) == 0xC0) {
+    length = 2, code = lead & 0x1F, least = 0x80;
+  } else if ((lead & 0xF0) == 0xE0) {
+    length = 3, code = lead & 0x0F, least = 0x800;
+  } else if ((lead & 0xF8) == 0xF0) {
+    length = 4, code = lead & 0x07, least = 0x10000;
+  } else {
+    return 0;
+  }
+  if (text.size() - i < length) return 0;
+  for (size_t k = 1; k < length; ++k) {
+    if ((byte(i + k) & 0xC0) != 0x80) return 0;
+    code = (code << 6) | (byte(i + k) & 0x3F);
+  }
+  if (code < least || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;
+  return length;
+}
+
+// A JSON string's contents. JSON is UTF-8: a byte that is not part of a
+// well-formed sequence becomes U+FFFD, or readers refuse the whole file.
 void AppendEscaped(std::string& out, const std::string& text) {
-  for (const char c : text) {
-    if (c == '"' || c == '\\') {
+  for (size_t i = 0; i < text.size();) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    const size_t length = Utf8SequenceAt(text, i);
+    if (length == 0) {
+      out += "\\ufffd";
+      ++i;
+    } else if (c == '"' || c == '\\') {
       out.push_back('\\');
-      out.push_back(c);
-    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out.push_back(static_cast<char>(c));
+      ++i;
+    } else if (c < 0x20) {
       absl::StrAppendFormat(&out, "\\u%04x", c);
+      ++i;
     } else {
-      out.push_back(c);
+      out.append(text, i, length);
+      i += length;
     }
   }
 }
@@ -183,15 +218,24 @@ absl::StatusOr<std::unique_ptr<TraceRecorder>> TraceRecorder::Create(const std::
                                                    " events; give 1 to ", kMaxCapacity));
   }
   if (path.empty()) return absl::InvalidArgumentError("trace: an empty file path");
+  // Refused as an error, not a crash: the capacity is the user's flag.
+  std::unique_ptr<Slot[]> slots(new (std::nothrow) Slot[capacity]);
+  if (slots == nullptr) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("trace: no memory for a ring of ", capacity, " events (",
+                     capacity * sizeof(Slot), " bytes); ask for fewer"));
+  }
   std::FILE* file = std::fopen(path.c_str(), "w");
   if (file == nullptr) {
     return ErrnoError(absl::StrCat("trace: cannot write ", path), errno);
   }
-  return std::unique_ptr<TraceRecorder>(new TraceRecorder(path, file, capacity));
+  return std::unique_ptr<TraceRecorder>(
+      new TraceRecorder(path, file, capacity, std::move(slots)));
 }
 
-TraceRecorder::TraceRecorder(std::string path, std::FILE* file, size_t capacity)
-    : path_(std::move(path)), file_(file), capacity_(capacity), slots_(new Slot[capacity]) {}
+TraceRecorder::TraceRecorder(std::string path, std::FILE* file, size_t capacity,
+                             std::unique_ptr<Slot[]> slots)
+    : path_(std::move(path)), file_(file), capacity_(capacity), slots_(std::move(slots)) {}
 
 TraceRecorder::~TraceRecorder() {
   TraceRecorder* self = this;
@@ -231,29 +275,42 @@ absl::StatusOr<size_t> TraceRecorder::StopAndWrite() {
   }
   while (writers_in_flight.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
 
-  std::vector<const Slot*> filled;
-  filled.reserve(std::min<uint64_t>(recorded(), capacity_));
-  for (size_t i = 0; i < capacity_; ++i) {
+  // The ring holds the events numbered first..last (from 1), each in its
+  // slot unless a collision dropped it: read in that order, no sort needed.
+  const uint64_t last = recorded();
+  const uint64_t first = last > capacity_ ? last - capacity_ + 1 : 1;
+  const auto landed = [this](uint64_t order) -> const Slot* {
+    const Slot& slot = slots_[(order - 1) % capacity_];
     // No writer is left; the acquire pairs with the last writer's release.
-    (void)slots_[i].busy.load(std::memory_order_acquire);
-    if (slots_[i].order != 0) filled.push_back(&slots_[i]);
-  }
-  std::sort(filled.begin(), filled.end(),
-            [](const Slot* a, const Slot* b) { return a->order < b->order; });
+    (void)slot.busy.load(std::memory_order_acquire);
+    return slot.order == order ? &slot : nullptr;
+  };
+
+  // Written in pieces: a whole ring's text at once would need several
+  // times the ring's memory.
+  constexpr size_t kPiece = size_t{1} << 20;
+  std::FILE* file = std::exchange(file_, nullptr);
+  int write_errno = 0;
+  std::string out;
+  const auto flush = [&] {
+    if (write_errno == 0 && std::fwrite(out.data(), 1, out.size(), file) != out.size()) {
+      write_errno = errno != 0 ? errno : EIO;
+    }
+    out.clear();
+  };
 
   const int pid = static_cast<int>(getpid());
-  std::string out;
-  out.reserve(128 * (filled.size() + 16));
-  absl::StrAppend(&out, "{\"displayTimeUnit\":\"ns\",\"otherData\":{\"recorded\":", recorded(),
+  absl::StrAppend(&out, "{\"displayTimeUnit\":\"ns\",\"otherData\":{\"recorded\":", last,
                   ",\"overwritten\":", overwritten(), ",\"dropped\":", dropped(),
                   ",\"capacity\":", capacity_, "},\n\"traceEvents\":[\n");
-  size_t written = 0;
   absl::StrAppendFormat(&out,
                         "{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":%d,\"tid\":%d,"
                         "\"args\":{\"name\":\"taskrt\"}}",
                         pid, pid);
   absl::flat_hash_set<uint32_t> lanes;
-  for (const Slot* slot : filled) lanes.insert(slot->event.tid);
+  for (uint64_t order = first; order <= last; ++order) {
+    if (const Slot* slot = landed(order)) lanes.insert(slot->event.tid);
+  }
   {
     ThreadNames& names = Names();
     MutexLock lock(&names.mu);
@@ -267,30 +324,30 @@ absl::StatusOr<size_t> TraceRecorder::StopAndWrite() {
       out += "\"}}";
     }
   }
-  for (const Slot* slot : filled) {
+  size_t written = 0;
+  for (uint64_t order = first; order <= last; ++order) {
+    const Slot* slot = landed(order);
+    if (slot == nullptr) continue;
     const Event& e = slot->event;
+    // Microseconds with the nanoseconds exact, however long the uptime (a
+    // double holds them exactly only to 2^53 ns).
     absl::StrAppendFormat(&out,
-                          ",\n{\"ph\":\"%c\",\"cat\":\"%s\",\"name\":\"%s\",\"ts\":%.3f,"
+                          ",\n{\"ph\":\"%c\",\"cat\":\"%s\",\"name\":\"%s\",\"ts\":%d.%03d,"
                           "\"pid\":%d,\"tid\":%u",
-                          e.phase, e.category, e.name, static_cast<double>(e.ts) / 1000.0, pid,
-                          e.tid);
-    if (e.phase == 'X') absl::StrAppendFormat(&out, ",\"dur\":%.3f", static_cast<double>(e.dur) / 1000.0);
+                          e.phase, e.category, e.name, e.ts / 1000, e.ts % 1000, pid, e.tid);
+    if (e.phase == 'X') absl::StrAppendFormat(&out, ",\"dur\":%d.%03d", e.dur / 1000, e.dur % 1000);
     if (e.phase == 'i') out += ",\"s\":\"t\"";
     if (e.phase == 's' || e.phase == 'f') absl::StrAppendFormat(&out, ",\"id\":\"0x%x\"", e.id);
     if (e.phase == 'f') out += ",\"bp\":\"e\"";
     if (e.arg_name != nullptr) absl::StrAppendFormat(&out, ",\"args\":{\"%s\":%u}", e.arg_name, e.arg);
     out += "}";
     ++written;
+    if (out.size() >= kPiece) flush();
   }
   out += "\n]}\n";
-
-  std::FILE* file = std::exchange(file_, nullptr);
-  const bool wrote = std::fwrite(out.data(), 1, out.size(), file) == out.size();
-  const int write_errno = errno;
-  const bool closed = std::fclose(file) == 0;
-  if (!wrote || !closed) {
-    return ErrnoError(absl::StrCat("trace: writing ", path_), wrote ? errno : write_errno);
-  }
+  flush();
+  if (std::fclose(file) != 0 && write_errno == 0) write_errno = errno;
+  if (write_errno != 0) return ErrnoError(absl::StrCat("trace: writing ", path_), write_errno);
   return written;
 }
 

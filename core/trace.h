@@ -38,6 +38,7 @@
 //
 // Errors
 //   Create       kInvalidArgument for a capacity of 0 or over kMaxCapacity;
+//                kResourceExhausted when the ring's memory cannot be had;
 //                the system's error (naming the path) when the file cannot
 //                be opened for writing, so a bad path fails before any run
 //   Start        kFailedPrecondition when a recorder runs already
@@ -94,7 +95,7 @@ class TraceRecorder {
   struct Slot;
 
  private:
-  TraceRecorder(std::string path, std::FILE* file, size_t capacity);
+  TraceRecorder(std::string path, std::FILE* file, size_t capacity, std::unique_ptr<Slot[]> slots);
   friend struct Hooks;
 
   const std::string path_;

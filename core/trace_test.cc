@@ -1,7 +1,13 @@
 #include "core/trace.h"
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <set>
 #include <string>
@@ -227,6 +233,160 @@ TEST(TraceRecorder, ThreadsRecordingWhileItStopsLoseNothingButTheirLateEvents) {
   // Every slot of the ring is filled, less the events dropped on a collision.
   EXPECT_LE(events, 1000u);
   EXPECT_GE(events + dropped, 1000u);
+}
+
+TEST(TraceRecorder, LaneNamesThatAreNotUtf8OrHoldControlCharactersStillGiveJson) {
+  std::unique_ptr<TraceRecorder> recorder = Started("names.json", 64);
+  ASSERT_NE(recorder, nullptr);
+  std::thread worker([] {
+    // A stray byte, a truncated sequence, a surrogate, controls and an
+    // accented letter that is well-formed.
+    NameThread("odd \xff\xfe|\xe2\x82|\xed\xa0\x80|\x01\t\n\\|caf\xc3\xa9");
+    RecordSpawn();
+  });
+  worker.join();
+  ASSERT_TRUE(recorder->StopAndWrite().ok());
+
+  const nlohmann::json trace = ReadTrace(recorder->path());
+  ASSERT_TRUE(trace.is_object()) << "not JSON: " << recorder->path();
+  std::vector<nlohmann::json> names = EventsOf(trace, "M", "thread_name");
+  ASSERT_EQ(names.size(), 1u);
+  EXPECT_EQ(names[0]["args"]["name"].get<std::string>(),
+            "odd \xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd"
+            "\xef\xbf\xbd|\x01\t\n\\|caf\xc3\xa9");
+}
+
+TEST(TraceRecorder, ADirectoryAsPathFailsAtCreateNamingIt) {
+  const std::string path = ::testing::TempDir();
+  absl::StatusOr<std::unique_ptr<TraceRecorder>> recorder = TraceRecorder::Create(path, 16);
+  ASSERT_FALSE(recorder.ok());
+  EXPECT_NE(recorder.status().message().find(path), std::string::npos) << recorder.status();
+}
+
+TEST(TraceRecorder, AFullDiskFailsStopAndWriteWithTheSystemsErrorAndStopsRecording) {
+  if (access("/dev/full", W_OK) != 0) {
+    GTEST_SKIP() << "no writable /dev/full here to fill a disk with";
+  }
+  absl::StatusOr<std::unique_ptr<TraceRecorder>> recorder = TraceRecorder::Create("/dev/full", 4096);
+  ASSERT_TRUE(recorder.ok()) << recorder.status();
+  ASSERT_TRUE((*recorder)->Start().ok());
+  for (int i = 0; i < 1000; ++i) RecordSpawn();  // more than stdio buffers
+  absl::StatusOr<size_t> written = (*recorder)->StopAndWrite();
+  ASSERT_FALSE(written.ok());
+  EXPECT_NE(written.status().message().find("/dev/full"), std::string::npos) << written.status();
+  EXPECT_NE(written.status().message().find(std::strerror(ENOSPC)), std::string::npos)
+      << written.status();
+  EXPECT_FALSE(Enabled());
+
+  // A small file fails too, at the close that flushes it.
+  recorder = TraceRecorder::Create("/dev/full", 16);
+  ASSERT_TRUE(recorder.ok()) << recorder.status();
+  ASSERT_TRUE((*recorder)->Start().ok());
+  EXPECT_FALSE((*recorder)->StopAndWrite().ok());
+}
+
+// Without sanitizers: they reserve address space of their own, which a
+// limit on it breaks.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TASKRT_TRACE_TEST_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define TASKRT_TRACE_TEST_SANITIZED 1
+#endif
+#endif
+
+TEST(TraceRecorder, TheLargestCapacityWithoutTheMemoryForItIsAnErrorNotACrash) {
+#ifdef TASKRT_TRACE_TEST_SANITIZED
+  GTEST_SKIP() << "a sanitizer's shadow memory does not fit under an address-space limit";
+#else
+  const std::string path = TempPath("largest.json");
+  const pid_t child = fork();
+  ASSERT_GE(child, 0) << std::strerror(errno);
+  if (child == 0) {
+    // The ring alone wants gigabytes: give the process far less.
+    const rlimit limit{.rlim_cur = rlim_t{1} << 30, .rlim_max = rlim_t{1} << 30};
+    if (setrlimit(RLIMIT_AS, &limit) != 0) _exit(3);
+    absl::StatusOr<std::unique_ptr<TraceRecorder>> recorder =
+        TraceRecorder::Create(path, TraceRecorder::kMaxCapacity);
+    if (recorder.ok()) _exit(4);
+    _exit(recorder.status().code() == absl::StatusCode::kResourceExhausted ? 0 : 5);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+#endif
+}
+
+// Threads that run traced units and record wake-ups and messages without
+// pause, until told to stop.
+class Recorders {
+ public:
+  explicit Recorders(int threads) {
+    for (int t = 0; t < threads; ++t) {
+      threads_.emplace_back([this] {
+        ChannelTrace a, b;
+        uint64_t sequence = 0;
+        while (!stop_.load(std::memory_order_relaxed)) {
+          Work work = TraceWork([&] {
+            TaskTrace task{.unit = RecordSpawn()};
+            RecordWake(task);
+            BeginSlice(task);
+            EndSlice(task);
+          });
+          std::unique_ptr<Job> job = TraceJob(&unused_);
+          if (a.send_flow == 0) LinkChannelPair(a, b);
+          RecordSend(a, ++sequence, 8);
+          RecordReceive(b, sequence, 8);
+          { ParkSpan park; }
+          std::move(work)();
+          ran_.fetch_add(1, std::memory_order_relaxed);
+        }
+      });
+    }
+  }
+  ~Recorders() {
+    stop_.store(true);
+    for (std::thread& thread : threads_) thread.join();
+  }
+  uint64_t ran() const { return ran_.load(std::memory_order_relaxed); }
+
+ private:
+  class Unused final : public Job {
+    void RunAndDelete() override {}
+  };
+  Unused unused_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> ran_{0};
+  std::vector<std::thread> threads_;
+};
+
+TEST(TraceRecorder, ARecorderDestroyedUnwrittenWhileThreadsRecordStopsThemSafely) {
+  Recorders threads(3);
+  for (int round = 0; round < 20; ++round) {
+    std::unique_ptr<TraceRecorder> recorder = Started("destroyed.json", 64);  // wraps at once
+    ASSERT_NE(recorder, nullptr);
+    const uint64_t before = recorder->recorded();
+    while (recorder->recorded() < before + 500) std::this_thread::yield();
+    recorder.reset();
+    EXPECT_FALSE(Enabled());
+  }
+}
+
+TEST(TraceRecorder, RecordersStartedAndStoppedInALoopWhileThreadsRecordEachWriteJson) {
+  Recorders threads(3);
+  for (int round = 0; round < 30; ++round) {
+    std::unique_ptr<TraceRecorder> recorder = Started("loop.json", round % 2 == 0 ? 7 : 4096);
+    ASSERT_NE(recorder, nullptr);
+    const uint64_t ran = threads.ran();
+    while (threads.ran() < ran + 3) std::this_thread::yield();
+    absl::StatusOr<size_t> written = recorder->StopAndWrite();
+    ASSERT_TRUE(written.ok()) << written.status();
+    const nlohmann::json trace = ReadTrace(recorder->path());
+    ASSERT_TRUE(trace.is_object()) << "round " << round << ": not JSON";
+    EXPECT_EQ(trace["traceEvents"].size(),
+              *written + 1 + EventsOf(trace, "M", "thread_name").size());
+  }
 }
 
 }  // namespace
