@@ -41,12 +41,13 @@ class ThreadPool final : public Scheduler {
 
   absl::Status Schedule(Work work) override {
     if (!work) return absl::InvalidArgumentError("thread_pool: Schedule got empty work");
-    if (trace::Enabled()) [[unlikely]] work = trace::TraceWork(std::move(work));
     {
       MutexLock lock(&mu_);
       if (shutting_down_) {
         return absl::FailedPreconditionError("thread_pool: Schedule after Shutdown began");
       }
+      // Past the refusal: a trace shows a spawn only for work that will run.
+      if (trace::Enabled()) [[unlikely]] work = trace::TraceWork(std::move(work));
       const bool inside = current_pool == this;
       queue_.push_back({std::move(work), inside ? current_worker_id : kOutside});
       ++(inside ? counts_.spawned_inside : counts_.spawned_outside);

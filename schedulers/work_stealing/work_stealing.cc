@@ -79,6 +79,9 @@ class WorkStealingPool final : public Scheduler {
   }
 
   absl::Status EnqueueTraced(Job* job) {
+    // Refused before the spawn is recorded, so that a trace holds no spawn
+    // of work that never runs (the queue closes before stopping_ is set).
+    if (stopping_.load(std::memory_order_acquire)) return ShuttingDownError();
     std::unique_ptr<Job> traced = trace::TraceJob(job);
     if (traced == nullptr) return Enqueue(job);
     absl::Status status = Enqueue(traced.get());
