@@ -28,6 +28,8 @@ struct ChannelEndCounters {
   }
   // A message taken back (TryTakeBackUnsent): as if never sent.
   void Unsent(size_t bytes) {
+    // Its flow ends here: the next message reuses its sequence number.
+    if (flows.send_flow != 0) [[unlikely]] trace::RecordUnsent(flows, messages_sent.Read(), bytes);
     messages_sent.Subtract(1);
     bytes_sent.Subtract(bytes);
   }

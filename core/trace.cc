@@ -437,5 +437,12 @@ void RecordReceive(const ChannelTrace& end, uint64_t sequence, size_t bytes) {
   Record('f', "channel", "message", now, MessageFlow(end.receive_flow, sequence));
 }
 
+void RecordUnsent(const ChannelTrace& end, uint64_t sequence, size_t bytes) {
+  if (end.send_flow == 0 || !Enabled()) return;
+  const int64_t now = SteadyNanos();
+  Record('i', "channel", "unsent", now, 0, "bytes", bytes);
+  Record('f', "channel", "message", now, MessageFlow(end.send_flow, sequence));
+}
+
 }  // namespace trace
 }  // namespace taskrt

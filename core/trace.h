@@ -21,7 +21,8 @@
 //            arrow to the run it woke
 //   end      an instant where a stackful task's unit returned
 //   send     an instant per message sent on a channel end, with a flow
-//   receive  arrow to the instant where the peer received it. A send is
+//   receive  arrow to the instant where the peer received it (or to an
+//            "unsent" instant at the sender when it took the message back). A send is
 //            recorded once the channel took the message, so a receiver on
 //            another thread may record its receive a little earlier.
 // Units scheduled while no recorder runs are not traced, even if one starts
@@ -164,6 +165,9 @@ void LinkChannelPair(ChannelTrace& a, ChannelTrace& b);
 // The `sequence`th message (from 1) sent or received on an end.
 void RecordSend(const ChannelTrace& end, uint64_t sequence, size_t bytes);
 void RecordReceive(const ChannelTrace& end, uint64_t sequence, size_t bytes);
+// The `sequence`th message sent, taken back unsent: its flow ends at the
+// sender, and the next message sent reuses the sequence number.
+void RecordUnsent(const ChannelTrace& end, uint64_t sequence, size_t bytes);
 
 }  // namespace trace
 }  // namespace taskrt

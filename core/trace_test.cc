@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/channel_counters.h"
 #include "core/trace_testing.h"
 #include "gtest/gtest.h"
 
@@ -206,6 +207,37 @@ TEST(TraceRecorder, MessagesOfALinkedPairFlowFromSendToReceive) {
   std::vector<nlohmann::json> sends = EventsOf(trace, "i", "send");
   ASSERT_EQ(sends.size(), 2u);
   EXPECT_EQ(sends[0]["args"]["bytes"].get<uint64_t>(), 5u);
+}
+
+// A message taken back (ChannelEnd::TryTakeBackUnsent) is not received, and
+// the next one sent reuses its sequence number: its flow must end first, or
+// the file holds two starts of one flow id and one end.
+TEST(TraceRecorder, AMessageTakenBackEndsItsFlowBeforeTheNextReusesItsNumber) {
+  std::unique_ptr<TraceRecorder> recorder = Started("unsent.json", 64);
+  ASSERT_NE(recorder, nullptr);
+  ChannelEndCounters sender, receiver;
+  LinkForTrace(sender, receiver);
+  sender.Sent(4);
+  sender.Unsent(4);
+  sender.Sent(6);
+  receiver.Received(6);
+  ASSERT_TRUE(recorder->StopAndWrite().ok());
+
+  const nlohmann::json trace = ReadTrace(recorder->path());
+  ASSERT_TRUE(trace.is_object());
+  std::vector<nlohmann::json> flow_events;
+  for (const nlohmann::json& event : trace["traceEvents"]) {
+    const std::string phase = event.value("ph", "");
+    if (phase == "s" || phase == "f") flow_events.push_back(event);
+  }
+  // In file order, one id: start, end (taken back), start, end (received).
+  ASSERT_EQ(flow_events.size(), 4u);
+  for (size_t i = 0; i < flow_events.size(); ++i) {
+    EXPECT_EQ(flow_events[i]["ph"], i % 2 == 0 ? "s" : "f") << i;
+    EXPECT_EQ(flow_events[i]["id"], flow_events[0]["id"]) << i;
+  }
+  ASSERT_EQ(EventsOf(trace, "i", "unsent").size(), 1u);
+  EXPECT_EQ(EventsOf(trace, "i", "unsent")[0]["args"]["bytes"].get<uint64_t>(), 4u);
 }
 
 TEST(TraceRecorder, ThreadsRecordingWhileItStopsLoseNothingButTheirLateEvents) {
