@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "backends/registry.h"
+#include "core/task_group.h"
 
 namespace taskrt::conformance {
 namespace {
@@ -137,6 +138,17 @@ int RunConformanceSuiteFromFlags(int argc, char** argv) {
   int rest_count = static_cast<int>(rest.size());
   rest.push_back(nullptr);
   return RunConformanceSuite(rest_count, rest.data(), std::move(factories));
+}
+
+int ForkingFib(Scheduler& scheduler, int n) {
+  if (n < 2) return n;
+  int a = 0;
+  int b = 0;
+  TaskGroup group(scheduler);
+  EXPECT_TRUE(group.Spawn([&] { a = ForkingFib(scheduler, n - 1); }).ok());
+  EXPECT_TRUE(group.Spawn([&] { b = ForkingFib(scheduler, n - 2); }).ok());
+  group.Wait();
+  return a + b;
 }
 
 }  // namespace taskrt::conformance

@@ -80,6 +80,10 @@ class ConformanceTest : public ::testing::TestWithParam<size_t> {
 // Prints "Workers1", "Workers4": parameterised test names say the config.
 std::string WorkerCountName(const ::testing::TestParamInfo<size_t>& info);
 
+// fib(n) on `scheduler`, forking both recursive calls at every level into a
+// TaskGroup and waiting: recursive fork-join, where a worker helps in Wait.
+int ForkingFib(Scheduler& scheduler, int n);
+
 // A one-shot event built on std primitives (visible to ThreadSanitizer).
 class Notification {
  public:

@@ -15,18 +15,6 @@ namespace {
 
 using ForkJoinConformance = ConformanceTest;
 
-// fib(n) forking *both* recursive calls at every level, as the benchmark.
-int ForkingFib(Scheduler& scheduler, int n) {
-  if (n < 2) return n;
-  int a = 0;
-  int b = 0;
-  TaskGroup group(scheduler);
-  EXPECT_TRUE(group.Spawn([&] { a = ForkingFib(scheduler, n - 1); }).ok());
-  EXPECT_TRUE(group.Spawn([&] { b = ForkingFib(scheduler, n - 2); }).ok());
-  group.Wait();
-  return a + b;
-}
-
 // Recursion depth 20 is ~22k tasks. ThreadSanitizer makes each live stackful
 // task a thread of its own (__tsan_create_fiber), at about 10 ms apiece, and
 // a scheduler with stackful tasks holds ~6,800 alive at once at depth 20: that is

@@ -16,7 +16,6 @@
 #include "absl/strings/str_cat.h"
 #include "core/channel.h"
 #include "core/execution_context.h"
-#include "core/task_group.h"
 #include "core/trace.h"
 #include "core/trace_testing.h"
 #include "gtest/gtest.h"
@@ -221,18 +220,6 @@ int64_t Nanos(const nlohmann::json& microseconds) {
   return std::llround(microseconds.get<double>() * 1000.0);
 }
 
-// fib(n), forking both calls: work_stealing helps inside Wait.
-int TracedFib(Scheduler& scheduler, int n) {
-  if (n < 2) return n;
-  int a = 0;
-  int b = 0;
-  TaskGroup group(scheduler);
-  EXPECT_TRUE(group.Spawn([&] { a = TracedFib(scheduler, n - 1); }).ok());
-  EXPECT_TRUE(group.Spawn([&] { b = TracedFib(scheduler, n - 2); }).ok());
-  group.Wait();
-  return a + b;
-}
-
 // What a viewer needs: on each lane, slices nest (none partly overlaps
 // another); each flow id has one start and one end, of one category and
 // name, whatever kind of flow (units, wake-ups, messages) it is.
@@ -268,7 +255,7 @@ TEST_P(TraceConformance, SlicesNestOnEveryLaneAndEveryFlowHasOneStartAndOneEnd) 
   }
   std::atomic<int> fib{-1};
   ASSERT_TRUE(scheduler_->Schedule([&] {
-    fib = TracedFib(*scheduler_, 9);
+    fib = ForkingFib(*scheduler_, 9);  // work_stealing helps inside Wait
     finish();
   }).ok());
   // An owner thread per pair: each unit gets its messages whatever order
