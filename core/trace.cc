@@ -338,7 +338,10 @@ absl::StatusOr<size_t> TraceRecorder::StopAndWrite() {
     if (e.phase == 'X') absl::StrAppendFormat(&out, ",\"dur\":%d.%03d", e.dur / 1000, e.dur % 1000);
     if (e.phase == 'i') out += ",\"s\":\"t\"";
     if (e.phase == 's' || e.phase == 'f') absl::StrAppendFormat(&out, ",\"id\":\"0x%x\"", e.id);
-    if (e.phase == 'f') out += ",\"bp\":\"e\"";
+    // A message's arrow ends at the receive, inside the receiver's slice
+    // ("enclosing"); a spawn's or wake-up's ends on the run slice that
+    // starts at that instant, the next slice of the lane (the default).
+    if (e.phase == 'f' && std::strcmp(e.category, "channel") == 0) out += ",\"bp\":\"e\"";
     if (e.arg_name != nullptr) absl::StrAppendFormat(&out, ",\"args\":{\"%s\":%u}", e.arg_name, e.arg);
     out += "}";
     ++written;
