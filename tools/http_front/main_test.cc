@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -177,6 +178,23 @@ TEST(HttpFrontBinary, TraceWritesTheTasksOfTheRequestsItServed) {
       << "no name for the lane the task ran on";
   EXPECT_GE(EventsOf(trace, "s", "message").size(), 1u);
   EXPECT_EQ(EventsOf(trace, "s", "message").size(), EventsOf(trace, "f", "message").size());
+}
+
+// Under `bazel run` the binary starts in its runfiles; a relative path is
+// the user's, from the directory bazel run was called in.
+TEST(HttpFrontBinary, ARelativeTracePathBelongsToTheDirectoryBazelRunWasCalledFrom) {
+  const std::string directory = ::testing::TempDir();
+  const std::string relative = "relative_trace.json";
+  std::remove((directory + "/" + relative).c_str());
+  ASSERT_EQ(setenv("BUILD_WORKING_DIRECTORY", directory.c_str(), 1), 0);
+  RunningServer server({"--listen=127.0.0.1:0", "--trace=" + relative});
+  unsetenv("BUILD_WORKING_DIRECTORY");
+  ASSERT_NE(server.ReadPort(), 0) << "not the listening line: " << server.first_line();
+  std::vector<std::string> lines;
+  const int status = server.Stop(&lines);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  EXPECT_TRUE(taskrt::trace::testing::ReadTrace(directory + "/" + relative).is_object())
+      << "no trace in " << directory;
 }
 
 TEST(HttpFrontBinary, ATraceFileThatCannotBeWrittenFailsBeforeItListens) {
