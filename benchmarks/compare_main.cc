@@ -60,7 +60,7 @@ constexpr char kUsage[] =
     "                   wake-ups, channel messages) as a Chrome trace-event JSON file;\n"
     "                   open it in ui.perfetto.dev. Tracing slows the run: read figures\n"
     "                   from an untraced one\n"
-    "  --trace_events N the trace keeps the last N events (default 262144, about 80\n"
+    "  --trace_events N the trace keeps the last N events (default 262144, about 90\n"
     "                   bytes each)\n";
 
 struct Options {

@@ -22,9 +22,10 @@
 //   end      an instant where a stackful task's unit returned
 //   send     an instant per message sent on a channel end, with a flow
 //   receive  arrow to the instant where the peer received it (or to an
-//            "unsent" instant at the sender when it took the message back). A send is
-//            recorded once the channel took the message, so a receiver on
-//            another thread may record its receive a little earlier.
+//   unsent   "unsent" instant at the sender, when it took the message
+//            back). A send is recorded once the channel took the message,
+//            so a receiver on another thread may record its receive a
+//            little earlier.
 // Units scheduled while no recorder runs are not traced, even if one starts
 // while they run; messages of channel pairs created while none runs
 // neither.
