@@ -41,7 +41,6 @@ namespace taskrt::bench {
 namespace {
 
 constexpr int kDefaultRepetitions = 5;
-constexpr size_t kDefaultTraceEvents = size_t{1} << 18;
 
 constexpr char kUsage[] =
     "usage: compare [--quick] [--filter REGEX] [--repetitions N] [--out DIR] "
@@ -70,7 +69,7 @@ struct Options {
   std::string out;
   std::string baseline;  // an earlier results.json, or empty
   std::string trace;     // a trace file to write, or empty
-  size_t trace_events = kDefaultTraceEvents;
+  size_t trace_events = trace::TraceRecorder::kDefaultCapacity;
   std::vector<std::string> benchmark_flags;  // passed to Google Benchmark
 };
 

@@ -54,9 +54,10 @@ struct ChannelEndCounters {
   }
 };
 
-// Called by a factory on the two ends of each new pair.
+// Called by a factory on the two ends of each new pair; a load and a branch
+// while no trace runs.
 inline void LinkForTrace(ChannelEndCounters& a, ChannelEndCounters& b) {
-  trace::LinkChannelPair(a.flows, b.flows);
+  if (trace::Enabled()) [[unlikely]] trace::LinkChannelPair(a.flows, b.flows);
 }
 
 }  // namespace taskrt

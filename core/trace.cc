@@ -209,6 +209,16 @@ uint64_t MessageFlow(uint64_t direction, uint64_t sequence) {
          (sequence & ((uint64_t{1} << kSequenceBits) - 1));
 }
 
+// A message's instant `name` and its arrow's start or end (`phase`) on the
+// calling thread, when its pair was linked (`direction` is not 0).
+void RecordMessage(const char* name, char phase, uint64_t direction, uint64_t sequence,
+                   size_t bytes) {
+  if (direction == 0 || !Enabled()) return;
+  const int64_t now = SteadyNanos();
+  Record('i', "channel", name, now, 0, "bytes", bytes);
+  Record(phase, "channel", "message", now, MessageFlow(direction, sequence));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<TraceRecorder>> TraceRecorder::Create(const std::string& path,
@@ -238,11 +248,17 @@ TraceRecorder::TraceRecorder(std::string path, std::FILE* file, size_t capacity,
     : path_(std::move(path)), file_(file), capacity_(capacity), slots_(std::move(slots)) {}
 
 TraceRecorder::~TraceRecorder() {
-  TraceRecorder* self = this;
-  if (internal::running.compare_exchange_strong(self, nullptr, std::memory_order_seq_cst)) {
-    while (writers_in_flight.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
-  }
+  Uninstall();
   if (file_ != nullptr) std::fclose(file_);
+}
+
+bool TraceRecorder::Uninstall() {
+  TraceRecorder* self = this;
+  if (!internal::running.compare_exchange_strong(self, nullptr, std::memory_order_seq_cst)) {
+    return false;
+  }
+  while (writers_in_flight.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+  return true;
 }
 
 absl::Status TraceRecorder::Start() {
@@ -268,12 +284,10 @@ uint64_t TraceRecorder::overwritten() const {
 uint64_t TraceRecorder::dropped() const { return dropped_.load(std::memory_order_relaxed); }
 
 absl::StatusOr<size_t> TraceRecorder::StopAndWrite() {
-  TraceRecorder* self = this;
-  if (!internal::running.compare_exchange_strong(self, nullptr, std::memory_order_seq_cst)) {
+  if (!Uninstall()) {
     return absl::FailedPreconditionError(
         absl::StrCat("trace: the recorder for ", path_, " is not running"));
   }
-  while (writers_in_flight.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
 
   // The ring holds the events numbered first..last (from 1), each in its
   // slot unless a collision dropped it: read in that order, no sort needed.
@@ -427,24 +441,15 @@ void LinkChannelPair(ChannelTrace& a, ChannelTrace& b) {
 }
 
 void RecordSend(const ChannelTrace& end, uint64_t sequence, size_t bytes) {
-  if (end.send_flow == 0 || !Enabled()) return;
-  const int64_t now = SteadyNanos();
-  Record('i', "channel", "send", now, 0, "bytes", bytes);
-  Record('s', "channel", "message", now, MessageFlow(end.send_flow, sequence));
+  RecordMessage("send", 's', end.send_flow, sequence, bytes);
 }
 
 void RecordReceive(const ChannelTrace& end, uint64_t sequence, size_t bytes) {
-  if (end.receive_flow == 0 || !Enabled()) return;
-  const int64_t now = SteadyNanos();
-  Record('i', "channel", "receive", now, 0, "bytes", bytes);
-  Record('f', "channel", "message", now, MessageFlow(end.receive_flow, sequence));
+  RecordMessage("receive", 'f', end.receive_flow, sequence, bytes);
 }
 
 void RecordUnsent(const ChannelTrace& end, uint64_t sequence, size_t bytes) {
-  if (end.send_flow == 0 || !Enabled()) return;
-  const int64_t now = SteadyNanos();
-  Record('i', "channel", "unsent", now, 0, "bytes", bytes);
-  Record('f', "channel", "message", now, MessageFlow(end.send_flow, sequence));
+  RecordMessage("unsent", 'f', end.send_flow, sequence, bytes);
 }
 
 }  // namespace trace

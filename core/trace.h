@@ -75,6 +75,8 @@ inline bool Enabled() {
 class TraceRecorder {
  public:
   static constexpr size_t kMaxCapacity = size_t{1} << 26;
+  // What the command-line tools keep unless told otherwise.
+  static constexpr size_t kDefaultCapacity = size_t{1} << 18;
 
   static absl::StatusOr<std::unique_ptr<TraceRecorder>> Create(const std::string& path,
                                                                size_t capacity);
@@ -98,6 +100,9 @@ class TraceRecorder {
 
  private:
   TraceRecorder(std::string path, std::FILE* file, size_t capacity, std::unique_ptr<Slot[]> slots);
+  // Stops this recorder if it runs and waits for the events being recorded
+  // to land; false when it was not running.
+  bool Uninstall();
   friend struct Hooks;
 
   const std::string path_;

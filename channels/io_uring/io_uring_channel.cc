@@ -807,7 +807,7 @@ class IoUringFactory final : public ChannelFactory {
     absl::StatusOr<std::unique_ptr<IoUringEnd>> owner_end =
         IoUringEnd::Create((*fds)[1], options.max_message_size);
     if (!owner_end.ok()) return owner_end.status();
-    if (trace::Enabled()) [[unlikely]] (*task_end)->LinkForTraceWith(**owner_end);
+    (*task_end)->LinkForTraceWith(**owner_end);
     ChannelPair pair;
     pair.task_end = *std::move(task_end);
     pair.owner_end = *std::move(owner_end);

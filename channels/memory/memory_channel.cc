@@ -904,7 +904,7 @@ class MemoryChannelFactory final : public ChannelFactory {
                                              CpuHasWritePrefetch());
     auto task_end = std::make_unique<MemoryEnd>(state, &state->a_to_b, &state->b_to_a);
     auto owner_end = std::make_unique<MemoryEnd>(state, &state->b_to_a, &state->a_to_b);
-    if (trace::Enabled()) [[unlikely]] task_end->LinkForTraceWith(*owner_end);
+    task_end->LinkForTraceWith(*owner_end);
     return ChannelPair{.task_end = std::move(task_end), .owner_end = std::move(owner_end)};
   }
 

@@ -167,7 +167,7 @@ class SocketpairFactory final : public ChannelFactory {
     if (!fds.ok()) return fds.status();
     auto task_end = std::make_unique<SocketpairEnd>((*fds)[0], options.max_message_size);
     auto owner_end = std::make_unique<SocketpairEnd>((*fds)[1], options.max_message_size);
-    if (trace::Enabled()) [[unlikely]] task_end->LinkForTraceWith(*owner_end);
+    task_end->LinkForTraceWith(*owner_end);
     return ChannelPair{.task_end = std::move(task_end), .owner_end = std::move(owner_end)};
   }
 

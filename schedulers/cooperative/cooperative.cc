@@ -304,7 +304,7 @@ class CooperativeScheduler final : public Scheduler {
 
   // From any thread: `task` parked and may run again.
   void MakeReady(CoTask* task) {
-    if (task->trace.unit != 0) [[unlikely]] trace::RecordWake(task->trace);
+    TraceWake(task);
     if (current_scheduler == this) {
       PushReady(task);
       return;
@@ -347,10 +347,14 @@ class CooperativeScheduler final : public Scheduler {
   }
 
   void PushReady(CoTask* task) { ready_.Push(task); }
-  // A suspended task made ready by the loop (its descriptor or deadline).
+  // A suspended task made ready by the loop (its descriptor).
   void PushWoken(CoTask* task) {
-    if (task->trace.unit != 0) [[unlikely]] trace::RecordWake(task->trace);
+    TraceWake(task);
     PushReady(task);
+  }
+  // Every wake-up of a suspended task passes here, for a trace.
+  static void TraceWake(CoTask* task) {
+    if (task->trace.unit != 0) [[unlikely]] trace::RecordWake(task->trace);
   }
 
   CoTask* PopReady() {
@@ -613,7 +617,7 @@ class CooperativeScheduler final : public Scheduler {
       timers_.Advance(TimerTime(absl::Now()), [&](TimerWheel::Node* node) {
         auto* task = static_cast<CoTask*>(node);
         if (!WakeAtDeadline(task)) return;
-        if (task->trace.unit != 0) [[unlikely]] trace::RecordWake(task->trace);
+        TraceWake(task);
         woken_.Push(task);
       });
     }

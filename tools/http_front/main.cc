@@ -74,7 +74,7 @@ struct Flags {
   std::string loop{taskrt::Defaults().loop};
   int workers = taskrt::Defaults().workers;
   std::string trace;
-  size_t trace_events = size_t{1} << 18;
+  size_t trace_events = taskrt::trace::TraceRecorder::kDefaultCapacity;
   taskrt::http::ServerOptions server;
 };
 
