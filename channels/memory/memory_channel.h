@@ -2,50 +2,14 @@
 #define TASKRT_CHANNELS_MEMORY_MEMORY_CHANNEL_H_
 
 // Channel backend: two lock-free single-producer, single-consumer byte
-// rings in memory, one per direction. Contract: core/channel.h.
+// rings in memory, one per direction (channels/spsc_rings/spsc_ring_pair.h
+// describes them). Contract: core/channel.h.
 //
-// Fast path
-//   A message is a record in the ring: an 8-byte header (length, flags)
-//   and the payload, padded to 8 bytes. The header is also the record's
-//   publication: sending copies the payload in, stores a zero header just
-//   past the record (the producer keeps those 8 bytes free), then
-//   release-stores the record's header; receiving acquire-loads the header
-//   at its read position, where 0 means "nothing yet", copies the record
-//   out and publishes the new head (lazily, once a quarter of the ring has
-//   been read, or before it waits: the producer needs the head only when
-//   the ring looks full). There is no shared tail: the reader touches only
-//   the lines its records are in (several small records to a line), and the
-//   writer's position never leaves the writer's cache. The writer claims
-//   lines for writing 512 bytes ahead of its position (PREFETCHW), inside
-//   the space it knows is free, so its stores need not wait for the
-//   reader's core to hand back lines it read a lap ago. Neither side makes
-//   a system call, and neither makes an atomic read-modify-write: the check
-//   for a waiter on the other side is a plain load after the publishing
-//   store, ordered by an asymmetric barrier whose
-//   expensive half (membarrier(2)) runs only when a side is about to wait
-//   (memory_channel.cc, LightBarrier and MemoryEnd::ArmWaiter).
-//
-// Capacity
-//   Each direction holds ChannelOptions::buffer_bytes (default 64 KiB,
-//   rounded up to a power of two). A message larger than a quarter of the
-//   ring travels as several records: TrySend accepts it whole, and
-//   TryFlush (or the blocking Send) pushes the pieces in as the reader
-//   frees space; the reader reassembles it. So any message up to
-//   max_message_size passes, whatever the ring size.
-//
-// Waiting
-//   A blocked Send or Receive (WaitUntilReady) registers a Parker with the
-//   ring and the other side unparks it after it publishes: a stackful task
-//   on the same cooperative thread is resumed with no system call at all,
-//   an OS thread with one futex wake.
-//   Readiness for an event loop is an eventfd per direction, created when
-//   send_readiness() / receive_readiness() is first asked for. The other
-//   side writes it only when the watcher has drained the ring (its last
-//   TryReceive returned WouldBlock) — one system call per burst, none per
-//   message while the owner is busy.
-//
-// Thread safety: as core/channel.h. Each ring has one producer (one end)
-// and one consumer (the other end); the ends may run on different threads.
+// No system call per message: a blocked Send or Receive is woken through a
+// Parker (none at all for a stackful task on the same cooperative thread),
+// and an event loop watches an eventfd per direction, created on first
+// request and written once per burst. A pair holds no kernel object until
+// someone asks for readiness.
 
 #include <memory>
 
