@@ -5,6 +5,9 @@
 //
 //   eventfd   a write() to an eventfd that the sleeper's ring polls with a
 //             multishot poll (rings with SINGLE_ISSUER | DEFER_TASKRUN)
+//   eventfd+read  the same, and the sleeper read()s the eventfd back to zero
+//             once woken, as a watcher of a channel's readiness eventfd does
+//             before it waits again (channels/spsc_rings)
 //   msg_ring  IORING_OP_MSG_RING submitted on the waker's own ring into the
 //             sleeper's (rings with SINGLE_ISSUER | DEFER_TASKRUN)
 //   nop       an IORING_OP_NOP that the waker submits into the sleeper's
@@ -34,7 +37,7 @@
 
 namespace {
 
-enum class Method { kEventFd, kMsgRing, kNop };
+enum class Method { kEventFd, kEventFdRead, kMsgRing, kNop };
 
 constexpr uint64_t kWakeTag = 1;
 
@@ -62,7 +65,7 @@ bool SetUp(Side& side, Method method) {
 // arms what the method needs.
 void Start(Side& side, Method method) {
   if (method != Method::kNop) io_uring_enable_rings(&side.ring);
-  if (method == Method::kEventFd) {
+  if (method == Method::kEventFd || method == Method::kEventFdRead) {
     io_uring_sqe* sqe = io_uring_get_sqe(&side.ring);
     io_uring_prep_poll_multishot(sqe, side.event_fd, POLLIN);
     io_uring_sqe_set_data64(sqe, kWakeTag);
@@ -71,7 +74,8 @@ void Start(Side& side, Method method) {
 
 void WakePeer(Side& self, Side& peer, Method method) {
   switch (method) {
-    case Method::kEventFd: {
+    case Method::kEventFd:
+    case Method::kEventFdRead: {
       const uint64_t one = 1;
       (void)!write(peer.event_fd, &one, sizeof one);
       break;
@@ -113,6 +117,10 @@ void SleepUntilWoken(Side& self, Method method) {
       ++count;
     }
     io_uring_cq_advance(&self.ring, count);
+  }
+  if (method == Method::kEventFdRead) {
+    uint64_t value;
+    (void)!read(self.event_fd, &value, sizeof value);
   }
 }
 
@@ -164,12 +172,15 @@ int main(int argc, char** argv) {
   const struct {
     Method method;
     const char* name;
-  } methods[] = {{Method::kEventFd, "eventfd"}, {Method::kMsgRing, "msg_ring"}, {Method::kNop, "nop"}};
+  } methods[] = {{Method::kEventFd, "eventfd"},
+                 {Method::kEventFdRead, "eventfd+read"},
+                 {Method::kMsgRing, "msg_ring"},
+                 {Method::kNop, "nop"}};
   for (const auto& [method, name] : methods) {
     std::vector<double> times;
     for (int r = 0; r < repetitions; ++r) times.push_back(RunOnce(method, rounds));
     std::sort(times.begin(), times.end());
-    std::printf("%-9s %8.0f ns per wake (median of %d; min %.0f, max %.0f)\n", name,
+    std::printf("%-12s %8.0f ns per wake (median of %d; min %.0f, max %.0f)\n", name,
                 times[times.size() / 2], repetitions, times.front(), times.back());
   }
   return 0;
