@@ -16,8 +16,8 @@ absl::StatusOr<std::unique_ptr<ChannelFactory>> Create(const BackendOptions& /*o
 const ChannelDescriptor& IoUringChannelDescriptor() {
   static constexpr ChannelDescriptor kDescriptor{
       .name = "io_uring",
-      .summary = "socket I/O through io_uring: multishot receive, batched sends",
-      .needs_io_uring = true,
+      .summary = "lock-free rings in memory, eventfd wakes; no io_uring (see its header)",
+      .needs_io_uring = false,
       .capabilities = {},
       .create = &Create,
   };
