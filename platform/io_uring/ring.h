@@ -1,12 +1,12 @@
 #ifndef TASKRT_PLATFORM_IO_URING_RING_H_
 #define TASKRT_PLATFORM_IO_URING_RING_H_
 
-// The Linux io_uring facility as the io_uring backends use it: setting a
-// ring up and taking it down, submitting and waiting, telling the kernel's
-// refusal of io_uring from other failures, and checking the features and
-// opcodes a backend needs. Each backend (channels/io_uring/,
-// event_loops/io_uring/) owns its rings and decides what it needs; this
-// package keeps what they would otherwise each write.
+// The Linux io_uring facility as backends that drive io_uring use it:
+// setting a ring up and taking it down, submitting and waiting, telling the
+// kernel's refusal of io_uring from other failures, and checking the
+// features and opcodes a backend needs. Each backend owns its rings and
+// decides what it needs; this package keeps what they would otherwise each
+// write.
 //
 // Thread safety
 //   Nothing here keeps state. A ring is used as liburing allows: submitting
