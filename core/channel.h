@@ -152,6 +152,15 @@ class ChannelEnd {
   // asks this to know whether to read again (core/task.h).
   virtual bool ReceiveReady() = 0;
 
+  // True while messages the peer sent may still be on their way here,
+  // neither in this end nor in the peer: a backend whose messages cross a
+  // broker says so until the peer's close has arrived behind them. The
+  // default, for backends whose sends are within this end's reach once they
+  // return, is false. An owner that learns by other means that the peer is
+  // done (core/task.cc: the entry returned) waits for this to turn false
+  // before it takes the channel for finished.
+  virtual bool MessagesMayBeInFlight() { return false; }
+
   // Takes back the message TrySend accepted last, when none of its bytes
   // has left this end yet (TryFlush has pushed none of it out): it is then
   // as if never sent, and the result is true. False, changing nothing, when

@@ -117,7 +117,7 @@ absl::Status Task::Run(const TaskEnvironment& env) {
 
 void Task::OnChannelEvent() {
   if (finished()) return;
-  if (shared_->entry_done.load(std::memory_order_acquire)) {
+  if (EntryDoneAndDelivered()) {
     result_ = shared_->result;
     state_.store(TaskState::kFinished, std::memory_order_release);
     loop_->Unwatch(watch_).IgnoreError();
@@ -142,14 +142,20 @@ void Task::OnChannelEvent() {
   RecallIfUnread(alive);
 }
 
+bool Task::EntryDoneAndDelivered() {
+  // The entry's messages may still be on their way when it has returned
+  // (a channel across a broker); its close comes behind them.
+  return shared_->entry_done.load(std::memory_order_acquire) &&
+         !owner_end()->MessagesMayBeInFlight();
+}
+
 void Task::RecallIfUnread(const std::weak_ptr<bool>& alive) {
   if (alive.expired() || finished() || recall_posted_) return;
   // The readiness fires only for news: a message left unread would wait
   // for the next one (and a writer blocked on a full channel, for ever).
   // An entry that has returned is news of its own, whatever the channel
   // said: the next call is the final one.
-  if (!shared_->entry_done.load(std::memory_order_acquire) &&
-      (owner_drained_ || !owner_end()->ReceiveReady())) {
+  if (!EntryDoneAndDelivered() && (owner_drained_ || !owner_end()->ReceiveReady())) {
     return;
   }
   PostRecall(alive);
@@ -163,7 +169,7 @@ void Task::PostRecall(const std::weak_ptr<bool>& alive) {
     recall_posted_ = false;
     // Looked again now: never a call with nothing to read (a Kore callback
     // reads with a blocking call).
-    if (shared_->entry_done.load(std::memory_order_acquire) || owner_end()->ReceiveReady()) {
+    if (EntryDoneAndDelivered() || owner_end()->ReceiveReady()) {
       OnChannelEvent();
     }
   });

@@ -159,6 +159,9 @@ class Task {
  private:
   explicit Task(TaskEntry entry);
   void OnChannelEvent();
+  // The entry has returned and everything it wrote has reached the
+  // owner's end (ChannelEnd::MessagesMayBeInFlight).
+  bool EntryDoneAndDelivered();
   // After a notification: calls the binding again on the loop's next round
   // if it left a message unread.
   void RecallIfUnread(const std::weak_ptr<bool>& alive);
