@@ -4,7 +4,7 @@ per combination from these lists, and //tests/conformance:matrix_test fails
 if they and the registry disagree."""
 
 SCHEDULERS = ["thread_pool", "work_stealing", "cooperative"]
-CHANNELS = ["socketpair", "memory", "io_uring"]
+CHANNELS = ["socketpair", "memory", "io_uring", "nats"]
 EVENT_LOOPS = ["epoll", "io_uring"]
 
 # Where //tests/faults runs the conformance suite under its syscall shim: the

@@ -6,6 +6,7 @@
 #include "absl/strings/str_join.h"
 #include "channels/io_uring/io_uring_channel.h"
 #include "channels/memory/memory_channel.h"
+#include "channels/nats/nats_channel.h"
 #include "channels/socketpair/socketpair_channel.h"
 #include "event_loops/epoll/epoll_loop.h"
 #include "event_loops/io_uring/io_uring_loop.h"
@@ -29,6 +30,7 @@ const std::vector<const ChannelDescriptor*>& Channels() {
       &SocketpairChannelDescriptor(),
       &MemoryChannelDescriptor(),
       &IoUringChannelDescriptor(),
+      &NatsChannelDescriptor(),
   };
   return *list;
 }

@@ -1,0 +1,709 @@
+#include "channels/nats/nats_channel.h"
+
+#include <nats/nats.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "core/channel_counters.h"
+#include "core/errors.h"
+#include "core/mutex.h"
+#include "platform/nats/broker.h"
+
+namespace taskrt {
+namespace {
+
+constexpr size_t kDefaultWindow = 256 * 1024;
+// What a piece costs against the window beyond its payload, so that empty
+// messages are bounded too.
+constexpr size_t kPieceOverhead = 16;
+constexpr size_t kMinimumWindow = 4 * kPieceOverhead;
+constexpr int64_t kConnectTimeoutMs = 5000;
+
+// The kinds of piece, carried as the reply subject; see the header.
+constexpr char kLastKind[] = "";
+constexpr char kMoreKind[] = "m";
+constexpr char kCreditKind[] = "c";
+constexpr char kCloseKind[] = "x";
+constexpr char kBlockedKind[] = "b";
+
+absl::Status NatsError(absl::string_view operation, natsStatus status) {
+  if (status == NATS_CONNECTION_CLOSED || status == NATS_CONNECTION_DISCONNECTED ||
+      status == NATS_STALE_CONNECTION) {
+    return absl::UnavailableError(
+        absl::StrCat("nats: ", operation, ": connection to the broker lost"));
+  }
+  if (status == NATS_NO_MEMORY) {
+    return absl::ResourceExhaustedError(absl::StrCat("nats: ", operation, ": out of memory"));
+  }
+  return absl::UnavailableError(absl::StrCat("nats: ", operation, ": ", natsStatus_GetText(status)));
+}
+
+absl::string_view KindOf(natsMsg* message) {
+  const char* reply = natsMsg_GetReply(message);
+  return reply == nullptr ? absl::string_view() : absl::string_view(reply);
+}
+
+struct MessageDeleter {
+  void operator()(natsMsg* message) const { natsMsg_Destroy(message); }
+};
+using MessagePtr = std::unique_ptr<natsMsg, MessageDeleter>;
+
+// One connection, shared by a factory and every end it made.
+class Connection {
+ public:
+  static absl::StatusOr<std::shared_ptr<Connection>> Open(const std::string& url) {
+    natsOptions* options = nullptr;
+    natsStatus status = natsOptions_Create(&options);
+    if (status != NATS_OK) return NatsError("options", status);
+    // Lost messages are worse than a failed channel: see "Broker".
+    status = natsOptions_SetURL(options, url.c_str());
+    if (status == NATS_OK) status = natsOptions_SetAllowReconnect(options, false);
+    // One pool of delivery threads for every subscription, not one each.
+    if (status == NATS_OK) status = natsOptions_UseGlobalMessageDelivery(options, true);
+    // A message leaves at once instead of when the flusher thread wakes.
+    if (status == NATS_OK) status = natsOptions_SetSendAsap(options, true);
+    if (status == NATS_OK) status = natsOptions_SetTimeout(options, kConnectTimeoutMs);
+    natsConnection* handle = nullptr;
+    if (status == NATS_OK) status = natsConnection_Connect(&handle, options);
+    natsOptions_Destroy(options);
+    if (status != NATS_OK) {
+      return absl::UnavailableError(
+          absl::StrCat("nats: cannot connect to ", url, ": ", natsStatus_GetText(status)));
+    }
+    natsInbox* inbox = nullptr;
+    status = natsInbox_Create(&inbox);
+    if (status != NATS_OK) {
+      natsConnection_Destroy(handle);
+      return NatsError("unique subject", status);
+    }
+    auto connection = std::shared_ptr<Connection>(new Connection(handle, inbox));
+    natsInbox_Destroy(inbox);
+    return connection;
+  }
+
+  ~Connection() {
+    // Closing stops the read loop; only then is no subscription in its hands.
+    natsConnection_Close(handle_);
+    for (natsSubscription* subscription : retired_) natsSubscription_Destroy(subscription);
+    natsConnection_Destroy(handle_);
+  }
+
+  // Takes an unsubscribed subscription, to destroy once the read loop can
+  // no longer be holding it. libnats before 3.6 (nats.c #637) has its read
+  // loop look a subscription up and lock it in two steps, so destroying one
+  // right after unsubscribing can free it between the two. The loop reads
+  // in order: once a flush's PONG has come back after the unsubscribes, it
+  // is done with any message that came before. So the subscriptions are
+  // destroyed in batches, each after one flush.
+  void Retire(natsSubscription* subscription) {
+    std::vector<natsSubscription*> batch;
+    {
+      MutexLock lock(&retired_mutex_);
+      retired_.push_back(subscription);
+      if (retired_.size() < kRetiredBatch) return;
+      batch.swap(retired_);
+    }
+    if (natsConnection_FlushTimeout(handle_, kFlushTimeoutMs) != NATS_OK) {
+      // The connection is gone or stalled: keep them for the destructor.
+      MutexLock lock(&retired_mutex_);
+      retired_.insert(retired_.end(), batch.begin(), batch.end());
+      return;
+    }
+    for (natsSubscription* retired : batch) natsSubscription_Destroy(retired);
+  }
+
+  natsConnection* handle() const { return handle_; }
+  size_t max_payload() const { return max_payload_; }
+  std::string NextPairSubject() {
+    return absl::StrCat(prefix_, ".", next_pair_.fetch_add(1, std::memory_order_relaxed));
+  }
+
+ private:
+  Connection(natsConnection* handle, const char* prefix)
+      : handle_(handle),
+        prefix_(prefix),
+        max_payload_(static_cast<size_t>(std::max<int64_t>(natsConnection_GetMaxPayload(handle), 1))) {}
+
+  static constexpr size_t kRetiredBatch = 256;
+  static constexpr int64_t kFlushTimeoutMs = 5000;
+
+  natsConnection* const handle_;
+  Mutex retired_mutex_;
+  std::vector<natsSubscription*> retired_ ABSL_GUARDED_BY(retired_mutex_);
+  const std::string prefix_;
+  const size_t max_payload_;
+  std::atomic<uint64_t> next_pair_{0};
+};
+
+// A readiness eventfd and whether its watcher waits for news.
+struct WaitPoint {
+  int fd = -1;
+  bool armed = false;      // the end's last Try* call found nothing
+  bool signalled = false;  // fd holds a count not yet read
+
+  void Wake() {
+    if (!armed) return;
+    armed = false;
+    signalled = true;
+    const uint64_t one = 1;
+    // Cannot fail short of the counter's 2^64 - 2 limit, unreachable here.
+    [[maybe_unused]] const ssize_t ignored = write(fd, &one, sizeof one);
+  }
+  // Called with news absent: the watcher waits for the next.
+  void Arm() {
+    if (signalled) {
+      uint64_t count;
+      [[maybe_unused]] const ssize_t ignored = read(fd, &count, sizeof count);
+      signalled = false;
+    }
+    armed = true;
+  }
+};
+
+// What an end's subscription fills, on the library's delivery thread. The
+// subscription holds it (a shared_ptr) until the library says it will call
+// no more (OnComplete), so it may outlive the end.
+class Inbox {
+ public:
+  Inbox(natsConnection* connection, std::string peer_subject, uint64_t credit_threshold)
+      : connection_(connection),
+        peer_subject_(std::move(peer_subject)),
+        credit_threshold_(credit_threshold) {}
+
+  static absl::StatusOr<std::shared_ptr<Inbox>> Create(natsConnection* connection,
+                                                       std::string peer_subject,
+                                                       uint64_t credit_threshold) {
+    auto inbox = std::make_shared<Inbox>(connection, std::move(peer_subject), credit_threshold);
+    for (WaitPoint* point : {&inbox->receive_, &inbox->send_}) {
+      point->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      if (point->fd < 0) return ErrnoError("eventfd", errno);
+    }
+    return inbox;
+  }
+
+  ~Inbox() {
+    for (WaitPoint* point : {&receive_, &send_}) {
+      if (point->fd >= 0) close(point->fd);
+    }
+  }
+
+  // Subscribes `subject`; the subscription delivers here.
+  absl::StatusOr<natsSubscription*> Subscribe(natsConnection* connection,
+                                              const std::string& subject,
+                                              const std::shared_ptr<Inbox>& self) {
+    auto* closure = new std::shared_ptr<Inbox>(self);
+    natsSubscription* subscription = nullptr;
+    natsStatus status =
+        natsConnection_Subscribe(&subscription, connection, subject.c_str(), &OnMessage, closure);
+    if (status != NATS_OK) {
+      delete closure;
+      return NatsError("subscribe", status);
+    }
+    // The window bounds what is pending; the library's own limits would
+    // drop messages instead.
+    status = natsSubscription_SetPendingLimits(subscription, -1, -1);
+    if (status == NATS_OK) status = natsSubscription_SetOnCompleteCB(subscription, &OnComplete, closure);
+    if (status != NATS_OK) {
+      {
+        MutexLock lock(&mutex_);
+        closing_ = true;
+      }
+      natsSubscription_Unsubscribe(subscription);
+      natsSubscription_Destroy(subscription);
+      // OnComplete was not set, so nothing else frees it; and nothing was
+      // published to the subject yet, so no delivery is under way.
+      delete closure;
+      return NatsError("subscribe", status);
+    }
+    return subscription;
+  }
+
+  // Before the end unsubscribes: the end of the subscription that follows
+  // is not a lost connection.
+  void BeginClosing() {
+    MutexLock lock(&mutex_);
+    closing_ = true;
+  }
+
+  // The next piece, or null with the receive side armed. `failure` is set
+  // when none will come because the connection is gone.
+  MessagePtr Next(absl::Status& failure) {
+    MutexLock lock(&mutex_);
+    if (!pieces_.empty()) {
+      MessagePtr piece = std::move(pieces_.front());
+      pieces_.pop_front();
+      return piece;
+    }
+    failure = failure_;
+    if (failure.ok()) receive_.Arm();
+    return nullptr;
+  }
+
+  // Kind of the next piece without taking it ("" if none), for
+  // ReceiveReady; arms the receive side when there is none.
+  bool PeekKind(absl::string_view& kind) {
+    MutexLock lock(&mutex_);
+    if (pieces_.empty()) {
+      if (failure_.ok()) receive_.Arm();
+      return false;
+    }
+    kind = KindOf(pieces_.front().get());
+    return true;
+  }
+
+  // Counts `bytes` of pieces taken, and hands them back to the peer as
+  // credit once they reach the threshold, or at once when the peer said it
+  // is blocked.
+  absl::Status Consumed(uint64_t bytes) {
+    MutexLock lock(&mutex_);
+    unacknowledged_ += bytes;
+    if (unacknowledged_ < credit_threshold_ && !peer_blocked_) return absl::OkStatus();
+    return ReturnCredit();
+  }
+
+  // True once the peer's close has arrived: everything it sent is here.
+  bool PeerClosed() {
+    MutexLock lock(&mutex_);
+    return peer_closed_;
+  }
+
+  // Credit returned by the peer since the last call; arms the send side
+  // when there is none. Fails when the peer closed or the connection is
+  // gone.
+  absl::StatusOr<uint64_t> TakeCredit(bool arm_if_none) {
+    MutexLock lock(&mutex_);
+    if (!failure_.ok()) return failure_;
+    if (peer_closed_) return absl::FailedPreconditionError("nats channel: the peer closed");
+    const uint64_t credit = std::exchange(credit_, 0);
+    if (credit == 0 && arm_if_none) send_.Arm();
+    return credit;
+  }
+
+  // For a watcher that starts now: armed, or signalled at once when news
+  // is already here (the watcher may not try before it waits).
+  Readiness WatchReceive() {
+    MutexLock lock(&mutex_);
+    if (pieces_.empty() && failure_.ok()) {
+      receive_.Arm();
+    } else {
+      receive_.armed = true;
+      receive_.Wake();
+    }
+    return {receive_.fd, POLLIN};
+  }
+  Readiness WatchSend() {
+    MutexLock lock(&mutex_);
+    if (credit_ == 0 && !peer_closed_ && failure_.ok()) {
+      send_.Arm();
+    } else {
+      send_.armed = true;
+      send_.Wake();
+    }
+    return {send_.fd, POLLIN};
+  }
+
+ private:
+  static void OnMessage(natsConnection*, natsSubscription*, natsMsg* raw, void* closure) {
+    MessagePtr message(raw);
+    Inbox& inbox = **static_cast<std::shared_ptr<Inbox>*>(closure);
+    const absl::string_view kind = KindOf(message.get());
+    uint64_t credit = 0;
+    const bool is_credit = kind == kCreditKind && natsMsg_GetDataLength(message.get()) == sizeof credit;
+    if (is_credit) std::memcpy(&credit, natsMsg_GetData(message.get()), sizeof credit);
+    MutexLock lock(&inbox.mutex_);
+    if (is_credit) {
+      inbox.credit_ += credit;
+      inbox.send_.Wake();
+      return;
+    }
+    if (kind == kBlockedKind && natsMsg_GetDataLength(message.get()) == 0) {
+      // The peer waits for credit: what was taken and not yet handed back
+      // goes now, or with the next piece taken.
+      if (inbox.closing_) return;
+      if (inbox.unacknowledged_ == 0) {
+        inbox.peer_blocked_ = true;
+      } else {
+        inbox.ReturnCredit().IgnoreError();  // a failed publish: the connection is gone
+      }
+      return;
+    }
+    // Data, the close, and anything malformed, which the receive reports in
+    // its place in the order.
+    inbox.pieces_.push_back(std::move(message));
+    if (kind == kCloseKind) {
+      inbox.peer_closed_ = true;
+      // News for any watcher, armed or not: an owner that waits for the
+      // close behind the messages (MessagesMayBeInFlight) may have read
+      // the last of them without finding the end empty.
+      inbox.receive_.armed = true;
+      inbox.send_.armed = true;
+    }
+    inbox.receive_.Wake();
+    inbox.send_.Wake();
+  }
+
+  static void OnComplete(void* closure) {
+    auto* holder = static_cast<std::shared_ptr<Inbox>*>(closure);
+    {
+      Inbox& inbox = **holder;
+      MutexLock lock(&inbox.mutex_);
+      if (!inbox.closing_) {
+        inbox.failure_ = absl::UnavailableError("nats: connection to the broker lost");
+        inbox.receive_.armed = true;
+        inbox.send_.armed = true;
+        inbox.receive_.Wake();
+        inbox.send_.Wake();
+      }
+    }
+    delete holder;
+  }
+
+  absl::Status ReturnCredit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+    const uint64_t credit = std::exchange(unacknowledged_, 0);
+    peer_blocked_ = false;
+    const natsStatus status = natsConnection_PublishRequest(connection_, peer_subject_.c_str(),
+                                                            kCreditKind, &credit, sizeof credit);
+    if (status != NATS_OK) return NatsError("publish", status);
+    return absl::OkStatus();
+  }
+
+  // Used to hand credit back, by the end and by the delivery thread (which
+  // stops once closing_ is set, before the end lets go of the connection).
+  natsConnection* const connection_;
+  const std::string peer_subject_;
+  const uint64_t credit_threshold_;
+
+  Mutex mutex_;
+  uint64_t unacknowledged_ ABSL_GUARDED_BY(mutex_) = 0;  // bytes taken, not yet handed back
+  bool peer_blocked_ ABSL_GUARDED_BY(mutex_) = false;
+  std::deque<MessagePtr> pieces_ ABSL_GUARDED_BY(mutex_);
+  uint64_t credit_ ABSL_GUARDED_BY(mutex_) = 0;
+  bool peer_closed_ ABSL_GUARDED_BY(mutex_) = false;
+  bool closing_ ABSL_GUARDED_BY(mutex_) = false;
+  absl::Status failure_ ABSL_GUARDED_BY(mutex_);
+  WaitPoint receive_ ABSL_GUARDED_BY(mutex_);
+  WaitPoint send_ ABSL_GUARDED_BY(mutex_);
+};
+
+class NatsEnd final : public ChannelEnd {
+ public:
+  NatsEnd(std::shared_ptr<Connection> connection, std::shared_ptr<Inbox> inbox,
+          natsSubscription* subscription, std::string peer_subject, const ChannelOptions& options,
+          size_t window)
+      : connection_(std::move(connection)),
+        inbox_(std::move(inbox)),
+        subscription_(subscription),
+        peer_subject_(std::move(peer_subject)),
+        max_message_size_(options.max_message_size),
+        max_piece_(std::min(connection_->max_payload(), window / 2 - kPieceOverhead)),
+        credit_(window) {}
+
+  ~NatsEnd() override { Close(); }
+
+  ChannelEndCounters& counters() { return counters_; }
+  ChannelMetrics metrics() const override { return counters_.Snapshot(); }
+
+  absl::Status TrySend(absl::Span<const char> message) override {
+    if (closed_) return ClosedError();
+    if (message.size() > max_message_size_) {
+      return absl::ResourceExhaustedError(absl::StrCat("nats channel: message of ", message.size(),
+                                                       " bytes is over the maximum of ",
+                                                       max_message_size_));
+    }
+    if (!held_.has_value()) {
+      if (absl::Status taken = GatherCredit(); !taken.ok()) return taken;
+      if (message.size() <= max_piece_) {
+        // One piece: it goes whole, or waits whole (as on every backend, a
+        // receive that makes room for it is what frees the sender).
+        for (;;) {
+          if (message.size() + kPieceOverhead <= credit_) {
+            if (absl::Status sent = Publish(message, kLastKind); !sent.ok()) return sent;
+            credit_ -= message.size() + kPieceOverhead;
+            counters_.Sent(message.size());
+            return absl::OkStatus();
+          }
+          absl::Status waited = AwaitCredit();
+          if (!waited.ok()) {
+            if (IsWouldBlock(waited)) counters_.sends_blocked.Add();
+            return waited;
+          }
+        }
+      }
+      // Larger than a piece: accepted now, published piece by piece.
+      held_.emplace(message.data(), message.size());
+      held_offset_ = 0;
+      counters_.Sent(message.size());
+      if (absl::Status pushed = PushHeld(); !pushed.ok() && !IsWouldBlock(pushed)) return pushed;
+      return absl::OkStatus();
+    }
+    absl::Status pushed = PushHeld();
+    if (IsWouldBlock(pushed)) counters_.sends_blocked.Add();
+    if (!pushed.ok()) return pushed;
+    return TrySend(message);
+  }
+
+  absl::Status TryFlush() override {
+    if (closed_) return ClosedError();
+    if (!held_.has_value()) return absl::OkStatus();
+    absl::Status pushed = PushHeld();
+    if (IsWouldBlock(pushed)) counters_.sends_blocked.Add();
+    return pushed;
+  }
+
+  absl::StatusOr<size_t> TryReceive(absl::Span<char> out) override {
+    if (closed_) return ClosedError();
+    if (peer_close_seen_) return PeerClosedError();
+    for (;;) {
+      absl::Status failure;
+      MessagePtr piece = inbox_->Next(failure);
+      if (piece == nullptr) {
+        if (!failure.ok()) return failure;
+        counters_.receives_blocked.Add();
+        return WouldBlock();
+      }
+      const absl::string_view kind = KindOf(piece.get());
+      const char* data = natsMsg_GetData(piece.get());
+      const size_t size = static_cast<size_t>(natsMsg_GetDataLength(piece.get()));
+      if (kind == kCloseKind) {
+        peer_close_seen_ = true;
+        return PeerClosedError();
+      }
+      if (kind != kLastKind && kind != kMoreKind) {
+        assembly_.clear();
+        assembling_ = false;
+        return absl::DataLossError(absl::StrCat("nats channel: a message of unknown kind '", kind,
+                                                "' (", size, " bytes) on this end's subject"));
+      }
+      if (absl::Status returned = inbox_->Consumed(size + kPieceOverhead); !returned.ok()) {
+        return returned;
+      }
+      if (!assembling_ && kind == kLastKind) {
+        if (size > max_message_size_) return Oversized(size);
+        return Deliver(absl::string_view(data, size), out);
+      }
+      if (assembly_.size() + size > max_message_size_) {
+        const size_t announced = assembly_.size() + size;
+        assembly_.clear();
+        // The rest of that message is dropped as it arrives.
+        assembling_ = false;
+        discarding_ = kind == kMoreKind;
+        return Oversized(announced);
+      }
+      if (discarding_) {
+        discarding_ = kind == kMoreKind;
+        continue;
+      }
+      assembly_.append(data, size);
+      assembling_ = kind == kMoreKind;
+      if (assembling_) continue;
+      std::string whole = std::move(assembly_);
+      assembly_.clear();
+      return Deliver(whole, out);
+    }
+  }
+
+  Readiness send_readiness() const override { return inbox_->WatchSend(); }
+  Readiness receive_readiness() const override { return inbox_->WatchReceive(); }
+
+  bool ReceiveReady() override {
+    if (closed_ || peer_close_seen_) return false;
+    absl::string_view kind;
+    if (!inbox_->PeekKind(kind)) return assembling_;
+    return kind != kCloseKind;
+  }
+
+  bool MessagesMayBeInFlight() override { return !peer_close_seen_ && !inbox_->PeerClosed(); }
+
+  bool TryTakeBackUnsent() override {
+    if (!held_.has_value() || held_offset_ != 0) return false;
+    counters_.Unsent(held_->size());
+    held_.reset();
+    return true;
+  }
+
+  void Close() override {
+    if (closed_) return;
+    closed_ = true;
+    held_.reset();
+    // Behind everything this end published, on the same connection: the
+    // peer sees it after the last message. Nothing to do if it fails: the
+    // connection is gone, and the peer learns that itself.
+    natsConnection_PublishRequest(connection_->handle(), peer_subject_.c_str(), kCloseKind,
+                                  nullptr, 0);
+    inbox_->BeginClosing();
+    natsSubscription_Unsubscribe(subscription_);
+    connection_->Retire(subscription_);
+    subscription_ = nullptr;
+  }
+
+  size_t max_message_size() const override { return max_message_size_; }
+
+ private:
+  static absl::Status ClosedError() {
+    return absl::FailedPreconditionError("nats channel: this end is closed");
+  }
+  static absl::Status PeerClosedError() {
+    return absl::OutOfRangeError("nats channel: closed by the peer and drained");
+  }
+  absl::Status Oversized(size_t size) const {
+    return absl::DataLossError(absl::StrCat("nats channel: the peer sent a message of ", size,
+                                            " bytes, over the maximum of ", max_message_size_));
+  }
+
+  absl::StatusOr<size_t> Deliver(absl::string_view message, absl::Span<char> out) {
+    std::memcpy(out.data(), message.data(), std::min(out.size(), message.size()));
+    counters_.Received(message.size());
+    return message.size();
+  }
+
+  absl::Status Publish(absl::Span<const char> bytes, const char* kind) {
+    const natsStatus status =
+        *kind == '\0'
+            ? natsConnection_Publish(connection_->handle(), peer_subject_.c_str(), bytes.data(),
+                                     static_cast<int>(bytes.size()))
+            : natsConnection_PublishRequest(connection_->handle(), peer_subject_.c_str(), kind,
+                                            bytes.data(), static_cast<int>(bytes.size()));
+    if (status != NATS_OK) return NatsError("publish", status);
+    return absl::OkStatus();
+  }
+
+  absl::Status GatherCredit() {
+    absl::StatusOr<uint64_t> credit = inbox_->TakeCredit(/*arm_if_none=*/false);
+    if (!credit.ok()) return credit.status();
+    if (*credit > 0) blocked_told_ = false;
+    credit_ += *credit;
+    return absl::OkStatus();
+  }
+
+  // Out of credit: takes what came in meanwhile (OK), or arms the send
+  // side and returns WouldBlock(), telling the receiver once.
+  absl::Status AwaitCredit() {
+    absl::StatusOr<uint64_t> credit = inbox_->TakeCredit(/*arm_if_none=*/true);
+    if (!credit.ok()) return credit.status();
+    if (*credit > 0) {
+      blocked_told_ = false;
+      credit_ += *credit;
+      return absl::OkStatus();
+    }
+    // The receiver may be holding credit back, below its threshold, while
+    // it has nothing more to take.
+    if (!blocked_told_) {
+      if (absl::Status told = Publish({}, kBlockedKind); !told.ok()) return told;
+      blocked_told_ = true;
+    }
+    return WouldBlock();
+  }
+
+  // Publishes as much of the held message as the credit allows; OK once
+  // all of it has left, WouldBlock() (send side armed) before.
+  absl::Status PushHeld() {
+    for (;;) {
+      if (absl::Status taken = GatherCredit(); !taken.ok()) return taken;
+      while (held_.has_value()) {
+        const size_t remaining = held_->size() - held_offset_;
+        const size_t piece = std::min(remaining, max_piece_);
+        if (piece + kPieceOverhead > credit_) break;
+        const bool last = piece == remaining;
+        absl::Status sent =
+            Publish(absl::MakeConstSpan(held_->data() + held_offset_, piece), last ? kLastKind : kMoreKind);
+        if (!sent.ok()) return sent;
+        credit_ -= piece + kPieceOverhead;
+        held_offset_ += piece;
+        if (last) held_.reset();
+      }
+      if (!held_.has_value()) return absl::OkStatus();
+      if (absl::Status waited = AwaitCredit(); !waited.ok()) return waited;
+    }
+  }
+
+
+  const std::shared_ptr<Connection> connection_;
+  const std::shared_ptr<Inbox> inbox_;
+  natsSubscription* subscription_;
+  const std::string peer_subject_;
+  const size_t max_message_size_;
+  const size_t max_piece_;
+  ChannelEndCounters counters_;
+  bool closed_ = false;
+
+  // Sending.
+  size_t credit_;
+  std::optional<std::string> held_;  // a message accepted, not all published
+  size_t held_offset_ = 0;
+  bool blocked_told_ = false;  // the peer knows this end waits for credit
+
+  // Receiving.
+  std::string assembly_;
+  bool assembling_ = false;
+  bool discarding_ = false;
+  bool peer_close_seen_ = false;
+};
+
+class NatsChannelFactory final : public ChannelFactory {
+ public:
+  explicit NatsChannelFactory(std::shared_ptr<Connection> connection)
+      : connection_(std::move(connection)) {}
+
+  absl::StatusOr<ChannelPair> CreatePair(const ChannelOptions& options) override {
+    const size_t window =
+        options.buffer_bytes == 0 ? kDefaultWindow : std::max(options.buffer_bytes, kMinimumWindow);
+    const std::string pair = connection_->NextPairSubject();
+    const std::string subject_a = pair + ".a";
+    const std::string subject_b = pair + ".b";
+    // Credit goes back per quarter window.
+    absl::StatusOr<std::shared_ptr<Inbox>> inbox_a =
+        Inbox::Create(connection_->handle(), subject_b, window / 4);
+    if (!inbox_a.ok()) return inbox_a.status();
+    absl::StatusOr<std::shared_ptr<Inbox>> inbox_b =
+        Inbox::Create(connection_->handle(), subject_a, window / 4);
+    if (!inbox_b.ok()) return inbox_b.status();
+    absl::StatusOr<natsSubscription*> subscription_a =
+        (*inbox_a)->Subscribe(connection_->handle(), subject_a, *inbox_a);
+    if (!subscription_a.ok()) return subscription_a.status();
+    auto end_a = std::make_unique<NatsEnd>(connection_, *inbox_a, *subscription_a, subject_b,
+                                           options, window);
+    absl::StatusOr<natsSubscription*> subscription_b =
+        (*inbox_b)->Subscribe(connection_->handle(), subject_b, *inbox_b);
+    if (!subscription_b.ok()) return subscription_b.status();
+    auto end_b = std::make_unique<NatsEnd>(connection_, *inbox_b, *subscription_b, subject_a,
+                                           options, window);
+    LinkForTrace(end_a->counters(), end_b->counters());
+    return ChannelPair{.task_end = std::move(end_a), .owner_end = std::move(end_b)};
+  }
+
+  std::string name() const override { return "nats"; }
+
+ private:
+  const std::shared_ptr<Connection> connection_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ChannelFactory>> NewNatsChannelFactory(
+    const NatsChannelOptions& options) {
+  std::string url = options.url;
+  if (url.empty()) {
+    absl::StatusOr<std::string> broker = nats_platform::BrokerUrl();
+    if (!broker.ok()) return broker.status();
+    url = *std::move(broker);
+  }
+  absl::StatusOr<std::shared_ptr<Connection>> connection = Connection::Open(url);
+  if (!connection.ok()) return connection.status();
+  return std::make_unique<NatsChannelFactory>(*std::move(connection));
+}
+
+}  // namespace taskrt
