@@ -15,8 +15,8 @@ absl::StatusOr<std::unique_ptr<ChannelFactory>> Create(const BackendOptions& /*o
 const ChannelDescriptor& NatsChannelDescriptor() {
   static constexpr ChannelDescriptor kDescriptor{
       .name = "nats",
-      .summary = "subjects of a NATS broker ($TASKRT_NATS_URL, or a nats-server of its own): "
-                 "ends in other processes or on other machines",
+      .summary = "through a NATS broker ($TASKRT_NATS_URL, or a nats-server of its own): "
+                 "the transport for ends in other processes",
       .needs_io_uring = false,
       .capabilities = {},
       .create = &Create,

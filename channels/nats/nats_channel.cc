@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -96,6 +97,12 @@ class Connection {
   }
 
   ~Connection() {
+    {
+      MutexLock lock(&retired_mutex_);
+      stopping_ = true;
+    }
+    retired_ready_.SignalAll();
+    reaper_.join();
     // Closing stops the read loop; only then is no subscription in its hands.
     natsConnection_Close(handle_);
     for (natsSubscription* subscription : retired_) natsSubscription_Destroy(subscription);
@@ -107,23 +114,13 @@ class Connection {
   // loop look a subscription up and lock it in two steps, so destroying one
   // right after unsubscribing can free it between the two. The loop reads
   // in order: once a flush's PONG has come back after the unsubscribes, it
-  // is done with any message that came before. So the subscriptions are
-  // destroyed in batches, each after one flush.
+  // is done with any message that came before. So a thread of the
+  // connection's own destroys them in batches, each after one flush (a
+  // round trip no end's caller waits for).
   void Retire(natsSubscription* subscription) {
-    std::vector<natsSubscription*> batch;
-    {
-      MutexLock lock(&retired_mutex_);
-      retired_.push_back(subscription);
-      if (retired_.size() < kRetiredBatch) return;
-      batch.swap(retired_);
-    }
-    if (natsConnection_FlushTimeout(handle_, kFlushTimeoutMs) != NATS_OK) {
-      // The connection is gone or stalled: keep them for the destructor.
-      MutexLock lock(&retired_mutex_);
-      retired_.insert(retired_.end(), batch.begin(), batch.end());
-      return;
-    }
-    for (natsSubscription* retired : batch) natsSubscription_Destroy(retired);
+    MutexLock lock(&retired_mutex_);
+    retired_.push_back(subscription);
+    if (retired_.size() >= kRetiredBatch) retired_ready_.Signal();
   }
 
   natsConnection* handle() const { return handle_; }
@@ -136,17 +133,46 @@ class Connection {
   Connection(natsConnection* handle, const char* prefix)
       : handle_(handle),
         prefix_(prefix),
-        max_payload_(static_cast<size_t>(std::max<int64_t>(natsConnection_GetMaxPayload(handle), 1))) {}
+        max_payload_(static_cast<size_t>(std::max<int64_t>(natsConnection_GetMaxPayload(handle), 1))),
+        reaper_([this] { Reap(); }) {}
 
   static constexpr size_t kRetiredBatch = 256;
   static constexpr int64_t kFlushTimeoutMs = 5000;
 
-  natsConnection* const handle_;
+  void Reap() {
+    for (;;) {
+      std::vector<natsSubscription*> batch;
+      {
+        MutexLock lock(&retired_mutex_);
+        retired_ready_.Wait(&retired_mutex_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(retired_mutex_) {
+          return stopping_ || (!flush_failed_ && retired_.size() >= kRetiredBatch);
+        });
+        if (stopping_) return;
+        batch.swap(retired_);
+      }
+      if (natsConnection_FlushTimeout(handle_, kFlushTimeoutMs) != NATS_OK) {
+        // The connection is gone or stalled: the destructor destroys them,
+        // after closing it.
+        MutexLock lock(&retired_mutex_);
+        retired_.insert(retired_.end(), batch.begin(), batch.end());
+        flush_failed_ = true;
+        continue;
+      }
+      for (natsSubscription* retired : batch) natsSubscription_Destroy(retired);
+    }
+  }
+
   Mutex retired_mutex_;
+  CondVar retired_ready_;
   std::vector<natsSubscription*> retired_ ABSL_GUARDED_BY(retired_mutex_);
+  bool stopping_ ABSL_GUARDED_BY(retired_mutex_) = false;
+  bool flush_failed_ ABSL_GUARDED_BY(retired_mutex_) = false;
+  natsConnection* const handle_;
   const std::string prefix_;
   const size_t max_payload_;
   std::atomic<uint64_t> next_pair_{0};
+  // Last: it starts once everything it uses is built.
+  std::thread reaper_;
 };
 
 // A readiness eventfd and whether its watcher waits for news.
@@ -268,11 +294,31 @@ class Inbox {
   // Counts `bytes` of pieces taken, and hands them back to the peer as
   // credit once they reach the threshold, or at once when the peer said it
   // is blocked.
-  absl::Status Consumed(uint64_t bytes) {
+  // A publish that fails keeps the count for the next try; a lost
+  // connection is reported by the subscription's end (OnComplete), not
+  // here, so that a receive never fails after taking a piece.
+  void Consumed(uint64_t bytes) {
     MutexLock lock(&mutex_);
     unacknowledged_ += bytes;
-    if (unacknowledged_ < credit_threshold_ && !peer_blocked_) return absl::OkStatus();
-    return ReturnCredit();
+    if (unacknowledged_ < credit_threshold_ && !peer_blocked_) return;
+    ReturnCredit().IgnoreError();
+  }
+
+  // The peer's close cannot come through the broker (its publish failed):
+  // the peer's end says so directly, both ends being of this process.
+  void MarkPeerClosed() {
+    MutexLock lock(&mutex_);
+    peer_closed_ = true;
+    if (failure_.ok()) failure_ = absl::UnavailableError("nats: connection to the broker lost");
+    receive_.armed = true;
+    send_.armed = true;
+    receive_.Wake();
+    send_.Wake();
+  }
+
+  bool Failed() {
+    MutexLock lock(&mutex_);
+    return !failure_.ok();
   }
 
   // True once the peer's close has arrived: everything it sent is here.
@@ -326,7 +372,9 @@ class Inbox {
     if (is_credit) std::memcpy(&credit, natsMsg_GetData(message.get()), sizeof credit);
     MutexLock lock(&inbox.mutex_);
     if (is_credit) {
-      inbox.credit_ += credit;
+      // Saturating: a hostile peer's huge credit must not wrap; the sender
+      // refuses credit beyond what it has outstanding (GatherCredit).
+      inbox.credit_ = credit > UINT64_MAX - inbox.credit_ ? UINT64_MAX : inbox.credit_ + credit;
       inbox.send_.Wake();
       return;
     }
@@ -353,7 +401,7 @@ class Inbox {
       inbox.send_.armed = true;
     }
     inbox.receive_.Wake();
-    inbox.send_.Wake();
+    if (kind == kCloseKind) inbox.send_.Wake();
   }
 
   static void OnComplete(void* closure) {
@@ -373,11 +421,12 @@ class Inbox {
   }
 
   absl::Status ReturnCredit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
-    const uint64_t credit = std::exchange(unacknowledged_, 0);
-    peer_blocked_ = false;
+    const uint64_t credit = unacknowledged_;
     const natsStatus status = natsConnection_PublishRequest(connection_, peer_subject_.c_str(),
                                                             kCreditKind, &credit, sizeof credit);
     if (status != NATS_OK) return NatsError("publish", status);
+    unacknowledged_ = 0;
+    peer_blocked_ = false;
     return absl::OkStatus();
   }
 
@@ -409,12 +458,14 @@ class NatsEnd final : public ChannelEnd {
         subscription_(subscription),
         peer_subject_(std::move(peer_subject)),
         max_message_size_(options.max_message_size),
+        window_(window),
         max_piece_(std::min(connection_->max_payload(), window / 2 - kPieceOverhead)),
         credit_(window) {}
 
   ~NatsEnd() override { Close(); }
 
   ChannelEndCounters& counters() { return counters_; }
+  void set_peer_inbox(std::weak_ptr<Inbox> peer) { peer_inbox_ = std::move(peer); }
   ChannelMetrics metrics() const override { return counters_.Snapshot(); }
 
   absl::Status TrySend(absl::Span<const char> message) override {
@@ -447,7 +498,15 @@ class NatsEnd final : public ChannelEnd {
       held_.emplace(message.data(), message.size());
       held_offset_ = 0;
       counters_.Sent(message.size());
-      if (absl::Status pushed = PushHeld(); !pushed.ok() && !IsWouldBlock(pushed)) return pushed;
+      absl::Status pushed = PushHeld();
+      if (!pushed.ok() && !IsWouldBlock(pushed)) {
+        // Failed (peer closed, connection lost): nothing accepted after all.
+        if (held_.has_value() && held_offset_ == 0) {
+          counters_.Unsent(held_->size());
+          held_.reset();
+        }
+        return pushed;
+      }
       return absl::OkStatus();
     }
     absl::Status pushed = PushHeld();
@@ -480,16 +539,24 @@ class NatsEnd final : public ChannelEnd {
       const size_t size = static_cast<size_t>(natsMsg_GetDataLength(piece.get()));
       if (kind == kCloseKind) {
         peer_close_seen_ = true;
+        if (assembling_) {
+          assembly_.clear();
+          assembling_ = false;
+          return absl::DataLossError("nats channel: the peer closed in the middle of a message");
+        }
         return PeerClosedError();
       }
       if (kind != kLastKind && kind != kMoreKind) {
-        assembly_.clear();
-        assembling_ = false;
+        // Not the peer's (it sends no such thing): the message being
+        // assembled goes on.
         return absl::DataLossError(absl::StrCat("nats channel: a message of unknown kind '", kind,
                                                 "' (", size, " bytes) on this end's subject"));
       }
-      if (absl::Status returned = inbox_->Consumed(size + kPieceOverhead); !returned.ok()) {
-        return returned;
+      inbox_->Consumed(size + kPieceOverhead);
+      if (discarding_) {
+        // The rest of a message that went over the maximum.
+        discarding_ = kind == kMoreKind;
+        continue;
       }
       if (!assembling_ && kind == kLastKind) {
         if (size > max_message_size_) return Oversized(size);
@@ -498,14 +565,9 @@ class NatsEnd final : public ChannelEnd {
       if (assembly_.size() + size > max_message_size_) {
         const size_t announced = assembly_.size() + size;
         assembly_.clear();
-        // The rest of that message is dropped as it arrives.
         assembling_ = false;
         discarding_ = kind == kMoreKind;
         return Oversized(announced);
-      }
-      if (discarding_) {
-        discarding_ = kind == kMoreKind;
-        continue;
       }
       assembly_.append(data, size);
       assembling_ = kind == kMoreKind;
@@ -522,11 +584,15 @@ class NatsEnd final : public ChannelEnd {
   bool ReceiveReady() override {
     if (closed_ || peer_close_seen_) return false;
     absl::string_view kind;
-    if (!inbox_->PeekKind(kind)) return assembling_;
+    if (!inbox_->PeekKind(kind)) return assembling_ && !inbox_->Failed();
     return kind != kCloseKind;
   }
 
-  bool MessagesMayBeInFlight() override { return !peer_close_seen_ && !inbox_->PeerClosed(); }
+  // Nothing more can come once the close has arrived, the connection is
+  // gone, or this end is closed.
+  bool MessagesMayBeInFlight() override {
+    return !closed_ && !peer_close_seen_ && !inbox_->PeerClosed() && !inbox_->Failed();
+  }
 
   bool TryTakeBackUnsent() override {
     if (!held_.has_value() || held_offset_ != 0) return false;
@@ -542,8 +608,10 @@ class NatsEnd final : public ChannelEnd {
     // Behind everything this end published, on the same connection: the
     // peer sees it after the last message. Nothing to do if it fails: the
     // connection is gone, and the peer learns that itself.
-    natsConnection_PublishRequest(connection_->handle(), peer_subject_.c_str(), kCloseKind,
-                                  nullptr, 0);
+    if (natsConnection_PublishRequest(connection_->handle(), peer_subject_.c_str(), kCloseKind,
+                                      nullptr, 0) != NATS_OK) {
+      if (std::shared_ptr<Inbox> peer = peer_inbox_.lock()) peer->MarkPeerClosed();
+    }
     inbox_->BeginClosing();
     natsSubscription_Unsubscribe(subscription_);
     connection_->Retire(subscription_);
@@ -565,7 +633,9 @@ class NatsEnd final : public ChannelEnd {
   }
 
   absl::StatusOr<size_t> Deliver(absl::string_view message, absl::Span<char> out) {
-    std::memcpy(out.data(), message.data(), std::min(out.size(), message.size()));
+    if (const size_t kept = std::min(out.size(), message.size()); kept > 0) {
+      std::memcpy(out.data(), message.data(), kept);
+    }
     counters_.Received(message.size());
     return message.size();
   }
@@ -584,8 +654,19 @@ class NatsEnd final : public ChannelEnd {
   absl::Status GatherCredit() {
     absl::StatusOr<uint64_t> credit = inbox_->TakeCredit(/*arm_if_none=*/false);
     if (!credit.ok()) return credit.status();
-    if (*credit > 0) blocked_told_ = false;
-    credit_ += *credit;
+    return AddCredit(*credit);
+  }
+
+  // Credit can only give back what is outstanding: more is not the peer's.
+  absl::Status AddCredit(uint64_t credit) {
+    if (credit == 0) return absl::OkStatus();
+    if (credit > window_ - credit_) {
+      return absl::DataLossError(absl::StrCat("nats channel: ", credit,
+                                              " bytes of credit returned, with only ",
+                                              window_ - credit_, " outstanding"));
+    }
+    blocked_told_ = false;
+    credit_ += credit;
     return absl::OkStatus();
   }
 
@@ -594,11 +675,7 @@ class NatsEnd final : public ChannelEnd {
   absl::Status AwaitCredit() {
     absl::StatusOr<uint64_t> credit = inbox_->TakeCredit(/*arm_if_none=*/true);
     if (!credit.ok()) return credit.status();
-    if (*credit > 0) {
-      blocked_told_ = false;
-      credit_ += *credit;
-      return absl::OkStatus();
-    }
+    if (*credit > 0) return AddCredit(*credit);
     // The receiver may be holding credit back, below its threshold, while
     // it has nothing more to take.
     if (!blocked_told_) {
@@ -636,7 +713,9 @@ class NatsEnd final : public ChannelEnd {
   natsSubscription* subscription_;
   const std::string peer_subject_;
   const size_t max_message_size_;
+  const size_t window_;
   const size_t max_piece_;
+  std::weak_ptr<Inbox> peer_inbox_;
   ChannelEndCounters counters_;
   bool closed_ = false;
 
@@ -681,6 +760,8 @@ class NatsChannelFactory final : public ChannelFactory {
     if (!subscription_b.ok()) return subscription_b.status();
     auto end_b = std::make_unique<NatsEnd>(connection_, *inbox_b, *subscription_b, subject_a,
                                            options, window);
+    end_a->set_peer_inbox(*inbox_b);
+    end_b->set_peer_inbox(*inbox_a);
     LinkForTrace(end_a->counters(), end_b->counters());
     return ChannelPair{.task_end = std::move(end_a), .owner_end = std::move(end_b)};
   }

@@ -1,9 +1,9 @@
 #ifndef TASKRT_CHANNELS_NATS_NATS_CHANNEL_H_
 #define TASKRT_CHANNELS_NATS_NATS_CHANNEL_H_
 
-// A channel whose two ends talk over a NATS broker, so that they may live
-// in different processes or on different machines. Contract:
-// core/channel.h.
+// A channel whose two ends talk through a NATS broker: the transport for
+// ends in different processes or on different machines. CreatePair makes
+// both ends in this process, on one connection. Contract: core/channel.h.
 //
 // Broker
 //   A factory holds one connection to the broker (platform/nats/broker.h's
@@ -64,7 +64,16 @@
 //   the close arrives.
 //
 // Threads: the library delivers messages on its shared delivery threads
-// (one pool for every subscription, not a thread per end).
+// (one pool for every subscription, not a thread per end). A publish is
+// written to the connection's socket at once, so a Try* call can wait for
+// the socket to take it (not for the peer).
+//
+// Limits: every pair of a factory shares its connection, and the broker
+// cuts off a client that falls behind by more than its max_pending (64 MiB
+// by default); with windows of 256 KiB, that is reached only by about 128
+// pairs whose receivers all stop reading at once, and then every end of the
+// factory gets kUnavailable. Credit beyond what a sender has outstanding
+// (a third party publishing on the subject) is kDataLoss at the send.
 
 #include <memory>
 #include <string>

@@ -138,6 +138,9 @@ TEST_F(NatsChannelTest, ABrokerThatGoesAwayFailsTheChannelClearly) {
   EXPECT_TRUE(absl::IsUnavailable(sent) && !IsWouldBlock(sent)) << sent;
   absl::StatusOr<ChannelPair> another = factory_->CreatePair({});
   EXPECT_FALSE(another.ok());
+  // A task's owner waits for nothing more: no close can come now.
+  EXPECT_FALSE(pair.owner_end->MessagesMayBeInFlight());
+  EXPECT_FALSE(pair.owner_end->ReceiveReady());
 }
 
 // A client of the broker that is not a channel end: it learns a channel's
@@ -245,6 +248,67 @@ TEST_F(NatsChannelTest, ManyPairsComeAndGoOnOneConnection) {
     n = Receive(*pair.owner_end, absl::MakeSpan(buffer));
     ASSERT_EQ(n.status().code(), absl::StatusCode::kOutOfRange) << n.status();
   }
+}
+
+}  // namespace
+}  // namespace taskrt
+
+namespace taskrt {
+namespace {
+
+// What a third party on the broker can send that the peer never would.
+TEST_F(NatsChannelTest, AHostileClientCannotCorruptTheStream) {
+  ChannelPair pair = NewPair({.max_message_size = 64});
+  ASSERT_NE(pair.task_end, nullptr);
+  HostileClient hostile(broker_->url());
+  ASSERT_TRUE(Send(*pair.task_end, absl::string_view("first")).ok());
+  const std::string owner_subject = hostile.NextSubject();
+  ASSERT_TRUE(absl::EndsWith(owner_subject, ".b")) << owner_subject;
+  const std::string task_subject = owner_subject.substr(0, owner_subject.size() - 1) + "a";
+  char buffer[64];
+  absl::StatusOr<size_t> n = Receive(*pair.owner_end, absl::MakeSpan(buffer));
+  ASSERT_TRUE(n.ok()) << n.status();
+
+  // A message over the maximum in pieces: one kDataLoss, and its tail is
+  // not taken for a message of its own.
+  hostile.Publish(owner_subject, "m", std::string(40, 'm'));
+  hostile.Publish(owner_subject, "m", std::string(40, 'm'));
+  hostile.Publish(owner_subject, nullptr, "tail");
+  ASSERT_TRUE(Send(*pair.task_end, absl::string_view("second")).ok());
+  n = Receive(*pair.owner_end, absl::MakeSpan(buffer));
+  ASSERT_FALSE(n.ok());
+  EXPECT_TRUE(absl::IsDataLoss(n.status())) << n.status();
+  n = Receive(*pair.owner_end, absl::MakeSpan(buffer));
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(absl::string_view(buffer, *n), "second");
+
+  // Credit the sender never had outstanding: kDataLoss at its next send,
+  // not a window without bounds (nor a wrapped one).
+  hostile.Publish(task_subject, "c", std::string("\xff\xff\xff\xff\xff\xff\xff\xff", 8));
+  absl::Status sent;
+  for (int i = 0; i < 1000 && sent.ok(); ++i) {
+    // The credit arrives on the library's thread; a send after it fails.
+    sent = pair.task_end->TrySend(absl::MakeConstSpan("x", 1));
+    if (sent.ok()) (void)Receive(*pair.owner_end, absl::MakeSpan(buffer));
+    if (sent.ok()) hostile.Publish(task_subject, "c", std::string("\xff\xff\xff\xff\xff\xff\xff\xff", 8));
+  }
+  EXPECT_TRUE(absl::IsDataLoss(sent)) << sent;
+}
+
+TEST_F(NatsChannelTest, ACloseInTheMiddleOfAMessageIsDataLossThenTheEnd) {
+  ChannelPair pair = NewPair({.max_message_size = 64});
+  ASSERT_NE(pair.task_end, nullptr);
+  HostileClient hostile(broker_->url());
+  ASSERT_TRUE(Send(*pair.task_end, absl::string_view("first")).ok());
+  const std::string owner_subject = hostile.NextSubject();
+  char buffer[64];
+  ASSERT_TRUE(Receive(*pair.owner_end, absl::MakeSpan(buffer)).ok());
+  hostile.Publish(owner_subject, "m", "half a message");
+  hostile.Publish(owner_subject, "x", "");
+  absl::StatusOr<size_t> n = Receive(*pair.owner_end, absl::MakeSpan(buffer));
+  EXPECT_TRUE(absl::IsDataLoss(n.status())) << n.status();
+  n = Receive(*pair.owner_end, absl::MakeSpan(buffer));
+  EXPECT_EQ(n.status().code(), absl::StatusCode::kOutOfRange) << n.status();
 }
 
 }  // namespace

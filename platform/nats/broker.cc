@@ -101,6 +101,18 @@ void LocalBroker::Watch(std::string executable, int output_read, int output_writ
   for (std::string& argument : arguments) argv.push_back(argument.data());
   argv.push_back(nullptr);
 
+  {
+    MutexLock lock(&mutex_);
+    if (stopping_) {  // stopped (a start that timed out) before it forked
+      start_status_ = absl::UnavailableError("nats-server: stopped before it started");
+      started_ = true;
+      exited_ = true;
+      changed_.SignalAll();
+      close(output_read);
+      close(output_write);
+      return;
+    }
+  }
   const pid_t child = fork();
   if (child == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -181,6 +193,7 @@ void LocalBroker::Stop() {
   if (!watcher_.joinable()) return;
   {
     MutexLock lock(&mutex_);
+    stopping_ = true;
     if (pid_ > 0 && !exited_) kill(pid_, SIGTERM);
   }
   watcher_.join();

@@ -73,8 +73,10 @@ class LocalBroker {
   CondVar changed_;
   bool started_ ABSL_GUARDED_BY(mutex_) = false;  // ready, or failed to start
   bool exited_ ABSL_GUARDED_BY(mutex_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
   absl::Status start_status_ ABSL_GUARDED_BY(mutex_);
   std::string output_tail_ ABSL_GUARDED_BY(mutex_);  // the end of its output
+  // Written by the watcher under mutex_ before Start() returns, read after.
   std::string url_;
   pid_t pid_ = -1;
   std::thread watcher_;
