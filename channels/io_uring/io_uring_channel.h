@@ -26,17 +26,9 @@
 //   per sending thread and watches in core/event_loop.h that can name a
 //   target other than an fd; it is not built.
 //
-//   The numbers (issue 22; `compare --filter
-//   'channel_pair_lifecycle|cross_thread_ping_pong|stream_8B|fan_in_1000'
-//   --repetitions=3`, 2 shared vCPUs, ratios within one run): the socket
-//   data path with two rings a pair took 119 us for channel_pair_lifecycle,
-//   361x the `memory` row; the ring pair takes 0.98x the `memory` row, and
-//   0.02x socketpair on cross_thread_ping_pong, 0.013x on stream_8B, 0.011x
-//   on stream_8B_batch64, 0.98-1.17x the `memory` rows of fan_in_1000.
-//   `wake_bench` (event_loops/io_uring) put a one-way wake through
-//   MSG_RING at 12.6 us against 19.3 us for the eventfd with its drain, on
-//   a loaded machine; an earlier run on a quieter one had the eventfd ahead
-//   without the drain (2.5 against 3.0 us).
+//   The measurements behind this choice (pair lifecycle, ping-pong,
+//   streams, fan-in, MSG_RING against the eventfd) are in the README's
+//   numbers section, with the commands that reproduce them.
 //
 // Limits and errors: as the ring pair's (ChannelOptions::buffer_bytes in
 // [256, 2^30]; max_message_size at most 2^32 - 9), labelled
