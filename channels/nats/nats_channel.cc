@@ -53,6 +53,10 @@ absl::Status NatsError(absl::string_view operation, natsStatus status) {
   return absl::UnavailableError(absl::StrCat("nats: ", operation, ": ", natsStatus_GetText(status)));
 }
 
+absl::Status ConnectionLostError() {
+  return absl::UnavailableError("nats: connection to the broker lost");
+}
+
 absl::string_view KindOf(natsMsg* message) {
   const char* reply = natsMsg_GetReply(message);
   return reply == nullptr ? absl::string_view() : absl::string_view(reply);
@@ -189,6 +193,11 @@ struct WaitPoint {
     // Cannot fail short of the counter's 2^64 - 2 limit, unreachable here.
     [[maybe_unused]] const ssize_t ignored = write(fd, &one, sizeof one);
   }
+  // News for the watcher whether it is armed or not.
+  void Signal() {
+    armed = true;
+    Wake();
+  }
   // Called with news absent: the watcher waits for the next.
   void Arm() {
     if (signalled) {
@@ -309,11 +318,9 @@ class Inbox {
   void MarkPeerClosed() {
     MutexLock lock(&mutex_);
     peer_closed_ = true;
-    if (failure_.ok()) failure_ = absl::UnavailableError("nats: connection to the broker lost");
-    receive_.armed = true;
-    send_.armed = true;
-    receive_.Wake();
-    send_.Wake();
+    if (failure_.ok()) failure_ = ConnectionLostError();
+    receive_.Signal();
+    send_.Signal();
   }
 
   bool Failed() {
@@ -321,10 +328,11 @@ class Inbox {
     return !failure_.ok();
   }
 
-  // True once the peer's close has arrived: everything it sent is here.
-  bool PeerClosed() {
+  // True once nothing more can arrive: the peer's close is here (behind
+  // everything it sent), or the connection is gone.
+  bool NothingMoreToCome() {
     MutexLock lock(&mutex_);
-    return peer_closed_;
+    return peer_closed_ || !failure_.ok();
   }
 
   // Credit returned by the peer since the last call; arms the send side
@@ -346,8 +354,7 @@ class Inbox {
     if (pieces_.empty() && failure_.ok()) {
       receive_.Arm();
     } else {
-      receive_.armed = true;
-      receive_.Wake();
+      receive_.Signal();
     }
     return {receive_.fd, POLLIN};
   }
@@ -356,8 +363,7 @@ class Inbox {
     if (credit_ == 0 && !peer_closed_ && failure_.ok()) {
       send_.Arm();
     } else {
-      send_.armed = true;
-      send_.Wake();
+      send_.Signal();
     }
     return {send_.fd, POLLIN};
   }
@@ -392,16 +398,16 @@ class Inbox {
     // Data, the close, and anything malformed, which the receive reports in
     // its place in the order.
     inbox.pieces_.push_back(std::move(message));
-    if (kind == kCloseKind) {
-      inbox.peer_closed_ = true;
-      // News for any watcher, armed or not: an owner that waits for the
-      // close behind the messages (MessagesMayBeInFlight) may have read
-      // the last of them without finding the end empty.
-      inbox.receive_.armed = true;
-      inbox.send_.armed = true;
+    if (kind != kCloseKind) {
+      inbox.receive_.Wake();
+      return;
     }
-    inbox.receive_.Wake();
-    if (kind == kCloseKind) inbox.send_.Wake();
+    inbox.peer_closed_ = true;
+    // News for any watcher, armed or not: an owner that waits for the close
+    // behind the messages (MessagesMayBeInFlight) may have read the last of
+    // them without finding the end empty.
+    inbox.receive_.Signal();
+    inbox.send_.Signal();
   }
 
   static void OnComplete(void* closure) {
@@ -410,11 +416,9 @@ class Inbox {
       Inbox& inbox = **holder;
       MutexLock lock(&inbox.mutex_);
       if (!inbox.closing_) {
-        inbox.failure_ = absl::UnavailableError("nats: connection to the broker lost");
-        inbox.receive_.armed = true;
-        inbox.send_.armed = true;
-        inbox.receive_.Wake();
-        inbox.send_.Wake();
+        inbox.failure_ = ConnectionLostError();
+        inbox.receive_.Signal();
+        inbox.send_.Signal();
       }
     }
     delete holder;
@@ -450,6 +454,30 @@ class Inbox {
 
 class NatsEnd final : public ChannelEnd {
  public:
+  // An end receiving on `subject` and sending to `peer_subject`; credit
+  // goes back per quarter window.
+  static absl::StatusOr<std::unique_ptr<NatsEnd>> Create(std::shared_ptr<Connection> connection,
+                                                        const std::string& subject,
+                                                        const std::string& peer_subject,
+                                                        const ChannelOptions& options,
+                                                        size_t window) {
+    absl::StatusOr<std::shared_ptr<Inbox>> inbox =
+        Inbox::Create(connection->handle(), peer_subject, window / 4);
+    if (!inbox.ok()) return inbox.status();
+    absl::StatusOr<natsSubscription*> subscription =
+        (*inbox)->Subscribe(connection->handle(), subject, *inbox);
+    if (!subscription.ok()) return subscription.status();
+    return std::make_unique<NatsEnd>(std::move(connection), *std::move(inbox), *subscription,
+                                     peer_subject, options, window);
+  }
+
+  // Each end tells the other's inbox of a close the broker cannot carry.
+  static void Link(NatsEnd& a, NatsEnd& b) {
+    a.peer_inbox_ = b.inbox_;
+    b.peer_inbox_ = a.inbox_;
+    LinkForTrace(a.counters_, b.counters_);
+  }
+
   NatsEnd(std::shared_ptr<Connection> connection, std::shared_ptr<Inbox> inbox,
           natsSubscription* subscription, std::string peer_subject, const ChannelOptions& options,
           size_t window)
@@ -464,8 +492,6 @@ class NatsEnd final : public ChannelEnd {
 
   ~NatsEnd() override { Close(); }
 
-  ChannelEndCounters& counters() { return counters_; }
-  void set_peer_inbox(std::weak_ptr<Inbox> peer) { peer_inbox_ = std::move(peer); }
   ChannelMetrics metrics() const override { return counters_.Snapshot(); }
 
   absl::Status TrySend(absl::Span<const char> message) override {
@@ -591,7 +617,7 @@ class NatsEnd final : public ChannelEnd {
   // Nothing more can come once the close has arrived, the connection is
   // gone, or this end is closed.
   bool MessagesMayBeInFlight() override {
-    return !closed_ && !peer_close_seen_ && !inbox_->PeerClosed() && !inbox_->Failed();
+    return !closed_ && !peer_close_seen_ && !inbox_->NothingMoreToCome();
   }
 
   bool TryTakeBackUnsent() override {
@@ -606,10 +632,9 @@ class NatsEnd final : public ChannelEnd {
     closed_ = true;
     held_.reset();
     // Behind everything this end published, on the same connection: the
-    // peer sees it after the last message. Nothing to do if it fails: the
-    // connection is gone, and the peer learns that itself.
-    if (natsConnection_PublishRequest(connection_->handle(), peer_subject_.c_str(), kCloseKind,
-                                      nullptr, 0) != NATS_OK) {
+    // peer sees it after the last message. If the publish fails, the
+    // connection is gone, and the peer (of this process) is told directly.
+    if (!Publish({}, kCloseKind).ok()) {
       if (std::shared_ptr<Inbox> peer = peer_inbox_.lock()) peer->MarkPeerClosed();
     }
     inbox_->BeginClosing();
@@ -741,29 +766,14 @@ class NatsChannelFactory final : public ChannelFactory {
     const size_t window =
         options.buffer_bytes == 0 ? kDefaultWindow : std::max(options.buffer_bytes, kMinimumWindow);
     const std::string pair = connection_->NextPairSubject();
-    const std::string subject_a = pair + ".a";
-    const std::string subject_b = pair + ".b";
-    // Credit goes back per quarter window.
-    absl::StatusOr<std::shared_ptr<Inbox>> inbox_a =
-        Inbox::Create(connection_->handle(), subject_b, window / 4);
-    if (!inbox_a.ok()) return inbox_a.status();
-    absl::StatusOr<std::shared_ptr<Inbox>> inbox_b =
-        Inbox::Create(connection_->handle(), subject_a, window / 4);
-    if (!inbox_b.ok()) return inbox_b.status();
-    absl::StatusOr<natsSubscription*> subscription_a =
-        (*inbox_a)->Subscribe(connection_->handle(), subject_a, *inbox_a);
-    if (!subscription_a.ok()) return subscription_a.status();
-    auto end_a = std::make_unique<NatsEnd>(connection_, *inbox_a, *subscription_a, subject_b,
-                                           options, window);
-    absl::StatusOr<natsSubscription*> subscription_b =
-        (*inbox_b)->Subscribe(connection_->handle(), subject_b, *inbox_b);
-    if (!subscription_b.ok()) return subscription_b.status();
-    auto end_b = std::make_unique<NatsEnd>(connection_, *inbox_b, *subscription_b, subject_a,
-                                           options, window);
-    end_a->set_peer_inbox(*inbox_b);
-    end_b->set_peer_inbox(*inbox_a);
-    LinkForTrace(end_a->counters(), end_b->counters());
-    return ChannelPair{.task_end = std::move(end_a), .owner_end = std::move(end_b)};
+    absl::StatusOr<std::unique_ptr<NatsEnd>> end_a =
+        NatsEnd::Create(connection_, pair + ".a", pair + ".b", options, window);
+    if (!end_a.ok()) return end_a.status();
+    absl::StatusOr<std::unique_ptr<NatsEnd>> end_b =
+        NatsEnd::Create(connection_, pair + ".b", pair + ".a", options, window);
+    if (!end_b.ok()) return end_b.status();
+    NatsEnd::Link(**end_a, **end_b);
+    return ChannelPair{.task_end = *std::move(end_a), .owner_end = *std::move(end_b)};
   }
 
   std::string name() const override { return "nats"; }

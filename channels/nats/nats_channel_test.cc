@@ -167,6 +167,18 @@ class HostileClient {
     return subject;
   }
 
+  // The subject of `pair`'s owner end, learnt from a first message sent
+  // through the pair (and received, so that the pair is empty again);
+  // empty on failure.
+  std::string LearnOwnerSubject(ChannelPair& pair) {
+    EXPECT_TRUE(Send(*pair.task_end, absl::string_view("first")).ok());
+    std::string subject = NextSubject();
+    char buffer[16];
+    absl::StatusOr<size_t> n = Receive(*pair.owner_end, absl::MakeSpan(buffer));
+    EXPECT_TRUE(n.ok() && absl::string_view(buffer, *n) == "first") << n.status();
+    return subject;
+  }
+
   void Publish(const std::string& subject, const char* reply, absl::string_view data) {
     const int size = static_cast<int>(data.size());
     EXPECT_EQ(reply == nullptr
@@ -186,12 +198,10 @@ TEST_F(NatsChannelTest, GarbageOnAChannelsSubjectIsDataLossAndTheStreamGoesOn) {
   ChannelPair pair = NewPair({.max_message_size = 64});
   ASSERT_NE(pair.task_end, nullptr);
   HostileClient hostile(broker_->url());
-  ASSERT_TRUE(Send(*pair.task_end, absl::string_view("first")).ok());
-  const std::string owner_subject = hostile.NextSubject();
+  const std::string owner_subject = hostile.LearnOwnerSubject(pair);
   ASSERT_FALSE(owner_subject.empty());
   char buffer[64];
-  absl::StatusOr<size_t> n = Receive(*pair.owner_end, absl::MakeSpan(buffer));
-  ASSERT_TRUE(n.ok()) << n.status();
+  absl::StatusOr<size_t> n;
 
   // A kind no end sends, credit of the wrong size, and a message over the
   // pair's maximum: each is kDataLoss where it falls in the order.
@@ -226,11 +236,6 @@ TEST_F(NatsChannelTest, EveryPairHasSubjectsOfItsOwn) {
   EXPECT_EQ(absl::string_view(buffer, *n), "2");
 }
 
-}  // namespace
-}  // namespace taskrt
-
-namespace taskrt {
-namespace {
 
 // Enough pairs that closed ends' subscriptions are destroyed in batches
 // while the connection lives, each pair used once.
@@ -250,24 +255,17 @@ TEST_F(NatsChannelTest, ManyPairsComeAndGoOnOneConnection) {
   }
 }
 
-}  // namespace
-}  // namespace taskrt
-
-namespace taskrt {
-namespace {
 
 // What a third party on the broker can send that the peer never would.
 TEST_F(NatsChannelTest, AHostileClientCannotCorruptTheStream) {
   ChannelPair pair = NewPair({.max_message_size = 64});
   ASSERT_NE(pair.task_end, nullptr);
   HostileClient hostile(broker_->url());
-  ASSERT_TRUE(Send(*pair.task_end, absl::string_view("first")).ok());
-  const std::string owner_subject = hostile.NextSubject();
+  const std::string owner_subject = hostile.LearnOwnerSubject(pair);
   ASSERT_TRUE(absl::EndsWith(owner_subject, ".b")) << owner_subject;
   const std::string task_subject = owner_subject.substr(0, owner_subject.size() - 1) + "a";
   char buffer[64];
-  absl::StatusOr<size_t> n = Receive(*pair.owner_end, absl::MakeSpan(buffer));
-  ASSERT_TRUE(n.ok()) << n.status();
+  absl::StatusOr<size_t> n;
 
   // A message over the maximum in pieces: one kDataLoss, and its tail is
   // not taken for a message of its own.
@@ -284,13 +282,14 @@ TEST_F(NatsChannelTest, AHostileClientCannotCorruptTheStream) {
 
   // Credit the sender never had outstanding: kDataLoss at its next send,
   // not a window without bounds (nor a wrapped one).
-  hostile.Publish(task_subject, "c", std::string("\xff\xff\xff\xff\xff\xff\xff\xff", 8));
+  const std::string huge_credit(8, '\xff');
+  hostile.Publish(task_subject, "c", huge_credit);
   absl::Status sent;
   for (int i = 0; i < 1000 && sent.ok(); ++i) {
     // The credit arrives on the library's thread; a send after it fails.
     sent = pair.task_end->TrySend(absl::MakeConstSpan("x", 1));
     if (sent.ok()) (void)Receive(*pair.owner_end, absl::MakeSpan(buffer));
-    if (sent.ok()) hostile.Publish(task_subject, "c", std::string("\xff\xff\xff\xff\xff\xff\xff\xff", 8));
+    if (sent.ok()) hostile.Publish(task_subject, "c", huge_credit);
   }
   EXPECT_TRUE(absl::IsDataLoss(sent)) << sent;
 }
@@ -299,10 +298,9 @@ TEST_F(NatsChannelTest, ACloseInTheMiddleOfAMessageIsDataLossThenTheEnd) {
   ChannelPair pair = NewPair({.max_message_size = 64});
   ASSERT_NE(pair.task_end, nullptr);
   HostileClient hostile(broker_->url());
-  ASSERT_TRUE(Send(*pair.task_end, absl::string_view("first")).ok());
-  const std::string owner_subject = hostile.NextSubject();
+  const std::string owner_subject = hostile.LearnOwnerSubject(pair);
+  ASSERT_FALSE(owner_subject.empty());
   char buffer[64];
-  ASSERT_TRUE(Receive(*pair.owner_end, absl::MakeSpan(buffer)).ok());
   hostile.Publish(owner_subject, "m", "half a message");
   hostile.Publish(owner_subject, "x", "");
   absl::StatusOr<size_t> n = Receive(*pair.owner_end, absl::MakeSpan(buffer));
