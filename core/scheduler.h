@@ -27,6 +27,15 @@
 //   The destructor shuts down if Shutdown() was not called, so a scheduler
 //   must not be destroyed from one of its own threads.
 //
+// Units in other processes
+//   A scheduler whose units run in other processes
+//   (capabilities().runs_named_entries_elsewhere) cannot take a closure for
+//   a task: it runs registered entries by name (core/entry_registry.h)
+//   through StartNamedEntry(), and hands the owner the task's end of a
+//   channel (core/remote_entry.h). Such a backend says in its own header
+//   how often an entry may run (a retry after a worker died runs it again,
+//   TaskContext::attempt() > 1).
+//
 // Errors
 //   Schedule: kFailedPrecondition after shutdown began; kInvalidArgument for
 //   empty work. Construction (each backend's Create): kInvalidArgument for a
@@ -36,26 +45,16 @@
 #include <cstdint>
 #include <string>
 
-#include "absl/functional/any_invocable.h"
+#include <memory>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/channel.h"
+#include "core/remote_entry.h"
+#include "core/work.h"
 
 namespace taskrt {
-
-using Work = absl::AnyInvocable<void() &&>;
-
-// A unit of work that owns itself, for hot paths such as fork-join spawns:
-// one allocation per unit, no type-erasure box around it. RunAndDelete()
-// runs the unit and destroys it.
-class Job {
- public:
-  virtual ~Job() = default;
-  virtual void RunAndDelete() = 0;
-
-  // Belongs to the scheduler that accepted the job, from ScheduleJob() until
-  // the job runs: a link for the scheduler's intrusive queues, so queuing a
-  // job allocates nothing. Nobody else reads or writes it.
-  Job* scheduler_link = nullptr;
-};
 
 // What a scheduler offers beyond this contract. Code that needs more asks
 // for a capability, never for a backend by name.
@@ -66,6 +65,9 @@ struct SchedulerCapabilities {
   bool single_thread_stackful_tasks = false;
   // The backend runs as many workers as it is asked for (otherwise one).
   bool honours_worker_count = false;
+  // Units run in other processes: a task runs there by the name of a
+  // registered entry (StartNamedEntry), never as a closure.
+  bool runs_named_entries_elsewhere = false;
 
   friend bool operator==(const SchedulerCapabilities&, const SchedulerCapabilities&) = default;
 };
@@ -127,6 +129,15 @@ class Scheduler {
   virtual std::string name() const = 0;
 
   virtual SchedulerCapabilities capabilities() const = 0;
+
+  // For a scheduler whose units run in other processes
+  // (capabilities().runs_named_entries_elsewhere): starts registered entry
+  // `entry_name` for a new task and returns the owner's end of its channel.
+  // Every other scheduler: kUnimplemented. Task::Run calls it; the owner
+  // then uses the end as the task's channel, and the task is finished once
+  // RemoteOwnerEnd::EntryResult() has a value.
+  virtual absl::StatusOr<std::unique_ptr<RemoteOwnerEnd>> StartNamedEntry(
+      absl::string_view entry_name, const ChannelOptions& options);
 };
 
 }  // namespace taskrt

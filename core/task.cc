@@ -10,13 +10,12 @@ namespace taskrt {
 // State shared by the owner's Task and the scheduled entry. The entry's
 // closure holds a reference, so a destroyed (detached) Task frees nothing
 // the entry still uses.
-struct TaskContext::Shared {
+struct Task::Shared {
   TaskEntry entry;
   ChannelPair channel;  // task_end: the entry's; owner_end: the owner's
   std::atomic<bool> cancel{false};
   std::atomic<bool> entry_done{false};
   int result = 0;  // written before entry_done is released
-  TaskContext context{this};
 };
 
 const char* TaskStateName(TaskState state) {
@@ -31,32 +30,51 @@ const char* TaskStateName(TaskState state) {
   return "unknown";
 }
 
-absl::Status TaskContext::Write(absl::Span<const char> message) {
-  return Send(*shared_->channel.task_end, message);
-}
+absl::Status TaskContext::Write(absl::Span<const char> message) { return Send(*end_, message); }
 
-absl::StatusOr<size_t> TaskContext::Read(absl::Span<char> out) {
-  return Receive(*shared_->channel.task_end, out);
-}
+absl::StatusOr<size_t> TaskContext::Read(absl::Span<char> out) { return Receive(*end_, out); }
 
 absl::Status TaskContext::WriteUntil(absl::Span<const char> message, absl::Time deadline) {
-  return SendUntil(*shared_->channel.task_end, message, deadline);
+  return SendUntil(*end_, message, deadline);
 }
 
 absl::StatusOr<size_t> TaskContext::ReadUntil(absl::Span<char> out, absl::Time deadline) {
-  return ReceiveUntil(*shared_->channel.task_end, out, deadline);
+  return ReceiveUntil(*end_, out, deadline);
 }
 
 bool TaskContext::cancel_requested() const {
-  return shared_->cancel.load(std::memory_order_acquire);
+  return cancel_ != nullptr && cancel_->load(std::memory_order_acquire);
+}
+
+int RunEntryOn(const RegisteredEntry& entry, ChannelEnd& task_end, int attempt,
+               const std::atomic<bool>* cancel) {
+  TaskContext context(&task_end, cancel, attempt);
+  return entry(context);
 }
 
 absl::StatusOr<std::unique_ptr<Task>> Task::Create(TaskEntry entry) {
   if (!entry) return absl::InvalidArgumentError("Task::Create: the entry is empty");
-  return std::unique_ptr<Task>(new Task(std::move(entry)));
+  return std::unique_ptr<Task>(new Task(std::move(entry), std::string()));
 }
 
-Task::Task(TaskEntry entry) : shared_(std::make_shared<TaskContext::Shared>()) {
+absl::StatusOr<std::unique_ptr<Task>> Task::CreateNamed(absl::string_view name) {
+  absl::StatusOr<RegisteredEntry> entry = FindEntry(name);
+  if (!entry.ok()) return entry.status();
+  return std::unique_ptr<Task>(new Task(*std::move(entry), std::string(name)));
+}
+
+absl::StatusOr<std::unique_ptr<Task>> Task::CreateNamed(absl::string_view name,
+                                                        TaskEntry local_entry) {
+  if (!local_entry) {
+    return absl::InvalidArgumentError("Task::CreateNamed: the local entry is empty");
+  }
+  absl::StatusOr<RegisteredEntry> entry = FindEntry(name);
+  if (!entry.ok()) return entry.status();
+  return std::unique_ptr<Task>(new Task(std::move(local_entry), std::string(name)));
+}
+
+Task::Task(TaskEntry entry, std::string entry_name)
+    : shared_(std::make_shared<Shared>()), entry_name_(std::move(entry_name)) {
   shared_->entry = std::move(entry);
 }
 
@@ -72,33 +90,69 @@ Task::~Task() {
 }
 
 absl::Status Task::Run(const TaskEnvironment& env) {
-  if (env.scheduler == nullptr || env.channels == nullptr || env.loop == nullptr) {
+  const bool elsewhere =
+      env.scheduler != nullptr && env.scheduler->capabilities().runs_named_entries_elsewhere;
+  if (env.scheduler == nullptr || (env.channels == nullptr && !elsewhere) || env.loop == nullptr) {
     return absl::InvalidArgumentError(
         "Task::Run: the environment needs a scheduler, a channel factory and an event loop");
+  }
+  if (elsewhere && entry_name_.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "Task::Run: ", env.scheduler->name(),
+        ": this scheduler runs entries in other processes; create the task by name "
+        "(Task::CreateNamed)"));
   }
   TaskState expected = TaskState::kCreated;
   if (!state_.compare_exchange_strong(expected, TaskState::kRunning)) {
     return absl::FailedPreconditionError(
         absl::StrCat("Task::Run: the task was already run (state: ", TaskStateName(expected), ")"));
   }
-  absl::StatusOr<ChannelPair> pair = env.channels->CreatePair(env.channel_options);
-  if (!pair.ok()) {
-    state_.store(TaskState::kCreated);
-    return pair.status();
+  absl::Status started = elsewhere ? StartElsewhere(env) : StartHere(env);
+  if (!started.ok()) state_.store(TaskState::kCreated);
+  return started;
+}
+
+absl::Status Task::StartElsewhere(const TaskEnvironment& env) {
+  absl::StatusOr<std::unique_ptr<RemoteOwnerEnd>> end =
+      env.scheduler->StartNamedEntry(entry_name_, env.channel_options);
+  if (!end.ok()) return end.status();
+  if (*end == nullptr) {
+    return absl::InternalError(absl::StrCat("Task::Run: ", env.scheduler->name(),
+                                            " started entry \"", entry_name_,
+                                            "\" but returned no channel end"));
   }
+  RemoteOwnerEnd* remote = end->get();
+  loop_ = env.loop;
+  absl::StatusOr<WatchId> watch =
+      loop_->Watch(remote->receive_readiness(), [this] { OnChannelEvent(); });
+  if (!watch.ok()) {
+    remote->Close();  // the entry started: tell it nobody listens
+    return watch.status();
+  }
+  watch_ = *watch;
+  remote_end_ = remote;
+  shared_->channel.owner_end = *std::move(end);
+  // The entry the Task holds never runs here.
+  shared_->entry = nullptr;
+  return absl::OkStatus();
+}
+
+absl::Status Task::StartHere(const TaskEnvironment& env) {
+  absl::StatusOr<ChannelPair> pair = env.channels->CreatePair(env.channel_options);
+  if (!pair.ok()) return pair.status();
   shared_->channel = *std::move(pair);
   loop_ = env.loop;
   absl::StatusOr<WatchId> watch =
       loop_->Watch(shared_->channel.owner_end->receive_readiness(), [this] { OnChannelEvent(); });
   if (!watch.ok()) {
     shared_->channel = ChannelPair{};
-    state_.store(TaskState::kCreated);
     return watch.status();
   }
   watch_ = *watch;
 
   absl::Status scheduled = env.scheduler->Schedule([shared = shared_] {
-    const int result = shared->entry(shared->context);
+    TaskContext context(shared->channel.task_end.get(), &shared->cancel, /*attempt=*/1);
+    const int result = shared->entry(context);
     shared->entry = nullptr;  // free what the entry captured, here and now
     shared->result = result;
     shared->entry_done.store(true, std::memory_order_release);
@@ -109,7 +163,6 @@ absl::Status Task::Run(const TaskEnvironment& env) {
     loop_->Unwatch(watch_).IgnoreError();
     watch_ = 0;
     shared_->channel = ChannelPair{};
-    state_.store(TaskState::kCreated);
     return scheduled;
   }
   return absl::OkStatus();
@@ -117,8 +170,8 @@ absl::Status Task::Run(const TaskEnvironment& env) {
 
 void Task::OnChannelEvent() {
   if (finished()) return;
-  if (EntryDoneAndDelivered()) {
-    result_ = shared_->result;
+  if (const std::optional<int> result = DoneAndDeliveredResult()) {
+    result_ = *result;
     state_.store(TaskState::kFinished, std::memory_order_release);
     loop_->Unwatch(watch_).IgnoreError();
     watch_ = 0;
@@ -142,11 +195,15 @@ void Task::OnChannelEvent() {
   RecallIfUnread(alive);
 }
 
-bool Task::EntryDoneAndDelivered() {
+std::optional<int> Task::DoneAndDeliveredResult() {
+  if (remote_end_ != nullptr) return remote_end_->EntryResult();
   // The entry's messages may still be on their way when it has returned
   // (a channel across a broker); its close comes behind them.
-  return shared_->entry_done.load(std::memory_order_acquire) &&
-         !owner_end()->MessagesMayBeInFlight();
+  if (shared_->entry_done.load(std::memory_order_acquire) &&
+      !owner_end()->MessagesMayBeInFlight()) {
+    return shared_->result;
+  }
+  return std::nullopt;
 }
 
 void Task::RecallIfUnread(const std::weak_ptr<bool>& alive) {

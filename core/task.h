@@ -37,6 +37,20 @@
 //   order, truncation that keeps the stream in step, zero-length messages,
 //   the maximum size, and kOutOfRange on a closed, drained channel.
 //
+// Entries known by name, and entries that run in another process
+//   CreateNamed() makes a task of an entry registered by name
+//   (core/entry_registry.h). On a scheduler whose units run in other
+//   processes (SchedulerCapabilities::runs_named_entries_elsewhere), only
+//   such a task can run: Run() asks the scheduler to start the entry by its
+//   name (Scheduler::StartNamedEntry) and takes the owner's end of the
+//   channel it returns. Everything above holds there as well: the task is
+//   finished once that end reports the entry's result
+//   (RemoteOwnerEnd::EntryResult: the entry returned and all it wrote has
+//   arrived), and destroying or cancelling the task closes the owner's end.
+//   A scheduler that retries an entry elsewhere (at least once) runs it
+//   again with TaskContext::attempt() > 1. A process that runs entries for
+//   owners elsewhere runs each one with RunEntryOn().
+//
 // Destruction and cancellation
 //   Destroying a Task is safe at any point, including from its own callback.
 //   A running task is asked to cancel (TaskContext::cancel_requested()) and
@@ -55,13 +69,17 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "core/channel.h"
+#include "core/entry_registry.h"
 #include "core/event_loop.h"
 #include "core/mutex.h"
 #include "core/scheduler.h"
@@ -82,7 +100,9 @@ class Resumable {
 };
 
 // Where a task runs: all three must outlive the task's run (the scheduler
-// until the entry returned, the loop until the task is destroyed).
+// until the entry returned, the loop until the task is destroyed). A
+// scheduler that runs entries in other processes makes its own channel
+// (Scheduler::StartNamedEntry), so `channels` may be null with it.
 struct TaskEnvironment {
   Scheduler* scheduler = nullptr;
   ChannelFactory* channels = nullptr;
@@ -104,13 +124,32 @@ class TaskContext {
   absl::StatusOr<size_t> ReadUntil(absl::Span<char> out, absl::Time deadline);
   // True once the owner asked the task to stop (RequestCancel or destroy).
   bool cancel_requested() const;
+  // Which run of the entry this is for its task: 1 for every local run; a
+  // scheduler that retries an entry elsewhere (at least once) passes 2, 3,
+  // ... so that an entry can know it is a retry (and, say, skip work an
+  // earlier run finished).
+  int attempt() const { return attempt_; }
 
  private:
   friend class Task;
-  struct Shared;
-  explicit TaskContext(Shared* shared) : shared_(shared) {}
-  Shared* shared_;
+  friend int RunEntryOn(const RegisteredEntry& entry, ChannelEnd& task_end, int attempt,
+                        const std::atomic<bool>* cancel);
+  TaskContext(ChannelEnd* end, const std::atomic<bool>* cancel, int attempt)
+      : end_(end), cancel_(cancel), attempt_(attempt) {}
+
+  ChannelEnd* const end_;                  // the task's end
+  const std::atomic<bool>* const cancel_;  // null: never cancelled
+  const int attempt_;
 };
+
+// Runs `entry` on the calling thread with a TaskContext whose Write/Read go
+// to `task_end` and whose cancel_requested() reads `cancel` (may be null:
+// never cancelled); returns the entry's value. For processes that run
+// entries for owners elsewhere. `attempt` is what TaskContext::attempt()
+// says (>= 1). `task_end` stays open: the caller closes it once the owner
+// may learn that the entry returned, behind every message it wrote.
+int RunEntryOn(const RegisteredEntry& entry, ChannelEnd& task_end, int attempt,
+               const std::atomic<bool>* cancel);
 
 using TaskEntry = absl::AnyInvocable<int(TaskContext&)>;
 
@@ -121,6 +160,23 @@ class Task {
   // kInvalidArgument for an empty entry.
   static absl::StatusOr<std::unique_ptr<Task>> Create(TaskEntry entry);
 
+  // A task of the entry registered as `name` (core/entry_registry.h), with
+  // a copy of it of its own. kNotFound (from FindEntry) when the name is not
+  // registered: before anything runs or is sent.
+  static absl::StatusOr<std::unique_ptr<Task>> CreateNamed(absl::string_view name);
+  // As CreateNamed(name), but a run in this process calls `local_entry`
+  // instead of the registered copy; a scheduler that runs entries elsewhere
+  // still runs the entry registered as `name`. For a facade whose
+  // registered entry is a wrapper that needs the owner's own state when the
+  // entry runs beside it (kore/kore_tasks.cc: the caller's struct
+  // kore_task). kInvalidArgument for an empty `local_entry`.
+  static absl::StatusOr<std::unique_ptr<Task>> CreateNamed(absl::string_view name,
+                                                           TaskEntry local_entry);
+
+  // The name the task was created by; empty for a task created from a
+  // closure (Create).
+  const std::string& entry_name() const { return entry_name_; }
+
   ~Task();
   Task(const Task&) = delete;
   Task& operator=(const Task&) = delete;
@@ -129,6 +185,10 @@ class Task {
   // the entry. kFailedPrecondition if already run; kInvalidArgument for a
   // missing scheduler, factory or loop; the backend's error if the channel
   // cannot be created or the scheduler refuses (the task stays kCreated).
+  // On a scheduler that runs entries in other processes: starts the entry
+  // by name instead (Scheduler::StartNamedEntry; no factory needed), and a
+  // task created from a closure gets kFailedPrecondition (it stays
+  // kCreated).
   absl::Status Run(const TaskEnvironment& env);
 
   absl::Status BindCallback(Callback callback);
@@ -157,11 +217,16 @@ class Task {
   bool cancel_requested() const;
 
  private:
-  explicit Task(TaskEntry entry);
+  struct Shared;
+  Task(TaskEntry entry, std::string entry_name);
+  absl::Status StartElsewhere(const TaskEnvironment& env);
+  absl::Status StartHere(const TaskEnvironment& env);
   void OnChannelEvent();
-  // The entry has returned and everything it wrote has reached the
-  // owner's end (ChannelEnd::MessagesMayBeInFlight).
-  bool EntryDoneAndDelivered();
+  // The entry's value once it has returned and everything it wrote has
+  // reached the owner's end (ChannelEnd::MessagesMayBeInFlight, or the
+  // remote end's EntryResult); nullopt before.
+  std::optional<int> DoneAndDeliveredResult();
+  bool EntryDoneAndDelivered() { return DoneAndDeliveredResult().has_value(); }
   // After a notification: calls the binding again on the loop's next round
   // if it left a message unread.
   void RecallIfUnread(const std::weak_ptr<bool>& alive);
@@ -171,7 +236,11 @@ class Task {
   absl::StatusOr<size_t> NoteReceive(absl::StatusOr<size_t> result);
   ChannelEnd* owner_end() const;
 
-  std::shared_ptr<TaskContext::Shared> shared_;
+  std::shared_ptr<Shared> shared_;
+  const std::string entry_name_;
+  // The owner's end when the entry runs in another process (it is also
+  // shared_->channel.owner_end, which owns it); null otherwise.
+  RemoteOwnerEnd* remote_end_ = nullptr;
   std::atomic<TaskState> state_{TaskState::kCreated};
   EventLoop* loop_ = nullptr;
   WatchId watch_ = 0;

@@ -55,7 +55,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/scheduler.h"
+#include "core/work.h"
 
 namespace taskrt {
 namespace trace {
