@@ -13,7 +13,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "backends/registry.h"
+#include "core/entry_registry.h"
 #include "core/execution_context.h"
+#include "core/mutex.h"
 #include "core/task.h"
 
 namespace {
@@ -73,6 +75,72 @@ bool RefuseInsideEntry(const char* function) {
       function, ": called from inside a task's entry; only the owner (the thread that runs the "
                 "loop) may call it")));
   return true;
+}
+
+using KoreEntry = int (*)(struct kore_task*);
+
+// Runs the C entry `entry` for the task known to it as `t`, with `context`
+// for its calls on `t`.
+int RunKoreEntry(KoreEntry entry, struct kore_task* t, taskrt::TaskContext& context) {
+  EntryRecord record{t, &context, {}};
+  void* const outer = taskrt::CurrentExecutionContext().task_local(&kEntryKey);
+  taskrt::CurrentExecutionContext().set_task_local(&kEntryKey, &record);
+  const int result = entry(t);
+  taskrt::CurrentExecutionContext().set_task_local(&kEntryKey, outer);
+  return result;
+}
+
+// The C entries registered by name (kore_task_register), both ways: by
+// name for kore_task_create_named, by function for kore_task_create. One
+// function has one name, so a create by function is never ambiguous.
+class KoreEntries {
+ public:
+  absl::Status Register(absl::string_view name, KoreEntry entry) ABSL_LOCKS_EXCLUDED(mu_) {
+    taskrt::MutexLock lock(&mu_);
+    if (auto it = names_.find(entry); it != names_.end()) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "kore_task_register: this entry function is already registered as \"", it->second,
+          "\"; one function has one name"));
+    }
+    // Held across the core registration: two registrations of one function
+    // under two names cannot both pass the check above.
+    absl::Status registered =
+        taskrt::RegisterEntry(name, [entry](taskrt::TaskContext& context) {
+          // Wherever it runs, the entry gets a struct of its own.
+          struct kore_task own = {nullptr, nullptr};
+          return RunKoreEntry(entry, &own, context);
+        });
+    if (!registered.ok()) {
+      return absl::Status(registered.code(),
+                          absl::StrCat("kore_task_register: ", registered.message()));
+    }
+    names_.emplace(entry, std::string(name));
+    entries_.emplace(std::string(name), entry);
+    return absl::OkStatus();
+  }
+
+  std::optional<std::string> NameOf(KoreEntry entry) ABSL_LOCKS_EXCLUDED(mu_) {
+    taskrt::MutexLock lock(&mu_);
+    auto it = names_.find(entry);
+    if (it == names_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  KoreEntry EntryNamed(absl::string_view name) ABSL_LOCKS_EXCLUDED(mu_) {
+    taskrt::MutexLock lock(&mu_);
+    auto it = entries_.find(name);
+    return it == entries_.end() ? nullptr : it->second;
+  }
+
+ private:
+  taskrt::Mutex mu_;
+  absl::flat_hash_map<KoreEntry, std::string> names_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, KoreEntry> entries_ ABSL_GUARDED_BY(mu_);
+};
+
+KoreEntries& RegisteredKoreEntries() {
+  static KoreEntries* const entries = new KoreEntries();  // entries outlive exit
+  return *entries;
 }
 
 // Resumes a bound request through the hook the application registered.
@@ -238,6 +306,39 @@ u_int32_t ChannelRead(struct kore_task* t, void* out, u_int32_t length, absl::Ti
   return static_cast<u_int32_t>(*got);
 }
 
+// Makes `task` the live task `t`. Sets the last error on every path.
+void AdoptLive(struct kore_task* t, std::unique_ptr<Task> task, const char* function) {
+  auto kore = std::make_unique<KoreTask>();
+  kore->task = std::move(task);
+  KoreTask* record = kore.get();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!LiveTasks().try_emplace(t, std::move(kore)).second) {
+      Failed(absl::FailedPreconditionError(absl::StrCat(
+          function, ": this task already exists; destroy it before creating it again")));
+      return;
+    }
+  }
+  // Written for the caller's eyes only; never read back.
+  t->impl = record;
+  Succeeded();
+}
+
+// Makes `t` the live task of `entry`: a named task when `name` is set (a
+// run in this process still calls `entry` with `t`), else one of a closure.
+// Sets the last error on every path.
+void CreateLive(struct kore_task* t, KoreEntry entry, const std::optional<std::string>& name,
+                const char* function) {
+  auto local = [t, entry](taskrt::TaskContext& context) { return RunKoreEntry(entry, t, context); };
+  absl::StatusOr<std::unique_ptr<Task>> task =
+      name.has_value() ? Task::CreateNamed(*name, local) : Task::Create(local);
+  if (!task.ok()) {
+    Failed(task.status());
+    return;
+  }
+  AdoptLive(t, *std::move(task), function);
+}
+
 }  // namespace
 
 extern "C" {
@@ -248,33 +349,54 @@ void kore_task_create(struct kore_task* t, int (*entry)(struct kore_task*)) {
     Failed(absl::InvalidArgumentError("kore_task_create: the task and the entry must not be NULL"));
     return;
   }
-  absl::StatusOr<std::unique_ptr<Task>> task =
-      Task::Create([t, entry](taskrt::TaskContext& context) {
-        EntryRecord record{t, &context, {}};
-        void* const outer = taskrt::CurrentExecutionContext().task_local(&kEntryKey);
-        taskrt::CurrentExecutionContext().set_task_local(&kEntryKey, &record);
-        const int result = entry(t);
-        taskrt::CurrentExecutionContext().set_task_local(&kEntryKey, outer);
-        return result;
-      });
-  if (!task.ok()) {
-    Failed(task.status());
+  CreateLive(t, entry, RegisteredKoreEntries().NameOf(entry), "kore_task_create");
+}
+
+void kore_task_create_named(struct kore_task* t, const char* name) {
+  if (RefuseInsideEntry("kore_task_create_named")) return;
+  if (t == nullptr || name == nullptr) {
+    Failed(absl::InvalidArgumentError(
+        "kore_task_create_named: the task and the name must not be NULL"));
     return;
   }
-  auto kore = std::make_unique<KoreTask>();
-  kore->task = *std::move(task);
-  KoreTask* record = kore.get();
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (!LiveTasks().try_emplace(t, std::move(kore)).second) {
-      Failed(absl::FailedPreconditionError(
-          "kore_task_create: this task already exists; destroy it before creating it again"));
-      return;
-    }
+  if (KoreEntry entry = RegisteredKoreEntries().EntryNamed(name)) {
+    CreateLive(t, entry, std::string(name), "kore_task_create_named");
+    return;
   }
-  // Written for the caller's eyes only; never read back.
-  t->impl = record;
+  // Unknown here (kNotFound), or an entry registered from C++: the task
+  // runs it with a context and no struct.
+  absl::StatusOr<std::unique_ptr<Task>> task = Task::CreateNamed(name);
+  if (!task.ok()) {
+    Failed(absl::Status(task.status().code(),
+                        absl::StrCat("kore_task_create_named: ", task.status().message())));
+    return;
+  }
+  AdoptLive(t, *std::move(task), "kore_task_create_named");
+}
+
+int kore_task_register(const char* name, int (*entry)(struct kore_task*)) {
+  if (name == nullptr || entry == nullptr) {
+    Failed(absl::InvalidArgumentError(
+        "kore_task_register: the name and the entry must not be NULL"));
+    return KORE_RESULT_ERROR;
+  }
+  absl::Status status = RegisteredKoreEntries().Register(name, entry);
+  if (!status.ok()) {
+    Failed(status);
+    return KORE_RESULT_ERROR;
+  }
   Succeeded();
+  return KORE_RESULT_OK;
+}
+
+int kore_task_attempt(struct kore_task* t) {
+  if (taskrt::TaskContext* context = OwnEntryContext(t)) {
+    Succeeded();
+    return context->attempt();
+  }
+  Failed(absl::FailedPreconditionError(
+      "kore_task_attempt: only the entry of this task, while it runs, has an attempt"));
+  return 0;
 }
 
 void kore_task_run(struct kore_task* t) {

@@ -25,8 +25,10 @@
  *
  * Additions: choosing the backends (kore_task_runtime_init), pumping the
  * owner's loop from C (kore_task_loop_run_once), kore_task_state,
- * kore_task_result, the request-resume hook for bind_request, and
- * channel reads and writes with a timeout.
+ * kore_task_result, the request-resume hook for bind_request,
+ * channel reads and writes with a timeout, and entries known by name
+ * (kore_task_register, kore_task_create_named, kore_task_attempt) for
+ * schedulers that run entries in other processes.
  *
  * Threads: the owner's calls (create, run, bind, destroy, the owner side of
  * the channel, the loop pump, runtime init and shutdown) come from one
@@ -56,6 +58,14 @@ extern "C" {
 #define KORE_TASK_STATE_RUNNING 2
 #define KORE_TASK_STATE_FINISHED 3
 #define KORE_TASK_STATE_ABORT 4 /* never set, as in Kore */
+
+/* Kore's own values, for kore_task_register; kore.h defines the same. */
+#ifndef KORE_RESULT_ERROR
+#define KORE_RESULT_ERROR 0
+#endif
+#ifndef KORE_RESULT_OK
+#define KORE_RESULT_OK 1
+#endif
 
 /* Kore's request type; the facade only passes pointers to the resume hook. */
 struct http_request;
@@ -98,6 +108,45 @@ int kore_task_channel_write_timeout(struct kore_task *t, void *data, u_int32_t l
 				    int timeout_ms);
 u_int32_t kore_task_channel_read_timeout(struct kore_task *t, void *out, u_int32_t length,
 					 int timeout_ms);
+
+/*
+ * Entries known by name. A scheduler that runs entries in other processes
+ * (a worker pool on other machines) cannot take a function pointer: it runs
+ * an entry by a name that the owner and every worker binary register at
+ * start-up, each the same way (core/entry_registry.h).
+ *
+ * kore_task_register registers `entry` under `name` (1 to 128 bytes of
+ * A-Z a-z 0-9 _ . : -) in the process's registry of entries. Returns
+ * KORE_RESULT_OK, or KORE_RESULT_ERROR with kore_task_last_error() set: a
+ * NULL or bad name, a NULL entry, a name already registered, an entry
+ * already registered under another name. Names stay registered for the
+ * life of the process. May be called from any thread.
+ *
+ * Wherever the registered entry runs, in this process or in a worker with
+ * no owner's struct, it is given a struct kore_task: in this process the
+ * one the owner created the task with, in a worker one of its own (its
+ * `arg` is NULL: a worker has no owner's memory). Its calls on that struct
+ * (kore_task_channel_read/write, the timeouts, kore_task_cancel_requested,
+ * kore_task_attempt) go to its task's channel, as inside any entry.
+ *
+ * kore_task_create with a registered entry creates the task as the named
+ * one, so a program that registers its entries runs unchanged on a
+ * scheduler that runs them elsewhere; with an unregistered entry it creates
+ * it as always (such a task cannot run there: kore_task_run sets the
+ * error).
+ *
+ * kore_task_create_named creates `t` as the entry registered as `name`;
+ * an unknown name sets kore_task_last_error() (kNotFound) and creates
+ * nothing. Otherwise as kore_task_create.
+ *
+ * kore_task_attempt, inside the entry for its own task: 1 for a first run;
+ * 2, 3, ... when a scheduler that delivers at least once runs the entry
+ * again after a worker died (work it finished before may have been done
+ * already). Elsewhere 0 with kore_task_last_error() set.
+ */
+int kore_task_register(const char *name, int (*entry)(struct kore_task *));
+void kore_task_create_named(struct kore_task *t, const char *name);
+int kore_task_attempt(struct kore_task *t);
 
 /*
  * Chooses the backends by the names of the backend registry

@@ -130,6 +130,31 @@ patient_entry(struct kore_task *t)
 	return 7;
 }
 
+/* Registered by name: replies "<message>:<attempt>:<arg>", where <arg> says
+ * whether the struct is the owner's (which carries a marker in arg). */
+static char owner_marker;
+
+static int
+named_entry(struct kore_task *t)
+{
+	char buf[64];
+	u_int32_t len;
+	int attempt;
+
+	attempt = kore_task_attempt(t);
+	if (kore_task_last_error() != NULL)
+		return -1;
+	len = kore_task_channel_read(t, buf, sizeof(buf));
+	if (kore_task_last_error() != NULL || len > 32)
+		return -2;
+	len += (u_int32_t)snprintf(buf + len, sizeof(buf) - len, ":%d:%s", attempt,
+	    t->arg == &owner_marker ? "owner" : "own");
+	kore_task_channel_write(t, buf, len);
+	if (kore_task_last_error() != NULL)
+		return -3;
+	return 30 + attempt;
+}
+
 static int request_resumes = 0;
 static void
 resume_request(struct http_request *req)
@@ -145,6 +170,94 @@ pump_until_finished(struct kore_task *t)
 	while (!kore_task_finished(t) && rounds++ < 100000)
 		if (kore_task_loop_run_once(100) < 0)
 			break;
+}
+
+static void
+pump_until_finished(struct kore_task *t);
+
+/* Runs `t` (created, arg set by the caller), sends "ping", checks the
+ * named entry's reply and result, and destroys it. */
+static void
+run_named_task(struct kore_task *t)
+{
+	char msg[64];
+	u_int32_t len;
+
+	CHECK(kore_task_state(t) == KORE_TASK_STATE_CREATED);
+	kore_task_run(t);
+	CHECK(kore_task_last_error() == NULL);
+	kore_task_channel_write(t, "ping", 4);
+	CHECK(kore_task_last_error() == NULL);
+	len = kore_task_channel_read(t, msg, sizeof(msg));
+	CHECK(kore_task_last_error() == NULL);
+	CHECK(len == 12 && memcmp(msg, "ping:1:owner", 12) == 0);
+	pump_until_finished(t);
+	CHECK(kore_task_result(t) == 31);
+	kore_task_destroy(t);
+	CHECK(kore_task_last_error() == NULL);
+}
+
+/* Entries known by name: registration's errors, create by name, create of a
+ * registered entry, and attempt(). */
+static void
+check_named_entries(void)
+{
+	struct kore_task t;
+	const char *err;
+
+	CHECK(kore_task_register("kore.test.named", named_entry) == KORE_RESULT_OK);
+	CHECK(kore_task_last_error() == NULL);
+
+	/* A taken name, a function with a name already, bad input. */
+	CHECK(kore_task_register("kore.test.named", quick_entry) == KORE_RESULT_ERROR);
+	err = kore_task_last_error();
+	CHECK(err != NULL && strstr(err, "ALREADY_EXISTS") != NULL &&
+	    strstr(err, "kore.test.named") != NULL);
+	CHECK(kore_task_register("kore.test.other_name", named_entry) == KORE_RESULT_ERROR);
+	CHECK(kore_task_last_error() != NULL);
+	CHECK(kore_task_register("bad name", quick_entry) == KORE_RESULT_ERROR);
+	err = kore_task_last_error();
+	CHECK(err != NULL && strstr(err, "INVALID_ARGUMENT") != NULL);
+	CHECK(kore_task_register("", quick_entry) == KORE_RESULT_ERROR);
+	CHECK(kore_task_register(NULL, quick_entry) == KORE_RESULT_ERROR);
+	CHECK(kore_task_register("kore.test.null", NULL) == KORE_RESULT_ERROR);
+	CHECK(kore_task_last_error() != NULL);
+
+	/* An unknown name: nothing is created. */
+	memset(&t, 0, sizeof(t));
+	kore_task_create_named(&t, "kore.test.unknown");
+	err = kore_task_last_error();
+	CHECK(err != NULL && strstr(err, "NOT_FOUND") != NULL &&
+	    strstr(err, "kore.test.unknown") != NULL);
+	CHECK(kore_task_state(&t) == 0);
+	kore_task_create_named(&t, NULL);
+	CHECK(kore_task_last_error() != NULL);
+
+	/* The owner has no attempt. */
+	CHECK(kore_task_attempt(&t) == 0);
+	CHECK(kore_task_last_error() != NULL);
+
+	/* By name, and by the registered function: in this process the entry
+	 * gets the owner's struct. */
+	memset(&t, 0, sizeof(t));
+	kore_task_create_named(&t, "kore.test.named");
+	CHECK(kore_task_last_error() == NULL);
+	t.arg = &owner_marker;
+	run_named_task(&t);
+
+	memset(&t, 0, sizeof(t));
+	kore_task_create(&t, named_entry);
+	CHECK(kore_task_last_error() == NULL);
+	t.arg = &owner_marker;
+	run_named_task(&t);
+
+	/* A second create of a live struct is refused, by name too. */
+	memset(&t, 0, sizeof(t));
+	kore_task_create_named(&t, "kore.test.named");
+	kore_task_create_named(&t, "kore.test.named");
+	CHECK(kore_task_last_error() != NULL);
+	kore_task_destroy(&t);
+	CHECK(kore_task_last_error() == NULL);
 }
 
 /* argv: the scheduler, channel and loop to run on (see kore/BUILD). */
@@ -239,6 +352,8 @@ main(int argc, char **argv)
 	pump_until_finished(&task);
 	CHECK(kore_task_result(&task) == 7);
 	kore_task_destroy(&task);
+
+	check_named_entries();
 
 	/* Shutdown is refused while a task exists. */
 	kore_task_runtime_shutdown();
