@@ -30,6 +30,13 @@ class RemoteOwnerEnd : public ChannelEnd {
   // to a value (the entry's close arrives behind its messages), so an owner
   // that watches it learns of the end without polling.
   virtual std::optional<int> EntryResult() = 0;
+
+  // The owner asked the task to stop (Task::RequestCancel). A backend that
+  // can tells the process running the entry, whose
+  // TaskContext::cancel_requested() then turns true; the default does
+  // nothing, and the entry learns only of the owner's Close() (the task
+  // destroyed), which every backend passes on.
+  virtual void RequestCancel() {}
 };
 
 }  // namespace taskrt

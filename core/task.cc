@@ -313,7 +313,11 @@ absl::StatusOr<size_t> Task::TryRead(absl::Span<char> out) {
   return NoteReceive(owner_end()->TryReceive(out));
 }
 
-void Task::RequestCancel() { shared_->cancel.store(true, std::memory_order_release); }
+void Task::RequestCancel() {
+  shared_->cancel.store(true, std::memory_order_release);
+  // The entry's flag is in another process: the scheduler carries the news.
+  if (remote_end_ != nullptr) remote_end_->RequestCancel();
+}
 
 bool Task::cancel_requested() const { return shared_->cancel.load(std::memory_order_acquire); }
 

@@ -46,7 +46,9 @@
 //   channel it returns. Everything above holds there as well: the task is
 //   finished once that end reports the entry's result
 //   (RemoteOwnerEnd::EntryResult: the entry returned and all it wrote has
-//   arrived), and destroying or cancelling the task closes the owner's end.
+//   arrived); destroying the task closes the owner's end, and
+//   RequestCancel() reaches the entry as far as the scheduler carries it
+//   (RemoteOwnerEnd::RequestCancel).
 //   A scheduler that retries an entry elsewhere (at least once) runs it
 //   again with TaskContext::attempt() > 1. A process that runs entries for
 //   owners elsewhere runs each one with RunEntryOn().

@@ -74,6 +74,7 @@ class FakeRemoteEnd final : public RemoteOwnerEnd {
     inner_->Close();
   }
   size_t max_message_size() const override { return inner_->max_message_size(); }
+  void RequestCancel() override { run_->cancel.store(true, std::memory_order_release); }
 
  private:
   const std::unique_ptr<ChannelEnd> inner_;
@@ -272,6 +273,27 @@ TEST_P(TaskRemoteTest, DestroyingARunningTaskCancelsItsEntry) {
   ASSERT_TRUE(got.ok()) << got.status();
   task->reset();
   scheduler_->JoinAll();  // returns only because the entry saw the close
+}
+
+TEST_P(TaskRemoteTest, RequestCancelReachesTheEntryThroughTheScheduler) {
+  absl::StatusOr<std::unique_ptr<Task>> task = Task::CreateNamed("test.until_cancelled");
+  ASSERT_TRUE(task.ok()) << task.status();
+  ASSERT_TRUE((*task)
+                  ->BindCallback([](Task& t) {
+                    char buffer[8];
+                    while (t.TryRead(absl::MakeSpan(buffer)).ok()) {
+                    }
+                  })
+                  .ok());
+  ASSERT_TRUE((*task)->Run(Environment()).ok());
+  char buffer[8];
+  ASSERT_TRUE((*task)->Read(absl::MakeSpan(buffer)).ok());  // it runs
+  (*task)->RequestCancel();
+  EXPECT_TRUE((*task)->cancel_requested());
+  RunLoopUntilFinished(**task);
+  absl::StatusOr<int> result = (*task)->result();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(*result, 1);  // returned because it saw the request, not a closed channel
 }
 
 TEST_P(TaskRemoteTest, UnknownNameIsNotFoundBeforeAnythingStarts) {
