@@ -1,19 +1,15 @@
 #include "channels/nats/nats_channel.h"
 
 #include <nats/nats.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <deque>
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -23,16 +19,22 @@
 #include "core/errors.h"
 #include "core/mutex.h"
 #include "platform/nats/broker.h"
+#include "platform/nats/connection.h"
 
 namespace taskrt {
 namespace {
+
+using nats_platform::Connection;
+using nats_platform::ConnectionLostError;
+using nats_platform::MessagePtr;
+using nats_platform::NatsError;
+using nats_platform::WaitPoint;
 
 constexpr size_t kDefaultWindow = 256 * 1024;
 // What a piece costs against the window beyond its payload, so that empty
 // messages are bounded too.
 constexpr size_t kPieceOverhead = 16;
 constexpr size_t kMinimumWindow = 4 * kPieceOverhead;
-constexpr int64_t kConnectTimeoutMs = 5000;
 
 // The kinds of piece, carried as the reply subject; see the header.
 constexpr char kLastKind[] = "";
@@ -41,173 +43,10 @@ constexpr char kCreditKind[] = "c";
 constexpr char kCloseKind[] = "x";
 constexpr char kBlockedKind[] = "b";
 
-absl::Status NatsError(absl::string_view operation, natsStatus status) {
-  if (status == NATS_CONNECTION_CLOSED || status == NATS_CONNECTION_DISCONNECTED ||
-      status == NATS_STALE_CONNECTION) {
-    return absl::UnavailableError(
-        absl::StrCat("nats: ", operation, ": connection to the broker lost"));
-  }
-  if (status == NATS_NO_MEMORY) {
-    return absl::ResourceExhaustedError(absl::StrCat("nats: ", operation, ": out of memory"));
-  }
-  return absl::UnavailableError(absl::StrCat("nats: ", operation, ": ", natsStatus_GetText(status)));
-}
-
-absl::Status ConnectionLostError() {
-  return absl::UnavailableError("nats: connection to the broker lost");
-}
-
 absl::string_view KindOf(natsMsg* message) {
   const char* reply = natsMsg_GetReply(message);
   return reply == nullptr ? absl::string_view() : absl::string_view(reply);
 }
-
-struct MessageDeleter {
-  void operator()(natsMsg* message) const { natsMsg_Destroy(message); }
-};
-using MessagePtr = std::unique_ptr<natsMsg, MessageDeleter>;
-
-// One connection, shared by a factory and every end it made.
-class Connection {
- public:
-  static absl::StatusOr<std::shared_ptr<Connection>> Open(const std::string& url) {
-    natsOptions* options = nullptr;
-    natsStatus status = natsOptions_Create(&options);
-    if (status != NATS_OK) return NatsError("options", status);
-    // Lost messages are worse than a failed channel: see "Broker".
-    status = natsOptions_SetURL(options, url.c_str());
-    if (status == NATS_OK) status = natsOptions_SetAllowReconnect(options, false);
-    // One pool of delivery threads for every subscription, not one each.
-    if (status == NATS_OK) status = natsOptions_UseGlobalMessageDelivery(options, true);
-    // A message leaves at once instead of when the flusher thread wakes.
-    if (status == NATS_OK) status = natsOptions_SetSendAsap(options, true);
-    if (status == NATS_OK) status = natsOptions_SetTimeout(options, kConnectTimeoutMs);
-    natsConnection* handle = nullptr;
-    if (status == NATS_OK) status = natsConnection_Connect(&handle, options);
-    natsOptions_Destroy(options);
-    if (status != NATS_OK) {
-      return absl::UnavailableError(
-          absl::StrCat("nats: cannot connect to ", url, ": ", natsStatus_GetText(status)));
-    }
-    natsInbox* inbox = nullptr;
-    status = natsInbox_Create(&inbox);
-    if (status != NATS_OK) {
-      natsConnection_Destroy(handle);
-      return NatsError("unique subject", status);
-    }
-    auto connection = std::shared_ptr<Connection>(new Connection(handle, inbox));
-    natsInbox_Destroy(inbox);
-    return connection;
-  }
-
-  ~Connection() {
-    {
-      MutexLock lock(&retired_mutex_);
-      stopping_ = true;
-    }
-    retired_ready_.SignalAll();
-    reaper_.join();
-    // Closing stops the read loop; only then is no subscription in its hands.
-    natsConnection_Close(handle_);
-    for (natsSubscription* subscription : retired_) natsSubscription_Destroy(subscription);
-    natsConnection_Destroy(handle_);
-  }
-
-  // Takes an unsubscribed subscription, to destroy once the read loop can
-  // no longer be holding it. libnats before 3.6 (nats.c #637) has its read
-  // loop look a subscription up and lock it in two steps, so destroying one
-  // right after unsubscribing can free it between the two. The loop reads
-  // in order: once a flush's PONG has come back after the unsubscribes, it
-  // is done with any message that came before. So a thread of the
-  // connection's own destroys them in batches, each after one flush (a
-  // round trip no end's caller waits for).
-  void Retire(natsSubscription* subscription) {
-    MutexLock lock(&retired_mutex_);
-    retired_.push_back(subscription);
-    if (retired_.size() >= kRetiredBatch) retired_ready_.Signal();
-  }
-
-  natsConnection* handle() const { return handle_; }
-  size_t max_payload() const { return max_payload_; }
-  std::string NextPairSubject() {
-    return absl::StrCat(prefix_, ".", next_pair_.fetch_add(1, std::memory_order_relaxed));
-  }
-
- private:
-  Connection(natsConnection* handle, const char* prefix)
-      : handle_(handle),
-        prefix_(prefix),
-        max_payload_(static_cast<size_t>(std::max<int64_t>(natsConnection_GetMaxPayload(handle), 1))),
-        reaper_([this] { Reap(); }) {}
-
-  static constexpr size_t kRetiredBatch = 256;
-  static constexpr int64_t kFlushTimeoutMs = 5000;
-
-  void Reap() {
-    for (;;) {
-      std::vector<natsSubscription*> batch;
-      {
-        MutexLock lock(&retired_mutex_);
-        retired_ready_.Wait(&retired_mutex_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(retired_mutex_) {
-          return stopping_ || (!flush_failed_ && retired_.size() >= kRetiredBatch);
-        });
-        if (stopping_) return;
-        batch.swap(retired_);
-      }
-      if (natsConnection_FlushTimeout(handle_, kFlushTimeoutMs) != NATS_OK) {
-        // The connection is gone or stalled: the destructor destroys them,
-        // after closing it.
-        MutexLock lock(&retired_mutex_);
-        retired_.insert(retired_.end(), batch.begin(), batch.end());
-        flush_failed_ = true;
-        continue;
-      }
-      for (natsSubscription* retired : batch) natsSubscription_Destroy(retired);
-    }
-  }
-
-  Mutex retired_mutex_;
-  CondVar retired_ready_;
-  std::vector<natsSubscription*> retired_ ABSL_GUARDED_BY(retired_mutex_);
-  bool stopping_ ABSL_GUARDED_BY(retired_mutex_) = false;
-  bool flush_failed_ ABSL_GUARDED_BY(retired_mutex_) = false;
-  natsConnection* const handle_;
-  const std::string prefix_;
-  const size_t max_payload_;
-  std::atomic<uint64_t> next_pair_{0};
-  // Last: it starts once everything it uses is built.
-  std::thread reaper_;
-};
-
-// A readiness eventfd and whether its watcher waits for news.
-struct WaitPoint {
-  int fd = -1;
-  bool armed = false;      // the end's last Try* call found nothing
-  bool signalled = false;  // fd holds a count not yet read
-
-  void Wake() {
-    if (!armed) return;
-    armed = false;
-    signalled = true;
-    const uint64_t one = 1;
-    // Cannot fail short of the counter's 2^64 - 2 limit, unreachable here.
-    [[maybe_unused]] const ssize_t ignored = write(fd, &one, sizeof one);
-  }
-  // News for the watcher whether it is armed or not.
-  void Signal() {
-    armed = true;
-    Wake();
-  }
-  // Called with news absent: the watcher waits for the next.
-  void Arm() {
-    if (signalled) {
-      uint64_t count;
-      [[maybe_unused]] const ssize_t ignored = read(fd, &count, sizeof count);
-      signalled = false;
-    }
-    armed = true;
-  }
-};
 
 // What an end's subscription fills, on the library's delivery thread. The
 // subscription holds it (a shared_ptr) until the library says it will call
@@ -224,16 +63,9 @@ class Inbox {
                                                        uint64_t credit_threshold) {
     auto inbox = std::make_shared<Inbox>(connection, std::move(peer_subject), credit_threshold);
     for (WaitPoint* point : {&inbox->receive_, &inbox->send_}) {
-      point->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-      if (point->fd < 0) return ErrnoError("eventfd", errno);
+      if (absl::Status opened = point->Open(); !opened.ok()) return opened;
     }
     return inbox;
-  }
-
-  ~Inbox() {
-    for (WaitPoint* point : {&receive_, &send_}) {
-      if (point->fd >= 0) close(point->fd);
-    }
   }
 
   // Subscribes `subject`; the subscription delivers here.
@@ -765,7 +597,7 @@ class NatsChannelFactory final : public ChannelFactory {
   absl::StatusOr<ChannelPair> CreatePair(const ChannelOptions& options) override {
     const size_t window =
         options.buffer_bytes == 0 ? kDefaultWindow : std::max(options.buffer_bytes, kMinimumWindow);
-    const std::string pair = connection_->NextPairSubject();
+    const std::string pair = connection_->NextUniqueSubject();
     absl::StatusOr<std::unique_ptr<NatsEnd>> end_a =
         NatsEnd::Create(connection_, pair + ".a", pair + ".b", options, window);
     if (!end_a.ok()) return end_a.status();

@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -64,18 +66,34 @@ absl::StatusOr<std::string> BrokerUrl() {
   return broker->url();
 }
 
-absl::StatusOr<std::unique_ptr<LocalBroker>> LocalBroker::Start() {
+absl::StatusOr<std::unique_ptr<LocalBroker>> LocalBroker::Start(LocalBrokerOptions options) {
   absl::StatusOr<std::string> executable = FindNatsServer();
   if (!executable.ok()) return executable.status();
+  if (options.port < 0 || options.port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("nats-server: no such port: ", options.port));
+  }
+  std::unique_ptr<LocalBroker> broker(new LocalBroker);
+  if (options.store_dir.empty()) {
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    std::string pattern = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/taskrt-nats-XXXXXX");
+    if (mkdtemp(pattern.data()) == nullptr) return ErrnoError("nats-server: mkdtemp", errno);
+    broker->store_dir_ = pattern;
+    broker->own_store_dir_ = true;
+  } else {
+    broker->store_dir_ = options.store_dir;
+  }
   int output[2];
   if (pipe2(output, O_CLOEXEC) != 0) return ErrnoError("nats-server: pipe2", errno);
+  std::vector<std::string> arguments = {
+      *std::move(executable), "-a", "127.0.0.1", "-p",
+      options.port == 0 ? std::string("-1") : absl::StrCat(options.port),
+      "-js", "-sd", broker->store_dir_};
 
-  std::unique_ptr<LocalBroker> broker(new LocalBroker);
   // The child is forked on the watcher thread, which lives as long as the
   // child: PR_SET_PDEATHSIG fires when the forking thread ends, so a
   // short-lived caller's thread must not be the one.
   broker->watcher_ =
-      std::thread(&LocalBroker::Watch, broker.get(), *std::move(executable), output[0], output[1]);
+      std::thread(&LocalBroker::Watch, broker.get(), std::move(arguments), output[0], output[1]);
   absl::Status status;
   {
     MutexLock lock(&broker->mutex_);
@@ -92,11 +110,11 @@ absl::StatusOr<std::unique_ptr<LocalBroker>> LocalBroker::Start() {
   return broker;
 }
 
-void LocalBroker::Watch(std::string executable, int output_read, int output_write) {
+void LocalBroker::Watch(std::vector<std::string> arguments, int output_read, int output_write) {
   const pid_t parent = getpid();
+  const std::string executable = arguments.front();
   // Everything the child needs is built before fork(): after it, in a
   // process with other threads, only async-signal-safe calls are allowed.
-  std::vector<std::string> arguments = {executable, "-a", "127.0.0.1", "-p", "-1"};
   std::vector<char*> argv;
   for (std::string& argument : arguments) argv.push_back(argument.data());
   argv.push_back(nullptr);
@@ -160,7 +178,11 @@ void LocalBroker::Watch(std::string executable, int output_read, int output_writ
     while (!started_ && (newline = line_buffer.find('\n')) != std::string::npos) {
       absl::string_view line(line_buffer.data(), newline);
       if (const size_t at = line.find(kListening); at != absl::string_view::npos) {
-        url = absl::StrCat("nats://", line.substr(at + kListening.size()));
+        const absl::string_view address = line.substr(at + kListening.size());
+        url = absl::StrCat("nats://", address);
+        if (const size_t colon = address.rfind(':'); colon != absl::string_view::npos) {
+          if (!absl::SimpleAtoi(address.substr(colon + 1), &port_)) port_ = 0;
+        }
       } else if (absl::StrContains(line, kReady) && !url.empty()) {
         url_ = url;
         started_ = true;
@@ -197,6 +219,10 @@ void LocalBroker::Stop() {
     if (pid_ > 0 && !exited_) kill(pid_, SIGTERM);
   }
   watcher_.join();
+  if (own_store_dir_) {
+    std::error_code ignored;  // a leftover temporary directory is no failure
+    std::filesystem::remove_all(store_dir_, ignored);
+  }
 }
 
 LocalBroker::~LocalBroker() { Stop(); }

@@ -12,7 +12,10 @@
 //
 // LocalBroker
 //   Runs nats-server (Debian's nats-server package) as a child process,
-//   listening on a free port of 127.0.0.1, and waits until it reports itself
+//   listening on 127.0.0.1 (a free port unless one is asked for), with
+//   JetStream storing in a directory (its own temporary one, removed by
+//   Stop, unless one is given: a restart on the same port and directory
+//   finds the streams as they were), and waits until it reports itself
 //   ready. The child is killed when the process dies, however it dies
 //   (PR_SET_PDEATHSIG, bound to a thread the broker owns for its whole
 //   life), so a crashed test leaves no server behind. Stop() or destroying
@@ -30,6 +33,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -47,9 +51,14 @@ absl::StatusOr<std::string> BrokerUrl();
 // user's or a test's PATH often lacks). kUnavailable when there is none.
 absl::StatusOr<std::string> FindNatsServer();
 
+struct LocalBrokerOptions {
+  int port = 0;           // 0: a free one
+  std::string store_dir;  // empty: a temporary directory of its own
+};
+
 class LocalBroker {
  public:
-  static absl::StatusOr<std::unique_ptr<LocalBroker>> Start();
+  static absl::StatusOr<std::unique_ptr<LocalBroker>> Start(LocalBrokerOptions options = {});
 
   ~LocalBroker();
   LocalBroker(const LocalBroker&) = delete;
@@ -57,6 +66,9 @@ class LocalBroker {
 
   // nats://127.0.0.1:<port>
   const std::string& url() const { return url_; }
+  // The port it listens on.
+  int port() const { return port_; }
+  const std::string& store_dir() const { return store_dir_; }
   pid_t pid() const { return pid_; }
 
   // Stops the server (SIGTERM) and reaps it; the URL then refuses
@@ -67,7 +79,7 @@ class LocalBroker {
   LocalBroker() = default;
   // Runs on watcher_: starts the child, reads its output to the end,
   // reaps it.
-  void Watch(std::string executable, int output_read, int output_write);
+  void Watch(std::vector<std::string> arguments, int output_read, int output_write);
 
   Mutex mutex_;
   CondVar changed_;
@@ -78,7 +90,10 @@ class LocalBroker {
   std::string output_tail_ ABSL_GUARDED_BY(mutex_);  // the end of its output
   // Written by the watcher under mutex_ before Start() returns, read after.
   std::string url_;
+  int port_ = 0;
   pid_t pid_ = -1;
+  std::string store_dir_;
+  bool own_store_dir_ = false;  // removed by Stop
   std::thread watcher_;
 };
 
