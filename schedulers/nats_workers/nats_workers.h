@@ -1,0 +1,105 @@
+#ifndef TASKRT_SCHEDULERS_NATS_WORKERS_NATS_WORKERS_H_
+#define TASKRT_SCHEDULERS_NATS_WORKERS_NATS_WORKERS_H_
+
+// nats_workers: a scheduler whose tasks run in worker processes, on this
+// machine or others, through a NATS broker with JetStream.
+//
+// Owner side (NewNatsWorkersScheduler)
+//   The scheduler runs named entries only (core/entry_registry.h,
+//   Task::CreateNamed): a closure cannot leave the process, so Schedule()
+//   is kFailedPrecondition. Task::Run publishes "run entry E for the task
+//   that listens on subject S" to a JetStream work queue and returns once
+//   JetStream has stored it: from then on the task is not lost, even if
+//   the broker restarts. The owner's end of the task's channel listens on
+//   S, over the scheduler's connection, and its readiness is an eventfd,
+//   so callbacks and bound requests work on the owner's loop unchanged.
+//
+// Worker side (RunWorker, tools/nats_worker)
+//   Workers pull jobs from the queue, each as free slots allow, run the
+//   entry (registered under the same name in the worker) on a scheduler of
+//   their own, and acknowledge the job once the entry has returned and its
+//   last word has reached the broker. While an entry runs, its worker
+//   tells JetStream it is still at work and asks the owner whether it
+//   still wants the task.
+//
+// At least once
+//   A job whose worker dies, hangs, loses the broker, or is told to stop
+//   (the owner's connection was interrupted) is delivered again, to any
+//   worker: after the ack wait (ack_wait) for a dead one, at once for the
+//   others. TaskContext::attempt() says which delivery the entry is on (1,
+//   2, ...). Each attempt starts the entry afresh, and the owner makes the
+//   retry invisible as far as it can:
+//   - The entry reads everything the owner wrote, from the first message:
+//     the owner's end keeps what it wrote for the task's whole life (its
+//     memory grows with it) and the worker pulls it, message by message.
+//   - The owner receives each message once, by position: attempt 2's first
+//     messages, which attempt 1 had already delivered, are dropped. So a
+//     deterministic entry is seen exactly once; an entry whose output
+//     differs on a retry should check attempt().
+//   - Only the attempt the owner heard from last counts: a superseded one
+//     is told to stop, and what it sends is dropped.
+//
+// The task's channel (core/channel.h's contract)
+//   Worker to owner: pieces of at most the broker's payload, under a
+//   credit window of ChannelOptions::buffer_bytes (256 KiB by default).
+//   Owner to worker: the owner's Write is accepted while the worker has
+//   not yet pulled fewer than the window's bytes; the worker pulls one
+//   message at a time, so each owner message costs a round trip.
+//   Finished: the worker's "done" (the entry's value and how many messages
+//   it wrote) comes behind its messages; RemoteOwnerEnd::EntryResult() has
+//   the value from then on, and the owner's reads end with kOutOfRange once
+//   all is read.
+//
+// Errors
+//   An unreachable broker, or JetStream off: kUnavailable from the
+//   factory. An entry the worker does not have: the owner's reads fail with
+//   kNotFound saying so, and the task finishes with -1. The broker lost
+//   for good (the library's reconnects give up): kUnavailable on every
+//   end, and the tasks finish with -1. Anything malformed on a task's
+//   subject: kDataLoss at the receive that reaches it; the stream goes on.
+//
+// Thread safety: as core/scheduler.h and core/channel.h say; the ends'
+// state is shared with the library's delivery threads under their locks.
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/scheduler.h"
+
+namespace taskrt {
+
+struct NatsWorkersOptions {
+  // nats://host:port; empty: platform/nats/broker.h's BrokerUrl().
+  std::string url;
+  // How long JetStream waits for a worker's word before it delivers the
+  // job again. Owners and workers of one broker must agree.
+  absl::Duration ack_wait = absl::Seconds(30);
+};
+
+absl::StatusOr<std::unique_ptr<Scheduler>> NewNatsWorkersScheduler(
+    const NatsWorkersOptions& options = {});
+
+struct NatsWorkerOptions {
+  NatsWorkersOptions queue;
+  // Entries run on this scheduler (not owned), at most `slots` at once.
+  Scheduler* scheduler = nullptr;
+  int slots = 1;
+  // RunWorker returns once this is true (polled between jobs; checked at
+  // least once a second).
+  const std::atomic<bool>* stop = nullptr;
+  // One line per job started and ended, and why a job is retried; null:
+  // silent.
+  FILE* log = nullptr;
+};
+
+// Runs jobs until *options.stop. kUnavailable when the broker cannot be
+// reached at start; kInvalidArgument for a missing scheduler or slots < 1.
+absl::Status RunWorker(const NatsWorkerOptions& options);
+
+}  // namespace taskrt
+
+#endif  // TASKRT_SCHEDULERS_NATS_WORKERS_NATS_WORKERS_H_

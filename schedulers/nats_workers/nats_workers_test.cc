@@ -1,0 +1,474 @@
+// nats_workers end to end: a broker of the test's own, worker processes
+// (this binary, started again with --nats_worker=<url>), and owners in the
+// test process, through Task as a Kore owner uses it.
+
+#include "schedulers/nats_workers/nats_workers.h"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "backends/registry.h"
+#include "core/entry_registry.h"
+#include "core/task.h"
+#include "gtest/gtest.h"
+#include "platform/nats/broker.h"
+
+namespace taskrt {
+namespace {
+
+using nats_platform::LocalBroker;
+using nats_platform::LocalBrokerOptions;
+
+constexpr char kWorkerFlag[] = "--nats_worker=";
+constexpr char kAckWaitFlag[] = "--ack_wait_ms=";
+// Short, so that a killed worker's job comes back soon; not a bound on
+// anything the tests assert.
+constexpr int kAckWaitMs = 1500;
+
+std::string ReadText(TaskContext& context) {
+  char buffer[256];
+  absl::StatusOr<size_t> got = context.Read(absl::MakeSpan(buffer));
+  if (!got.ok()) return "";
+  return std::string(buffer, std::min(*got, sizeof buffer));
+}
+
+bool WriteText(TaskContext& context, absl::string_view text) {
+  return context.Write(absl::MakeConstSpan(text.data(), text.size())).ok();
+}
+
+// Entries every process registers, as a deployment's owners and workers
+// link the same entry library.
+void RegisterSharedEntries() {
+  // Reads N, writes "0".."N-1", returns N.
+  RegisterEntry("test.count", [](TaskContext& context) {
+    int count = 0;
+    if (!absl::SimpleAtoi(ReadText(context), &count)) return -2;
+    for (int i = 0; i < count; ++i) {
+      if (!WriteText(context, absl::StrCat(i))) return -3;
+    }
+    return count;
+  }).IgnoreError();
+  // Echoes every message with its attempt until "end"; returns how many.
+  RegisterEntry("test.echo", [](TaskContext& context) {
+    int echoed = 0;
+    for (;;) {
+      const std::string message = ReadText(context);
+      if (message == "end" || message.empty()) return echoed;
+      if (!WriteText(context, absl::StrCat(message, "@", context.attempt()))) return -3;
+      ++echoed;
+    }
+  }).IgnoreError();
+  // Writes its pid, reads N, writes the first half of "m0".."mN-1", waits
+  // for "continue", writes the rest; returns its attempt. The owner kills
+  // the first attempt's process between the halves.
+  RegisterEntry("test.halves", [](TaskContext& context) {
+    if (!WriteText(context, absl::StrCat("pid:", getpid()))) return -3;
+    int count = 0;
+    if (!absl::SimpleAtoi(ReadText(context), &count)) return -2;
+    for (int i = 0; i < count / 2; ++i) {
+      if (!WriteText(context, absl::StrCat("m", i))) return -3;
+    }
+    if (ReadText(context) != "continue") return -4;
+    for (int i = count / 2; i < count; ++i) {
+      if (!WriteText(context, absl::StrCat("m", i))) return -3;
+    }
+    return context.attempt();
+  }).IgnoreError();
+  // Writes "tick" until asked to cancel; returns 9.
+  RegisterEntry("test.until_cancelled", [](TaskContext& context) {
+    while (!context.cancel_requested()) {
+      if (!WriteText(context, "tick")) return -3;
+    }
+    return 9;
+  }).IgnoreError();
+  // Writes a message of the size it reads, filled with its index pattern,
+  // then reads one of that size back and returns whether it was intact.
+  RegisterEntry("test.big", [](TaskContext& context) {
+    size_t size = 0;
+    if (!absl::SimpleAtoi(ReadText(context), &size)) return -2;
+    std::string big(size, '\0');
+    for (size_t i = 0; i < size; ++i) big[i] = static_cast<char>(i * 7);
+    if (!context.Write(absl::MakeConstSpan(big)).ok()) return -3;
+    std::string back(size + 1, '\0');
+    absl::StatusOr<size_t> got = context.Read(absl::MakeSpan(back));
+    if (!got.ok() || *got != size) return -4;
+    return back.substr(0, size) == big ? 1 : 0;
+  }).IgnoreError();
+}
+
+// A worker process: this binary with --nats_worker.
+class WorkerProcess {
+ public:
+  static absl::StatusOr<std::unique_ptr<WorkerProcess>> Start(const std::string& url) {
+    std::string self(4096, '\0');
+    const ssize_t length = readlink("/proc/self/exe", self.data(), self.size());
+    if (length <= 0) return absl::InternalError("no /proc/self/exe");
+    self.resize(static_cast<size_t>(length));
+    std::vector<std::string> arguments = {self, absl::StrCat(kWorkerFlag, url),
+                                          absl::StrCat(kAckWaitFlag, kAckWaitMs)};
+    std::vector<char*> argv;
+    for (std::string& argument : arguments) argv.push_back(argument.data());
+    argv.push_back(nullptr);
+    const pid_t pid = fork();
+    if (pid < 0) return absl::InternalError("fork failed");
+    if (pid == 0) {
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    return std::unique_ptr<WorkerProcess>(new WorkerProcess(pid));
+  }
+
+  // Stops it as an operator would (SIGTERM); a worker that does not end
+  // cleanly (a sanitizer's report, say) fails the test.
+  ~WorkerProcess() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGTERM);
+    const int status = Reap();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "the worker ended with wait status " << status << "; its output is above";
+  }
+
+  pid_t pid() const { return pid_; }
+
+  // SIGKILL, as a machine that dies; returns once it is dead.
+  void KillHard() {
+    kill(pid_, SIGKILL);
+    Reap();
+  }
+
+ private:
+  explicit WorkerProcess(pid_t pid) : pid_(pid) {}
+  int Reap() {
+    int status = 0;
+    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+    return status;
+  }
+  pid_t pid_;
+};
+
+// Messages a task wrote, as its bound callback read them, and its final call.
+struct Seen {
+  std::vector<std::string> messages;
+  std::vector<absl::Status> errors;
+  int final_calls = 0;
+};
+
+class NatsWorkersTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<LocalBroker>> broker = LocalBroker::Start();
+    if (!broker.ok()) GTEST_SKIP() << "no NATS broker for nats_workers: " << broker.status();
+    broker_ = *std::move(broker);
+    const DefaultBackends& defaults = Defaults();
+    absl::StatusOr<std::unique_ptr<EventLoop>> loop = NewLoopNamed(defaults.loop);
+    ASSERT_TRUE(loop.ok()) << loop.status();
+    loop_ = *std::move(loop);
+    ASSERT_TRUE(Connect().ok());
+  }
+
+  absl::Status Connect() {
+    NatsWorkersOptions options;
+    options.url = broker_->url();
+    options.ack_wait = absl::Milliseconds(kAckWaitMs);
+    absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = NewNatsWorkersScheduler(options);
+    if (!scheduler.ok()) return scheduler.status();
+    scheduler_ = *std::move(scheduler);
+    return absl::OkStatus();
+  }
+
+  std::unique_ptr<WorkerProcess> StartWorker() {
+    absl::StatusOr<std::unique_ptr<WorkerProcess>> worker = WorkerProcess::Start(broker_->url());
+    EXPECT_TRUE(worker.ok()) << worker.status();
+    return worker.ok() ? *std::move(worker) : nullptr;
+  }
+
+  TaskEnvironment Environment(ChannelOptions channel_options = {}) {
+    TaskEnvironment env;
+    env.scheduler = scheduler_.get();
+    env.loop = loop_.get();
+    env.channel_options = channel_options;
+    return env;
+  }
+
+  // A named task, run, with a callback that records what it reads.
+  std::unique_ptr<Task> Start(absl::string_view entry, Seen& seen, ChannelOptions options = {}) {
+    absl::StatusOr<std::unique_ptr<Task>> task = Task::CreateNamed(entry);
+    EXPECT_TRUE(task.ok()) << task.status();
+    if (!task.ok()) return nullptr;
+    EXPECT_TRUE((*task)
+                    ->BindCallback([&seen](Task& t) {
+                      std::string buffer(8 << 20, '\0');
+                      for (;;) {
+                        absl::StatusOr<size_t> got = t.TryRead(absl::MakeSpan(buffer));
+                        if (got.ok()) {
+                          seen.messages.emplace_back(buffer.data(), std::min(*got, buffer.size()));
+                          continue;
+                        }
+                        if (!IsWouldBlock(got.status()) && !absl::IsOutOfRange(got.status())) {
+                          seen.errors.push_back(got.status());
+                          continue;
+                        }
+                        break;
+                      }
+                      if (t.finished()) ++seen.final_calls;
+                    })
+                    .ok());
+    absl::Status run = (*task)->Run(Environment(options));
+    EXPECT_TRUE(run.ok()) << run;
+    return *std::move(task);
+  }
+
+  void RunUntilFinished(Task& task) {
+    while (!task.finished()) ASSERT_TRUE(loop_->RunOnce(absl::InfiniteDuration()).ok());
+  }
+
+  // Runs the loop until `seen` holds `count` messages.
+  void RunUntilMessages(const Seen& seen, size_t count) {
+    while (seen.messages.size() < count) ASSERT_TRUE(loop_->RunOnce(absl::InfiniteDuration()).ok());
+  }
+
+  std::unique_ptr<LocalBroker> broker_;
+  std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<Scheduler> scheduler_;
+};
+
+std::vector<std::string> Numbers(int count, absl::string_view prefix = "") {
+  std::vector<std::string> out;
+  for (int i = 0; i < count; ++i) out.push_back(absl::StrCat(prefix, i));
+  return out;
+}
+
+TEST_F(NatsWorkersTest, RunsANamedEntryInAWorkerProcess) {
+  std::unique_ptr<WorkerProcess> worker = StartWorker();
+  Seen seen;
+  std::unique_ptr<Task> task = Start("test.count", seen);
+  ASSERT_TRUE(task->Write(absl::string_view("500")).ok());
+  RunUntilFinished(*task);
+  EXPECT_EQ(seen.messages, Numbers(500));
+  EXPECT_TRUE(seen.errors.empty());
+  EXPECT_EQ(seen.final_calls, 1);
+  EXPECT_EQ(*task->result(), 500);
+}
+
+TEST_F(NatsWorkersTest, ManyTasksOnTwoWorkersThroughASmallWindow) {
+  std::unique_ptr<WorkerProcess> first = StartWorker();
+  std::unique_ptr<WorkerProcess> second = StartWorker();
+  ChannelOptions small;
+  small.buffer_bytes = 256;  // each worker waits for credit every few messages
+  std::vector<Seen> seen(20);
+  std::vector<std::unique_ptr<Task>> tasks;
+  for (Seen& s : seen) {
+    tasks.push_back(Start("test.count", s, small));
+    ASSERT_TRUE(tasks.back()->Write(absl::string_view("200")).ok());
+  }
+  for (size_t i = 0; i < seen.size(); ++i) {
+    RunUntilFinished(*tasks[i]);
+    EXPECT_EQ(seen[i].messages, Numbers(200)) << "task " << i;
+    EXPECT_EQ(*tasks[i]->result(), 200);
+  }
+}
+
+TEST_F(NatsWorkersTest, TheOwnerTalksWithTheEntryBothWays) {
+  std::unique_ptr<WorkerProcess> worker = StartWorker();
+  ChannelOptions small;
+  small.buffer_bytes = 256;
+  Seen seen;
+  std::unique_ptr<Task> task = Start("test.echo", seen, small);
+  for (int m = 0; m < 30; ++m) {
+    ASSERT_TRUE(task->Write(absl::StrCat("m", m)).ok());
+    RunUntilMessages(seen, static_cast<size_t>(m) + 1);
+  }
+  ASSERT_TRUE(task->Write(absl::string_view("end")).ok());
+  RunUntilFinished(*task);
+  std::vector<std::string> expected;
+  for (int m = 0; m < 30; ++m) expected.push_back(absl::StrCat("m", m, "@1"));
+  EXPECT_EQ(seen.messages, expected);
+  EXPECT_EQ(*task->result(), 30);
+}
+
+TEST_F(NatsWorkersTest, MessagesOverTheBrokersPayloadBothWays) {
+  std::unique_ptr<WorkerProcess> worker = StartWorker();
+  ChannelOptions options;
+  options.max_message_size = 4 << 20;
+  Seen seen;
+  std::unique_ptr<Task> task = Start("test.big", seen, options);
+  constexpr size_t kSize = 3 << 20;  // the broker's payload limit is 1 MiB
+  ASSERT_TRUE(task->Write(absl::StrCat(kSize)).ok());
+  RunUntilMessages(seen, 1);
+  ASSERT_EQ(seen.messages[0].size(), kSize);
+  ASSERT_TRUE(task->Write(absl::MakeConstSpan(seen.messages[0])).ok());
+  RunUntilFinished(*task);
+  EXPECT_EQ(*task->result(), 1);
+}
+
+TEST_F(NatsWorkersTest, AWorkerKilledMidTaskIsReplacedAndTheOwnerSeesEachMessageOnce) {
+  std::unique_ptr<WorkerProcess> doomed = StartWorker();
+  Seen seen;
+  std::unique_ptr<Task> task = Start("test.halves", seen);
+  ASSERT_TRUE(task->Write(absl::string_view("10")).ok());
+  RunUntilMessages(seen, 1 + 5);  // its pid, then the first half
+  const std::string first_words = absl::StrCat("pid:", doomed->pid());
+  ASSERT_EQ(seen.messages[0], first_words);
+  doomed->KillHard();
+  std::unique_ptr<WorkerProcess> survivor = StartWorker();
+  // Kept by the owner's end, and pulled again by the next attempt.
+  ASSERT_TRUE(task->Write(absl::string_view("continue")).ok());
+  RunUntilFinished(*task);
+  std::vector<std::string> expected = {first_words};
+  for (const std::string& m : Numbers(10, "m")) expected.push_back(m);
+  EXPECT_EQ(seen.messages, expected);
+  EXPECT_TRUE(seen.errors.empty());
+  EXPECT_EQ(seen.final_calls, 1);
+  EXPECT_EQ(*task->result(), 2) << "the second attempt finished the task";
+}
+
+TEST_F(NatsWorkersTest, TasksQueuedBeforeABrokerRestartRunAfterIt) {
+  // A broker whose store outlives it, for the restart.
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  std::string store = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/restart-XXXXXX");
+  ASSERT_NE(mkdtemp(store.data()), nullptr);
+  LocalBrokerOptions keep;
+  keep.store_dir = store;
+  absl::StatusOr<std::unique_ptr<LocalBroker>> broker = LocalBroker::Start(keep);
+  ASSERT_TRUE(broker.ok()) << broker.status();
+  scheduler_.reset();
+  broker_ = *std::move(broker);
+  ASSERT_TRUE(Connect().ok());
+  Seen seen[3];
+  std::vector<std::unique_ptr<Task>> tasks;
+  for (Seen& s : seen) {
+    tasks.push_back(Start("test.count", s));
+    ASSERT_TRUE(tasks.back()->Write(absl::string_view("20")).ok());
+  }
+  // No worker yet: the jobs wait in JetStream, on disk.
+  LocalBrokerOptions same;
+  same.port = broker_->port();
+  same.store_dir = store;
+  broker_->Stop();
+  absl::StatusOr<std::unique_ptr<LocalBroker>> restarted = LocalBroker::Start(same);
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  std::unique_ptr<LocalBroker> old = std::move(broker_);
+  broker_ = *std::move(restarted);
+  std::unique_ptr<WorkerProcess> worker = StartWorker();
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    RunUntilFinished(*tasks[i]);
+    EXPECT_EQ(seen[i].messages, Numbers(20)) << "task " << i;
+    EXPECT_EQ(*tasks[i]->result(), 20);
+  }
+}
+
+TEST_F(NatsWorkersTest, AnEntryTheWorkerLacksIsNotFoundAtTheOwner) {
+  std::unique_ptr<WorkerProcess> worker = StartWorker();
+  Seen seen;
+  std::unique_ptr<Task> task = Start("test.owner_only", seen);
+  RunUntilFinished(*task);
+  ASSERT_EQ(seen.errors.size(), 1u);
+  EXPECT_EQ(seen.errors[0].code(), absl::StatusCode::kNotFound) << seen.errors[0];
+  EXPECT_NE(seen.errors[0].message().find("test.owner_only"), std::string::npos) << seen.errors[0];
+  EXPECT_EQ(*task->result(), -1);
+}
+
+TEST_F(NatsWorkersTest, AGivenUpTaskDoesNotHoldTheWorker) {
+  {
+    Seen seen;
+    std::unique_ptr<Task> abandoned = Start("test.echo", seen);
+  }  // destroyed before any worker took it
+  std::unique_ptr<WorkerProcess> worker = StartWorker();
+  Seen seen;
+  std::unique_ptr<Task> task = Start("test.count", seen);
+  ASSERT_TRUE(task->Write(absl::string_view("3")).ok());
+  RunUntilFinished(*task);
+  EXPECT_EQ(seen.messages, Numbers(3));
+}
+
+TEST_F(NatsWorkersTest, RequestCancelReachesTheEntryInItsWorker) {
+  std::unique_ptr<WorkerProcess> worker = StartWorker();
+  Seen seen;
+  std::unique_ptr<Task> task = Start("test.until_cancelled", seen);
+  RunUntilMessages(seen, 1);
+  task->RequestCancel();
+  RunUntilFinished(*task);
+  EXPECT_EQ(*task->result(), 9);
+  EXPECT_TRUE(seen.errors.empty());
+  for (const std::string& message : seen.messages) ASSERT_EQ(message, "tick");
+}
+
+TEST_F(NatsWorkersTest, ClosuresAreRefused) {
+  absl::Status scheduled = scheduler_->Schedule([] {});
+  EXPECT_EQ(scheduled.code(), absl::StatusCode::kFailedPrecondition) << scheduled;
+  absl::StatusOr<std::unique_ptr<Task>> task = Task::Create([](TaskContext&) { return 0; });
+  ASSERT_TRUE(task.ok());
+  EXPECT_EQ((*task)->Run(Environment()).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(NatsWorkersFactoryTest, AnUnreachableBrokerIsUnavailable) {
+  NatsWorkersOptions options;
+  options.url = "nats://127.0.0.1:1";
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler = NewNatsWorkersScheduler(options);
+  ASSERT_FALSE(scheduler.ok());
+  EXPECT_EQ(scheduler.status().code(), absl::StatusCode::kUnavailable) << scheduler.status();
+}
+
+// Worker mode: runs jobs until SIGTERM.
+std::atomic<bool> worker_stop{false};
+
+int WorkerMain(const std::string& url, int ack_wait_ms) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives the test
+  signal(SIGTERM, [](int) { worker_stop.store(true); });
+  const DefaultBackends& defaults = Defaults();
+  absl::StatusOr<std::unique_ptr<Scheduler>> local = NewSchedulerNamed(defaults.scheduler, 4);
+  if (!local.ok()) return 2;
+  NatsWorkerOptions options;
+  options.queue.url = url;
+  options.queue.ack_wait = absl::Milliseconds(ack_wait_ms);
+  options.scheduler = local->get();
+  options.slots = 4;
+  options.stop = &worker_stop;
+  options.log = stderr;
+  absl::Status status = RunWorker(options);
+  if (!status.ok()) std::fprintf(stderr, "nats_worker: %s\n", std::string(status.message()).c_str());
+  return status.ok() ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace taskrt
+
+int main(int argc, char** argv) {
+  taskrt::RegisterSharedEntries();
+  std::string url;
+  int ack_wait_ms = taskrt::kAckWaitMs;
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view argument = argv[i];
+    if (absl::StartsWith(argument, taskrt::kWorkerFlag)) {
+      url = std::string(argument.substr(std::strlen(taskrt::kWorkerFlag)));
+    } else if (absl::StartsWith(argument, taskrt::kAckWaitFlag)) {
+      if (!absl::SimpleAtoi(argument.substr(std::strlen(taskrt::kAckWaitFlag)), &ack_wait_ms)) {
+        std::fprintf(stderr, "bad %s\n", argv[i]);
+        return 2;
+      }
+    }
+  }
+  if (!url.empty()) return taskrt::WorkerMain(url, ack_wait_ms);
+  // Registered by owners only: a worker that lacks an entry.
+  taskrt::RegisterEntry("test.owner_only", [](taskrt::TaskContext&) { return 0; }).IgnoreError();
+  testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
