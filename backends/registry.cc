@@ -11,6 +11,7 @@
 #include "event_loops/epoll/epoll_loop.h"
 #include "event_loops/io_uring/io_uring_loop.h"
 #include "schedulers/cooperative/cooperative.h"
+#include "schedulers/nats_workers/nats_workers.h"
 #include "schedulers/thread_pool/thread_pool.h"
 #include "schedulers/work_stealing/work_stealing.h"
 
@@ -21,6 +22,13 @@ const std::vector<const SchedulerDescriptor*>& Schedulers() {
       &ThreadPoolDescriptor(),
       &WorkStealingDescriptor(),
       &CooperativeDescriptor(),
+  };
+  return *list;
+}
+
+const std::vector<const SchedulerDescriptor*>& RemoteSchedulers() {
+  static const auto* list = new std::vector<const SchedulerDescriptor*>{
+      &NatsWorkersDescriptor(),
   };
   return *list;
 }
@@ -83,7 +91,18 @@ auto NewNamed(const std::vector<const Descriptor*>& list, absl::string_view kind
 
 bool Has(const SchedulerCapabilities& have, const SchedulerCapabilities& wanted) {
   return (!wanted.single_thread_stackful_tasks || have.single_thread_stackful_tasks) &&
-         (!wanted.honours_worker_count || have.honours_worker_count);
+         (!wanted.honours_worker_count || have.honours_worker_count) &&
+         (!wanted.runs_named_entries_elsewhere || have.runs_named_entries_elsewhere);
+}
+
+// Every scheduler, local ones first: what a name is looked up in.
+const std::vector<const SchedulerDescriptor*>& AllSchedulers() {
+  static const auto* list = [] {
+    auto* all = new std::vector<const SchedulerDescriptor*>(Schedulers());
+    all->insert(all->end(), RemoteSchedulers().begin(), RemoteSchedulers().end());
+    return all;
+  }();
+  return *list;
 }
 
 template <typename Descriptor>
@@ -102,7 +121,7 @@ std::vector<std::string> ChannelNames() { return NamesOf(Channels()); }
 std::vector<std::string> LoopNames() { return NamesOf(EventLoops()); }
 
 absl::StatusOr<const SchedulerDescriptor*> FindScheduler(absl::string_view name) {
-  return Find(Schedulers(), "scheduler", name);
+  return Find(AllSchedulers(), "scheduler", name);
 }
 absl::StatusOr<const ChannelDescriptor*> FindChannel(absl::string_view name) {
   return Find(Channels(), "channel", name);
@@ -113,7 +132,7 @@ absl::StatusOr<const EventLoopDescriptor*> FindLoop(absl::string_view name) {
 
 std::vector<const SchedulerDescriptor*> SchedulersWith(const SchedulerCapabilities& wanted) {
   std::vector<const SchedulerDescriptor*> found;
-  for (const SchedulerDescriptor* descriptor : Schedulers()) {
+  for (const SchedulerDescriptor* descriptor : AllSchedulers()) {
     if (Has(descriptor->capabilities, wanted)) found.push_back(descriptor);
   }
   return found;
@@ -129,7 +148,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> NewSchedulerWith(const SchedulerCapab
 }
 
 absl::StatusOr<std::unique_ptr<Scheduler>> NewSchedulerNamed(absl::string_view name, int workers) {
-  return NewNamed(Schedulers(), "scheduler", name, BackendOptions{.workers = workers});
+  return NewNamed(AllSchedulers(), "scheduler", name, BackendOptions{.workers = workers});
 }
 
 absl::StatusOr<std::unique_ptr<ChannelFactory>> NewChannelFactoryNamed(absl::string_view name) {
@@ -159,6 +178,7 @@ std::vector<Combination> Combinations() {
 std::string BackendUsage() {
   std::string out;
   AppendUsage(out, "schedulers", Schedulers());
+  AppendUsage(out, "schedulers running named entries in other processes", RemoteSchedulers());
   AppendUsage(out, "channels", Channels());
   AppendUsage(out, "event loops", EventLoops());
   return out;

@@ -23,8 +23,14 @@
 
 namespace taskrt {
 
-// In registration order.
+// In registration order. Schedulers() are those whose units run in this
+// process: every closure, every combination of the conformance matrix and
+// the report. RemoteSchedulers() run named entries in other processes
+// (SchedulerCapabilities::runs_named_entries_elsewhere) and take no
+// closure; they are found by name like the others (FindScheduler,
+// NewSchedulerNamed, NewBackends), and listed in BackendUsage().
 const std::vector<const SchedulerDescriptor*>& Schedulers();
+const std::vector<const SchedulerDescriptor*>& RemoteSchedulers();
 const std::vector<const ChannelDescriptor*>& Channels();
 const std::vector<const EventLoopDescriptor*>& EventLoops();
 

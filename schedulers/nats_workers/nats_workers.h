@@ -68,6 +68,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/backend.h"
 #include "core/scheduler.h"
 
 namespace taskrt {
@@ -82,6 +83,11 @@ struct NatsWorkersOptions {
 
 absl::StatusOr<std::unique_ptr<Scheduler>> NewNatsWorkersScheduler(
     const NatsWorkersOptions& options = {});
+
+// This backend's descriptor ("nats_workers"), listed in backends/registry.cc
+// among the schedulers that run entries elsewhere. It takes the broker from
+// $TASKRT_NATS_URL (workers must reach the same one).
+const SchedulerDescriptor& NatsWorkersDescriptor();
 
 struct NatsWorkerOptions {
   NatsWorkersOptions queue;
