@@ -18,6 +18,7 @@ namespace {
 
 constexpr int64_t kConnectTimeoutMs = 5000;
 constexpr int64_t kFlushTimeoutMs = 5000;
+constexpr auto kFlushRetryPause = std::chrono::seconds(1);
 // With reconnect: how long the library keeps trying before the connection
 // is lost for good (kMaxReconnects x kReconnectWaitMs).
 constexpr int kMaxReconnects = 60;
@@ -66,8 +67,7 @@ struct Connection::Hooks {
 
   void AwaitClosed() {
     std::unique_lock<std::mutex> lock(mutex);
-    closed_changed.wait_for(lock, std::chrono::milliseconds(kConnectTimeoutMs),
-                            [this] { return closed; });
+    closed_changed.wait(lock, [this] { return closed; });
   }
 };
 
@@ -152,17 +152,20 @@ void Connection::Reap() {
     {
       MutexLock lock(&retired_mutex_);
       retired_ready_.Wait(&retired_mutex_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(retired_mutex_) {
-        return stopping_ || (!flush_failed_ && retired_.size() >= kRetiredBatch);
+        return stopping_ || retired_.size() >= kRetiredBatch;
       });
       if (stopping_) return;
       batch.swap(retired_);
     }
     if (natsConnection_FlushTimeout(handle_, kFlushTimeoutMs) != NATS_OK) {
-      // The connection is gone or stalled: the destructor destroys them,
-      // after closing it.
+      // The connection is away or stalled: they wait for a later flush (or
+      // for the destructor, which destroys them after closing it).
       MutexLock lock(&retired_mutex_);
       retired_.insert(retired_.end(), batch.begin(), batch.end());
-      flush_failed_ = true;
+      retired_ready_.WaitUntil(&retired_mutex_, std::chrono::steady_clock::now() + kFlushRetryPause,
+                               [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(retired_mutex_) {
+                                 return stopping_;
+                               });
       continue;
     }
     for (natsSubscription* retired : batch) natsSubscription_Destroy(retired);

@@ -85,7 +85,6 @@ class Connection {
   CondVar retired_ready_;
   std::vector<natsSubscription*> retired_ ABSL_GUARDED_BY(retired_mutex_);
   bool stopping_ ABSL_GUARDED_BY(retired_mutex_) = false;
-  bool flush_failed_ ABSL_GUARDED_BY(retired_mutex_) = false;
   natsConnection* const handle_;
   const std::string prefix_;
   const size_t max_payload_;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "core/channel.h"
 #include "core/channel_counters.h"
@@ -33,7 +34,6 @@ using nats_platform::NatsError;
 using nats_platform::WaitPoint;
 
 constexpr size_t kDefaultWindow = 256 * 1024;
-constexpr size_t kMinimumWindow = 4 * wire::kPieceOverhead;
 constexpr int64_t kPublishTimeoutMs = 10000;
 
 // A message the owner's end holds for the owner to read: one the task
@@ -79,12 +79,12 @@ class OwnerState {
   }
 
   // The connection dropped and the library reconnects: whatever the
-  // current attempt had in flight may be gone, so only a new attempt counts.
+  // current attempt had in flight may be gone. Its done still counts if it
+  // proves that nothing was (every message arrived whole); anything else
+  // waits for a new attempt.
   void Interrupt() {
     MutexLock lock(&mutex_);
-    broken_ = true;
-    assembling_.clear();
-    assembling_active_ = false;
+    Break();
   }
 
   // Nothing more will come (the connection is gone for good).
@@ -108,16 +108,18 @@ class OwnerState {
                                                        " bytes is over the maximum of ",
                                                        max_message_size_));
     }
-    // Bounded by what the worker has yet to pull; one message always fits.
-    if (unpulled_bytes_ > 0 && unpulled_bytes_ + message.size() > window_) {
+    // Bounded by what the worker has yet to take; one message always fits.
+    const size_t cost = message.size() + wire::kPieceOverhead;
+    if (unsent_bytes_ > 0 && unsent_bytes_ + cost > window_) {
+      blocked_need_ = cost;
       send_.Arm();
       counters.sends_blocked.Add();
       return WouldBlock();
     }
     log_.emplace_back(message.data(), message.size());
-    unpulled_bytes_ += message.size();
+    unsent_bytes_ += cost;
     counters.Sent(message.size());
-    if (pending_pull_ == log_.size() - 1) SendPulled(log_.size() - 1);
+    if (pull_waiting_ && sent_ == log_.size() - 1) SendNext();
     return absl::OkStatus();
   }
 
@@ -145,8 +147,10 @@ class OwnerState {
     return WouldBlock();
   }
 
+  // A message (or an error in its place) is waiting.
   bool ReceiveReady() {
     MutexLock lock(&mutex_);
+    if (closing_) return false;
     if (inbound_.empty()) {
       if (!result_.has_value() && failure_.ok()) receive_.Arm();
       return false;
@@ -178,8 +182,10 @@ class OwnerState {
 
   Readiness WatchSend() {
     MutexLock lock(&mutex_);
-    const bool room = unpulled_bytes_ == 0 || unpulled_bytes_ < window_;
-    if (!room && !result_.has_value() && failure_.ok()) {
+    // Room for the send that last found none, not merely some room: a
+    // watcher woken for less would try, fail and wait again at once.
+    const bool room = unsent_bytes_ == 0 || unsent_bytes_ + blocked_need_ <= window_;
+    if (!room && !result_.has_value() && failure_.ok() && !closing_) {
       send_.Arm();
     } else {
       send_.Signal();
@@ -201,6 +207,8 @@ class OwnerState {
   }
 
   // The owner is done with the task: the current attempt is told to stop.
+  // What the worker had not pulled yet is not sent (the task is being
+  // cancelled).
   void Close() {
     MutexLock lock(&mutex_);
     if (closing_) return;
@@ -212,88 +220,108 @@ class OwnerState {
       natsConnection_PublishString(connection_, wire::DeleteJobSubject().c_str(), request.c_str());
     }
     if (!worker_subject_.empty() && !result_.has_value()) {
-      // If this is lost, the worker learns from its keep-alive that nobody
-      // listens.
+      // If this is lost, the worker learns from its keep-alive.
       SendToWorker(wire::Header(wire::kClose, attempt_));
     }
   }
 
  private:
+  // What the owner says to a worker's request about an attempt: go on (it
+  // is the one), stop (the task is over: drop the job), superseded (a
+  // newer attempt has it: leave the job alone), or retry (it cannot count
+  // any more: hand the job back).
+  const char* Verdict(uint32_t attempt) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+    if (result_.has_value()) return wire::kAlreadyDone;
+    if (closing_) return wire::kStop;
+    if (attempt < attempt_) return wire::kSuperseded;
+    if (attempt > attempt_) return wire::kRetry;  // never said hello
+    return broken_ ? wire::kRetry : wire::kGoOn;
+  }
+
   void Take(natsMsg* message) {
     const std::optional<wire::Parsed> parsed = wire::Parse(wire::DataOf(message));
+    const char* reply = natsMsg_GetReply(message);
+    const bool is_request = reply != nullptr && *reply != '\0';
     MutexLock lock(&mutex_);
     if (!parsed.has_value()) {
-      Reject(absl::StrCat("a message of ", natsMsg_GetDataLength(message),
-                          " bytes too short for its header"));
-      return;
+      return Reject(absl::StrCat("a message of ", natsMsg_GetDataLength(message),
+                                 " bytes, too short for its header"));
     }
     absl::string_view rest = parsed->rest;
+    const uint32_t attempt = parsed->attempt;
     switch (parsed->kind) {
       case wire::kHello:
-        return Reply(message, Hello(parsed->attempt, rest));
-      case wire::kKeepAlive: {
-        const bool go_on = !closing_ && !result_.has_value() && parsed->attempt == attempt_ && !broken_;
-        return Reply(message, go_on ? wire::kGoOn : wire::kStop);
+        if (!is_request) return Reject("a hello without a reply subject");
+        return Reply(reply, Hello(attempt, rest));
+      case wire::kKeepAlive:
+        if (!is_request) return Reject("a keep-alive without a reply subject");
+        return Reply(reply, Verdict(attempt));
+      case wire::kDone: {
+        int32_t result = 0;
+        uint64_t written = 0;
+        if (!is_request || !wire::TakeI32(rest, result) || !wire::TakeU64(rest, written) ||
+            !rest.empty()) {
+          return Reject("a malformed done");
+        }
+        return Reply(reply, Done(attempt, result, written));
+      }
+      case wire::kFailed: {
+        if (!is_request) return Reject("a failure without a reply subject");
+        const char* verdict = Verdict(attempt);
+        // Sent instead of a hello, by a worker that cannot run the entry.
+        if (attempt >= attempt_ && !result_.has_value() && !closing_) {
+          inbound_.push_back(Inbound::Error(absl::NotFoundError(
+              absl::StrCat("nats_workers: ", rest.substr(0, kMaxReasonBytes)))));
+          result_ = -1;
+          receive_.Signal();
+          send_.Signal();
+          verdict = wire::kGoOn;
+        }
+        return Reply(reply, verdict);
       }
       case wire::kPull: {
         uint64_t index = 0;
         if (!wire::TakeU64(rest, index) || !rest.empty()) return Reject("a malformed pull");
-        if (parsed->attempt != attempt_ || broken_) return;  // a stale attempt's
+        if (attempt != attempt_ || broken_ || closing_) return;  // a stale attempt's
         return Pull(index);
       }
       case wire::kMore:
       case wire::kLast: {
         uint64_t sequence = 0;
-        if (!wire::TakeU64(rest, sequence)) return Reject("a piece without its sequence");
-        if (parsed->attempt != attempt_ || broken_) return;
-        return Piece(sequence, rest, parsed->kind == wire::kLast);
+        uint64_t offset = 0;
+        if (!wire::TakeU64(rest, sequence) || !wire::TakeU64(rest, offset)) {
+          return Reject("a piece without its sequence and offset");
+        }
+        if (attempt != attempt_ || broken_ || closing_) return;
+        return Piece(sequence, offset, rest, parsed->kind == wire::kLast);
       }
       case wire::kBlocked:
-        if (parsed->attempt != attempt_ || broken_) return;
+        if (attempt != attempt_ || broken_) return;
         if (unacknowledged_ > 0) {
           ReturnCredit();
         } else {
           peer_blocked_ = true;
         }
         return;
-      case wire::kDone: {
-        int32_t result = 0;
-        uint64_t written = 0;
-        if (!wire::TakeI32(rest, result) || !wire::TakeU64(rest, written) || !rest.empty()) {
-          return Reject("a malformed done");
-        }
-        if (parsed->attempt != attempt_ || broken_ || closing_) return;
-        if (written > accepted_ || assembling_active_) {
-          inbound_.push_back(Inbound::Error(absl::DataLossError(absl::StrCat(
-                                  "nats_workers: the entry wrote ", written, " messages and ",
-                                  accepted_, " arrived whole"))));
-        }
-        result_ = result;
-        receive_.Signal();
-        send_.Signal();
-        return;
-      }
-      case wire::kFailed:
-        // Sent instead of a hello, by a worker that cannot run the entry.
-        if (parsed->attempt < attempt_ || closing_ || result_.has_value()) return;
-        inbound_.push_back(Inbound::Error(absl::NotFoundError(absl::StrCat("nats_workers: ", rest))));
-        result_ = -1;
-        receive_.Signal();
-        send_.Signal();
-        return;
       default:
-        return Reject(absl::StrCat("a message of unknown kind '", absl::string_view(&parsed->kind, 1),
-                                   "'"));
+        return Reject(absl::StrCat("a message of unknown kind '",
+                                   absl::CHexEscape(absl::string_view(&parsed->kind, 1)), "'"));
     }
   }
 
   const char* Hello(uint32_t attempt, absl::string_view worker_subject)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
     if (result_.has_value()) return wire::kAlreadyDone;
-    if (closing_ || attempt < attempt_ || worker_subject.empty()) return wire::kStop;
-    if (attempt == attempt_ && !broken_) return wire::kStop;  // a second worker on one delivery
+    if (closing_) return wire::kStop;
+    if (!wire::IsWorkerSubject(worker_subject)) {
+      Reject("a hello naming no subject of a worker");
+      return wire::kStop;
+    }
+    // An older delivery, or a second worker on this one.
+    if (attempt < attempt_ || (attempt == attempt_ && !broken_)) return wire::kSuperseded;
     // A new attempt: it pulls from the first message and starts with a
-    // full window; the old one's credit and pulls are void.
+    // full window; the old one's credit, pulls and half-arrived message
+    // are void.
     attempt_ = attempt;
     broken_ = false;
     worker_subject_ = std::string(worker_subject);
@@ -302,62 +330,85 @@ class OwnerState {
     discarding_ = false;
     unacknowledged_ = 0;
     peer_blocked_ = false;
-    pending_pull_.reset();
-    next_pull_ = 0;
-    unpulled_bytes_ = 0;
-    for (const std::string& logged : log_) unpulled_bytes_ += logged.size();
+    pull_waiting_ = false;
+    sent_ = 0;
+    unsent_bytes_ = 0;
+    for (const std::string& logged : log_) unsent_bytes_ += logged.size() + wire::kPieceOverhead;
     if (cancel_requested_) SendToWorker(wire::Header(wire::kCancel, attempt_));
     return wire::kGoOn;
   }
 
-  // A failed publish means the connection dropped: the attempt is
-  // abandoned, and the next one is told again.
-  void SendToWorker(const std::string& bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
-    natsConnection_Publish(connection_, worker_subject_.c_str(), bytes.data(),
-                           static_cast<int>(bytes.size()));
+  // The entry returned. It counts when it comes from the current attempt
+  // and everything that attempt wrote arrived whole, even across an
+  // interrupted connection; otherwise the attempt is retried.
+  const char* Done(uint32_t attempt, int32_t result, uint64_t written)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+    if (result_.has_value()) return wire::kAlreadyDone;
+    if (closing_) return wire::kStop;
+    if (attempt < attempt_) return wire::kSuperseded;
+    // Messages of this attempt below accepted_ were dropped as repeats;
+    // more than accepted_ means some went missing.
+    if (attempt > attempt_ || written > accepted_ || assembling_active_ || discarding_) {
+      if (attempt == attempt_) Break();
+      return wire::kRetry;
+    }
+    result_ = result;
+    receive_.Signal();
+    send_.Signal();
+    return wire::kGoOn;
   }
 
-  void Reply(natsMsg* request, const char* answer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
-    const char* reply = natsMsg_GetReply(request);
-    if (reply == nullptr || *reply == '\0') return Reject("a request without a reply subject");
+  // The current attempt can no longer be trusted to deliver everything.
+  void Break() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+    broken_ = true;
+    assembling_.clear();
+    assembling_active_ = false;
+    discarding_ = false;
+  }
+
+  // A failed publish means the connection dropped: the attempt cannot
+  // count on what this carried, so it is retried.
+  void SendToWorker(const std::string& bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+    if (natsConnection_Publish(connection_, worker_subject_.c_str(), bytes.data(),
+                               static_cast<int>(bytes.size())) != NATS_OK) {
+      Break();
+    }
+  }
+
+  void Reply(const char* reply, const char* answer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
     natsConnection_PublishString(connection_, reply, answer);
   }
 
+  // The worker asks for the owner's message `index`: the one after the
+  // last it got, or nothing (a stale or forged pull).
   void Pull(uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
-    if (index < next_pull_) return;  // asked again: the answer is on its way
-    for (; next_pull_ < index && next_pull_ < log_.size(); ++next_pull_) {
-      unpulled_bytes_ -= log_[next_pull_].size();
-    }
-    send_.Wake();
-    if (index < log_.size()) {
-      SendPulled(index);
-    } else {
-      pending_pull_ = index;
-    }
+    if (index != sent_ || pull_waiting_) return;
+    pull_waiting_ = true;
+    if (sent_ < log_.size()) SendNext();
   }
 
-  // Publishes the owner's message `index` to the current attempt, in pieces.
-  void SendPulled(uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
-    pending_pull_.reset();
-    const std::string& message = log_[index];
+  // Publishes the owner's next message to the current attempt, in pieces.
+  void SendNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+    pull_waiting_ = false;
+    const std::string& message = log_[sent_];
     size_t offset = 0;
     do {
       const size_t piece = std::min(max_piece_, message.size() - offset);
       const bool last = offset + piece == message.size();
       std::string out = wire::Header(last ? wire::kLast : wire::kMore, attempt_);
-      wire::AppendU64(out, index);
+      wire::AppendU64(out, sent_);
+      wire::AppendU64(out, offset);
       out.append(message, offset, piece);
-      if (natsConnection_Publish(connection_, worker_subject_.c_str(), out.data(),
-                                 static_cast<int>(out.size())) != NATS_OK) {
-        // The connection dropped: the attempt is abandoned and a new one
-        // pulls again.
-        return;
-      }
+      SendToWorker(out);
+      if (broken_) return;
       offset += piece;
     } while (offset < message.size());
+    unsent_bytes_ -= message.size() + wire::kPieceOverhead;
+    ++sent_;
+    send_.Wake();
   }
 
-  void Piece(uint64_t sequence, absl::string_view bytes, bool last)
+  void Piece(uint64_t sequence, uint64_t offset, absl::string_view bytes, bool last)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
     const size_t cost = bytes.size() + wire::kPieceOverhead;
     if (sequence < accepted_) {
@@ -366,13 +417,16 @@ class OwnerState {
       Consumed(cost);
       return;
     }
-    if (sequence > accepted_) {
-      Consumed(cost);
-      return Reject(absl::StrCat("a piece of message ", sequence, " while message ", accepted_,
-                                 " is due"));
+    const uint64_t expected_offset = discarding_ ? discarded_bytes_ : assembling_.size();
+    if (sequence > accepted_ || offset != expected_offset) {
+      // A piece went missing (a connection dropped under it): this
+      // attempt can no longer deliver the stream whole.
+      Break();
+      return;
     }
     if (discarding_) {
       Consumed(cost);
+      discarded_bytes_ += bytes.size();
       if (last) {
         discarding_ = false;
         ++accepted_;
@@ -382,12 +436,12 @@ class OwnerState {
     if (assembling_.size() + bytes.size() > max_message_size_) {
       const size_t announced = assembling_.size() + bytes.size();
       Consumed(cost);
+      discarded_bytes_ = announced;
       assembling_.clear();
-        assembling_active_ = false;
-      inbound_.push_back(Inbound::Error(absl::DataLossError(absl::StrCat(
-                              "nats_workers: the worker sent a message of ", announced,
-                              " bytes or more, over the maximum of ", max_message_size_))));
-      receive_.Wake();
+      assembling_active_ = false;
+      PushError(absl::DataLossError(absl::StrCat("nats_workers: the worker sent a message of ",
+                                                 announced, " bytes or more, over the maximum of ",
+                                                 max_message_size_)));
       if (last) {
         ++accepted_;
       } else {
@@ -413,10 +467,15 @@ class OwnerState {
     receive_.Wake();
   }
 
-  // Something on the task's subject that no worker sends.
+  // Something on the task's subject that no worker sends. One report
+  // waits at a time, so a flood costs no memory.
   void Reject(absl::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
-    inbound_.push_back(Inbound::Error(
-        absl::DataLossError(absl::StrCat("nats_workers: ", what, " on a task's subject"))));
+    PushError(absl::DataLossError(absl::StrCat("nats_workers: ", what, " on a task's subject")));
+  }
+
+  void PushError(absl::Status error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+    if (!inbound_.empty() && !inbound_.back().error.ok()) return;
+    inbound_.push_back(Inbound::Error(std::move(error)));
     receive_.Wake();
   }
 
@@ -432,13 +491,13 @@ class OwnerState {
     if (worker_subject_.empty() || broken_) return;
     std::string out = wire::Header(wire::kCredit, attempt_);
     wire::AppendU64(out, unacknowledged_);
-    if (natsConnection_Publish(connection_, worker_subject_.c_str(), out.data(),
-                               static_cast<int>(out.size())) != NATS_OK) {
-      return;  // the connection dropped; the attempt is abandoned
-    }
+    SendToWorker(out);
+    if (broken_) return;
     unacknowledged_ = 0;
     peer_blocked_ = false;
   }
+
+  static constexpr size_t kMaxReasonBytes = 512;
 
   natsConnection* const connection_;
   const size_t window_;
@@ -455,7 +514,7 @@ class OwnerState {
   std::optional<int> result_ ABSL_GUARDED_BY(mutex_);
 
   // The attempt the owner heard from last, where it listens, and whether
-  // the connection dropped since (then only a newer attempt counts).
+  // it can still deliver everything (then only a newer attempt counts).
   uint32_t attempt_ ABSL_GUARDED_BY(mutex_) = 0;
   std::string worker_subject_ ABSL_GUARDED_BY(mutex_);
   bool broken_ ABSL_GUARDED_BY(mutex_) = false;
@@ -466,14 +525,17 @@ class OwnerState {
   std::string assembling_ ABSL_GUARDED_BY(mutex_);
   bool assembling_active_ ABSL_GUARDED_BY(mutex_) = false;
   bool discarding_ ABSL_GUARDED_BY(mutex_) = false;  // the rest of an oversized message
+  uint64_t discarded_bytes_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t unacknowledged_ ABSL_GUARDED_BY(mutex_) = 0;
   bool peer_blocked_ ABSL_GUARDED_BY(mutex_) = false;
 
-  // Owner to worker: everything written, for any attempt to pull.
+  // Owner to worker: everything written, for any attempt to pull; the
+  // current attempt has been sent log_[0, sent_).
   std::vector<std::string> log_ ABSL_GUARDED_BY(mutex_);
-  uint64_t next_pull_ ABSL_GUARDED_BY(mutex_) = 0;
-  size_t unpulled_bytes_ ABSL_GUARDED_BY(mutex_) = 0;
-  std::optional<uint64_t> pending_pull_ ABSL_GUARDED_BY(mutex_);
+  uint64_t sent_ ABSL_GUARDED_BY(mutex_) = 0;
+  size_t unsent_bytes_ ABSL_GUARDED_BY(mutex_) = 0;  // with each message's overhead
+  size_t blocked_need_ ABSL_GUARDED_BY(mutex_) = 0;   // what the refused send needed
+  bool pull_waiting_ ABSL_GUARDED_BY(mutex_) = false;
 };
 
 // The owner ends alive on one connection, for the connection's news.
@@ -554,6 +616,7 @@ class OwnerEnd final : public RemoteOwnerEnd {
 class NatsWorkersScheduler final : public Scheduler {
  public:
   static absl::StatusOr<std::unique_ptr<Scheduler>> Create(const NatsWorkersOptions& options) {
+    if (absl::Status valid = wire::CheckAckWait(options.ack_wait); !valid.ok()) return valid;
     std::string url = options.url;
     if (url.empty()) {
       absl::StatusOr<std::string> broker = nats_platform::BrokerUrl();
@@ -609,9 +672,9 @@ class NatsWorkersScheduler final : public Scheduler {
       return entry.status();
     }
     const size_t window =
-        options.buffer_bytes == 0 ? kDefaultWindow : std::max(options.buffer_bytes, kMinimumWindow);
+        options.buffer_bytes == 0 ? kDefaultWindow : std::max<size_t>(options.buffer_bytes, wire::kMinimumWindow);
     const size_t max_piece =
-        std::min(connection_->max_payload() - wire::kHeaderSize - 8, window / 2 - wire::kPieceOverhead);
+        std::min(connection_->max_payload() - wire::kPieceHeaderSize, window / 2 - wire::kPieceOverhead);
     auto state = std::make_shared<OwnerState>(connection_->handle(), window,
                                               options.max_message_size, max_piece);
     if (absl::Status opened = state->Open(); !opened.ok()) return opened;

@@ -23,12 +23,11 @@
 //   still wants the task.
 //
 // At least once
-//   A job whose worker dies, hangs, loses the broker, or is told to stop
-//   (the owner's connection was interrupted) is delivered again, to any
-//   worker: after the ack wait (ack_wait) for a dead one, at once for the
-//   others. TaskContext::attempt() says which delivery the entry is on (1,
-//   2, ...). Each attempt starts the entry afresh, and the owner makes the
-//   retry invisible as far as it can:
+//   A job whose worker dies, hangs, or loses the broker is delivered again,
+//   to any worker: after the ack wait (ack_wait) for a dead one, at once
+//   for the others. TaskContext::attempt() is JetStream's delivery count
+//   (1, 2, ...). Each attempt starts the entry afresh, and the owner makes
+//   the retry invisible as far as it can:
 //   - The entry reads everything the owner wrote, from the first message:
 //     the owner's end keeps what it wrote for the task's whole life (its
 //     memory grows with it) and the worker pulls it, message by message.
@@ -36,27 +35,47 @@
 //     messages, which attempt 1 had already delivered, are dropped. So a
 //     deterministic entry is seen exactly once; an entry whose output
 //     differs on a retry should check attempt().
-//   - Only the attempt the owner heard from last counts: a superseded one
-//     is told to stop, and what it sends is dropped.
+//   - Only the attempt the owner heard from last counts. Every request a
+//     worker makes about its attempt (hello, keep-alive, done) gets the
+//     owner's verdict: go on; stop (the task is over: the job is dropped);
+//     superseded (a newer delivery has it: the job is left to it); or
+//     retry (pieces went missing, say across an interrupted connection:
+//     the job is handed back). A worker acknowledges a job only on "go on"
+//     to its done, which the owner gives once every message the attempt
+//     wrote has arrived whole.
 //
 // The task's channel (core/channel.h's contract)
-//   Worker to owner: pieces of at most the broker's payload, under a
-//   credit window of ChannelOptions::buffer_bytes (256 KiB by default).
-//   Owner to worker: the owner's Write is accepted while the worker has
-//   not yet pulled fewer than the window's bytes; the worker pulls one
-//   message at a time, so each owner message costs a round trip.
-//   Finished: the worker's "done" (the entry's value and how many messages
-//   it wrote) comes behind its messages; RemoteOwnerEnd::EntryResult() has
-//   the value from then on, and the owner's reads end with kOutOfRange once
-//   all is read.
+//   Worker to owner: pieces of at most the broker's payload, each with its
+//   message's sequence and offset, under a credit window of
+//   ChannelOptions::buffer_bytes (256 KiB by default). Owner to worker: the
+//   owner's Write is accepted while the bytes the worker has not yet been
+//   sent stay within the window; the worker pulls one message at a time,
+//   so each owner message costs a round trip. Finished: the owner's
+//   "go on" to the worker's done; RemoteOwnerEnd::EntryResult() has the
+//   value from then on, and the owner's reads end with kOutOfRange once
+//   all is read. Closing the owner's end (destroying the Task) cancels the
+//   entry: its reads end at once, without what it had not yet pulled.
 //
 // Errors
 //   An unreachable broker, or JetStream off: kUnavailable from the
-//   factory. An entry the worker does not have: the owner's reads fail with
-//   kNotFound saying so, and the task finishes with -1. The broker lost
-//   for good (the library's reconnects give up): kUnavailable on every
-//   end, and the tasks finish with -1. Anything malformed on a task's
-//   subject: kDataLoss at the receive that reaches it; the stream goes on.
+//   factory; an ack wait under 300 ms: kInvalidArgument. An entry the
+//   worker does not have: the owner's reads fail with kNotFound saying so,
+//   and the task finishes with -1. The broker lost for good (the library's
+//   reconnects give up after about 30 s): kUnavailable on every end, the
+//   tasks finish with -1, and RunWorker returns kUnavailable. Anything
+//   malformed on a task's subject: kDataLoss at the receive that reaches it
+//   (one report at a time however many come); the stream goes on.
+//
+// Limits
+//   - The broker's clients are trusted with the tasks' subjects: a client
+//     that listens to the queue learns them, and crafted messages can end
+//     or stall the task they name (never crash the owner or a worker). Keep
+//     untrusted clients off the broker with NATS's own permissions.
+//   - A job whose owner does not answer for 10 deliveries in a row (half a
+//     second apart) is dropped as given up; if that owner comes back, its
+//     task waits for ever.
+//   - Deliveries are not capped: an entry that kills its worker every time
+//     is retried for as long as workers remain.
 //
 // Thread safety: as core/scheduler.h and core/channel.h say; the ends'
 // state is shared with the library's delivery threads under their locks.

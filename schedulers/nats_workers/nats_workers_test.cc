@@ -21,12 +21,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "backends/registry.h"
 #include "core/entry_registry.h"
 #include "core/task.h"
 #include "gtest/gtest.h"
+#include "nats/nats.h"
 #include "platform/nats/broker.h"
 
 namespace taskrt {
@@ -39,7 +41,7 @@ constexpr char kWorkerFlag[] = "--nats_worker=";
 constexpr char kAckWaitFlag[] = "--ack_wait_ms=";
 // Short, so that a killed worker's job comes back soon; not a bound on
 // anything the tests assert.
-constexpr int kAckWaitMs = 1500;
+constexpr int kAckWaitMs = 3000;
 
 std::string ReadText(TaskContext& context) {
   char buffer[256];
@@ -337,7 +339,7 @@ TEST_F(NatsWorkersTest, AWorkerKilledMidTaskIsReplacedAndTheOwnerSeesEachMessage
   EXPECT_EQ(seen.messages, expected);
   EXPECT_TRUE(seen.errors.empty());
   EXPECT_EQ(seen.final_calls, 1);
-  EXPECT_EQ(*task->result(), 2) << "the second attempt finished the task";
+  EXPECT_GE(*task->result(), 2) << "a later attempt finished the task";
 }
 
 TEST_F(NatsWorkersTest, TasksQueuedBeforeABrokerRestartRunAfterIt) {
@@ -373,6 +375,93 @@ TEST_F(NatsWorkersTest, TasksQueuedBeforeABrokerRestartRunAfterIt) {
     EXPECT_EQ(seen[i].messages, Numbers(20)) << "task " << i;
     EXPECT_EQ(*tasks[i]->result(), 20);
   }
+}
+
+TEST_F(NatsWorkersTest, ABrokerRestartMidTaskRetriesItAndTheOwnerSeesEachMessageOnce) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  std::string store = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/midtask-XXXXXX");
+  ASSERT_NE(mkdtemp(store.data()), nullptr);
+  LocalBrokerOptions keep;
+  keep.store_dir = store;
+  absl::StatusOr<std::unique_ptr<LocalBroker>> broker = LocalBroker::Start(keep);
+  ASSERT_TRUE(broker.ok()) << broker.status();
+  scheduler_.reset();
+  broker_ = *std::move(broker);
+  ASSERT_TRUE(Connect().ok());
+  std::unique_ptr<WorkerProcess> worker = StartWorker();
+  Seen seen;
+  std::unique_ptr<Task> task = Start("test.halves", seen);
+  ASSERT_TRUE(task->Write(absl::string_view("10")).ok());
+  RunUntilMessages(seen, 1 + 5);  // the entry waits for "continue"
+  LocalBrokerOptions same;
+  same.port = broker_->port();
+  same.store_dir = store;
+  broker_->Stop();
+  absl::StatusOr<std::unique_ptr<LocalBroker>> restarted = LocalBroker::Start(same);
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  std::unique_ptr<LocalBroker> old = std::move(broker_);
+  broker_ = *std::move(restarted);
+  ASSERT_TRUE(task->Write(absl::string_view("continue")).ok());
+  RunUntilFinished(*task);
+  std::vector<std::string> expected = {seen.messages[0]};
+  for (const std::string& m : Numbers(10, "m")) expected.push_back(m);
+  EXPECT_EQ(seen.messages, expected);
+  EXPECT_TRUE(seen.errors.empty());
+  EXPECT_GE(*task->result(), 2) << "the attempt cut off by the restart cannot count";
+}
+
+// A client of the broker that is not a worker: it reads the job as it is
+// queued (a plain subscriber sees it), learns the task's subject, and
+// publishes there what no worker sends.
+TEST_F(NatsWorkersTest, GarbageOnATasksSubjectIsDataLossAndTheTaskGoesOn) {
+  natsConnection* hostile = nullptr;
+  ASSERT_EQ(natsConnection_ConnectTo(&hostile, broker_->url().c_str()), NATS_OK);
+  natsSubscription* jobs = nullptr;
+  ASSERT_EQ(natsConnection_SubscribeSync(&jobs, hostile, "taskrt.jobs"), NATS_OK);
+  ASSERT_EQ(natsConnection_Flush(hostile), NATS_OK);
+  Seen seen;
+  std::unique_ptr<Task> task = Start("test.count", seen);
+  natsMsg* job = nullptr;
+  ASSERT_EQ(natsSubscription_NextMsg(&job, jobs, 10000), NATS_OK);
+  const std::vector<std::string> lines =
+      absl::StrSplit(absl::string_view(natsMsg_GetData(job), natsMsg_GetDataLength(job)), '\n');
+  natsMsg_Destroy(job);
+  ASSERT_GE(lines.size(), 3u);
+  const std::string subject = lines[2];
+  auto forge = [&](char kind, uint32_t attempt, std::string rest) {
+    std::string bytes(1, kind);
+    for (int i = 0; i < 4; ++i) bytes.push_back(static_cast<char>(attempt >> (8 * i)));
+    bytes += rest;
+    natsConnection_Publish(hostile, subject.c_str(), bytes.data(), static_cast<int>(bytes.size()));
+  };
+  const std::string huge(8, '\xff');
+  natsConnection_PublishString(hostile, subject.c_str(), "");  // no header at all
+  forge('Z', 0, "unknown kind");
+  forge('P', 0, huge);                          // a pull for message 2^64 - 1
+  forge('L', 0, huge + huge + "forged piece");  // a piece of a message far ahead
+  forge('H', 7, "not a subject");               // a hello without a reply subject
+  natsMsg* reply = nullptr;
+  // A hello naming a subject that would break the broker's protocol.
+  std::string hello(1, 'H');
+  hello += std::string("\x07\0\0\0", 4) + "_INBOX.x\r\nPUB evil 1\r\n";
+  EXPECT_EQ(natsConnection_Request(&reply, hostile, subject.c_str(), hello.data(),
+                                   static_cast<int>(hello.size()), 10000),
+            NATS_OK);
+  EXPECT_EQ(absl::string_view(natsMsg_GetData(reply), natsMsg_GetDataLength(reply)), "stop");
+  natsMsg_Destroy(reply);
+  ASSERT_EQ(natsConnection_Flush(hostile), NATS_OK);
+  // Only now a worker: the garbage reached the owner first.
+  std::unique_ptr<WorkerProcess> worker = StartWorker();
+  ASSERT_TRUE(task->Write(absl::string_view("50")).ok());
+  RunUntilFinished(*task);
+  EXPECT_EQ(seen.messages, Numbers(50));
+  ASSERT_FALSE(seen.errors.empty());
+  for (const absl::Status& error : seen.errors) {
+    EXPECT_EQ(error.code(), absl::StatusCode::kDataLoss) << error;
+  }
+  EXPECT_EQ(*task->result(), 50);
+  natsSubscription_Destroy(jobs);
+  natsConnection_Destroy(hostile);
 }
 
 TEST_F(NatsWorkersTest, AnEntryTheWorkerLacksIsNotFoundAtTheOwner) {
@@ -417,6 +506,27 @@ TEST_F(NatsWorkersTest, ClosuresAreRefused) {
   absl::StatusOr<std::unique_ptr<Task>> task = Task::Create([](TaskContext&) { return 0; });
   ASSERT_TRUE(task.ok());
   EXPECT_EQ((*task)->Run(Environment()).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(NatsWorkersFactoryTest, BadOptionsAreInvalidArguments) {
+  NatsWorkersOptions options;
+  options.url = "nats://127.0.0.1:1";
+  options.ack_wait = absl::Milliseconds(10);
+  EXPECT_EQ(NewNatsWorkersScheduler(options).status().code(), absl::StatusCode::kInvalidArgument);
+  std::atomic<bool> stop{true};
+  NatsWorkerOptions worker;
+  worker.queue = options;
+  worker.stop = &stop;
+  EXPECT_EQ(RunWorker(worker).code(), absl::StatusCode::kInvalidArgument);  // no scheduler
+  absl::StatusOr<std::unique_ptr<Scheduler>> local = NewSchedulerNamed(Defaults().scheduler, 1);
+  ASSERT_TRUE(local.ok());
+  worker.scheduler = local->get();
+  worker.slots = 0;
+  EXPECT_EQ(RunWorker(worker).code(), absl::StatusCode::kInvalidArgument);
+  worker.slots = 1;
+  EXPECT_EQ(RunWorker(worker).code(), absl::StatusCode::kInvalidArgument);  // the ack wait
+  worker.queue.ack_wait = absl::Seconds(1);
+  EXPECT_EQ(RunWorker(worker).code(), absl::StatusCode::kUnavailable);  // nobody at port 1
 }
 
 TEST(NatsWorkersFactoryTest, AnUnreachableBrokerIsUnavailable) {

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -80,6 +81,13 @@ absl::Status EnsureQueue(jsCtx* js, absl::Duration ack_wait) {
                    status);
 }
 
+absl::Status CheckAckWait(absl::Duration ack_wait) {
+  if (ack_wait >= kMinimumAckWait) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("nats_workers: an ack wait of ",
+                                                 absl::FormatDuration(ack_wait), " is under the ",
+                                                 absl::FormatDuration(kMinimumAckWait), " minimum"));
+}
+
 std::string EncodeJob(const Job& job) {
   return absl::StrCat(kJobMagic, "\n", job.entry, "\n", job.owner_subject, "\n", job.window, "\n",
                       job.max_message_size, "\n");
@@ -93,9 +101,32 @@ absl::Status DecodeJob(absl::string_view bytes, Job& job) {
     return absl::DataLossError(absl::StrCat("nats_workers: a malformed job of ", bytes.size(),
                                             " bytes in the work queue"));
   }
+  if (!IsWorkerSubject(lines[2]) || job.window < kMinimumWindow) {
+    return absl::DataLossError(absl::StrCat("nats_workers: a job with an owner subject or window ",
+                                            "no owner sends, in the work queue"));
+  }
   job.entry = std::string(lines[1]);
   job.owner_subject = std::string(lines[2]);
   return absl::OkStatus();
+}
+
+bool IsWorkerSubject(absl::string_view subject) {
+  constexpr absl::string_view kPrefix = "_INBOX.";
+  if (subject.size() <= kPrefix.size() || subject.size() > 256 ||
+      subject.substr(0, kPrefix.size()) != kPrefix) {
+    return false;
+  }
+  bool token_empty = true;
+  for (const char c : subject.substr(kPrefix.size())) {
+    if (c == '.') {
+      if (token_empty) return false;
+      token_empty = true;
+      continue;
+    }
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') return false;
+    token_empty = false;
+  }
+  return !token_empty;
 }
 
 std::string DeleteJobSubject() { return absl::StrCat("$JS.API.STREAM.MSG.DELETE.", kStream); }

@@ -29,6 +29,11 @@ inline constexpr char kConsumer[] = "taskrt_workers";
 // with another configuration (another ack wait, say).
 absl::Status EnsureQueue(jsCtx* js, absl::Duration ack_wait);
 
+// kInvalidArgument for an ack wait under kMinimumAckWait: a worker tells
+// JetStream it is at work every third of it.
+inline constexpr absl::Duration kMinimumAckWait = absl::Milliseconds(300);
+absl::Status CheckAckWait(absl::Duration ack_wait);
+
 // "Run entry E for the task whose owner listens on S."
 struct Job {
   std::string entry;
@@ -43,35 +48,45 @@ absl::Status DecodeJob(absl::string_view bytes, Job& job);
 // Every message on a task's subjects starts with a kind byte and the
 // attempt (JetStream's delivery count of the job) it belongs to.
 enum Kind : char {
-  // Worker to owner.
-  kHello = 'H',      // request; rest: the worker's subject. Replies below.
-  kKeepAlive = 'K',  // request; the owner replies kGoOn or kStop
-  kPull = 'P',       // rest: u64 index of the owner's message wanted
-  kMore = 'M',       // a piece; rest: u64 sequence, then bytes; more follow
-  kLast = 'L',       // the last (or only) piece of a message
+  // Worker to owner. Requests are answered with a verdict (below).
+  kHello = 'H',      // request; rest: the worker's subject
+  kKeepAlive = 'K',  // request
+  kDone = 'D',       // request; rest: i32 result, u64 messages written
+  kFailed = 'F',     // request; rest: why the worker cannot run the entry
+  kPull = 'P',       // rest: u64 index of the owner's message wanted next
   kBlocked = 'B',    // the worker waits for credit
-  kDone = 'D',       // rest: i32 result, u64 messages written
-  kFailed = 'F',     // rest: why the worker cannot run the entry
-  // Owner to worker (pieces of pulled messages use kMore/kLast, with the
-  // index as their sequence).
+  // A piece of a message, both ways; rest: u64 sequence (the owner's
+  // message index when pulled), u64 offset in the message, then bytes.
+  kMore = 'M',  // more pieces follow
+  kLast = 'L',  // the last (or only) piece
+  // Owner to worker.
   kCredit = 'C',  // rest: u64 bytes the owner has taken
   kCancel = 'Q',  // the owner asks the entry to stop (cancel_requested)
   kClose = 'X',   // the owner closed its end: the attempt is over
 };
 
-// Asks JetStream to drop the job at `sequence` (a task given up before any
-// worker took it), without waiting for its answer.
-std::string DeleteJobSubject();
-std::string DeleteJobRequest(uint64_t sequence);
-
-// Replies to kHello and kKeepAlive.
-inline constexpr char kGoOn[] = "ok";
-inline constexpr char kStop[] = "stop";          // cancelled, superseded or finished
-inline constexpr char kAlreadyDone[] = "done";  // an earlier attempt finished
+// The owner's verdict on a worker's request about its attempt.
+inline constexpr char kGoOn[] = "ok";              // the attempt counts
+inline constexpr char kStop[] = "stop";            // the task is over: drop the job
+inline constexpr char kAlreadyDone[] = "done";     // an earlier attempt finished it
+inline constexpr char kSuperseded[] = "superseded";  // a newer delivery has it: leave the job
+inline constexpr char kRetry[] = "retry";          // this attempt cannot count: hand it back
 
 // What every piece costs against the window beyond its bytes.
 inline constexpr size_t kPieceOverhead = 16;
 inline constexpr size_t kHeaderSize = 1 + 4;
+inline constexpr size_t kPieceHeaderSize = kHeaderSize + 8 + 8;
+inline constexpr uint64_t kMinimumWindow = 4 * kPieceOverhead;
+
+// A subject a task's side may publish to: _INBOX.<tokens of [A-Za-z0-9_-]>
+// separated by dots, no wildcards, no space or control bytes (a subject is
+// written into the broker's protocol as it is).
+bool IsWorkerSubject(absl::string_view subject);
+
+// Asks JetStream to drop the job at `sequence` (a task given up before any
+// worker took it), without waiting for its answer.
+std::string DeleteJobSubject();
+std::string DeleteJobRequest(uint64_t sequence);
 
 std::string Header(Kind kind, uint32_t attempt);
 void AppendU64(std::string& out, uint64_t value);

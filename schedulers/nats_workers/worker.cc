@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/channel.h"
@@ -41,13 +42,18 @@ using nats_platform::MessagePtr;
 using nats_platform::NatsError;
 using nats_platform::WaitPoint;
 
-constexpr int64_t kHelloTimeoutMs = 5000;
 constexpr int64_t kFetchTimeoutMs = 1000;
-constexpr int64_t kFlushTimeoutMs = 10000;
 // A job whose owner does not answer is delivered this many times, kRetryDelayMs
 // apart, before it is dropped.
 constexpr uint32_t kDeliveriesToAnAbsentOwner = 10;
 constexpr int64_t kRetryDelayMs = 500;
+
+// What becomes of a job whose attempt ended early.
+enum class JobFate {
+  kAck,    // the task is over for its owner: the job leaves the queue
+  kNak,    // hand it back for another attempt
+  kLeave,  // a newer delivery has it: neither
+};
 
 // The worker's side of one attempt at a task, shared with its
 // subscription's delivery thread.
@@ -67,25 +73,25 @@ class AttemptState {
   }
   static void OnComplete(void* closure) {
     auto* holder = static_cast<std::shared_ptr<AttemptState>*>(closure);
-    (*holder)->Abandon("the subscription ended: connection to the broker lost");
+    (*holder)->Abandon("the subscription ended: connection to the broker lost", JobFate::kNak);
     delete holder;
   }
 
-  // The attempt cannot go on (the connection dropped, the owner said
-  // stop): every call fails from now on, the entry is asked to cancel,
-  // and the job is left for another delivery.
-  void Abandon(absl::string_view why) {
+  // The attempt cannot go on: every call fails from now on, the entry is
+  // asked to cancel, and the job gets `fate` (the first one given).
+  void Abandon(absl::string_view why, JobFate fate) {
     MutexLock lock(&mutex_);
-    if (closing_ || !failure_.ok()) return;
+    if (closing_ || fate_.has_value()) return;
+    fate_ = fate;
     failure_ = absl::UnavailableError(absl::StrCat("nats_workers: attempt abandoned: ", why));
     cancel_.store(true, std::memory_order_release);
     receive_.Signal();
     send_.Signal();
   }
 
-  bool abandoned() {
+  std::optional<JobFate> fate() {
     MutexLock lock(&mutex_);
-    return !failure_.ok();
+    return fate_;
   }
   const std::atomic<bool>* cancel() const { return &cancel_; }
 
@@ -102,6 +108,7 @@ class AttemptState {
   uint64_t next_index_ ABSL_GUARDED_BY(mutex_) = 0;  // the owner's message to pull next
   bool pull_outstanding_ ABSL_GUARDED_BY(mutex_) = false;
   uint64_t credit_ ABSL_GUARDED_BY(mutex_);
+  uint64_t credit_needed_ ABSL_GUARDED_BY(mutex_) = 0;  // what the blocked send waits for
   bool peer_closed_ ABSL_GUARDED_BY(mutex_) = false;
   absl::Status failure_ ABSL_GUARDED_BY(mutex_);
   absl::Status protocol_error_ ABSL_GUARDED_BY(mutex_);
@@ -119,7 +126,7 @@ class AttemptState {
           return Reject("credit the worker never had outstanding");
         }
         credit_ += credit;
-        send_.Wake();
+        if (credit_ >= credit_needed_) send_.Wake();
         return;
       }
       case wire::kCancel:
@@ -134,8 +141,23 @@ class AttemptState {
       case wire::kMore:
       case wire::kLast: {
         uint64_t index = 0;
-        if (!wire::TakeU64(rest, index)) return Reject("a piece without its index");
+        uint64_t offset = 0;
+        if (!wire::TakeU64(rest, index) || !wire::TakeU64(rest, offset)) {
+          return Reject("a piece without its index and offset");
+        }
         if (index != next_index_ || !pull_outstanding_) return;  // not the one asked for
+        if (offset != assembling_.size()) {
+          // A piece went missing: the owner's messages cannot arrive whole.
+          if (!fate_.has_value()) {
+            fate_ = JobFate::kNak;
+            failure_ = absl::UnavailableError(
+                "nats_workers: attempt abandoned: a piece of the owner's message went missing");
+            cancel_.store(true, std::memory_order_release);
+            receive_.Signal();
+            send_.Signal();
+          }
+          return;
+        }
         assembling_.append(rest.data(), rest.size());
         if (parsed->kind == wire::kMore) return;
         pulled_.push_back(std::move(assembling_));
@@ -146,8 +168,8 @@ class AttemptState {
         return;
       }
       default:
-        return Reject(absl::StrCat("a message of unknown kind '", absl::string_view(&parsed->kind, 1),
-                                   "'"));
+        return Reject(absl::StrCat("a message of unknown kind '",
+                                   absl::CHexEscape(absl::string_view(&parsed->kind, 1)), "'"));
     }
   }
 
@@ -161,6 +183,7 @@ class AttemptState {
   const uint64_t window_;
   std::atomic<bool> cancel_{false};
   bool closing_ ABSL_GUARDED_BY(mutex_) = false;
+  std::optional<JobFate> fate_ ABSL_GUARDED_BY(mutex_);
   std::string assembling_ ABSL_GUARDED_BY(mutex_);
 };
 
@@ -177,7 +200,7 @@ class TaskEnd final : public ChannelEnd {
         owner_subject_(std::move(owner_subject)),
         attempt_(attempt),
         max_message_size_(job.max_message_size),
-        max_piece_(std::min<uint64_t>(connection_->max_payload() - wire::kHeaderSize - 8,
+        max_piece_(std::min<uint64_t>(connection_->max_payload() - wire::kPieceHeaderSize,
                                       job.window / 2 - wire::kPieceOverhead)) {}
   ~TaskEnd() override { Close(); }
 
@@ -202,12 +225,12 @@ class TaskEnd final : public ChannelEnd {
     if (message.size() <= max_piece_) {
       // One piece goes whole or waits whole.
       MutexLock lock(&state_->mutex_);
-      if (message.size() + wire::kPieceOverhead > state_->credit_) return Blocked();
-      if (absl::Status sent = PublishPiece(absl::string_view(message.data(), message.size()), /*last=*/true);
-          !sent.ok()) {
-        return sent;
-      }
-      state_->credit_ -= message.size() + wire::kPieceOverhead;
+      const uint64_t cost = message.size() + wire::kPieceOverhead;
+      if (cost > state_->credit_) return Blocked(cost);
+      absl::Status sent =
+          PublishPiece(absl::string_view(message.data(), message.size()), 0, /*last=*/true);
+      if (!sent.ok()) return sent;
+      state_->credit_ -= cost;
       ++written_;
       counters_.Sent(message.size());
       return absl::OkStatus();
@@ -222,6 +245,13 @@ class TaskEnd final : public ChannelEnd {
   absl::Status TryFlush() override {
     if (closed_) return absl::FailedPreconditionError("nats_workers: this end is closed");
     return held_.has_value() ? PushHeld() : absl::OkStatus();
+  }
+
+  bool TryTakeBackUnsent() override {
+    if (!held_.has_value() || held_offset_ != 0) return false;
+    counters_.Unsent(held_->size());
+    held_.reset();
+    return true;
   }
 
   absl::StatusOr<size_t> TryReceive(absl::Span<char> out) override {
@@ -241,12 +271,7 @@ class TaskEnd final : public ChannelEnd {
     if (state_->peer_closed_) {
       return absl::OutOfRangeError("nats_workers: the owner closed the task's channel");
     }
-    if (!state_->pull_outstanding_) {
-      std::string pull = wire::Header(wire::kPull, attempt_);
-      wire::AppendU64(pull, state_->next_index_);
-      if (absl::Status sent = Publish(pull); !sent.ok()) return sent;
-      state_->pull_outstanding_ = true;
-    }
+    if (absl::Status asked = AskForNext(); !asked.ok()) return asked;
     state_->receive_.Arm();
     counters_.receives_blocked.Add();
     return WouldBlock();
@@ -254,7 +279,8 @@ class TaskEnd final : public ChannelEnd {
 
   Readiness send_readiness() const override {
     MutexLock lock(&state_->mutex_);
-    if (state_->credit_ == 0 && !state_->peer_closed_ && state_->failure_.ok()) {
+    if (state_->credit_ < state_->credit_needed_ && !state_->peer_closed_ &&
+        state_->failure_.ok()) {
       state_->send_.Arm();
     } else {
       state_->send_.Signal();
@@ -273,9 +299,15 @@ class TaskEnd final : public ChannelEnd {
     return {state_->receive_.fd, POLLIN};
   }
 
+  // As a receive that finds nothing, a false answer asks the owner for the
+  // next message and arms the readiness.
   bool ReceiveReady() override {
     MutexLock lock(&state_->mutex_);
-    return !state_->pulled_.empty();
+    if (!state_->pulled_.empty()) return true;
+    if (state_->failure_.ok() && !state_->peer_closed_ && AskForNext().ok()) {
+      state_->receive_.Arm();
+    }
+    return false;
   }
 
   void Close() override {
@@ -289,8 +321,10 @@ class TaskEnd final : public ChannelEnd {
 
   size_t max_message_size() const override { return max_message_size_; }
 
-  // After the entry returned: its value and count, behind its messages.
-  absl::Status Finish(int result) {
+  // After the entry returned: its value and count, behind its messages,
+  // and the owner's verdict on them. A message still held could not leave
+  // with them: the attempt is handed back.
+  absl::StatusOr<std::string> Finish(int result) {
     if (held_.has_value()) {
       return absl::FailedPreconditionError(
           "nats_workers: the entry returned with a message not all sent");
@@ -298,8 +332,28 @@ class TaskEnd final : public ChannelEnd {
     std::string done = wire::Header(wire::kDone, attempt_);
     wire::AppendI32(done, result);
     wire::AppendU64(done, written_);
-    return Publish(done);
+    return Request(connection_->handle(), owner_subject_, done);
   }
+
+  // A request to the owner; its verdict, or kNotFound when nobody listens.
+  static absl::StatusOr<std::string> Request(natsConnection* connection,
+                                             const std::string& owner_subject,
+                                             const std::string& bytes,
+                                             int64_t timeout_ms = kRequestTimeoutMs) {
+    natsMsg* reply = nullptr;
+    const natsStatus status = natsConnection_Request(&reply, connection, owner_subject.c_str(),
+                                                     bytes.data(), static_cast<int>(bytes.size()),
+                                                     timeout_ms);
+    if (status == NATS_NO_RESPONDERS) {
+      return absl::NotFoundError("nobody listens on the owner's subject");
+    }
+    if (status != NATS_OK) return NatsError("request to the owner", status);
+    std::string answer(wire::DataOf(reply));
+    natsMsg_Destroy(reply);
+    return answer;
+  }
+
+  static constexpr int64_t kRequestTimeoutMs = 5000;
 
  private:
   absl::Status Usable() {
@@ -311,8 +365,18 @@ class TaskEnd final : public ChannelEnd {
     return absl::OkStatus();
   }
 
-  // Out of credit: tells the owner once, and waits for news.
-  absl::Status Blocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_->mutex_) {
+  absl::Status AskForNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_->mutex_) {
+    if (state_->pull_outstanding_) return absl::OkStatus();
+    std::string pull = wire::Header(wire::kPull, attempt_);
+    wire::AppendU64(pull, state_->next_index_);
+    if (absl::Status sent = Publish(pull); !sent.ok()) return sent;
+    state_->pull_outstanding_ = true;
+    return absl::OkStatus();
+  }
+
+  // Out of credit for `cost`: tells the owner once, and waits for that much.
+  absl::Status Blocked(uint64_t cost) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_->mutex_) {
+    state_->credit_needed_ = cost;
     if (!blocked_told_) {
       if (absl::Status told = Publish(wire::Header(wire::kBlocked, attempt_)); !told.ok()) return told;
       blocked_told_ = true;
@@ -328,11 +392,13 @@ class TaskEnd final : public ChannelEnd {
     while (held_.has_value()) {
       const size_t remaining = held_->size() - held_offset_;
       const size_t piece = std::min(remaining, max_piece_);
-      if (piece + wire::kPieceOverhead > state_->credit_) return Blocked();
+      const uint64_t cost = piece + wire::kPieceOverhead;
+      if (cost > state_->credit_) return Blocked(cost);
       const bool last = piece == remaining;
-      absl::Status sent = PublishPiece(absl::string_view(held_->data() + held_offset_, piece), last);
+      absl::Status sent =
+          PublishPiece(absl::string_view(held_->data() + held_offset_, piece), held_offset_, last);
       if (!sent.ok()) return sent;
-      state_->credit_ -= piece + wire::kPieceOverhead;
+      state_->credit_ -= cost;
       held_offset_ += piece;
       if (last) {
         held_.reset();
@@ -342,10 +408,11 @@ class TaskEnd final : public ChannelEnd {
     return absl::OkStatus();
   }
 
-  absl::Status PublishPiece(absl::string_view bytes, bool last) {
+  absl::Status PublishPiece(absl::string_view bytes, uint64_t offset, bool last) {
     blocked_told_ = false;
     std::string out = wire::Header(last ? wire::kLast : wire::kMore, attempt_);
     wire::AppendU64(out, written_);
+    wire::AppendU64(out, offset);
     out.append(bytes.data(), bytes.size());
     return Publish(out);
   }
@@ -375,6 +442,14 @@ class TaskEnd final : public ChannelEnd {
 struct JobDeleter {
   void operator()(natsMsg* message) const { natsMsg_Destroy(message); }
 };
+using JobPtr = std::unique_ptr<natsMsg, JobDeleter>;
+
+// The fate a verdict gives a job.
+JobFate FateOf(absl::string_view verdict) {
+  if (verdict == wire::kStop || verdict == wire::kAlreadyDone) return JobFate::kAck;
+  if (verdict == wire::kSuperseded) return JobFate::kLeave;
+  return JobFate::kNak;
+}
 
 // One worker process's jobs in progress, for its keep-alive thread.
 class Worker {
@@ -389,119 +464,73 @@ class Worker {
     std::fflush(options_.log);
   }
 
+  // Held from fetch to the job's end: JetStream hears it is in progress
+  // every third of the ack wait, whatever the owner does.
+  uint64_t Track(natsMsg* job) {
+    std::lock_guard<std::mutex> lock(tracked_mutex_);
+    const uint64_t key = next_key_++;
+    tracked_.emplace(key, Tracked{job, nullptr, "", 0});
+    return key;
+  }
+
   // Runs one job to its end: the entry's return, acknowledged, or the
-  // attempt abandoned and the job handed back.
-  void RunJob(natsMsg* raw) {
-    std::unique_ptr<natsMsg, JobDeleter> job_message(raw);
-    wire::Job job;
-    if (absl::Status decoded = wire::DecodeJob(wire::DataOf(raw), job); !decoded.ok()) {
-      Log(std::string(decoded.message()) + "; dropped");
-      natsMsg_Term(raw, nullptr);
-      return;
-    }
-    uint32_t attempt = 1;
-    jsMsgMetaData* meta = nullptr;
-    if (natsMsg_GetMetaData(&meta, raw) == NATS_OK) {
-      attempt = static_cast<uint32_t>(std::max<uint64_t>(meta->NumDelivered, 1));
-      jsMsgMetaData_Destroy(meta);
-    }
-    absl::StatusOr<RegisteredEntry> entry = FindEntry(job.entry);
-    if (!entry.ok()) {
-      std::string failed = wire::Header(wire::kFailed, attempt);
-      absl::StrAppend(&failed, "no worker entry named '", job.entry, "' (", entry.status().message(),
-                      ")");
-      natsConnection_Publish(connection_->handle(), job.owner_subject.c_str(), failed.data(),
-                             static_cast<int>(failed.size()));
-      natsConnection_FlushTimeout(connection_->handle(), kFlushTimeoutMs);
-      natsMsg_AckSync(raw, nullptr, nullptr);
-      Log(absl::StrCat("entry '", job.entry, "' is not registered here; the owner is told"));
-      return;
-    }
-    absl::StatusOr<std::unique_ptr<TaskEnd>> end = OpenEnd(job, attempt);
-    if (!end.ok()) {
-      Log(absl::StrCat("attempt ", attempt, " at '", job.entry, "': ", end.status().message(),
-                       "; handed back"));
-      natsMsg_Nak(raw, nullptr);
-      return;
-    }
-    const std::shared_ptr<AttemptState> state = (*end)->state();
-    // A missing owner, or one that already has the result, ends it here.
-    absl::StatusOr<std::string> answer = Hello(job, attempt, (*end)->subject());
-    if (!answer.ok() || *answer != wire::kGoOn) {
-      // An owner that does not answer may be reconnecting after the
-      // broker restarted: its job comes back a few times before it is
-      // taken for given up.
-      const bool retry = !answer.ok() && (!absl::IsNotFound(answer.status()) ||
-                                          attempt < kDeliveriesToAnAbsentOwner);
-      Log(absl::StrCat("attempt ", attempt, " at '", job.entry, "': ",
-                       answer.ok() ? absl::StrCat("the owner says ", *answer)
-                                   : std::string(answer.status().message()),
-                       retry ? "; handed back" : "; dropped"));
-      if (retry) {
-        natsMsg_NakWithDelay(raw, kRetryDelayMs, nullptr);
-      } else {
+  // attempt abandoned and the job handed back (or left to a newer one).
+  // `key`: what Track() gave for it at fetch time.
+  void RunJob(JobPtr job_message, uint64_t key) {
+    natsMsg* raw = job_message.get();
+    const JobFate fate = Attempt(raw, key);
+    Untrack(key);  // before the message is acknowledged and freed
+    switch (fate) {
+      case JobFate::kAck:
         natsMsg_AckSync(raw, nullptr, nullptr);
-      }
-      return;
-    }
-    Log(absl::StrCat("attempt ", attempt, " at '", job.entry, "' started"));
-    const uint64_t key = Track(raw, state, job.owner_subject, attempt);
-    const int result = RunEntryOn(*entry, **end, static_cast<int>(attempt), state->cancel());
-    Untrack(key);
-    absl::Status finished = state->abandoned() ? absl::AbortedError("abandoned") : (*end)->Finish(result);
-    if (finished.ok()) {
-      // The done must be at the broker before the job leaves the queue.
-      const natsStatus flushed = natsConnection_FlushTimeout(connection_->handle(), kFlushTimeoutMs);
-      finished = flushed == NATS_OK ? absl::OkStatus() : NatsError("flush", flushed);
-    }
-    if (finished.ok()) finished = AckStatus(natsMsg_AckSync(raw, nullptr, nullptr));
-    if (finished.ok()) {
-      Log(absl::StrCat("attempt ", attempt, " at '", job.entry, "' returned ", result));
-    } else {
-      Log(absl::StrCat("attempt ", attempt, " at '", job.entry, "' abandoned (",
-                       state->abandoned() ? "the owner or the broker went away" : finished.message(),
-                       "); handed back"));
-      natsMsg_Nak(raw, nullptr);
+        break;
+      case JobFate::kNak:
+        natsMsg_NakWithDelay(raw, kRetryDelayMs, nullptr);
+        break;
+      case JobFate::kLeave:
+        break;
     }
   }
 
-  // Every third of the ack wait: JetStream hears that each running job is
-  // in progress, and each owner is asked whether it still wants its task.
+  // Every third of the ack wait: JetStream hears that each job is in
+  // progress, and each running attempt's owner is asked whether it still
+  // counts.
   void KeepAlive(const std::atomic<bool>& stop) {
     const absl::Duration period = options_.queue.ack_wait / 3;
+    const int64_t ask_timeout_ms =
+        std::max<int64_t>(1, std::min<int64_t>(absl::ToInt64Milliseconds(period) / 4, 1000));
     std::unique_lock<std::mutex> lock(tracked_mutex_);
     while (!stop.load()) {
       tracked_changed_.wait_for(lock, absl::ToChronoNanoseconds(period));
       if (stop.load()) return;
-      // The job messages are used under the lock only: RunJob acknowledges
-      // and frees each after untracking it.
+      // The job messages are used under the lock only: RunJob
+      // acknowledges and frees each after untracking it.
       std::vector<Tracked> running;
       for (auto& [key, tracked] : tracked_) {
         natsMsg_InProgress(tracked.job, nullptr);
-        running.push_back(tracked);
+        if (tracked.state != nullptr) running.push_back(tracked);
       }
       lock.unlock();
       for (Tracked& tracked : running) {
-        const std::string ask = wire::Header(wire::kKeepAlive, tracked.attempt);
-        natsMsg* reply = nullptr;
-        const natsStatus status =
-            natsConnection_Request(&reply, connection_->handle(), tracked.owner_subject.c_str(),
-                                   ask.data(), static_cast<int>(ask.size()), kHelloTimeoutMs);
-        if (status == NATS_NO_RESPONDERS) {
-          tracked.state->Abandon("the owner is gone");
-        } else if (status == NATS_OK && wire::DataOf(reply) != wire::kGoOn) {
-          tracked.state->Abandon("the owner said stop");
+        absl::StatusOr<std::string> verdict =
+            TaskEnd::Request(connection_->handle(), tracked.owner_subject,
+                             wire::Header(wire::kKeepAlive, tracked.attempt), ask_timeout_ms);
+        if (absl::IsNotFound(verdict.status())) {
+          tracked.state->Abandon("the owner is gone", JobFate::kNak);
+        } else if (verdict.ok() && *verdict != wire::kGoOn) {
+          tracked.state->Abandon(absl::StrCat("the owner says ", *verdict), FateOf(*verdict));
         }
-        natsMsg_Destroy(reply);
       }
       lock.lock();
     }
   }
 
-  // Every attempt in progress is abandoned, for `why`.
+  // Every attempt in progress is abandoned, for `why`; their jobs come back.
   void AbandonAll(absl::string_view why) {
     std::lock_guard<std::mutex> lock(tracked_mutex_);
-    for (auto& [key, tracked] : tracked_) tracked.state->Abandon(why);
+    for (auto& [key, tracked] : tracked_) {
+      if (tracked.state != nullptr) tracked.state->Abandon(why, JobFate::kNak);
+    }
   }
 
   void WakeKeepAlive() {
@@ -512,13 +541,85 @@ class Worker {
  private:
   struct Tracked {
     natsMsg* job;
-    std::shared_ptr<AttemptState> state;
+    std::shared_ptr<AttemptState> state;  // null until the attempt runs
     std::string owner_subject;
     uint32_t attempt;
   };
 
-  static absl::Status AckStatus(natsStatus status) {
-    return status == NATS_OK ? absl::OkStatus() : NatsError("ack", status);
+  JobFate Attempt(natsMsg* raw, uint64_t key) {
+    wire::Job job;
+    if (absl::Status decoded = wire::DecodeJob(wire::DataOf(raw), job); !decoded.ok()) {
+      Log(std::string(decoded.message()) + "; dropped");
+      natsMsg_Term(raw, nullptr);
+      return JobFate::kLeave;
+    }
+    uint32_t attempt = 1;
+    jsMsgMetaData* meta = nullptr;
+    if (natsMsg_GetMetaData(&meta, raw) == NATS_OK) {
+      attempt = static_cast<uint32_t>(std::min<uint64_t>(std::max<uint64_t>(meta->NumDelivered, 1),
+                                                         UINT32_MAX));
+      jsMsgMetaData_Destroy(meta);
+    }
+    const std::string at = absl::StrCat("attempt ", attempt, " at '", job.entry, "'");
+    if (stopping_.load()) {
+      Log(at + ": the worker is stopping; handed back");
+      return JobFate::kNak;
+    }
+    absl::StatusOr<RegisteredEntry> entry = FindEntry(job.entry);
+    if (!entry.ok()) {
+      std::string failed = wire::Header(wire::kFailed, attempt);
+      absl::StrAppend(&failed, "no worker entry named '", job.entry, "' (", entry.status().message(),
+                      ")");
+      absl::StatusOr<std::string> verdict =
+          TaskEnd::Request(connection_->handle(), job.owner_subject, failed);
+      Log(absl::StrCat(at, ": not registered here; the owner ",
+                       verdict.ok() ? "is told" : "cannot be told"));
+      return Gone(verdict, attempt);
+    }
+    absl::StatusOr<std::unique_ptr<TaskEnd>> end = OpenEnd(job, attempt);
+    if (!end.ok()) {
+      Log(absl::StrCat(at, ": ", end.status().message(), "; handed back"));
+      return JobFate::kNak;
+    }
+    const std::shared_ptr<AttemptState> state = (*end)->state();
+    std::string hello = wire::Header(wire::kHello, attempt);
+    hello += (*end)->subject();
+    absl::StatusOr<std::string> answer =
+        TaskEnd::Request(connection_->handle(), job.owner_subject, hello);
+    if (!answer.ok() || *answer != wire::kGoOn) {
+      Log(absl::StrCat(at, ": ", answer.ok() ? absl::StrCat("the owner says ", *answer)
+                                             : std::string(answer.status().message())));
+      return answer.ok() ? FateOf(*answer) : Gone(answer, attempt);
+    }
+    Log(at + " started");
+    {
+      std::lock_guard<std::mutex> lock(tracked_mutex_);
+      tracked_[key] = Tracked{raw, state, job.owner_subject, attempt};
+    }
+    const int result = RunEntryOn(*entry, **end, static_cast<int>(attempt), state->cancel());
+    if (std::optional<JobFate> fate = state->fate(); fate.has_value()) {
+      Log(at + " abandoned: the owner or the broker went away");
+      return *fate;
+    }
+    absl::StatusOr<std::string> verdict = (*end)->Finish(result);
+    if (verdict.ok() && *verdict == wire::kGoOn) {
+      Log(absl::StrCat(at, " returned ", result));
+      return JobFate::kAck;
+    }
+    Log(absl::StrCat(at, " returned ", result, ", but ",
+                     verdict.ok() ? absl::StrCat("the owner says ", *verdict)
+                                  : std::string(verdict.status().message())));
+    return verdict.ok() ? FateOf(*verdict) : Gone(verdict, attempt);
+  }
+
+  // A request the owner did not answer: nobody listening is taken for a
+  // given-up task only after a few deliveries (an owner may be reconnecting
+  // after the broker restarted); anything else hands the job back.
+  static JobFate Gone(const absl::StatusOr<std::string>& verdict, uint32_t attempt) {
+    if (verdict.ok()) return FateOf(*verdict);
+    return absl::IsNotFound(verdict.status()) && attempt >= kDeliveriesToAnAbsentOwner
+               ? JobFate::kAck
+               : JobFate::kNak;
   }
 
   absl::StatusOr<std::unique_ptr<TaskEnd>> OpenEnd(const wire::Job& job, uint32_t attempt) {
@@ -548,35 +649,15 @@ class Worker {
                                      job.owner_subject, attempt, job);
   }
 
-  absl::StatusOr<std::string> Hello(const wire::Job& job, uint32_t attempt, const std::string& subject) {
-    std::string hello = wire::Header(wire::kHello, attempt);
-    hello += subject;
-    natsMsg* reply = nullptr;
-    const natsStatus status =
-        natsConnection_Request(&reply, connection_->handle(), job.owner_subject.c_str(), hello.data(),
-                               static_cast<int>(hello.size()), kHelloTimeoutMs);
-    if (status == NATS_NO_RESPONDERS) {
-      return absl::NotFoundError("nobody listens on the owner's subject");
-    }
-    if (status != NATS_OK) return NatsError("hello to the owner", status);
-    std::string answer(wire::DataOf(reply));
-    natsMsg_Destroy(reply);
-    return answer;
-  }
-
-  uint64_t Track(natsMsg* job, std::shared_ptr<AttemptState> state, const std::string& owner_subject,
-                 uint32_t attempt) {
-    std::lock_guard<std::mutex> lock(tracked_mutex_);
-    const uint64_t key = next_key_++;
-    tracked_.emplace(key, Tracked{job, std::move(state), owner_subject, attempt});
-    return key;
-  }
-
+ public:
   void Untrack(uint64_t key) {
     std::lock_guard<std::mutex> lock(tracked_mutex_);
     tracked_.erase(key);
   }
 
+  std::atomic<bool> stopping_{false};
+
+ private:
   const NatsWorkerOptions& options_;
   const std::shared_ptr<Connection> connection_;
   std::mutex log_mutex_;
@@ -628,20 +709,30 @@ absl::Status RunWorker(const NatsWorkerOptions& options) {
   if (options.stop == nullptr) {
     return absl::InvalidArgumentError("nats_workers: RunWorker needs a stop flag");
   }
+  if (absl::Status valid = wire::CheckAckWait(options.queue.ack_wait); !valid.ok()) return valid;
   std::string url = options.queue.url;
   if (url.empty()) {
     absl::StatusOr<std::string> broker = nats_platform::BrokerUrl();
     if (!broker.ok()) return broker.status();
     url = *std::move(broker);
   }
-  // The connection's news reaches the worker once it exists.
-  auto worker_for_news = std::make_shared<std::atomic<Worker*>>(nullptr);
+  // The connection's news reaches the worker while it exists.
+  struct News {
+    std::mutex mutex;
+    Worker* worker = nullptr;
+    bool lost = false;
+  };
+  auto news = std::make_shared<News>();
   nats_platform::ConnectionOptions connection_options;
   connection_options.allow_reconnect = true;
-  connection_options.on_interrupted = [worker_for_news] {
-    if (Worker* worker = worker_for_news->load()) {
-      worker->AbandonAll("connection to the broker interrupted");
-    }
+  connection_options.on_interrupted = [news] {
+    std::lock_guard<std::mutex> lock(news->mutex);
+    if (news->worker != nullptr) news->worker->AbandonAll("connection to the broker interrupted");
+  };
+  connection_options.on_lost = [news] {
+    std::lock_guard<std::mutex> lock(news->mutex);
+    news->lost = true;
+    if (news->worker != nullptr) news->worker->AbandonAll("connection to the broker lost");
   };
   absl::StatusOr<std::shared_ptr<Connection>> connection =
       Connection::Open(url, std::move(connection_options));
@@ -663,13 +754,25 @@ absl::Status RunWorker(const NatsWorkerOptions& options) {
   }
 
   Worker worker(options, *connection);
-  worker_for_news->store(&worker);
+  {
+    std::lock_guard<std::mutex> lock(news->mutex);
+    news->worker = &worker;
+  }
   std::thread keep_alive([&] { worker.KeepAlive(*options.stop); });
   worker.Log(absl::StrCat("taking jobs from ", url, " with ", options.slots, " slots on ",
                           options.scheduler->name(), "; entries: ",
                           absl::StrJoin(RegisteredEntryNames(), ", ")));
   Slots slots(options.slots);
+  absl::Status ended;
   while (!options.stop->load()) {
+    {
+      std::lock_guard<std::mutex> lock(news->mutex);
+      if (news->lost) {
+        ended = absl::UnavailableError(
+            absl::StrCat("nats_workers: connection to the broker at ", url, " lost"));
+        break;
+      }
+    }
     if (!slots.Take()) continue;
     natsMsgList batch{};
     status = natsSubscription_Fetch(&batch, jobs, 1, kFetchTimeoutMs, &error);
@@ -685,26 +788,33 @@ absl::Status RunWorker(const NatsWorkerOptions& options) {
     natsMsg* job = batch.Msgs[0];
     batch.Msgs[0] = nullptr;
     natsMsgList_Destroy(&batch);
-    absl::Status scheduled = options.scheduler->Schedule([&worker, &slots, job] {
-      worker.RunJob(job);
+    const uint64_t key = worker.Track(job);
+    // The unit owns the message once it runs; a refused unit never ran.
+    absl::Status scheduled = options.scheduler->Schedule([&worker, &slots, job, key] {
+      worker.RunJob(JobPtr(job), key);
       slots.Give();
     });
     if (!scheduled.ok()) {
+      worker.Untrack(key);
       worker.Log(absl::StrCat("cannot run a job: ", scheduled.message(), "; handed back"));
       natsMsg_Nak(job, nullptr);
       natsMsg_Destroy(job);
       slots.Give();
     }
   }
+  worker.stopping_.store(true);
   worker.AbandonAll("the worker is stopping");
   slots.WaitAllFree();
   worker.WakeKeepAlive();
   keep_alive.join();
-  worker_for_news->store(nullptr);
+  {
+    std::lock_guard<std::mutex> lock(news->mutex);
+    news->worker = nullptr;
+  }
   natsSubscription_Unsubscribe(jobs);
-  natsSubscription_Destroy(jobs);
-  worker.Log("stopped");
-  return absl::OkStatus();
+  (*connection)->Retire(jobs);
+  worker.Log(ended.ok() ? "stopped" : std::string(ended.message()));
+  return ended;
 }
 
 }  // namespace taskrt
