@@ -27,6 +27,7 @@
 #include "core/mutex.h"
 #include "core/scheduler.h"
 #include "tools/http_front/http_parser.h"
+#include "tools/http_front/job_entry.h"
 #include "tools/http_front/jobs.h"
 
 namespace taskrt::http {
@@ -119,43 +120,6 @@ struct RunningToken {
   RunningToken& operator=(const RunningToken&) = delete;
   std::shared_ptr<Counters> counters;
 };
-
-enum class JobKind { kPrimes, kHash };
-struct Job {
-  JobKind kind;
-  uint64_t size;
-};
-
-// Runs `job` step by step; nullopt if `step` stopped it.
-std::optional<uint64_t> RunJobSteps(const Job& job, StepFn step) {
-  return job.kind == JobKind::kPrimes ? CountPrimesBelow(job.size, step) : HashMiB(job.size, step);
-}
-
-// The body of a job's answer: a count in decimal, a hash in 16 hex digits.
-std::string FormatResult(const Job& job, uint64_t result) {
-  return job.kind == JobKind::kPrimes ? absl::StrCat(result)
-                                      : absl::StrCat(absl::Hex(result, absl::kZeroPad16));
-}
-
-// Task -> owner messages: "p <done> <total>" for progress, "r <result>" last.
-int RunJob(TaskContext& self, const Job& job, Counters& counters) {
-  uint64_t last_percent = 0;
-  auto step = [&](uint64_t done, uint64_t total) {
-    if (self.cancel_requested()) return false;
-    const uint64_t percent = done * 100 / total;
-    if (percent == last_percent && done != total) return true;
-    last_percent = percent;
-    const std::string progress = absl::StrCat("p ", done, " ", total);
-    return self.Write(absl::MakeConstSpan(progress.data(), progress.size())).ok();
-  };
-  std::optional<uint64_t> result = RunJobSteps(job, step);
-  if (!result.has_value()) {
-    if (self.cancel_requested()) counters.tasks_cancelled.fetch_add(1);
-    return 2;
-  }
-  const std::string text = absl::StrCat("r ", FormatResult(job, *result));
-  return self.Write(absl::MakeConstSpan(text.data(), text.size())).ok() ? 0 : 1;
-}
 
 const char* StatusText(int status) {
   switch (status) {
@@ -283,7 +247,13 @@ class JobRequest final : public Resumable {
  public:
   JobRequest(ServerImpl* server, Connection* connection, RequestHead head, Job job, bool stream)
       : server_(server), connection_(connection), head_(std::move(head)), job_(job), stream_(stream) {}
+  ~JobRequest() override { ReleaseTask(); }
   void Resume() override;
+  // Destroys the task (which asks an unfinished one to cancel). A task
+  // whose entry runs in another process cannot reach the counters, so the
+  // server counts it here, as the local entry counts itself: finished, and
+  // cancelled if it stopped early on a cancel or is let go unfinished.
+  void ReleaseTask();
 
   ServerImpl* server_;
   Connection* connection_;
@@ -292,6 +262,9 @@ class JobRequest final : public Resumable {
   bool stream_;
   int fsm_state_ = kStart;
   std::unique_ptr<Task> task_;
+  // Set while a task whose entry runs elsewhere is held: it counts as
+  // running until ReleaseTask.
+  std::shared_ptr<RunningToken> remote_running_;
   std::string result_;
 };
 
@@ -477,6 +450,19 @@ class ServerImpl final : public Server {
 };
 
 void JobRequest::Resume() { server_->RunStates(*this); }
+
+void JobRequest::ReleaseTask() {
+  if (task_ != nullptr && remote_running_ != nullptr) {
+    Counters& counters = *remote_running_->counters;
+    const absl::StatusOr<int> result = task_->result();  // an error until finished
+    if (!result.ok() || (*result == 2 && task_->cancel_requested())) {
+      counters.tasks_cancelled.fetch_add(1);
+    }
+    counters.tasks_finished.fetch_add(1);
+  }
+  task_.reset();
+  remote_running_.reset();
+}
 
 absl::Status ParseListen(const std::string& listen, sockaddr_in& address) {
   std::pair<std::string, std::string> host_port = absl::StrSplit(listen, absl::MaxSplits(':', 1));
@@ -866,17 +852,27 @@ StateResult ServerImpl::StartJob(JobRequest& request) {
   const bool keep_alive = request.head_.KeepAlive();
   const bool head_only = request.head_.method == "HEAD";
   const Job job = request.job_;
+  // A scheduler that runs entries in worker processes takes the named
+  // entry, which reads its job from the first message (job_entry.h).
+  const bool remote = env_.scheduler->capabilities().runs_named_entries_elsewhere;
   auto token = std::make_shared<RunningToken>(counters_);
-  absl::StatusOr<std::unique_ptr<Task>> task =
-      Task::Create([job, token](TaskContext& self) {
-        const int result = RunJob(self, job, *token->counters);
-        token->counters->tasks_finished.fetch_add(1);
-        return result;
-      });
-  token.reset();  // the entry's closure holds it now
+  absl::StatusOr<std::unique_ptr<Task>> task;
+  if (remote) {
+    task = Task::CreateNamed(kJobEntryName);
+  } else {
+    task = Task::Create([job, token](TaskContext& self) {
+      const int result = RunJob(self, job);
+      if (result == 2 && self.cancel_requested()) token->counters->tasks_cancelled.fetch_add(1);
+      token->counters->tasks_finished.fetch_add(1);
+      return result;
+    });
+    token.reset();  // the entry's closure holds it now
+  }
   absl::Status status = task.status();
   if (status.ok()) status = (*task)->BindRequest(c.request);
   if (status.ok()) status = (*task)->Run(env_);
+  // Does not wait: a fresh task's window is empty.
+  if (status.ok() && remote) status = (*task)->Write(JobDescription(job));
   if (!status.ok()) {
     // Out of descriptors or memory for the channel, or the scheduler refused.
     Respond(c, 503, absl::StrCat("cannot start the task: ", status.ToString(), "\n"), !keep_alive,
@@ -885,6 +881,7 @@ StateResult ServerImpl::StartJob(JobRequest& request) {
   }
   counters_->tasks_started.fetch_add(1);
   request.task_ = *std::move(task);
+  request.remote_running_ = std::move(token);  // null for a local task
   if (request.stream_) {
     QueueOutput(c, absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n",
                                 head_only ? "" : "Transfer-Encoding: chunked\r\n",
@@ -931,7 +928,7 @@ StateResult ServerImpl::WaitJob(JobRequest& request) {
   } else {
     Respond(c, 200, request.result_ + "\n", !keep_alive, head_only);
   }
-  request.task_.reset();
+  request.ReleaseTask();
   return StateResult::kComplete;
 }
 
@@ -1125,8 +1122,14 @@ absl::Status RaiseOpenFileLimit() {
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options,
                                                       const TaskEnvironment& env) {
-  if (env.scheduler == nullptr || env.channels == nullptr || env.loop == nullptr) {
-    return absl::InvalidArgumentError("Server::Start: the environment needs a scheduler, channels and a loop");
+  if (env.scheduler == nullptr || env.loop == nullptr) {
+    return absl::InvalidArgumentError("Server::Start: the environment needs a scheduler and a loop");
+  }
+  if (env.scheduler->capabilities().runs_named_entries_elsewhere) {
+    if (absl::Status registered = RegisterHttpFrontEntries(); !registered.ok()) return registered;
+  } else if (env.channels == nullptr) {
+    return absl::InvalidArgumentError(
+        "Server::Start: the environment needs channels for a scheduler that runs tasks here");
   }
   if (options.max_header_bytes < 64 || options.idle_timeout <= absl::ZeroDuration() ||
       options.request_timeout <= absl::ZeroDuration() ||

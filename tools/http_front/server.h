@@ -68,6 +68,15 @@
 //   cancels and closes them when it next runs, or when it is destroyed. Task entries run on the scheduler;
 //   they share only the counters with the server, so the server may go away
 //   while an entry is still finishing its cancelled work.
+//
+// Worker processes
+//   On a scheduler that runs entries in other processes
+//   (capabilities().runs_named_entries_elsewhere, e.g. nats_workers with
+//   tools/nats_worker), a job is the named entry of job_entry.h, and the
+//   server writes it the job's description; env.channels may then be null.
+//   Such a task counts as running until the server lets it go, and is
+//   counted finished (and cancelled, if it stopped early on a cancel or
+//   was let go unfinished) then, on the server's side.
 
 #include <cstdint>
 #include <memory>
