@@ -4,7 +4,6 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -12,37 +11,12 @@
 #include "benchmarks/subprocess.h"
 
 namespace taskrt::bench {
-namespace {
-
-// Where the runfiles are: RUNFILES_DIR when set, else <binary>.runfiles
-// beside the running binary (bazel-bin/benchmarks/compare.runfiles), else
-// the working directory's parent (`bazel run` starts us in
-// compare.runfiles/taskrt). Returns the path of `relative` under the first
-// root that has it, or "" with the roots tried in `looked_in`.
-std::string FindProgram(const std::string& relative, std::string& looked_in) {
-  std::vector<std::filesystem::path> roots;
-  if (const char* dir = std::getenv("RUNFILES_DIR"); dir != nullptr && *dir != '\0') {
-    roots.emplace_back(dir);
-  }
-  std::error_code error;
-  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
-  if (!error) roots.emplace_back(self.string() + ".runfiles");
-  roots.push_back(std::filesystem::current_path(error).parent_path());
-  for (const std::filesystem::path& root : roots) {
-    const std::filesystem::path program = root / relative;
-    if (access(program.c_str(), X_OK) == 0) return program.string();
-    looked_in += (looked_in.empty() ? "" : ", ") + root.string();
-  }
-  return "";
-}
-
-}  // namespace
 
 void RunGoProgram(benchmark::State& state, const std::string& name,
                   const std::vector<std::string>& args, const std::string& key) {
   const std::string relative = "taskrt/benchmarks/go/" + name + "_bin";
   std::string looked_in;
-  const std::string program = FindProgram(relative, looked_in);
+  const std::string program = FindRunfile(relative, looked_in);
   if (program.empty()) {
     state.SkipWithError(("Go program benchmarks/go/" + name + "_bin not in the runfiles (looked in " +
                          looked_in + "); run through tools/bazel run //benchmarks:compare")

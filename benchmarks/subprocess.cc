@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 
@@ -44,6 +47,23 @@ absl::StatusOr<int> RunCapturingOutput(std::vector<std::string> args, std::strin
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string FindRunfile(const std::string& relative, std::string& looked_in) {
+  std::vector<std::filesystem::path> roots;
+  if (const char* dir = std::getenv("RUNFILES_DIR"); dir != nullptr && *dir != '\0') {
+    roots.emplace_back(dir);
+  }
+  std::error_code error;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (!error) roots.emplace_back(self.string() + ".runfiles");
+  roots.push_back(std::filesystem::current_path(error).parent_path());
+  for (const std::filesystem::path& root : roots) {
+    const std::filesystem::path program = root / relative;
+    if (access(program.c_str(), X_OK) == 0) return program.string();
+    looked_in += (looked_in.empty() ? "" : ", ") + root.string();
+  }
+  return "";
 }
 
 std::string OneLine(std::string text) {

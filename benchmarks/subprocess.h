@@ -17,6 +17,14 @@ namespace taskrt::bench {
 // start, naming the program and why.
 absl::StatusOr<int> RunCapturingOutput(std::vector<std::string> args, std::string& output);
 
+// Where the runfiles are: RUNFILES_DIR when set, else <binary>.runfiles
+// beside the running binary (bazel-bin/benchmarks/compare.runfiles), else
+// the working directory's parent (`bazel run` starts us in
+// compare.runfiles/taskrt). Returns the path of the executable `relative`
+// (e.g. "taskrt/tools/nats_worker/nats_worker") under the first root that
+// has it, or "" with the roots tried in `looked_in`.
+std::string FindRunfile(const std::string& relative, std::string& looked_in);
+
 // One line for the report: `text`'s lines joined with "; ".
 std::string OneLine(std::string text);
 
