@@ -72,31 +72,7 @@ class Inbox {
   absl::StatusOr<natsSubscription*> Subscribe(natsConnection* connection,
                                               const std::string& subject,
                                               const std::shared_ptr<Inbox>& self) {
-    auto* closure = new std::shared_ptr<Inbox>(self);
-    natsSubscription* subscription = nullptr;
-    natsStatus status =
-        natsConnection_Subscribe(&subscription, connection, subject.c_str(), &OnMessage, closure);
-    if (status != NATS_OK) {
-      delete closure;
-      return NatsError("subscribe", status);
-    }
-    // The window bounds what is pending; the library's own limits would
-    // drop messages instead.
-    status = natsSubscription_SetPendingLimits(subscription, -1, -1);
-    if (status == NATS_OK) status = natsSubscription_SetOnCompleteCB(subscription, &OnComplete, closure);
-    if (status != NATS_OK) {
-      {
-        MutexLock lock(&mutex_);
-        closing_ = true;
-      }
-      natsSubscription_Unsubscribe(subscription);
-      natsSubscription_Destroy(subscription);
-      // OnComplete was not set, so nothing else frees it; and nothing was
-      // published to the subject yet, so no delivery is under way.
-      delete closure;
-      return NatsError("subscribe", status);
-    }
-    return subscription;
+    return nats_platform::SubscribeShared(connection, subject, self, [this] { BeginClosing(); });
   }
 
   // Before the end unsubscribes: the end of the subscription that follows
@@ -183,24 +159,14 @@ class Inbox {
   // is already here (the watcher may not try before it waits).
   Readiness WatchReceive() {
     MutexLock lock(&mutex_);
-    if (pieces_.empty() && failure_.ok()) {
-      receive_.Arm();
-    } else {
-      receive_.Signal();
-    }
-    return {receive_.fd, POLLIN};
+    return {receive_.Watch(!pieces_.empty() || !failure_.ok()), POLLIN};
   }
   Readiness WatchSend() {
     MutexLock lock(&mutex_);
-    if (credit_ == 0 && !peer_closed_ && failure_.ok()) {
-      send_.Arm();
-    } else {
-      send_.Signal();
-    }
-    return {send_.fd, POLLIN};
+    return {send_.Watch(credit_ != 0 || peer_closed_ || !failure_.ok()), POLLIN};
   }
 
- private:
+  // The subscription's callbacks (SubscribeShared).
   static void OnMessage(natsConnection*, natsSubscription*, natsMsg* raw, void* closure) {
     MessagePtr message(raw);
     Inbox& inbox = **static_cast<std::shared_ptr<Inbox>*>(closure);
@@ -256,6 +222,7 @@ class Inbox {
     delete holder;
   }
 
+ private:
   absl::Status ReturnCredit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
     const uint64_t credit = unacknowledged_;
     const natsStatus status = natsConnection_PublishRequest(connection_, peer_subject_.c_str(),

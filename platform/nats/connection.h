@@ -114,11 +114,54 @@ struct WaitPoint {
   }
   // Called with news absent: the watcher waits for the next.
   void Arm();
+  // For a watcher that starts now (the readiness accessors): signalled at
+  // once when news is already waiting (it may not try before it waits),
+  // armed otherwise. Returns the fd to watch.
+  int Watch(bool news_waiting) {
+    news_waiting ? Signal() : Arm();
+    return fd;
+  }
 
   int fd = -1;
   bool armed = false;      // the end's last Try* call found nothing
   bool signalled = false;  // fd holds a count not yet read
 };
+
+// Subscribes to `subject` for an end whose state the library's delivery
+// threads share: State::OnMessage gets a heap std::shared_ptr<State> as
+// its closure, which State::OnComplete must delete once the library calls
+// no more. The library's pending limits are lifted (the ends' windows bound
+// what waits; the library would drop messages instead). On failure nothing
+// stays subscribed, and `abandon` runs first (the end of the subscription
+// that follows is not a lost connection).
+template <typename State, typename Abandon>
+absl::StatusOr<natsSubscription*> SubscribeShared(natsConnection* connection,
+                                                  const std::string& subject,
+                                                  const std::shared_ptr<State>& state,
+                                                  Abandon abandon) {
+  auto* closure = new std::shared_ptr<State>(state);
+  natsSubscription* subscription = nullptr;
+  natsStatus status = natsConnection_Subscribe(&subscription, connection, subject.c_str(),
+                                               &State::OnMessage, closure);
+  if (status != NATS_OK) {
+    delete closure;
+    return NatsError("subscribe", status);
+  }
+  status = natsSubscription_SetPendingLimits(subscription, -1, -1);
+  if (status == NATS_OK) {
+    status = natsSubscription_SetOnCompleteCB(subscription, &State::OnComplete, closure);
+  }
+  if (status != NATS_OK) {
+    abandon();
+    natsSubscription_Unsubscribe(subscription);
+    natsSubscription_Destroy(subscription);
+    // OnComplete was not set, so nothing else frees it; and nobody knows
+    // the subject yet, so no delivery is under way.
+    delete closure;
+    return NatsError("subscribe", status);
+  }
+  return subscription;
+}
 
 }  // namespace taskrt::nats_platform
 

@@ -172,12 +172,7 @@ class OwnerState {
 
   Readiness WatchReceive() {
     MutexLock lock(&mutex_);
-    if (inbound_.empty() && !result_.has_value() && failure_.ok()) {
-      receive_.Arm();
-    } else {
-      receive_.Signal();
-    }
-    return {receive_.fd, POLLIN};
+    return {receive_.Watch(!inbound_.empty() || result_.has_value() || !failure_.ok()), POLLIN};
   }
 
   Readiness WatchSend() {
@@ -185,12 +180,7 @@ class OwnerState {
     // Room for the send that last found none, not merely some room: a
     // watcher woken for less would try, fail and wait again at once.
     const bool room = unsent_bytes_ == 0 || unsent_bytes_ + blocked_need_ <= window_;
-    if (!room && !result_.has_value() && failure_.ok() && !closing_) {
-      send_.Arm();
-    } else {
-      send_.Signal();
-    }
-    return {send_.fd, POLLIN};
+    return {send_.Watch(room || result_.has_value() || !failure_.ok() || closing_), POLLIN};
   }
 
   // Where JetStream stored the job: a task given up before any worker
@@ -672,33 +662,19 @@ class NatsWorkersScheduler final : public Scheduler {
       return entry.status();
     }
     const size_t window =
-        options.buffer_bytes == 0 ? kDefaultWindow : std::max<size_t>(options.buffer_bytes, wire::kMinimumWindow);
+        options.buffer_bytes == 0 ? kDefaultWindow
+                                  : std::max<size_t>(options.buffer_bytes, wire::kMinimumWindow);
     const size_t max_piece =
-        std::min(connection_->max_payload() - wire::kPieceHeaderSize, window / 2 - wire::kPieceOverhead);
+        std::min(connection_->max_payload() - wire::kPieceHeaderSize,
+                 window / 2 - wire::kPieceOverhead);
     auto state = std::make_shared<OwnerState>(connection_->handle(), window,
                                               options.max_message_size, max_piece);
     if (absl::Status opened = state->Open(); !opened.ok()) return opened;
     const std::string subject = connection_->NextUniqueSubject();
-    auto* closure = new std::shared_ptr<OwnerState>(state);
-    natsSubscription* subscription = nullptr;
-    natsStatus status = natsConnection_Subscribe(&subscription, connection_->handle(), subject.c_str(),
-                                                 &OwnerState::OnMessage, closure);
-    if (status != NATS_OK) {
-      delete closure;
-      return NatsError("subscribe", status);
-    }
-    status = natsSubscription_SetPendingLimits(subscription, -1, -1);
-    if (status == NATS_OK) {
-      status = natsSubscription_SetOnCompleteCB(subscription, &OwnerState::OnComplete, closure);
-    }
-    if (status != NATS_OK) {
-      state->Close();
-      natsSubscription_Unsubscribe(subscription);
-      natsSubscription_Destroy(subscription);
-      delete closure;  // nothing was published to the subject yet
-      return NatsError("subscribe", status);
-    }
-    auto end = std::make_unique<OwnerEnd>(connection_, live_, state, subscription,
+    absl::StatusOr<natsSubscription*> subscription = nats_platform::SubscribeShared(
+        connection_->handle(), subject, state, [&state] { state->Close(); });
+    if (!subscription.ok()) return subscription.status();
+    auto end = std::make_unique<OwnerEnd>(connection_, live_, state, *subscription,
                                           options.max_message_size);
     // Stored by JetStream before this returns: from here on the task is
     // not lost. The worker's hello needs the subscription above.
@@ -708,8 +684,8 @@ class NatsWorkersScheduler final : public Scheduler {
                                              .max_message_size = options.max_message_size});
     jsPubAck* ack = nullptr;
     jsErrCode error = static_cast<jsErrCode>(0);
-    status = js_Publish(&ack, js_, wire::kJobSubject, job.data(), static_cast<int>(job.size()),
-                        nullptr, &error);
+    const natsStatus status = js_Publish(&ack, js_, wire::kJobSubject, job.data(),
+                                         static_cast<int>(job.size()), nullptr, &error);
     if (status == NATS_OK) state->SetJobSequence(ack->Sequence);
     jsPubAck_Destroy(ack);
     if (status != NATS_OK) {

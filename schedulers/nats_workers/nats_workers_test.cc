@@ -196,6 +196,34 @@ class NatsWorkersTest : public ::testing::Test {
     return absl::OkStatus();
   }
 
+  // Swaps the test's broker for one whose JetStream store outlives it,
+  // for RestartBroker; returns the store's directory.
+  std::string UseBrokerKeepingItsStore() {
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    std::string store = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/store-XXXXXX");
+    EXPECT_NE(mkdtemp(store.data()), nullptr);
+    LocalBrokerOptions keep;
+    keep.store_dir = store;
+    absl::StatusOr<std::unique_ptr<LocalBroker>> broker = LocalBroker::Start(keep);
+    EXPECT_TRUE(broker.ok()) << broker.status();
+    scheduler_.reset();
+    broker_ = *std::move(broker);
+    EXPECT_TRUE(Connect().ok());
+    return store;
+  }
+
+  // Stops the broker and starts it again on its port and store.
+  void RestartBroker(const std::string& store) {
+    LocalBrokerOptions same;
+    same.port = broker_->port();
+    same.store_dir = store;
+    broker_->Stop();
+    absl::StatusOr<std::unique_ptr<LocalBroker>> restarted = LocalBroker::Start(same);
+    ASSERT_TRUE(restarted.ok()) << restarted.status();
+    stopped_brokers_.push_back(std::move(broker_));
+    broker_ = *std::move(restarted);
+  }
+
   std::unique_ptr<WorkerProcess> StartWorker() {
     absl::StatusOr<std::unique_ptr<WorkerProcess>> worker = WorkerProcess::Start(broker_->url());
     EXPECT_TRUE(worker.ok()) << worker.status();
@@ -248,6 +276,7 @@ class NatsWorkersTest : public ::testing::Test {
   }
 
   std::unique_ptr<LocalBroker> broker_;
+  std::vector<std::unique_ptr<LocalBroker>> stopped_brokers_;
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<Scheduler> scheduler_;
 };
@@ -343,17 +372,7 @@ TEST_F(NatsWorkersTest, AWorkerKilledMidTaskIsReplacedAndTheOwnerSeesEachMessage
 }
 
 TEST_F(NatsWorkersTest, TasksQueuedBeforeABrokerRestartRunAfterIt) {
-  // A broker whose store outlives it, for the restart.
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  std::string store = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/restart-XXXXXX");
-  ASSERT_NE(mkdtemp(store.data()), nullptr);
-  LocalBrokerOptions keep;
-  keep.store_dir = store;
-  absl::StatusOr<std::unique_ptr<LocalBroker>> broker = LocalBroker::Start(keep);
-  ASSERT_TRUE(broker.ok()) << broker.status();
-  scheduler_.reset();
-  broker_ = *std::move(broker);
-  ASSERT_TRUE(Connect().ok());
+  const std::string store = UseBrokerKeepingItsStore();
   Seen seen[3];
   std::vector<std::unique_ptr<Task>> tasks;
   for (Seen& s : seen) {
@@ -361,14 +380,7 @@ TEST_F(NatsWorkersTest, TasksQueuedBeforeABrokerRestartRunAfterIt) {
     ASSERT_TRUE(tasks.back()->Write(absl::string_view("20")).ok());
   }
   // No worker yet: the jobs wait in JetStream, on disk.
-  LocalBrokerOptions same;
-  same.port = broker_->port();
-  same.store_dir = store;
-  broker_->Stop();
-  absl::StatusOr<std::unique_ptr<LocalBroker>> restarted = LocalBroker::Start(same);
-  ASSERT_TRUE(restarted.ok()) << restarted.status();
-  std::unique_ptr<LocalBroker> old = std::move(broker_);
-  broker_ = *std::move(restarted);
+  RestartBroker(store);
   std::unique_ptr<WorkerProcess> worker = StartWorker();
   for (size_t i = 0; i < tasks.size(); ++i) {
     RunUntilFinished(*tasks[i]);
@@ -378,29 +390,13 @@ TEST_F(NatsWorkersTest, TasksQueuedBeforeABrokerRestartRunAfterIt) {
 }
 
 TEST_F(NatsWorkersTest, ABrokerRestartMidTaskRetriesItAndTheOwnerSeesEachMessageOnce) {
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  std::string store = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/midtask-XXXXXX");
-  ASSERT_NE(mkdtemp(store.data()), nullptr);
-  LocalBrokerOptions keep;
-  keep.store_dir = store;
-  absl::StatusOr<std::unique_ptr<LocalBroker>> broker = LocalBroker::Start(keep);
-  ASSERT_TRUE(broker.ok()) << broker.status();
-  scheduler_.reset();
-  broker_ = *std::move(broker);
-  ASSERT_TRUE(Connect().ok());
+  const std::string store = UseBrokerKeepingItsStore();
   std::unique_ptr<WorkerProcess> worker = StartWorker();
   Seen seen;
   std::unique_ptr<Task> task = Start("test.halves", seen);
   ASSERT_TRUE(task->Write(absl::string_view("10")).ok());
   RunUntilMessages(seen, 1 + 5);  // the entry waits for "continue"
-  LocalBrokerOptions same;
-  same.port = broker_->port();
-  same.store_dir = store;
-  broker_->Stop();
-  absl::StatusOr<std::unique_ptr<LocalBroker>> restarted = LocalBroker::Start(same);
-  ASSERT_TRUE(restarted.ok()) << restarted.status();
-  std::unique_ptr<LocalBroker> old = std::move(broker_);
-  broker_ = *std::move(restarted);
+  RestartBroker(store);
   ASSERT_TRUE(task->Write(absl::string_view("continue")).ok());
   RunUntilFinished(*task);
   std::vector<std::string> expected = {seen.messages[0]};

@@ -279,24 +279,16 @@ class TaskEnd final : public ChannelEnd {
 
   Readiness send_readiness() const override {
     MutexLock lock(&state_->mutex_);
-    if (state_->credit_ < state_->credit_needed_ && !state_->peer_closed_ &&
-        state_->failure_.ok()) {
-      state_->send_.Arm();
-    } else {
-      state_->send_.Signal();
-    }
-    return {state_->send_.fd, POLLIN};
+    return {state_->send_.Watch(state_->credit_ >= state_->credit_needed_ || state_->peer_closed_ ||
+                                !state_->failure_.ok()),
+            POLLIN};
   }
 
   Readiness receive_readiness() const override {
     MutexLock lock(&state_->mutex_);
-    if (state_->pulled_.empty() && !state_->peer_closed_ && state_->failure_.ok() &&
-        state_->protocol_error_.ok()) {
-      state_->receive_.Arm();
-    } else {
-      state_->receive_.Signal();
-    }
-    return {state_->receive_.fd, POLLIN};
+    return {state_->receive_.Watch(!state_->pulled_.empty() || state_->peer_closed_ ||
+                                   !state_->failure_.ok() || !state_->protocol_error_.ok()),
+            POLLIN};
   }
 
   // As a receive that finds nothing, a false answer asks the owner for the
@@ -626,26 +618,10 @@ class Worker {
     auto state = std::make_shared<AttemptState>(job.window);
     if (absl::Status opened = state->Open(); !opened.ok()) return opened;
     std::string subject = connection_->NextUniqueSubject();
-    auto* closure = new std::shared_ptr<AttemptState>(state);
-    natsSubscription* subscription = nullptr;
-    natsStatus status = natsConnection_Subscribe(&subscription, connection_->handle(), subject.c_str(),
-                                                 &AttemptState::OnMessage, closure);
-    if (status != NATS_OK) {
-      delete closure;
-      return NatsError("subscribe", status);
-    }
-    status = natsSubscription_SetPendingLimits(subscription, -1, -1);
-    if (status == NATS_OK) {
-      status = natsSubscription_SetOnCompleteCB(subscription, &AttemptState::OnComplete, closure);
-    }
-    if (status != NATS_OK) {
-      state->BeginClosing();
-      natsSubscription_Unsubscribe(subscription);
-      natsSubscription_Destroy(subscription);
-      delete closure;  // nobody knows the subject yet
-      return NatsError("subscribe", status);
-    }
-    return std::make_unique<TaskEnd>(connection_, std::move(state), subscription, std::move(subject),
+    absl::StatusOr<natsSubscription*> subscription = nats_platform::SubscribeShared(
+        connection_->handle(), subject, state, [&state] { state->BeginClosing(); });
+    if (!subscription.ok()) return subscription.status();
+    return std::make_unique<TaskEnd>(connection_, std::move(state), *subscription, std::move(subject),
                                      job.owner_subject, attempt, job);
   }
 
