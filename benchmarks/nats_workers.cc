@@ -6,14 +6,9 @@
 // overhead row (a job with next to no work), what a task costs the
 // broker, the owner and a worker by itself.
 
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -30,6 +25,7 @@
 #include "benchmarks/subprocess.h"
 #include "core/task.h"
 #include "platform/nats/broker.h"
+#include "platform/process/child_process.h"
 #include "schedulers/nats_workers/nats_workers.h"
 #include "tools/http_front/job_entry.h"
 
@@ -46,43 +42,27 @@ constexpr int kSlotsPerWorker = 2;
 // Tasks the owner keeps running at once.
 constexpr size_t kInFlight = 256;
 
-// tools/nats_worker processes, stopped (SIGTERM) and reaped on destruction.
+// tools/nats_worker processes, their standard error discarded, stopped
+// (SIGTERM) together and reaped on destruction.
 class Workers {
  public:
   ~Workers() {
-    for (pid_t pid : pids_) kill(pid, SIGTERM);
-    for (pid_t pid : pids_) {
-      int status = 0;
-      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-      }
-    }
+    for (const std::unique_ptr<ChildProcess>& child : children_) child->Signal(SIGTERM);
   }
 
   absl::Status Start(const std::string& program, const std::string& url, int count) {
     for (int i = 0; i < count; ++i) {
-      std::vector<std::string> arguments = {program, absl::StrCat("--url=", url),
-                                            absl::StrCat("--slots=", kSlotsPerWorker)};
-      std::vector<char*> argv;
-      for (std::string& argument : arguments) argv.push_back(argument.data());
-      argv.push_back(nullptr);
-      const pid_t parent = getpid();
-      const pid_t pid = fork();
-      if (pid < 0) return absl::InternalError("fork failed");
-      if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives the report
-        if (getppid() != parent) _exit(127);
-        const int null_output = open("/dev/null", O_WRONLY);
-        if (null_output >= 0) dup2(null_output, STDERR_FILENO);
-        execv(argv[0], argv.data());
-        _exit(127);
-      }
-      pids_.push_back(pid);
+      absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(
+          {program, absl::StrCat("--url=", url), absl::StrCat("--slots=", kSlotsPerWorker)},
+          "/dev/null");
+      if (!child.ok()) return child.status();
+      children_.push_back(*std::move(child));
     }
     return absl::OkStatus();
   }
 
  private:
-  std::vector<pid_t> pids_;
+  std::vector<std::unique_ptr<ChildProcess>> children_;
 };
 
 // Runs `count` http_front jobs (`job`, each answered with `answer`) on

@@ -5,7 +5,6 @@
 #include "schedulers/nats_workers/nats_workers.h"
 
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,6 +29,7 @@
 #include "gtest/gtest.h"
 #include "nats/nats.h"
 #include "platform/nats/broker.h"
+#include "platform/process/child_process.h"
 
 namespace taskrt {
 namespace {
@@ -122,48 +122,29 @@ class WorkerProcess {
     const ssize_t length = readlink("/proc/self/exe", self.data(), self.size());
     if (length <= 0) return absl::InternalError("no /proc/self/exe");
     self.resize(static_cast<size_t>(length));
-    std::vector<std::string> arguments = {self, absl::StrCat(kWorkerFlag, url),
-                                          absl::StrCat(kAckWaitFlag, kAckWaitMs)};
-    std::vector<char*> argv;
-    for (std::string& argument : arguments) argv.push_back(argument.data());
-    argv.push_back(nullptr);
-    const pid_t pid = fork();
-    if (pid < 0) return absl::InternalError("fork failed");
-    if (pid == 0) {
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    return std::unique_ptr<WorkerProcess>(new WorkerProcess(pid));
+    absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(
+        {self, absl::StrCat(kWorkerFlag, url), absl::StrCat(kAckWaitFlag, kAckWaitMs)});
+    if (!child.ok()) return child.status();
+    return std::unique_ptr<WorkerProcess>(new WorkerProcess(*std::move(child)));
   }
 
   // Stops it as an operator would (SIGTERM); a worker that does not end
   // cleanly (a sanitizer's report, say) fails the test.
   ~WorkerProcess() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    const int status = Reap();
+    if (child_->pid() <= 0) return;
+    const int status = child_->Stop();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
         << "the worker ended with wait status " << status << "; its output is above";
   }
 
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return child_->pid(); }
 
   // SIGKILL, as a machine that dies; returns once it is dead.
-  void KillHard() {
-    kill(pid_, SIGKILL);
-    Reap();
-  }
+  void KillHard() { child_->Kill(); }
 
  private:
-  explicit WorkerProcess(pid_t pid) : pid_(pid) {}
-  int Reap() {
-    int status = 0;
-    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
-    pid_ = -1;
-    return status;
-  }
-  pid_t pid_;
+  explicit WorkerProcess(std::unique_ptr<ChildProcess> child) : child_(std::move(child)) {}
+  std::unique_ptr<ChildProcess> child_;
 };
 
 // Messages a task wrote, as its bound callback read them, and its final call.
@@ -537,7 +518,6 @@ TEST(NatsWorkersFactoryTest, AnUnreachableBrokerIsUnavailable) {
 std::atomic<bool> worker_stop{false};
 
 int WorkerMain(const std::string& url, int ack_wait_ms) {
-  prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives the test
   signal(SIGTERM, [](int) { worker_stop.store(true); });
   const DefaultBackends& defaults = Defaults();
   absl::StatusOr<std::unique_ptr<Scheduler>> local = NewSchedulerNamed(defaults.scheduler, 4);

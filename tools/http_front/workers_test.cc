@@ -3,15 +3,12 @@
 // Every answer must equal the one the default (local) scheduler gives, also
 // when the worker running a job is SIGKILLed and another takes the job over.
 
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -26,6 +23,7 @@
 #include "backends/registry.h"
 #include "gtest/gtest.h"
 #include "platform/nats/broker.h"
+#include "platform/process/child_process.h"
 #include "schedulers/nats_workers/nats_workers.h"
 #include "tools/http_front/server.h"
 
@@ -43,39 +41,27 @@ constexpr absl::Duration kHangGuard = absl::Seconds(120);
 class Worker {
  public:
   Worker(const std::string& url, const std::string& log_path) : log_path_(log_path) {
-    const std::vector<std::string> arguments = {kWorkerBinary, absl::StrCat("--url=", url),
-                                                absl::StrCat("--ack_wait_ms=", kAckWaitMs),
-                                                "--slots=2"};
-    pid_ = fork();
-    if (pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives the test
-      const int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (log >= 0) dup2(log, STDERR_FILENO);
-      std::vector<char*> argv;
-      for (const std::string& argument : arguments) argv.push_back(const_cast<char*>(argument.c_str()));
-      argv.push_back(nullptr);
-      execv(kWorkerBinary, argv.data());
-      _exit(127);
-    }
+    absl::StatusOr<std::unique_ptr<ChildProcess>> child =
+        ChildProcess::Start({kWorkerBinary, absl::StrCat("--url=", url),
+                             absl::StrCat("--ack_wait_ms=", kAckWaitMs), "--slots=2"},
+                            log_path);
+    EXPECT_TRUE(child.ok()) << child.status();
+    if (child.ok()) child_ = *std::move(child);
   }
 
   // Stops it as an operator would (SIGTERM): anything but a clean exit (a
   // sanitizer's report, say) fails the test.
   ~Worker() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    const int status = Reap();
+    if (child_ == nullptr || child_->pid() <= 0) return;
+    const int status = child_->Stop();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
         << "the worker ended with wait status " << status << "; its log:\n" << Log();
   }
 
-  bool started() const { return pid_ > 0; }
+  bool started() const { return child_ != nullptr; }
 
   // SIGKILL, as a machine that dies; returns once it is dead.
-  void KillHard() {
-    kill(pid_, SIGKILL);
-    Reap();
-  }
+  void KillHard() { child_->Kill(); }
 
   std::string Log() const {
     std::ifstream in(log_path_);
@@ -85,16 +71,8 @@ class Worker {
   }
 
  private:
-  int Reap() {
-    int status = 0;
-    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
-    pid_ = -1;
-    return status;
-  }
-
   std::string log_path_;
-  pid_t pid_ = -1;
+  std::unique_ptr<ChildProcess> child_;
 };
 
 // A server on `backends`, its loop on a thread of its own.
