@@ -8,7 +8,7 @@ namespace taskrt::nats_worker {
 namespace {
 
 absl::StatusOr<WorkerFlags> Parse(std::vector<const char*> args, const char* env_url = nullptr) {
-  return ParseWorkerFlags(args, env_url, /*cpus=*/6, "thread_pool");
+  return ParseWorkerFlags(args, env_url, /*cpus=*/6, "the_default_scheduler");
 }
 
 TEST(WorkerFlags, DefaultsComeFromTheEnvironmentAndTheMachine) {
@@ -16,19 +16,20 @@ TEST(WorkerFlags, DefaultsComeFromTheEnvironmentAndTheMachine) {
   ASSERT_TRUE(flags.ok()) << flags.status();
   EXPECT_EQ(flags->url, "nats://10.0.0.5:4222");
   EXPECT_EQ(flags->slots, 6);
-  EXPECT_EQ(flags->scheduler, "thread_pool");
+  EXPECT_EQ(flags->scheduler, "the_default_scheduler");
   EXPECT_EQ(flags->ack_wait_ms, 30'000);
   EXPECT_FALSE(flags->help);
 }
 
 TEST(WorkerFlags, FlagsOverrideTheDefaults) {
   absl::StatusOr<WorkerFlags> flags =
-      Parse({"--url=nats://h:1", "--slots=3", "--scheduler=cooperative", "--ack_wait_ms=1500"},
+      Parse({"--url=nats://h:1", "--slots=3", "--scheduler=a_chosen_scheduler",
+             "--ack_wait_ms=1500"},
             "nats://10.0.0.5:4222");
   ASSERT_TRUE(flags.ok()) << flags.status();
   EXPECT_EQ(flags->url, "nats://h:1");
   EXPECT_EQ(flags->slots, 3);
-  EXPECT_EQ(flags->scheduler, "cooperative");
+  EXPECT_EQ(flags->scheduler, "a_chosen_scheduler");
   EXPECT_EQ(flags->ack_wait_ms, 1500);
 }
 
