@@ -54,6 +54,17 @@ int ChildProcess::Wait() {
   return status;
 }
 
+std::optional<int> ChildProcess::TryWait() {
+  if (pid_ <= 0) return 0;
+  int status = 0;
+  pid_t reaped;
+  while ((reaped = waitpid(pid_, &status, WNOHANG)) < 0 && errno == EINTR) {
+  }
+  if (reaped == 0) return std::nullopt;
+  pid_ = -1;
+  return status;
+}
+
 int ChildProcess::Stop() {
   Signal(SIGTERM);
   return Wait();

@@ -20,6 +20,7 @@
 #include <sys/types.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,9 @@ class ChildProcess {
   // Waits for the child to end and reaps it; its wait status (0 if it was
   // already reaped).
   int Wait();
+  // As Wait() if the child has ended; nullopt, without waiting, while it
+  // runs.
+  std::optional<int> TryWait();
   // SIGTERM, then Wait().
   int Stop();
   // SIGKILL, then Wait().

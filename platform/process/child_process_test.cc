@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -22,6 +23,25 @@ TEST(ChildProcessTest, WaitGivesTheExitStatus) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 3) << status;
   EXPECT_EQ((*child)->pid(), -1);
   EXPECT_EQ((*child)->Wait(), 0);  // already reaped
+}
+
+TEST(ChildProcessTest, TryWaitReapsOnlyAChildThatHasEnded) {
+  absl::StatusOr<std::unique_ptr<ChildProcess>> running =
+      ChildProcess::Start({"/bin/sh", "-c", "while :; do :; done"});
+  ASSERT_TRUE(running.ok()) << running.status();
+  EXPECT_EQ((*running)->TryWait(), std::nullopt);
+  EXPECT_GT((*running)->pid(), 0);
+
+  absl::StatusOr<std::unique_ptr<ChildProcess>> ended =
+      ChildProcess::Start({"/bin/sh", "-c", "exit 4"});
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  // Waits for the end without reaping, so that TryWait finds it ended.
+  siginfo_t info{};
+  ASSERT_EQ(waitid(P_PID, static_cast<id_t>((*ended)->pid()), &info, WEXITED | WNOWAIT), 0);
+  const std::optional<int> status = (*ended)->TryWait();
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 4) << *status;
+  EXPECT_EQ((*ended)->pid(), -1);
 }
 
 TEST(ChildProcessTest, StopTerminatesAChildThatWouldRunOn) {
