@@ -98,16 +98,18 @@ class OwnerState {
 
   absl::Status TrySend(absl::Span<const char> message, ChannelEndCounters& counters) {
     MutexLock lock(&mutex_);
+    // Checked in the order the local channels check: this end closed, the
+    // size, then the peer's state.
     if (closing_) return absl::FailedPreconditionError("nats_workers: this end is closed");
-    if (result_.has_value()) {
-      return absl::FailedPreconditionError("nats_workers: the task's entry has returned");
-    }
-    if (!failure_.ok()) return failure_;
     if (message.size() > max_message_size_) {
       return absl::ResourceExhaustedError(absl::StrCat("nats_workers: message of ", message.size(),
                                                        " bytes is over the maximum of ",
                                                        max_message_size_));
     }
+    if (result_.has_value()) {
+      return absl::FailedPreconditionError("nats_workers: the task's entry has returned");
+    }
+    if (!failure_.ok()) return failure_;
     // Bounded by what the worker has yet to take; one message always fits.
     const size_t cost = message.size() + wire::kPieceOverhead;
     if (unsent_bytes_ > 0 && unsent_bytes_ + cost > window_) {
@@ -658,6 +660,12 @@ class NatsWorkersScheduler final : public Scheduler {
 
   absl::StatusOr<std::unique_ptr<RemoteOwnerEnd>> StartNamedEntry(
       absl::string_view entry_name, const ChannelOptions& options) override {
+    // A Run racing with Shutdown() may still be queued: the contract
+    // refuses only runs that begin after it.
+    if (shut_down_.load(std::memory_order_acquire)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "nats_workers: the scheduler is shut down; entry ", entry_name, " was not queued"));
+    }
     if (absl::StatusOr<RegisteredEntry> entry = FindEntry(entry_name); !entry.ok()) {
       return entry.status();
     }
@@ -696,7 +704,12 @@ class NatsWorkersScheduler final : public Scheduler {
     return end;
   }
 
-  absl::Status Shutdown() override { return absl::OkStatus(); }
+  // Jobs already queued stay with JetStream and its workers; only new ones
+  // are refused.
+  absl::Status Shutdown() override {
+    shut_down_.store(true, std::memory_order_release);
+    return absl::OkStatus();
+  }
   bool IsCurrentThreadOwned() const override { return false; }
   size_t concurrency() const override { return 1; }
   std::string name() const override { return absl::StrCat("nats_workers(", url_, ")"); }
@@ -713,6 +726,7 @@ class NatsWorkersScheduler final : public Scheduler {
   std::shared_ptr<Connection> connection_;
   jsCtx* js_ = nullptr;
   std::atomic<uint64_t> published_{0};
+  std::atomic<bool> shut_down_{false};
   const std::shared_ptr<LiveEnds> live_ = std::make_shared<LiveEnds>();
 };
 

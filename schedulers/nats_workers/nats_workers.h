@@ -58,13 +58,15 @@
 //
 // Errors
 //   An unreachable broker, or JetStream off: kUnavailable from the
-//   factory; an ack wait under 300 ms: kInvalidArgument. An entry the
-//   worker does not have: the owner's reads fail with kNotFound saying so,
-//   and the task finishes with -1. The broker lost for good (the library's
-//   reconnects give up after about 30 s): kUnavailable on every end, the
-//   tasks finish with -1, and RunWorker returns kUnavailable. Anything
-//   malformed on a task's subject: kDataLoss at the receive that reaches it
-//   (one report at a time however many come); the stream goes on.
+//   factory; an ack wait under 300 ms: kInvalidArgument. A task run after
+//   Shutdown(): kFailedPrecondition (jobs queued before it stay with the
+//   workers). An entry the worker does not have: the owner's reads fail
+//   with kNotFound saying so, and the task finishes with -1. The broker
+//   lost for good (the library's reconnects give up after about 30 s):
+//   kUnavailable on every end, the tasks finish with -1, and RunWorker
+//   returns kUnavailable. Anything malformed on a task's subject:
+//   kDataLoss at the receive that reaches it (one report at a time however
+//   many come); the stream goes on.
 //
 // Limits
 //   - The broker's clients are trusted with the tasks' subjects: a client
