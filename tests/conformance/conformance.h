@@ -31,6 +31,9 @@ namespace taskrt::conformance {
 
 struct Factories {
   std::function<absl::StatusOr<std::unique_ptr<Scheduler>>(size_t workers)> make_scheduler;
+  // Empty for a scheduler that carries its tasks' messages itself
+  // (runs_named_entries_elsewhere): channels_ is then null, and only groups
+  // that need no channel factory may be linked.
   std::function<absl::StatusOr<std::unique_ptr<ChannelFactory>>()> make_channels;
   std::function<absl::StatusOr<std::unique_ptr<EventLoop>>()> make_loop;
   // Each group runs once per entry: one worker, and several.

@@ -14,42 +14,19 @@
 #include "core/task.h"
 #include "gtest/gtest.h"
 #include "tests/conformance/conformance.h"
+#include "tests/conformance/task_fixture.h"
 
 namespace taskrt::conformance {
 namespace {
 
-class TaskConformance : public ConformanceTest {
+class TaskConformance : public TaskFixture {
  protected:
-  TaskEnvironment Env(size_t max_message_size = size_t{1} << 20) {
-    TaskEnvironment env;
-    env.scheduler = scheduler_.get();
-    env.channels = channels_.get();
-    env.loop = loop_.get();
-    env.channel_options.max_message_size = max_message_size;
-    return env;
-  }
-
   static std::unique_ptr<Task> MakeTask(TaskEntry entry) {
     absl::StatusOr<std::unique_ptr<Task>> task = Task::Create(std::move(entry));
     EXPECT_TRUE(task.ok()) << task.status();
     return task.ok() ? *std::move(task) : nullptr;
   }
-
-  // Reads every message that has arrived, without blocking.
-  static void Drain(Task& task, std::vector<std::string>* out) {
-    char buffer[256];
-    while (true) {
-      absl::StatusOr<size_t> n = task.TryRead(absl::MakeSpan(buffer));
-      if (!n.ok()) {
-        EXPECT_TRUE(IsWouldBlock(n.status()) || absl::IsOutOfRange(n.status())) << n.status();
-        return;
-      }
-      out->emplace_back(buffer, std::min(*n, sizeof buffer));
-    }
-  }
 };
-
-absl::Span<const char> Bytes(const std::string& s) { return absl::MakeConstSpan(s); }
 
 TEST_P(TaskConformance, GoesFromCreatedToRunningToFinishedWithAResult) {
   auto release = std::make_shared<Notification>();
@@ -154,74 +131,39 @@ TEST_P(TaskConformance, CallbackThatReadsOneMessagePerCallLosesNothing) {
   EXPECT_EQ(task->Read(absl::MakeSpan(&byte, 1)).status().code(), absl::StatusCode::kOutOfRange);
 }
 
-// Kore's pipe_task pattern: the binding reads one message per call while
-// the task writes far more than the channel holds. The binding is called
-// again while messages are unread, so the writer never waits for ever; the
-// entry finishes only after the owner has seen every message, so the
-// one-per-call reads alone must get them all.
-class OneMessagePerCall : public Resumable {
- public:
-  static constexpr int kMessages = 20000;
-  explicit OneMessagePerCall(Task** task) : task_(task) {}
-  void Resume() override { ReadOne(**task_); }
-  void ReadOne(Task& task) {
-    ++calls;
-    if (task.finished()) {
-      ++finished_calls;
-      return;
-    }
-    char buffer[32];
-    absl::StatusOr<size_t> n = task.TryRead(absl::MakeSpan(buffer));
-    if (!n.ok()) return;  // a call may find nothing
-    if (std::string(buffer, std::min(*n, sizeof buffer)) != absl::StrCat("line ", read)) {
-      ++out_of_order;
-    }
-    if (++read == kMessages) {
-      EXPECT_TRUE(task.Write(Bytes(std::string("all read"))).ok());
-    }
+// The writer of OneLinePerCall's lines, then the owner's word that all
+// were read.
+int BurstWriter(TaskContext& self) {
+  for (int i = 0; i < OneLinePerCall::kLines; ++i) {
+    if (!self.Write(Bytes(absl::StrCat("line ", i))).ok()) return 1;
   }
-  // Writes the lines, then waits for the owner's word that all were read.
-  static int WriterEntry(TaskContext& self) {
-    for (int i = 0; i < kMessages; ++i) {
-      if (!self.Write(Bytes(absl::StrCat("line ", i))).ok()) return 1;
-    }
-    char ack[16];
-    return self.Read(absl::MakeSpan(ack)).ok() ? 0 : 2;
-  }
-  int calls = 0;
-  int finished_calls = 0;
-  int read = 0;
-  int out_of_order = 0;
-
- private:
-  Task** task_;
-};
+  char ack[16];
+  return self.Read(absl::MakeSpan(ack)).ok() ? 0 : 2;
+}
 
 TEST_P(TaskConformance, CallbackReadingOneMessagePerCallKeepsUpWithABurstingWriter) {
-  std::unique_ptr<Task> task = MakeTask(OneMessagePerCall::WriterEntry);
+  std::unique_ptr<Task> task = MakeTask(BurstWriter);
   Task* raw = task.get();
-  OneMessagePerCall reader(&raw);
+  OneLinePerCall reader(&raw);
   ASSERT_TRUE(task->BindCallback([&reader](Task& t) { reader.ReadOne(t); }).ok());
   ASSERT_TRUE(task->Run(Env()).ok());
   ASSERT_TRUE(PumpUntil([&] { return reader.finished_calls > 0; }))
-      << reader.read << " of " << OneMessagePerCall::kMessages << " read in " << reader.calls
-      << " calls";
-  EXPECT_EQ(reader.read, OneMessagePerCall::kMessages);
+      << reader.Progress();
+  EXPECT_EQ(reader.read, OneLinePerCall::kLines);
   EXPECT_EQ(reader.out_of_order, 0);
   EXPECT_EQ(reader.finished_calls, 1);
   EXPECT_EQ(*task->result(), 0);
 }
 
 TEST_P(TaskConformance, RequestReadingOneMessagePerResumeKeepsUpWithABurstingWriter) {
-  std::unique_ptr<Task> task = MakeTask(OneMessagePerCall::WriterEntry);
+  std::unique_ptr<Task> task = MakeTask(BurstWriter);
   Task* raw = task.get();
-  auto reader = std::make_shared<OneMessagePerCall>(&raw);
+  auto reader = std::make_shared<OneLinePerCall>(&raw);
   ASSERT_TRUE(task->BindRequest(reader).ok());
   ASSERT_TRUE(task->Run(Env()).ok());
   ASSERT_TRUE(PumpUntil([&] { return reader->finished_calls > 0; }))
-      << reader->read << " of " << OneMessagePerCall::kMessages << " read in " << reader->calls
-      << " calls";
-  EXPECT_EQ(reader->read, OneMessagePerCall::kMessages);
+      << reader->Progress();
+  EXPECT_EQ(reader->read, OneLinePerCall::kLines);
   EXPECT_EQ(reader->out_of_order, 0);
   EXPECT_EQ(reader->finished_calls, 1);
   EXPECT_EQ(*task->result(), 0);
@@ -230,40 +172,18 @@ TEST_P(TaskConformance, RequestReadingOneMessagePerResumeKeepsUpWithABurstingWri
 // A binding made after Run() still gets what arrived while nothing was
 // bound: those arrivals raised no call that will come again.
 TEST_P(TaskConformance, BindingAfterRunSeesWhatArrivedBefore) {
-  std::unique_ptr<Task> task = MakeTask(OneMessagePerCall::WriterEntry);
+  std::unique_ptr<Task> task = MakeTask(BurstWriter);
   Task* raw = task.get();
-  OneMessagePerCall reader(&raw);
+  OneLinePerCall reader(&raw);
   ASSERT_TRUE(task->Run(Env()).ok());
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(loop_->RunOnce(absl::ZeroDuration()).ok());
   ASSERT_TRUE(task->BindCallback([&reader](Task& t) { reader.ReadOne(t); }).ok());
   ASSERT_TRUE(PumpUntil([&] { return reader.finished_calls > 0; }))
-      << reader.read << " of " << OneMessagePerCall::kMessages << " read in " << reader.calls
-      << " calls";
-  EXPECT_EQ(reader.read, OneMessagePerCall::kMessages);
+      << reader.Progress();
+  EXPECT_EQ(reader.read, OneLinePerCall::kLines);
   EXPECT_EQ(reader.out_of_order, 0);
   EXPECT_EQ(*task->result(), 0);
 }
-
-class CountingRequest : public Resumable {
- public:
-  explicit CountingRequest(Task** task) : task_(task) {}
-  void Resume() override {
-    ++resumes;
-    char buffer[64];
-    while (true) {
-      absl::StatusOr<size_t> n = (*task_)->TryRead(absl::MakeSpan(buffer));
-      if (!n.ok()) break;
-      messages.emplace_back(buffer, *n);
-    }
-    if ((*task_)->finished()) ++finished_resumes;
-  }
-  int resumes = 0;
-  int finished_resumes = 0;
-  std::vector<std::string> messages;
-
- private:
-  Task** task_;
-};
 
 TEST_P(TaskConformance, BoundRequestIsResumedOnWritesAndOnceWhenFinished) {
   std::unique_ptr<Task> task = MakeTask([](TaskContext& self) {
