@@ -36,6 +36,7 @@
 #include "benchmarks/process_counters.h"
 #include "benchmarks/report.h"
 #include "core/trace.h"
+#include "platform/process/working_directory.h"
 
 namespace taskrt::bench {
 namespace {
@@ -139,22 +140,13 @@ std::string ParseOptions(int argc, char** argv, Options& options) {
   return "";
 }
 
-// `bazel run` starts us in the runfiles tree; a relative path the user
-// gives belongs to the directory they ran it from.
-std::filesystem::path UserPath(const std::string& given) {
-  std::filesystem::path path(given);
-  const char* working = std::getenv("BUILD_WORKING_DIRECTORY");
-  if (path.is_relative() && working != nullptr) path = std::filesystem::path(working) / path;
-  return path;
-}
-
 // Our default output directory belongs to the workspace.
 std::filesystem::path OutputDirectory(const std::string& requested) {
   if (requested.empty()) {
     const char* workspace = std::getenv("BUILD_WORKSPACE_DIRECTORY");
     return std::filesystem::path(workspace != nullptr ? workspace : ".") / "results";
   }
-  return UserPath(requested);
+  return FromWorkingDirectory(requested);
 }
 
 // A Google Benchmark filter that matches exactly the benchmark `name`; the
@@ -336,7 +328,7 @@ int Main(int argc, char** argv) {
   // the whole run.
   std::optional<Baseline> baseline;
   if (!options.baseline.empty()) {
-    absl::StatusOr<Baseline> loaded = LoadBaseline(UserPath(options.baseline).string());
+    absl::StatusOr<Baseline> loaded = LoadBaseline(FromWorkingDirectory(options.baseline));
     if (!loaded.ok()) {
       std::fprintf(stderr, "compare: %s\n", std::string(loaded.status().message()).c_str());
       return 2;
@@ -348,7 +340,7 @@ int Main(int argc, char** argv) {
   std::unique_ptr<trace::TraceRecorder> recorder;
   if (!options.trace.empty()) {
     absl::StatusOr<std::unique_ptr<trace::TraceRecorder>> created =
-        trace::TraceRecorder::Create(UserPath(options.trace).string(), options.trace_events);
+        trace::TraceRecorder::Create(FromWorkingDirectory(options.trace), options.trace_events);
     if (!created.ok()) {
       std::fprintf(stderr, "compare: --trace: %s\n",
                    std::string(created.status().message()).c_str());

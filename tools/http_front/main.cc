@@ -24,6 +24,7 @@
 #include "absl/time/time.h"
 #include "backends/registry.h"
 #include "core/trace.h"
+#include "platform/process/working_directory.h"
 #include "tools/http_front/server.h"
 
 namespace {
@@ -77,14 +78,6 @@ struct Flags {
   size_t trace_events = taskrt::trace::TraceRecorder::kDefaultCapacity;
   taskrt::http::ServerOptions server;
 };
-
-// `bazel run` starts us in the runfiles tree: a relative path belongs to the
-// directory the user ran it from.
-std::string FromWorkingDirectory(const std::string& path) {
-  const char* working = std::getenv("BUILD_WORKING_DIRECTORY");
-  if (path.empty() || path[0] == '/' || working == nullptr) return path;
-  return absl::StrCat(working, "/", path);
-}
 
 // --name=value flags; an unknown flag or a bad value is an error that says so.
 absl::Status ParseFlags(int argc, char** argv, Flags& flags) {
@@ -149,7 +142,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<taskrt::trace::TraceRecorder> recorder;
   if (!flags.trace.empty()) {
     absl::StatusOr<std::unique_ptr<taskrt::trace::TraceRecorder>> created =
-        taskrt::trace::TraceRecorder::Create(FromWorkingDirectory(flags.trace), flags.trace_events);
+        taskrt::trace::TraceRecorder::Create(taskrt::FromWorkingDirectory(flags.trace), flags.trace_events);
     if (!created.ok()) return Fail(absl::StrCat("--trace: ", created.status().message()));
     recorder = *std::move(created);
     if (absl::Status started = recorder->Start(); !started.ok()) {
