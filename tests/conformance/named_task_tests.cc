@@ -96,10 +96,14 @@ class Witness {
 
   const std::string& name() const { return name_; }
 
-  // The next report; "" if none came within the hang guard.
+  // The next report; "" (and a failure that says why) if none came within
+  // the hang guard. A signal that interrupts the wait does not end it.
   std::string Await() {
     char buffer[512];
-    const ssize_t n = recv(fd_, buffer, sizeof buffer, 0);
+    ssize_t n;
+    while ((n = recv(fd_, buffer, sizeof buffer, 0)) < 0 && errno == EINTR) {
+    }
+    if (n < 0) ADD_FAILURE() << "the witness got no report: " << std::strerror(errno);
     return n > 0 ? std::string(buffer, static_cast<size_t>(n)) : "";
   }
 
