@@ -10,6 +10,9 @@
 //             before it waits again (channels/spsc_rings)
 //   msg_ring  IORING_OP_MSG_RING submitted on the waker's own ring into the
 //             sleeper's (rings with SINGLE_ISSUER | DEFER_TASKRUN)
+//   sync_msg_ring  the same message sent without a ring of the waker's:
+//             io_uring_register(-1, IORING_REGISTER_SEND_MSG_RING, sqe)
+//             (Linux 6.13)
 //   nop       an IORING_OP_NOP that the waker submits into the sleeper's
 //             ring under a mutex (plain rings, which any thread may submit to)
 //
@@ -21,6 +24,7 @@
 #include <liburing.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,7 +41,10 @@
 
 namespace {
 
-enum class Method { kEventFd, kEventFdRead, kMsgRing, kNop };
+enum class Method { kEventFd, kEventFdRead, kMsgRing, kSyncMsgRing, kNop };
+
+// Not in Debian's headers (linux-libc-dev 6.1, liburing 2.3).
+constexpr unsigned kRegisterSendMsgRing = 31;
 
 constexpr uint64_t kWakeTag = 1;
 
@@ -88,6 +95,12 @@ void WakePeer(Side& self, Side& peer, Method method) {
       io_uring_submit(&self.ring);
       break;
     }
+    case Method::kSyncMsgRing: {
+      io_uring_sqe sqe{};
+      io_uring_prep_msg_ring(&sqe, peer.ring.ring_fd, 0, kWakeTag, 0);
+      (void)syscall(__NR_io_uring_register, -1, kRegisterSendMsgRing, &sqe, 1);
+      break;
+    }
     case Method::kNop: {
       std::lock_guard<std::mutex> lock(peer.submit_mu);
       io_uring_sqe* sqe = io_uring_get_sqe(&peer.ring);
@@ -122,6 +135,20 @@ void SleepUntilWoken(Side& self, Method method) {
     uint64_t value;
     (void)!read(self.event_fd, &value, sizeof value);
   }
+}
+
+// Whether this kernel takes a MSG_RING without a source ring: sent to a
+// ring of its own, the message must arrive.
+bool SyncMsgRingWorks() {
+  io_uring ring{};
+  if (io_uring_queue_init(4, &ring, 0) < 0) return false;
+  io_uring_sqe sqe{};
+  io_uring_prep_msg_ring(&sqe, ring.ring_fd, 0, kWakeTag, 0);
+  const bool sent = syscall(__NR_io_uring_register, -1, kRegisterSendMsgRing, &sqe, 1) >= 0;
+  io_uring_cqe* cqe = nullptr;
+  const bool arrived = sent && io_uring_peek_cqe(&ring, &cqe) == 0 && cqe->user_data == kWakeTag;
+  io_uring_queue_exit(&ring);
+  return arrived;
 }
 
 double RunOnce(Method method, int rounds) {
@@ -175,8 +202,14 @@ int main(int argc, char** argv) {
   } methods[] = {{Method::kEventFd, "eventfd"},
                  {Method::kEventFdRead, "eventfd+read"},
                  {Method::kMsgRing, "msg_ring"},
+                 {Method::kSyncMsgRing, "sync_msg_ring"},
                  {Method::kNop, "nop"}};
   for (const auto& [method, name] : methods) {
+    if (method == Method::kSyncMsgRing && !SyncMsgRingWorks()) {
+      std::printf("%-12s skipped: the kernel refuses IORING_REGISTER_SEND_MSG_RING (Linux 6.13)\n",
+                  name);
+      continue;
+    }
     std::vector<double> times;
     for (int r = 0; r < repetitions; ++r) times.push_back(RunOnce(method, rounds));
     std::sort(times.begin(), times.end());
