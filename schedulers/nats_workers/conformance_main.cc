@@ -7,12 +7,8 @@
 // --event_loop. A worker that does not end cleanly on SIGTERM (a
 // sanitizer's report, say) fails the run.
 
-#include <pthread.h>
-#include <signal.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
-#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -28,6 +24,7 @@
 #include "platform/nats/broker.h"
 #include "platform/process/child_process.h"
 #include "schedulers/nats_workers/nats_workers.h"
+#include "schedulers/nats_workers/test_worker.h"
 #include "tests/conformance/conformance.h"
 
 namespace taskrt {
@@ -38,40 +35,6 @@ constexpr char kWorkerSchedulerFlag[] = "--worker_scheduler=";
 constexpr char kLoopFlag[] = "--event_loop=";
 constexpr int kWorkers = 2;
 constexpr int kSlotsPerWorker = 4;
-
-std::atomic<bool> worker_stop{false};
-
-// The owner starts workers with SIGTERM blocked, so that a stop sent before
-// the handler is in place waits for it instead of killing the worker.
-int WorkerMain(const std::string& url, const std::string& scheduler_name) {
-  signal(SIGTERM, [](int) { worker_stop.store(true); });
-  sigset_t terminate;
-  sigemptyset(&terminate);
-  sigaddset(&terminate, SIGTERM);
-  pthread_sigmask(SIG_UNBLOCK, &terminate, nullptr);
-  absl::StatusOr<std::unique_ptr<Scheduler>> local =
-      NewSchedulerNamed(scheduler_name, kSlotsPerWorker);
-  if (!local.ok()) {
-    std::fprintf(stderr, "worker: %s\n", local.status().ToString().c_str());
-    return 2;
-  }
-  NatsWorkerOptions options;
-  options.queue.url = url;
-  options.scheduler = local->get();
-  options.slots = kSlotsPerWorker;
-  options.stop = &worker_stop;
-  options.log = stderr;
-  absl::Status status = RunWorker(options);
-  if (!status.ok()) std::fprintf(stderr, "worker: %s\n", status.ToString().c_str());
-  return status.ok() ? 0 : 1;
-}
-
-std::string ThisExecutable() {
-  std::string self(4096, '\0');
-  const ssize_t length = readlink("/proc/self/exe", self.data(), self.size());
-  self.resize(length > 0 ? static_cast<size_t>(length) : 0);
-  return self;
-}
 
 int Main(int argc, char** argv) {
   std::string url;
@@ -90,7 +53,9 @@ int Main(int argc, char** argv) {
       rest.push_back(argv[i]);
     }
   }
-  if (!url.empty()) return WorkerMain(url, worker_scheduler);
+  if (!url.empty()) {
+    return RunTestWorker({.url = url, .scheduler = worker_scheduler, .slots = kSlotsPerWorker});
+  }
 
   absl::StatusOr<const SchedulerDescriptor*> on_workers = FindScheduler(worker_scheduler);
   absl::StatusOr<const EventLoopDescriptor*> loop = FindLoop(loop_name);
@@ -107,22 +72,16 @@ int Main(int argc, char** argv) {
       nats_platform::LocalBroker::Start();
   std::vector<std::unique_ptr<ChildProcess>> workers;
   if (broker.ok()) {
-    sigset_t terminate;
-    sigset_t before;
-    sigemptyset(&terminate);
-    sigaddset(&terminate, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &terminate, &before);
     for (int i = 0; i < kWorkers; ++i) {
-      absl::StatusOr<std::unique_ptr<ChildProcess>> worker = ChildProcess::Start(
-          {ThisExecutable(), absl::StrCat(kWorkerFlag, (*broker)->url()),
-           absl::StrCat(kWorkerSchedulerFlag, worker_scheduler)});
+      absl::StatusOr<std::unique_ptr<ChildProcess>> worker =
+          StartTestWorker({absl::StrCat(kWorkerFlag, (*broker)->url()),
+                           absl::StrCat(kWorkerSchedulerFlag, worker_scheduler)});
       if (!worker.ok()) {
         std::fprintf(stderr, "nats_workers conformance: %s\n", worker.status().ToString().c_str());
         return 1;
       }
       workers.push_back(*std::move(worker));
     }
-    pthread_sigmask(SIG_SETMASK, &before, nullptr);
     std::printf("[ workers  ] %d processes of %d slots, entries on %s\n", kWorkers,
                 kSlotsPerWorker, worker_scheduler.c_str());
   } else {

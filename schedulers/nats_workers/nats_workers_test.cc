@@ -30,6 +30,7 @@
 #include "nats/nats.h"
 #include "platform/nats/broker.h"
 #include "platform/process/child_process.h"
+#include "schedulers/nats_workers/test_worker.h"
 
 namespace taskrt {
 namespace {
@@ -118,12 +119,8 @@ void RegisterSharedEntries() {
 class WorkerProcess {
  public:
   static absl::StatusOr<std::unique_ptr<WorkerProcess>> Start(const std::string& url) {
-    std::string self(4096, '\0');
-    const ssize_t length = readlink("/proc/self/exe", self.data(), self.size());
-    if (length <= 0) return absl::InternalError("no /proc/self/exe");
-    self.resize(static_cast<size_t>(length));
-    absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(
-        {self, absl::StrCat(kWorkerFlag, url), absl::StrCat(kAckWaitFlag, kAckWaitMs)});
+    absl::StatusOr<std::unique_ptr<ChildProcess>> child =
+        StartTestWorker({absl::StrCat(kWorkerFlag, url), absl::StrCat(kAckWaitFlag, kAckWaitMs)});
     if (!child.ok()) return child.status();
     return std::unique_ptr<WorkerProcess>(new WorkerProcess(*std::move(child)));
   }
@@ -514,26 +511,6 @@ TEST(NatsWorkersFactoryTest, AnUnreachableBrokerIsUnavailable) {
   EXPECT_EQ(scheduler.status().code(), absl::StatusCode::kUnavailable) << scheduler.status();
 }
 
-// Worker mode: runs jobs until SIGTERM.
-std::atomic<bool> worker_stop{false};
-
-int WorkerMain(const std::string& url, int ack_wait_ms) {
-  signal(SIGTERM, [](int) { worker_stop.store(true); });
-  const DefaultBackends& defaults = Defaults();
-  absl::StatusOr<std::unique_ptr<Scheduler>> local = NewSchedulerNamed(defaults.scheduler, 4);
-  if (!local.ok()) return 2;
-  NatsWorkerOptions options;
-  options.queue.url = url;
-  options.queue.ack_wait = absl::Milliseconds(ack_wait_ms);
-  options.scheduler = local->get();
-  options.slots = 4;
-  options.stop = &worker_stop;
-  options.log = stderr;
-  absl::Status status = RunWorker(options);
-  if (!status.ok()) std::fprintf(stderr, "nats_worker: %s\n", std::string(status.message()).c_str());
-  return status.ok() ? 0 : 1;
-}
-
 }  // namespace
 }  // namespace taskrt
 
@@ -552,7 +529,11 @@ int main(int argc, char** argv) {
       }
     }
   }
-  if (!url.empty()) return taskrt::WorkerMain(url, ack_wait_ms);
+  if (!url.empty()) {
+    return taskrt::RunTestWorker({.url = url,
+                                  .scheduler = std::string(taskrt::Defaults().scheduler),
+                                  .ack_wait = absl::Milliseconds(ack_wait_ms)});
+  }
   // Registered by owners only: a worker that lacks an entry.
   taskrt::RegisterEntry("test.owner_only", [](taskrt::TaskContext&) { return 0; }).IgnoreError();
   testing::InitGoogleTest(&argc, argv);
