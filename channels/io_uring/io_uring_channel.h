@@ -22,9 +22,13 @@
 //   completion straight into the loop's ring, where the eventfd costs a
 //   write, the loop's poll completion and a read to drain it. That wake is
 //   sent at most once per burst (only to a watcher that has drained the
-//   ring), and routing its completion to a watch's callback needs a ring
-//   per sending thread and watches in core/event_loop.h that can name a
-//   target other than an fd; it is not built.
+//   ring). Since Linux 6.13 a sender needs no ring of its own for it
+//   (IORING_REGISTER_SEND_MSG_RING), but a wake between threads costs what
+//   the kernel's cross-CPU wake-up costs whichever way it is asked for:
+//   event_loops/io_uring:wake_bench times that message within a few per
+//   cent of the eventfd with its read. Routing it to a watch's callback
+//   would need watches in core/event_loop.h that name a target other than
+//   an fd; for so small a gain it is not built.
 //
 //   The measurements behind this choice (pair lifecycle, ping-pong,
 //   streams, fan-in, MSG_RING against the eventfd) are in the README's
