@@ -4,16 +4,19 @@
 
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "backends/registry.h"
 #include "core/channel.h"
 #include "core/errors.h"
+#include "core/event_loop.h"
 #include "core/select.h"
 #include "gtest/gtest.h"
 #include "tests/conformance/conformance.h"
@@ -353,6 +356,306 @@ TEST_P(SelectConformance, MixesChannelBackends) {
     EXPECT_EQ(selected->index, target);
     EXPECT_EQ(std::string(buffers[selected->index].data(), selected->length), message);
     ASSERT_TRUE(sent.WaitForNotification());
+  }
+}
+
+// Scenarios of Go's own select tests (go/test/chan), as a Go programmer
+// would write them against this API. Go's unbuffered channels become
+// channels with a small buffer, Go's nil and never-ready channels become
+// cases on a full or an empty channel nobody serves, and Go's default case
+// becomes a deadline that has passed.
+
+// test/chan/doubleselect.go: a sender selects a send of each value over
+// four channels and the receiver selects over the same four, so that a
+// select that performed two cases would deliver a value twice. (Go's
+// receiver reads through four forwarding goroutines; here the owner's
+// thread selects itself.) Every value arrives once, none is lost, and each
+// channel keeps the order its values were sent in.
+TEST_P(SelectConformance, GoDoubleSelectDeliversEveryValueOnce) {
+  constexpr size_t kChannels = 4;
+  constexpr uint32_t kValues = 2000;
+  std::vector<ChannelPair> pairs;
+  for (size_t i = 0; i < kChannels; ++i) {
+    pairs.push_back(MakePair(size_t{1} << 20, /*buffer_bytes=*/256));
+  }
+  Notification sender_done;
+  ASSERT_TRUE(scheduler_->Schedule([&] {
+    std::array<char, sizeof(uint32_t)> value{};
+    std::vector<SelectCase> cases;
+    for (ChannelPair& pair : pairs) {
+      cases.push_back(SelectCase::Send(pair.task_end.get(), absl::MakeConstSpan(value)));
+    }
+    for (uint32_t v = 0; v < kValues; ++v) {
+      std::memcpy(value.data(), &v, sizeof v);
+      absl::StatusOr<Selected> selected = Select(cases);
+      if (!selected.ok() || !selected->status.ok()) {
+        ADD_FAILURE() << "sending " << v << ": " << selected.status()
+                      << (selected.ok() ? selected->status.ToString() : "");
+        break;
+      }
+    }
+    for (ChannelPair& pair : pairs) pair.task_end->Close();  // Go's deferred close()s
+    sender_done.Notify();
+  }).ok());
+
+  std::vector<bool> seen(kValues, false);
+  std::vector<int64_t> last_on(kChannels, -1);
+  std::vector<std::array<char, 16>> buffers(kChannels);
+  std::vector<size_t> open = {0, 1, 2, 3};
+  uint32_t received = 0;
+  std::string failure;
+  while (!open.empty() && failure.empty()) {
+    std::vector<SelectCase> cases;
+    for (size_t channel : open) {
+      cases.push_back(
+          SelectCase::Receive(pairs[channel].owner_end.get(), absl::MakeSpan(buffers[channel])));
+    }
+    absl::StatusOr<Selected> selected = Select(cases);
+    if (!selected.ok()) {
+      failure = selected.status().ToString();
+      break;
+    }
+    const size_t channel = open[selected->index];
+    if (selected->status.code() == absl::StatusCode::kOutOfRange) {  // closed and drained
+      open.erase(open.begin() + static_cast<std::ptrdiff_t>(selected->index));
+      continue;
+    }
+    uint32_t v = 0;
+    if (!selected->status.ok() || selected->length != sizeof v) {
+      failure = absl::StrCat("channel ", channel, ": ", selected->status.ToString(), ", ",
+                             selected->length, " bytes");
+      break;
+    }
+    std::memcpy(&v, buffers[channel].data(), sizeof v);
+    if (v >= kValues || seen[v]) {
+      failure = absl::StrCat("value ", v, v >= kValues ? " was never sent" : " arrived twice");
+    } else if (static_cast<int64_t>(v) <= last_on[channel]) {
+      failure = absl::StrCat("channel ", channel, " gave ", v, " after ", last_on[channel]);
+    }
+    seen[v < kValues ? v : 0] = true;
+    last_on[channel] = v;
+    ++received;
+  }
+  if (!failure.empty()) {
+    for (ChannelPair& pair : pairs) pair.owner_end->Close();  // lets a blocked sender end
+  }
+  ASSERT_TRUE(sender_done.WaitForNotification());
+  ASSERT_EQ(failure, "");
+  EXPECT_EQ(received, kValues) << "values lost";
+}
+
+// test/chan/select6.go (Go issue 2075): a select that waited on two
+// channels and went through one must leave the other as it was. A unit
+// selects over c1 and c2, gets c2's message, then waits on c1 with a plain
+// blocking receive, which c1's next message must wake.
+TEST_P(SelectConformance, GoASelectLeavesTheEndItDidNotTakeWaitable) {
+  ChannelPair c1 = MakePair();
+  ChannelPair c2 = MakePair();
+  Notification selecting;
+  Notification took_c2;
+  Notification done;
+  std::string after;
+  ASSERT_TRUE(scheduler_->Schedule([&] {
+    char buffer_1[16];
+    char buffer_2[16];
+    std::array<SelectCase, 2> cases = {
+        SelectCase::Receive(c1.task_end.get(), absl::MakeSpan(buffer_1)),
+        SelectCase::Receive(c2.task_end.get(), absl::MakeSpan(buffer_2))};
+    selecting.Notify();
+    absl::StatusOr<Selected> selected = Select(cases);
+    EXPECT_TRUE(selected.ok() && selected->status.ok() && selected->index == 1)
+        << selected.status() << (selected.ok() ? selected->status.ToString() : "");
+    took_c2.Notify();
+    absl::StatusOr<std::string> got = ReceiveString(*c1.task_end);
+    EXPECT_TRUE(got.ok()) << got.status();
+    if (got.ok()) after = *got;
+    done.Notify();
+  }).ok());
+  ASSERT_TRUE(selecting.WaitForNotification());
+  ASSERT_TRUE(Send(*c2.owner_end, Bytes(std::string("c2"))).ok());
+  ASSERT_TRUE(took_c2.WaitForNotification());
+  ASSERT_TRUE(Send(*c1.owner_end, Bytes(std::string("c1"))).ok());
+  ASSERT_TRUE(done.WaitForNotification()) << "the receive on c1 was never woken";
+  EXPECT_EQ(after, "c1");
+}
+
+// The same for an owner whose loop watches c1, as a Kore owner watches its
+// tasks' channels: its select over c1 and c2 goes through c2, and c1's next
+// message still fires the loop's watch.
+TEST_P(SelectConformance, GoASelectLeavesTheLoopsWatchOfTheOtherEnd) {
+  ChannelPair c1 = MakePair();
+  ChannelPair c2 = MakePair();
+  int calls = 0;
+  absl::StatusOr<WatchId> watch =
+      loop_->Watch(c1.owner_end->receive_readiness(), [&calls] { ++calls; });
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  Notification sent_c2;
+  ASSERT_TRUE(scheduler_->Schedule([&] {
+    EXPECT_TRUE(Send(*c2.task_end, Bytes(std::string("c2"))).ok());
+    sent_c2.Notify();
+  }).ok());
+  char buffer_1[16];
+  char buffer_2[16];
+  std::array<SelectCase, 2> cases = {
+      SelectCase::Receive(c1.owner_end.get(), absl::MakeSpan(buffer_1)),
+      SelectCase::Receive(c2.owner_end.get(), absl::MakeSpan(buffer_2))};
+  absl::StatusOr<Selected> selected = Select(cases);
+  ASSERT_TRUE(selected.ok()) << selected.status();
+  EXPECT_EQ(selected->index, 1u);
+  ASSERT_TRUE(sent_c2.WaitForNotification());
+
+  const int before = calls;
+  Notification sent_c1;
+  ASSERT_TRUE(scheduler_->Schedule([&] {
+    EXPECT_TRUE(Send(*c1.task_end, Bytes(std::string("c1"))).ok());
+    sent_c1.Notify();
+  }).ok());
+  EXPECT_TRUE(PumpUntil([&] { return calls > before; })) << "the loop's watch of c1 never fired";
+  ASSERT_TRUE(sent_c1.WaitForNotification());
+  EXPECT_EQ(*ReceiveString(*c1.owner_end), "c1");
+  EXPECT_TRUE(loop_->Unwatch(*watch).ok());
+}
+
+// test/chan/select7.go: a value passes whichever way each side takes it: a
+// plain Send or Receive, a select of that one case, or a select with a
+// second case that never proceeds (a send to a full channel, a receive from
+// an empty one). The receiver is a unit, started before the send.
+TEST_P(SelectConformance, GoEveryPairingOfPlainAndSelectPassesTheValue) {
+  enum Style { kPlain, kOneCase, kWithIdleCase };
+  for (Style receive_style : {kPlain, kOneCase, kWithIdleCase}) {
+    for (Style send_style : {kPlain, kOneCase, kWithIdleCase}) {
+      SCOPED_TRACE(absl::StrCat("receive style ", receive_style, ", send style ", send_style));
+      ChannelPair channel = MakePair();
+      ChannelPair empty = MakePair();
+      ChannelPair full = MakePair(size_t{1} << 20, /*buffer_bytes=*/256);
+      ASSERT_GT(Fill(*full.owner_end, "f"), 0);
+      const std::string value = absl::StrCat("value ", receive_style, send_style);
+      Notification received;
+      std::string got;
+      ASSERT_TRUE(scheduler_->Schedule([&] {
+        char buffer[64];
+        char idle_buffer[64];
+        std::vector<SelectCase> cases = {
+            SelectCase::Receive(channel.task_end.get(), absl::MakeSpan(buffer))};
+        if (receive_style == kWithIdleCase) {
+          cases.push_back(SelectCase::Receive(empty.task_end.get(), absl::MakeSpan(idle_buffer)));
+        }
+        if (receive_style == kPlain) {
+          absl::StatusOr<std::string> plain = ReceiveString(*channel.task_end);
+          EXPECT_TRUE(plain.ok()) << plain.status();
+          if (plain.ok()) got = *plain;
+        } else {
+          absl::StatusOr<Selected> selected = Select(cases);
+          EXPECT_TRUE(selected.ok() && selected->index == 0 && selected->status.ok())
+              << selected.status() << (selected.ok() ? selected->status.ToString() : "");
+          if (selected.ok() && selected->status.ok()) got = std::string(buffer, selected->length);
+        }
+        received.Notify();
+      }).ok());
+      std::vector<SelectCase> cases = {SelectCase::Send(channel.owner_end.get(), Bytes(value))};
+      if (send_style == kWithIdleCase) {
+        cases.push_back(SelectCase::Send(full.owner_end.get(), Bytes(std::string("idle"))));
+      }
+      if (send_style == kPlain) {
+        ASSERT_TRUE(Send(*channel.owner_end, Bytes(value)).ok());
+      } else {
+        absl::StatusOr<Selected> selected = Select(cases);
+        ASSERT_TRUE(selected.ok()) << selected.status();
+        EXPECT_EQ(selected->index, 0u) << "the full channel took a message";
+        EXPECT_TRUE(selected->status.ok()) << selected->status;
+      }
+      ASSERT_TRUE(received.WaitForNotification());
+      EXPECT_EQ(got, value);
+      EXPECT_FALSE(empty.task_end->ReceiveReady());
+    }
+  }
+}
+
+// test/chan/select3.go, "select should not get confused if it sees
+// itself": a select that sends on an end and receives on the same end does
+// not receive its own message, which goes to the peer; with nothing from
+// the peer and no room to send, it waits (here until a deadline), and
+// takes nothing. The full channel is a fresh one: its peer has read
+// nothing, so no room is owed to it (a NATS end hands back credit for
+// what its peer read only later).
+TEST_P(SelectConformance, GoASelectDoesNotReceiveItsOwnSend) {
+  ChannelPair channel = MakePair();
+  char buffer[64];
+  const std::string mine = "mine";
+  std::array<SelectCase, 2> cases = {SelectCase::Send(channel.owner_end.get(), Bytes(mine)),
+                                     SelectCase::Receive(channel.owner_end.get(), absl::MakeSpan(buffer))};
+  absl::StatusOr<Selected> sent = Select(cases);
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  EXPECT_EQ(sent->index, 0u);
+  EXPECT_TRUE(sent->status.ok()) << sent->status;
+  EXPECT_EQ(*ReceiveString(*channel.task_end), mine) << "the peer got it";
+
+  ChannelPair full = MakePair(size_t{1} << 20, /*buffer_bytes=*/256);
+  const std::string filler = "f";
+  const int taken = Fill(*full.owner_end, filler);
+  ASSERT_GT(taken, 0);
+  std::array<SelectCase, 2> full_cases = {
+      SelectCase::Send(full.owner_end.get(), Bytes(mine)),
+      SelectCase::Receive(full.owner_end.get(), absl::MakeSpan(buffer))};
+  absl::StatusOr<Selected> stuck = Select(full_cases, absl::Now() + absl::Milliseconds(5));
+  EXPECT_EQ(stuck.status().code(), absl::StatusCode::kDeadlineExceeded)
+      << stuck.status() << (stuck.ok() ? absl::StrCat(": performed case ", stuck->index) : "");
+
+  // The peer reads everything: the fillers, then what is sent after, whole.
+  Notification drained;
+  ASSERT_TRUE(scheduler_->Schedule([&] {
+    for (int i = 0; i < taken; ++i) {
+      absl::StatusOr<std::string> got = ReceiveString(*full.task_end);
+      if (!got.ok() || *got != filler) {
+        ADD_FAILURE() << "filler " << i << ": " << got.status() << (got.ok() ? " " + *got : "");
+        break;
+      }
+    }
+    absl::StatusOr<std::string> last = ReceiveString(*full.task_end);
+    EXPECT_TRUE(last.ok() && *last == "after") << last.status() << (last.ok() ? " " + *last : "");
+    drained.Notify();
+  }).ok());
+  ASSERT_TRUE(Send(*full.owner_end, Bytes(std::string("after"))).ok());
+  ASSERT_TRUE(drained.WaitForNotification());
+}
+
+// test/chan/select.go: a select with a default case (here a deadline that
+// has passed) over two send cases sends while either has room, then gives
+// up; each value goes out exactly once. The peers receive every value the
+// selects reported sent, in order, whole.
+TEST_P(SelectConformance, GoANonBlockingSelectSendsEachValueOnce) {
+  ChannelPair a = MakePair(size_t{1} << 20, /*buffer_bytes=*/256);
+  ChannelPair b = MakePair(size_t{1} << 20, /*buffer_bytes=*/256);
+  std::array<char, sizeof(uint32_t)> value{};
+  std::array<SelectCase, 2> cases = {SelectCase::Send(a.owner_end.get(), absl::MakeConstSpan(value)),
+                                     SelectCase::Send(b.owner_end.get(), absl::MakeConstSpan(value))};
+  std::array<std::vector<uint32_t>, 2> sent_to;
+  constexpr uint32_t kLimit = 1 << 20;  // far past any buffer; reaching it fails the test
+  uint32_t next = 0;
+  for (; next < kLimit; ++next) {
+    std::memcpy(value.data(), &next, sizeof next);
+    absl::StatusOr<Selected> selected = Select(cases, absl::InfinitePast());
+    if (!selected.ok()) {
+      EXPECT_EQ(selected.status().code(), absl::StatusCode::kDeadlineExceeded) << selected.status();
+      break;
+    }
+    ASSERT_TRUE(selected->status.ok()) << selected->status;
+    sent_to[selected->index].push_back(next);
+  }
+  ASSERT_LT(next, kLimit) << "the selects never ran out of room";
+  ASSERT_FALSE(sent_to[0].empty());
+  ASSERT_FALSE(sent_to[1].empty());
+  ChannelPair* pairs[2] = {&a, &b};
+  for (size_t i = 0; i < 2; ++i) {
+    for (uint32_t expected : sent_to[i]) {
+      std::array<char, 16> buffer{};
+      absl::StatusOr<size_t> length = Receive(*pairs[i]->task_end, absl::MakeSpan(buffer));
+      ASSERT_TRUE(length.ok()) << length.status();
+      ASSERT_EQ(*length, sizeof(uint32_t));
+      uint32_t v = 0;
+      std::memcpy(&v, buffer.data(), sizeof v);
+      ASSERT_EQ(v, expected) << "channel " << i;
+    }
   }
 }
 
