@@ -120,6 +120,36 @@ TEST_P(TimerConformance, CancelBeforeTheDeadlineMeansItNeverRuns) {
   EXPECT_FALSE(cancelled_ran);
 }
 
+// Go's time package, TestOverflowSleep and the overflow cases of
+// TestAfterFunc's neighbours: a delay too long to add to the clock
+// saturates to "never" instead of wrapping into the past, and a delay far
+// in the past is a timer due now.
+TEST_P(TimerConformance, DelaysTooLongForTheClockNeverRunAndFarPastOnesRunNow) {
+  int far_runs = 0;
+  std::vector<TimerId> far;
+  for (absl::Duration delay : {absl::InfiniteDuration(), absl::Seconds(INT64_MAX),
+                               absl::Nanoseconds(INT64_MAX), absl::Hours(200'000'000)}) {
+    absl::StatusOr<TimerId> id = loop_->RunAfter(delay, [&] { ++far_runs; });
+    ASSERT_TRUE(id.ok()) << id.status();
+    far.push_back(*id);
+  }
+  absl::StatusOr<TimerId> at_infinity = loop_->RunAt(absl::InfiniteFuture(), [&] { ++far_runs; });
+  ASSERT_TRUE(at_infinity.ok()) << at_infinity.status();
+  far.push_back(*at_infinity);
+  int past_runs = 0;
+  for (absl::Duration delay : {-absl::InfiniteDuration(), absl::Seconds(INT64_MIN),
+                               absl::Nanoseconds(INT64_MIN)}) {
+    ASSERT_TRUE(loop_->RunAfter(delay, [&] { ++past_runs; }).ok());
+  }
+  ASSERT_TRUE(loop_->RunAt(absl::InfinitePast(), [&] { ++past_runs; }).ok());
+  bool marker = false;
+  ASSERT_TRUE(loop_->RunAfter(absl::Milliseconds(2), [&] { marker = true; }).ok());
+  ASSERT_TRUE(PumpUntil([&] { return marker; }));
+  EXPECT_EQ(past_runs, 4) << "a delay far in the past is a timer due now";
+  EXPECT_EQ(far_runs, 0) << "a delay too long for the clock wrapped into the past";
+  for (TimerId id : far) EXPECT_TRUE(loop_->Cancel(id).ok()) << "still armed, never run";
+}
+
 TEST_P(TimerConformance, CancelAfterItRanIsReported) {
   int runs = 0;
   absl::StatusOr<TimerId> id = loop_->RunAfter(absl::ZeroDuration(), [&] { ++runs; });
