@@ -7,6 +7,7 @@
 // --event_loop. A worker that does not end cleanly on SIGTERM (a
 // sanitizer's report, say) fails the run.
 
+#include <signal.h>
 #include <sys/wait.h>
 
 #include <cstdio>

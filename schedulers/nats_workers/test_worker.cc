@@ -53,7 +53,7 @@ int RunTestWorker(const TestWorkerOptions& options) {
   }
   NatsWorkerOptions worker;
   worker.queue.url = options.url;
-  if (options.ack_wait > absl::ZeroDuration()) worker.queue.ack_wait = options.ack_wait;
+  if (options.ack_wait != absl::ZeroDuration()) worker.queue.ack_wait = options.ack_wait;
   worker.scheduler = local->get();
   worker.slots = options.slots;
   worker.stop = &worker_stop;

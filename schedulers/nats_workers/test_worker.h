@@ -29,7 +29,7 @@ struct TestWorkerOptions {
   std::string url;        // the broker's
   std::string scheduler;  // the local scheduler entries run on, by name
   int slots = 4;
-  absl::Duration ack_wait = absl::ZeroDuration();  // zero: the queue's default
+  absl::Duration ack_wait = absl::ZeroDuration();  // zero: the queue's default; checked as RunWorker checks it
 };
 
 // Worker mode: runs jobs until SIGTERM. Returns the process's exit status:

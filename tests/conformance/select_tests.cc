@@ -3,12 +3,16 @@
 // combination's channel backend and across every registered one.
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -363,14 +367,34 @@ TEST_P(SelectConformance, MixesChannelBackends) {
 // would write them against this API. Go's unbuffered channels become
 // channels with a small buffer, Go's nil and never-ready channels become
 // cases on a full or an empty channel nobody serves, and Go's default case
-// becomes a deadline that has passed.
+// becomes a deadline that has passed. Where Go makes a goroutine block
+// before the other side acts (runtime.Gosched), the other side here waits
+// until the blocked end has counted a receive that would block, so the
+// waiting paths are taken, not only the fast ones. A test that fails early
+// closes the owner's ends, so that its unit ends before the test's
+// objects go.
+
+// Polls `read` until it returns more than `floor`; false if the hang guard
+// expired first (no timing is asserted).
+bool WaitUntilAbove(const std::function<uint64_t()>& read, uint64_t floor) {
+  const auto give_up = std::chrono::steady_clock::now() + Notification::kHangGuard;
+  while (read() <= floor) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+uint64_t ReceivesBlocked(const ChannelEnd& end) { return end.metrics().receives_blocked; }
+
+absl::Time HangDeadline() { return absl::Now() + absl::FromChrono(Notification::kHangGuard); }
 
 // test/chan/doubleselect.go: a sender selects a send of each value over
-// four channels and the receiver selects over the same four, so that a
-// select that performed two cases would deliver a value twice. (Go's
-// receiver reads through four forwarding goroutines; here the owner's
-// thread selects itself.) Every value arrives once, none is lost, and each
-// channel keeps the order its values were sent in.
+// four channels while the other side receives, so that a select that
+// performed two cases would deliver a value twice. Go's other side is four
+// goroutines racing for the values; here it is a second select, over the
+// four receiving ends on the owner's thread. Every value arrives once, none
+// is lost, and each channel keeps the order its values were sent in.
 TEST_P(SelectConformance, GoDoubleSelectDeliversEveryValueOnce) {
   constexpr size_t kChannels = 4;
   constexpr uint32_t kValues = 2000;
@@ -410,7 +434,7 @@ TEST_P(SelectConformance, GoDoubleSelectDeliversEveryValueOnce) {
       cases.push_back(
           SelectCase::Receive(pairs[channel].owner_end.get(), absl::MakeSpan(buffers[channel])));
     }
-    absl::StatusOr<Selected> selected = Select(cases);
+    absl::StatusOr<Selected> selected = Select(cases, HangDeadline());
     if (!selected.ok()) {
       failure = selected.status().ToString();
       break;
@@ -431,10 +455,11 @@ TEST_P(SelectConformance, GoDoubleSelectDeliversEveryValueOnce) {
       failure = absl::StrCat("value ", v, v >= kValues ? " was never sent" : " arrived twice");
     } else if (static_cast<int64_t>(v) <= last_on[channel]) {
       failure = absl::StrCat("channel ", channel, " gave ", v, " after ", last_on[channel]);
+    } else {
+      seen[v] = true;
+      last_on[channel] = v;
+      ++received;
     }
-    seen[v < kValues ? v : 0] = true;
-    last_on[channel] = v;
-    ++received;
   }
   if (!failure.empty()) {
     for (ChannelPair& pair : pairs) pair.owner_end->Close();  // lets a blocked sender end
@@ -445,26 +470,39 @@ TEST_P(SelectConformance, GoDoubleSelectDeliversEveryValueOnce) {
 }
 
 // test/chan/select6.go (Go issue 2075): a select that waited on two
-// channels and went through one must leave the other as it was. A unit
-// selects over c1 and c2, gets c2's message, then waits on c1 with a plain
-// blocking receive, which c1's next message must wake.
+// channels and went through one must leave the other as it was. A unit's
+// select over c1 and c2 first times out (it has waited on both ends and
+// given them back), then waits again and gets c2's message; then the unit
+// waits on c1 with a plain blocking receive, which c1's message must wake.
 TEST_P(SelectConformance, GoASelectLeavesTheEndItDidNotTakeWaitable) {
   ChannelPair c1 = MakePair();
   ChannelPair c2 = MakePair();
   Notification selecting;
   Notification took_c2;
   Notification done;
+  uint64_t c2_blocked_before = 0;  // written before selecting.Notify()
+  uint64_t c1_blocked_before = 0;  // written before took_c2.Notify()
   std::string after;
+  absl::Cleanup end_the_unit = [&] {
+    if (done.HasBeenNotified()) return;
+    c1.owner_end->Close();
+    c2.owner_end->Close();
+    done.WaitForNotification();
+  };
   ASSERT_TRUE(scheduler_->Schedule([&] {
     char buffer_1[16];
     char buffer_2[16];
     std::array<SelectCase, 2> cases = {
         SelectCase::Receive(c1.task_end.get(), absl::MakeSpan(buffer_1)),
         SelectCase::Receive(c2.task_end.get(), absl::MakeSpan(buffer_2))};
+    absl::StatusOr<Selected> timed_out = Select(cases, absl::Now() + absl::Milliseconds(1));
+    EXPECT_EQ(timed_out.status().code(), absl::StatusCode::kDeadlineExceeded) << timed_out.status();
+    c2_blocked_before = ReceivesBlocked(*c2.task_end);
     selecting.Notify();
-    absl::StatusOr<Selected> selected = Select(cases);
+    absl::StatusOr<Selected> selected = Select(cases, HangDeadline());
     EXPECT_TRUE(selected.ok() && selected->status.ok() && selected->index == 1)
         << selected.status() << (selected.ok() ? selected->status.ToString() : "");
+    c1_blocked_before = ReceivesBlocked(*c1.task_end);
     took_c2.Notify();
     absl::StatusOr<std::string> got = ReceiveString(*c1.task_end);
     EXPECT_TRUE(got.ok()) << got.status();
@@ -472,46 +510,64 @@ TEST_P(SelectConformance, GoASelectLeavesTheEndItDidNotTakeWaitable) {
     done.Notify();
   }).ok());
   ASSERT_TRUE(selecting.WaitForNotification());
+  ASSERT_TRUE(WaitUntilAbove([&] { return ReceivesBlocked(*c2.task_end); }, c2_blocked_before))
+      << "the select never tried c2";
   ASSERT_TRUE(Send(*c2.owner_end, Bytes(std::string("c2"))).ok());
   ASSERT_TRUE(took_c2.WaitForNotification());
+  ASSERT_TRUE(WaitUntilAbove([&] { return ReceivesBlocked(*c1.task_end); }, c1_blocked_before))
+      << "the receive never tried c1";
   ASSERT_TRUE(Send(*c1.owner_end, Bytes(std::string("c1"))).ok());
   ASSERT_TRUE(done.WaitForNotification()) << "the receive on c1 was never woken";
   EXPECT_EQ(after, "c1");
 }
 
 // The same for an owner whose loop watches c1, as a Kore owner watches its
-// tasks' channels: its select over c1 and c2 goes through c2, and c1's next
-// message still fires the loop's watch.
+// tasks' channels: its select over c1 and c2 times out (having waited on
+// both ends and given them back), then goes through c2; c1's next message
+// must still fire the loop's watch.
 TEST_P(SelectConformance, GoASelectLeavesTheLoopsWatchOfTheOtherEnd) {
   ChannelPair c1 = MakePair();
   ChannelPair c2 = MakePair();
-  int calls = 0;
-  absl::StatusOr<WatchId> watch =
-      loop_->Watch(c1.owner_end->receive_readiness(), [&calls] { ++calls; });
+  int ready_calls = 0;
+  ChannelEnd& watched = *c1.owner_end;
+  absl::StatusOr<WatchId> watch = loop_->Watch(watched.receive_readiness(), [&] {
+    if (watched.ReceiveReady()) ++ready_calls;
+  });
   ASSERT_TRUE(watch.ok()) << watch.status();
-  Notification sent_c2;
-  ASSERT_TRUE(scheduler_->Schedule([&] {
-    EXPECT_TRUE(Send(*c2.task_end, Bytes(std::string("c2"))).ok());
-    sent_c2.Notify();
-  }).ok());
   char buffer_1[16];
   char buffer_2[16];
   std::array<SelectCase, 2> cases = {
       SelectCase::Receive(c1.owner_end.get(), absl::MakeSpan(buffer_1)),
       SelectCase::Receive(c2.owner_end.get(), absl::MakeSpan(buffer_2))};
-  absl::StatusOr<Selected> selected = Select(cases);
-  ASSERT_TRUE(selected.ok()) << selected.status();
-  EXPECT_EQ(selected->index, 1u);
-  ASSERT_TRUE(sent_c2.WaitForNotification());
+  absl::StatusOr<Selected> timed_out = Select(cases, absl::Now() + absl::Milliseconds(1));
+  EXPECT_EQ(timed_out.status().code(), absl::StatusCode::kDeadlineExceeded) << timed_out.status();
 
-  const int before = calls;
-  Notification sent_c1;
-  ASSERT_TRUE(scheduler_->Schedule([&] {
+  Notification took_c2;
+  Notification sent;
+  absl::Cleanup end_the_unit = [&] {
+    if (sent.HasBeenNotified()) return;
+    took_c2.Notify();
+    c1.owner_end->Close();
+    c2.owner_end->Close();
+    sent.WaitForNotification();
+  };
+  const uint64_t blocked_before = ReceivesBlocked(*c2.owner_end);
+  ChannelEnd& c2_owner = *c2.owner_end;
+  ASSERT_TRUE(scheduler_->Schedule([&, blocked_before] {
+    // Once the owner's select has tried c2 and is waiting.
+    EXPECT_TRUE(WaitUntilAbove([&] { return ReceivesBlocked(c2_owner); }, blocked_before));
+    EXPECT_TRUE(Send(*c2.task_end, Bytes(std::string("c2"))).ok());
+    EXPECT_TRUE(took_c2.WaitForNotification());
     EXPECT_TRUE(Send(*c1.task_end, Bytes(std::string("c1"))).ok());
-    sent_c1.Notify();
+    sent.Notify();
   }).ok());
-  EXPECT_TRUE(PumpUntil([&] { return calls > before; })) << "the loop's watch of c1 never fired";
-  ASSERT_TRUE(sent_c1.WaitForNotification());
+  absl::StatusOr<Selected> selected = Select(cases, HangDeadline());
+  ASSERT_TRUE(selected.ok()) << selected.status();
+  ASSERT_TRUE(selected->status.ok()) << selected->status;
+  EXPECT_EQ(selected->index, 1u);
+  took_c2.Notify();
+  ASSERT_TRUE(sent.WaitForNotification());
+  EXPECT_TRUE(PumpUntil([&] { return ready_calls > 0; })) << "the loop's watch of c1 never fired";
   EXPECT_EQ(*ReceiveString(*c1.owner_end), "c1");
   EXPECT_TRUE(loop_->Unwatch(*watch).ok());
 }
@@ -519,19 +575,28 @@ TEST_P(SelectConformance, GoASelectLeavesTheLoopsWatchOfTheOtherEnd) {
 // test/chan/select7.go: a value passes whichever way each side takes it: a
 // plain Send or Receive, a select of that one case, or a select with a
 // second case that never proceeds (a send to a full channel, a receive from
-// an empty one). The receiver is a unit, started before the send.
+// an empty one). The receiver is a unit, and it is waiting when the value
+// is sent.
 TEST_P(SelectConformance, GoEveryPairingOfPlainAndSelectPassesTheValue) {
   enum Style { kPlain, kOneCase, kWithIdleCase };
+  const std::string idle = "idle";
   for (Style receive_style : {kPlain, kOneCase, kWithIdleCase}) {
     for (Style send_style : {kPlain, kOneCase, kWithIdleCase}) {
       SCOPED_TRACE(absl::StrCat("receive style ", receive_style, ", send style ", send_style));
       ChannelPair channel = MakePair();
       ChannelPair empty = MakePair();
       ChannelPair full = MakePair(size_t{1} << 20, /*buffer_bytes=*/256);
-      ASSERT_GT(Fill(*full.owner_end, "f"), 0);
+      const int taken = Fill(*full.owner_end, "f");
+      ASSERT_GT(taken, 0);
       const std::string value = absl::StrCat("value ", receive_style, send_style);
       Notification received;
       std::string got;
+      absl::Cleanup end_the_unit = [&] {
+        if (received.HasBeenNotified()) return;
+        channel.owner_end->Close();
+        received.WaitForNotification();
+      };
+      const uint64_t blocked_before = ReceivesBlocked(*channel.task_end);
       ASSERT_TRUE(scheduler_->Schedule([&] {
         char buffer[64];
         char idle_buffer[64];
@@ -545,28 +610,32 @@ TEST_P(SelectConformance, GoEveryPairingOfPlainAndSelectPassesTheValue) {
           EXPECT_TRUE(plain.ok()) << plain.status();
           if (plain.ok()) got = *plain;
         } else {
-          absl::StatusOr<Selected> selected = Select(cases);
+          absl::StatusOr<Selected> selected = Select(cases, HangDeadline());
           EXPECT_TRUE(selected.ok() && selected->index == 0 && selected->status.ok())
               << selected.status() << (selected.ok() ? selected->status.ToString() : "");
           if (selected.ok() && selected->status.ok()) got = std::string(buffer, selected->length);
         }
         received.Notify();
       }).ok());
+      ASSERT_TRUE(WaitUntilAbove([&] { return ReceivesBlocked(*channel.task_end); }, blocked_before))
+          << "the receiver never tried";
       std::vector<SelectCase> cases = {SelectCase::Send(channel.owner_end.get(), Bytes(value))};
       if (send_style == kWithIdleCase) {
-        cases.push_back(SelectCase::Send(full.owner_end.get(), Bytes(std::string("idle"))));
+        cases.push_back(SelectCase::Send(full.owner_end.get(), Bytes(idle)));
       }
       if (send_style == kPlain) {
         ASSERT_TRUE(Send(*channel.owner_end, Bytes(value)).ok());
       } else {
-        absl::StatusOr<Selected> selected = Select(cases);
+        absl::StatusOr<Selected> selected = Select(cases, HangDeadline());
         ASSERT_TRUE(selected.ok()) << selected.status();
         EXPECT_EQ(selected->index, 0u) << "the full channel took a message";
         EXPECT_TRUE(selected->status.ok()) << selected->status;
       }
       ASSERT_TRUE(received.WaitForNotification());
       EXPECT_EQ(got, value);
-      EXPECT_FALSE(empty.task_end->ReceiveReady());
+      EXPECT_EQ(full.owner_end->metrics().messages_sent, static_cast<uint64_t>(taken))
+          << "the idle send case sent";
+      EXPECT_EQ(empty.task_end->metrics().messages_received, 0u) << "the idle receive case took";
     }
   }
 }
@@ -603,6 +672,11 @@ TEST_P(SelectConformance, GoASelectDoesNotReceiveItsOwnSend) {
 
   // The peer reads everything: the fillers, then what is sent after, whole.
   Notification drained;
+  absl::Cleanup end_the_unit = [&] {
+    if (drained.HasBeenNotified()) return;
+    full.owner_end->Close();
+    drained.WaitForNotification();
+  };
   ASSERT_TRUE(scheduler_->Schedule([&] {
     for (int i = 0; i < taken; ++i) {
       absl::StatusOr<std::string> got = ReceiveString(*full.task_end);
@@ -622,7 +696,8 @@ TEST_P(SelectConformance, GoASelectDoesNotReceiveItsOwnSend) {
 // test/chan/select.go: a select with a default case (here a deadline that
 // has passed) over two send cases sends while either has room, then gives
 // up; each value goes out exactly once. The peers receive every value the
-// selects reported sent, in order, whole.
+// selects reported sent, in order, and the ends sent nothing else. Once a
+// receiver has made room, a select with one send case sends again.
 TEST_P(SelectConformance, GoANonBlockingSelectSendsEachValueOnce) {
   ChannelPair a = MakePair(size_t{1} << 20, /*buffer_bytes=*/256);
   ChannelPair b = MakePair(size_t{1} << 20, /*buffer_bytes=*/256);
@@ -643,20 +718,35 @@ TEST_P(SelectConformance, GoANonBlockingSelectSendsEachValueOnce) {
     sent_to[selected->index].push_back(next);
   }
   ASSERT_LT(next, kLimit) << "the selects never ran out of room";
-  ASSERT_FALSE(sent_to[0].empty());
-  ASSERT_FALSE(sent_to[1].empty());
   ChannelPair* pairs[2] = {&a, &b};
+  auto receive_value = [](ChannelEnd& end) -> absl::StatusOr<uint32_t> {
+    std::array<char, 16> buffer{};
+    absl::StatusOr<size_t> length = Receive(end, absl::MakeSpan(buffer));
+    if (!length.ok()) return length.status();
+    if (*length != sizeof(uint32_t)) return absl::DataLossError(absl::StrCat(*length, " bytes"));
+    uint32_t v = 0;
+    std::memcpy(&v, buffer.data(), sizeof v);
+    return v;
+  };
   for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(pairs[i]->owner_end->metrics().messages_sent, sent_to[i].size())
+        << "channel " << i << " sent more than its selects reported";
     for (uint32_t expected : sent_to[i]) {
-      std::array<char, 16> buffer{};
-      absl::StatusOr<size_t> length = Receive(*pairs[i]->task_end, absl::MakeSpan(buffer));
-      ASSERT_TRUE(length.ok()) << length.status();
-      ASSERT_EQ(*length, sizeof(uint32_t));
-      uint32_t v = 0;
-      std::memcpy(&v, buffer.data(), sizeof v);
-      ASSERT_EQ(v, expected) << "channel " << i;
+      absl::StatusOr<uint32_t> v = receive_value(*pairs[i]->task_end);
+      ASSERT_TRUE(v.ok()) << v.status();
+      ASSERT_EQ(*v, expected) << "channel " << i;
     }
   }
+  std::memcpy(value.data(), &next, sizeof next);
+  // (Not a polling select: room made on a NATS channel comes back through
+  // the broker.)
+  std::array<SelectCase, 1> one_case = {cases[0]};
+  absl::StatusOr<Selected> again = Select(one_case, HangDeadline());
+  ASSERT_TRUE(again.ok()) << "room was made: " << again.status();
+  EXPECT_TRUE(again->status.ok()) << again->status;
+  absl::StatusOr<uint32_t> last = receive_value(*a.task_end);
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_EQ(*last, next);
 }
 
 INSTANTIATE_TEST_SUITE_P(Conformance, SelectConformance, ::testing::ValuesIn(WorkerCounts()),
