@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
@@ -389,6 +390,17 @@ uint64_t ReceivesBlocked(const ChannelEnd& end) { return end.metrics().receives_
 
 absl::Time HangDeadline() { return absl::Now() + absl::FromChrono(Notification::kHangGuard); }
 
+// On a test's way out: unless its unit has said it is done, closes `ends`
+// (the unit's blocking calls on their peers then end) and waits for the
+// unit, so that it never outlives what it uses.
+auto EndTheUnitFirst(Notification& done, std::vector<ChannelEnd*> ends) {
+  return absl::Cleanup([&done, ends = std::move(ends)] {
+    if (done.HasBeenNotified()) return;
+    for (ChannelEnd* end : ends) end->Close();
+    done.WaitForNotification();
+  });
+}
+
 // test/chan/doubleselect.go: a sender selects a send of each value over
 // four channels while the other side receives, so that a select that
 // performed two cases would deliver a value twice. Go's other side is four
@@ -483,12 +495,7 @@ TEST_P(SelectConformance, GoASelectLeavesTheEndItDidNotTakeWaitable) {
   uint64_t c2_blocked_before = 0;  // written before selecting.Notify()
   uint64_t c1_blocked_before = 0;  // written before took_c2.Notify()
   std::string after;
-  absl::Cleanup end_the_unit = [&] {
-    if (done.HasBeenNotified()) return;
-    c1.owner_end->Close();
-    c2.owner_end->Close();
-    done.WaitForNotification();
-  };
+  auto end_the_unit = EndTheUnitFirst(done, {c1.owner_end.get(), c2.owner_end.get()});
   ASSERT_TRUE(scheduler_->Schedule([&] {
     char buffer_1[16];
     char buffer_2[16];
@@ -591,11 +598,7 @@ TEST_P(SelectConformance, GoEveryPairingOfPlainAndSelectPassesTheValue) {
       const std::string value = absl::StrCat("value ", receive_style, send_style);
       Notification received;
       std::string got;
-      absl::Cleanup end_the_unit = [&] {
-        if (received.HasBeenNotified()) return;
-        channel.owner_end->Close();
-        received.WaitForNotification();
-      };
+      auto end_the_unit = EndTheUnitFirst(received, {channel.owner_end.get()});
       const uint64_t blocked_before = ReceivesBlocked(*channel.task_end);
       ASSERT_TRUE(scheduler_->Schedule([&] {
         char buffer[64];
@@ -672,11 +675,7 @@ TEST_P(SelectConformance, GoASelectDoesNotReceiveItsOwnSend) {
 
   // The peer reads everything: the fillers, then what is sent after, whole.
   Notification drained;
-  absl::Cleanup end_the_unit = [&] {
-    if (drained.HasBeenNotified()) return;
-    full.owner_end->Close();
-    drained.WaitForNotification();
-  };
+  auto end_the_unit = EndTheUnitFirst(drained, {full.owner_end.get()});
   ASSERT_TRUE(scheduler_->Schedule([&] {
     for (int i = 0; i < taken; ++i) {
       absl::StatusOr<std::string> got = ReceiveString(*full.task_end);
