@@ -140,6 +140,59 @@ TEST_P(TimeConformance, OtherTasksRunWhileOneSleeps) {
   EXPECT_EQ(order, (std::vector<std::string>{"A sleeps", "B ran", "A woke"}));
 }
 
+// Go's time package, TestAfterFuncStarvation (run there with GOMAXPROCS
+// 1): two tasks play ping-pong on a channel, so one of them is always
+// ready to run, while a third sleeps 1 ms twenty times. Its wake-ups must
+// still come: a task whose deadline passed is not starved by tasks that
+// never stop being ready.
+TEST_P(TimeConformance, ASleeperIsNotStarvedByTasksThatAreAlwaysReady) {
+  if (!UnitsAreStackfulTasks()) {
+    GTEST_SKIP() << "OS-thread workers each run their own unit; only stackful tasks share a "
+                    "thread with tasks that are always ready";
+  }
+  ChannelPair pair = MakePair();
+  std::atomic<bool> stop{false};
+  std::atomic<int> sleeps_done{0};
+  CountDown all(3);
+  RunInUnit([&] {
+    ASSERT_TRUE(scheduler_->Schedule([&] {
+      char answer[8];
+      while (!stop.load()) {
+        if (!Send(*pair.owner_end, absl::MakeConstSpan("p", 1)).ok() ||
+            !Receive(*pair.owner_end, absl::MakeSpan(answer)).ok()) {
+          ADD_FAILURE() << "the ping-pong broke";
+          break;
+        }
+      }
+      (void)Send(*pair.owner_end, absl::MakeConstSpan("q", 1));
+      all.Decrement();
+    }).ok());
+    ASSERT_TRUE(scheduler_->Schedule([&] {
+      char ball[8];
+      while (true) {
+        absl::StatusOr<size_t> got = Receive(*pair.task_end, absl::MakeSpan(ball));
+        if (!got.ok() || (*got == 1 && ball[0] == 'q')) break;
+        if (!Send(*pair.task_end, absl::MakeConstSpan(ball, *got)).ok()) break;
+      }
+      all.Decrement();
+    }).ok());
+    ASSERT_TRUE(scheduler_->Schedule([&] {
+      for (int i = 0; i < 20; ++i) {
+        EXPECT_TRUE(taskrt::SleepFor(absl::Milliseconds(1)).ok());
+        sleeps_done.fetch_add(1);
+      }
+      stop.store(true);
+      all.Decrement();
+    }).ok());
+  });
+  const bool finished = all.Wait();
+  stop.store(true);  // ends the ping-pong if the sleeper was starved
+  EXPECT_TRUE(finished) << "the sleeper woke " << sleeps_done.load() << " times of 20";
+  if (!finished) {
+    ASSERT_TRUE(all.Wait()) << "the tasks did not end after the stop";
+  }
+}
+
 TEST_P(TimeConformance, ManySleepersWakeInDeadlineOrder) {
   if (!UnitsAreStackfulTasks()) GTEST_SKIP() << kOneThreadOrderReason;
   // Sleeper i sleeps until base + (kSleepers - i) * step: created in the
