@@ -22,6 +22,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "core/channel.h"
 #include "core/event_loop.h"
 #include "core/scheduler.h"
@@ -112,6 +114,11 @@ class Notification {
   std::condition_variable cv_;
   bool notified_ = false;
 };
+
+// The hang guard as a deadline from now, for the runtime's *Until calls.
+inline absl::Time HangGuardDeadline() {
+  return absl::Now() + absl::FromChrono(Notification::kHangGuard);
+}
 
 // Counts down to zero; Wait returns false if the hang guard expired first.
 class CountDown {

@@ -38,10 +38,6 @@
 namespace taskrt::conformance {
 namespace {
 
-// Where the owner waits for an entry in another process: a bound on a hang
-// (a worker that died, say), never a speed check.
-absl::Time HangGuard() { return absl::Now() + absl::Seconds(Notification::kHangGuard.count()); }
-
 // The next message, or "" when there is none (the owner closed, say).
 std::string ReadText(TaskContext& self) {
   char buffer[512];
@@ -236,7 +232,7 @@ class NamedTaskConformance : public TaskFixture {
 
   static std::string ReadOne(Task& task) {
     char buffer[256];
-    absl::StatusOr<size_t> n = task.ReadUntil(absl::MakeSpan(buffer), HangGuard());
+    absl::StatusOr<size_t> n = task.ReadUntil(absl::MakeSpan(buffer), HangGuardDeadline());
     EXPECT_TRUE(n.ok()) << n.status();
     return n.ok() ? std::string(buffer, std::min(*n, sizeof buffer)) : "";
   }
@@ -320,13 +316,13 @@ TEST_P(NamedTaskConformance, TimedOutReadsTakeNothingOnEitherSide) {
   std::unique_ptr<Task> task = Named("conformance.timed_read");
   ASSERT_TRUE(task->Run(Env()).ok());
   char buffer[64];
-  absl::StatusOr<size_t> first = task->ReadUntil(absl::MakeSpan(buffer), HangGuard());
+  absl::StatusOr<size_t> first = task->ReadUntil(absl::MakeSpan(buffer), HangGuardDeadline());
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_EQ(std::string(buffer, *first), "timed out: DEADLINE_EXCEEDED");
   // The entry now waits for the owner: nothing is on its way here.
   EXPECT_EQ(task->ReadUntil(absl::MakeSpan(buffer), absl::InfinitePast()).status().code(),
             absl::StatusCode::kDeadlineExceeded);
-  ASSERT_TRUE(task->WriteUntil(Bytes("now it comes"), HangGuard()).ok());
+  ASSERT_TRUE(task->WriteUntil(Bytes("now it comes"), HangGuardDeadline()).ok());
   ASSERT_TRUE(PumpUntil([&] { return task->finished(); }));
   EXPECT_EQ(*task->result(), 0);
 }
@@ -463,10 +459,10 @@ TEST_P(NamedTaskConformance, ChannelWorksBothWaysWithTruncationAndZeroLength) {
   ASSERT_TRUE(task->Write({}).ok());
   ASSERT_TRUE(task->Write(Bytes("ok")).ok());
   char buffer[16];
-  absl::StatusOr<size_t> n = task->ReadUntil(absl::MakeSpan(buffer), HangGuard());
+  absl::StatusOr<size_t> n = task->ReadUntil(absl::MakeSpan(buffer), HangGuardDeadline());
   ASSERT_TRUE(n.ok()) << n.status();
   EXPECT_EQ(std::string(buffer, *n), "echo");
-  n = task->ReadUntil(absl::MakeSpan(buffer), HangGuard());
+  n = task->ReadUntil(absl::MakeSpan(buffer), HangGuardDeadline());
   ASSERT_TRUE(n.ok()) << n.status();
   EXPECT_EQ(*n, 0u);
   ASSERT_TRUE(PumpUntil([&] { return task->finished(); }));
@@ -484,7 +480,7 @@ TEST_P(NamedTaskConformance, OversizedMessagesAreRefusedOnBothSides) {
   absl::Status refused = task->Write(Bytes(std::string(100, 'z')));
   EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
   char buffer[128];
-  absl::StatusOr<size_t> n = task->ReadUntil(absl::MakeSpan(buffer), HangGuard());
+  absl::StatusOr<size_t> n = task->ReadUntil(absl::MakeSpan(buffer), HangGuardDeadline());
   ASSERT_TRUE(n.ok()) << n.status();
   EXPECT_EQ(std::string(buffer, *n), std::string(64, 'y')) << "only the allowed message arrived";
   ASSERT_TRUE(PumpUntil([&] { return task->finished(); }));
@@ -500,7 +496,7 @@ TEST_P(NamedTaskConformance, MessagesBiggerThanTheSocketBufferPassThroughTasks) 
   for (size_t i = 0; i < kSize; ++i) big[i] = static_cast<char>(i * 31);
   ASSERT_TRUE(task->Write(Bytes(big)).ok());
   std::string back(kSize, '\0');
-  absl::StatusOr<size_t> n = task->ReadUntil(absl::MakeSpan(back), HangGuard());
+  absl::StatusOr<size_t> n = task->ReadUntil(absl::MakeSpan(back), HangGuardDeadline());
   ASSERT_TRUE(n.ok()) << n.status();
   ASSERT_EQ(*n, kSize);
   for (size_t i = 0; i < kSize; ++i) {
@@ -545,7 +541,7 @@ TEST_P(NamedTaskConformance, DestroyingARunningTaskCancelsAndDetachesIt) {
   ASSERT_TRUE(task->Run(Env()).ok());
   ASSERT_TRUE(task->Write(Bytes(witness.name())).ok());
   char buffer[16];
-  absl::StatusOr<size_t> reading = task->ReadUntil(absl::MakeSpan(buffer), HangGuard());
+  absl::StatusOr<size_t> reading = task->ReadUntil(absl::MakeSpan(buffer), HangGuardDeadline());
   ASSERT_TRUE(reading.ok()) << reading.status();
   ASSERT_EQ(std::string(buffer, *reading), "reading");
   destroyed = true;

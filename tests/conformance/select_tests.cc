@@ -388,8 +388,6 @@ bool WaitUntilAbove(const std::function<uint64_t()>& read, uint64_t floor) {
 
 uint64_t ReceivesBlocked(const ChannelEnd& end) { return end.metrics().receives_blocked; }
 
-absl::Time HangDeadline() { return absl::Now() + absl::FromChrono(Notification::kHangGuard); }
-
 // On a test's way out: unless its unit has said it is done, closes `ends`
 // (the unit's blocking calls on their peers then end) and waits for the
 // unit, so that it never outlives what it uses.
@@ -446,7 +444,7 @@ TEST_P(SelectConformance, GoDoubleSelectDeliversEveryValueOnce) {
       cases.push_back(
           SelectCase::Receive(pairs[channel].owner_end.get(), absl::MakeSpan(buffers[channel])));
     }
-    absl::StatusOr<Selected> selected = Select(cases, HangDeadline());
+    absl::StatusOr<Selected> selected = Select(cases, HangGuardDeadline());
     if (!selected.ok()) {
       failure = selected.status().ToString();
       break;
@@ -506,7 +504,7 @@ TEST_P(SelectConformance, GoASelectLeavesTheEndItDidNotTakeWaitable) {
     EXPECT_EQ(timed_out.status().code(), absl::StatusCode::kDeadlineExceeded) << timed_out.status();
     c2_blocked_before = ReceivesBlocked(*c2.task_end);
     selecting.Notify();
-    absl::StatusOr<Selected> selected = Select(cases, HangDeadline());
+    absl::StatusOr<Selected> selected = Select(cases, HangGuardDeadline());
     EXPECT_TRUE(selected.ok() && selected->status.ok() && selected->index == 1)
         << selected.status() << (selected.ok() ? selected->status.ToString() : "");
     c1_blocked_before = ReceivesBlocked(*c1.task_end);
@@ -568,7 +566,7 @@ TEST_P(SelectConformance, GoASelectLeavesTheLoopsWatchOfTheOtherEnd) {
     EXPECT_TRUE(Send(*c1.task_end, Bytes(std::string("c1"))).ok());
     sent.Notify();
   }).ok());
-  absl::StatusOr<Selected> selected = Select(cases, HangDeadline());
+  absl::StatusOr<Selected> selected = Select(cases, HangGuardDeadline());
   ASSERT_TRUE(selected.ok()) << selected.status();
   ASSERT_TRUE(selected->status.ok()) << selected->status;
   EXPECT_EQ(selected->index, 1u);
@@ -613,7 +611,7 @@ TEST_P(SelectConformance, GoEveryPairingOfPlainAndSelectPassesTheValue) {
           EXPECT_TRUE(plain.ok()) << plain.status();
           if (plain.ok()) got = *plain;
         } else {
-          absl::StatusOr<Selected> selected = Select(cases, HangDeadline());
+          absl::StatusOr<Selected> selected = Select(cases, HangGuardDeadline());
           EXPECT_TRUE(selected.ok() && selected->index == 0 && selected->status.ok())
               << selected.status() << (selected.ok() ? selected->status.ToString() : "");
           if (selected.ok() && selected->status.ok()) got = std::string(buffer, selected->length);
@@ -629,7 +627,7 @@ TEST_P(SelectConformance, GoEveryPairingOfPlainAndSelectPassesTheValue) {
       if (send_style == kPlain) {
         ASSERT_TRUE(Send(*channel.owner_end, Bytes(value)).ok());
       } else {
-        absl::StatusOr<Selected> selected = Select(cases, HangDeadline());
+        absl::StatusOr<Selected> selected = Select(cases, HangGuardDeadline());
         ASSERT_TRUE(selected.ok()) << selected.status();
         EXPECT_EQ(selected->index, 0u) << "the full channel took a message";
         EXPECT_TRUE(selected->status.ok()) << selected->status;
@@ -740,7 +738,7 @@ TEST_P(SelectConformance, GoANonBlockingSelectSendsEachValueOnce) {
   // (Not a polling select: room made on a NATS channel comes back through
   // the broker.)
   std::array<SelectCase, 1> one_case = {cases[0]};
-  absl::StatusOr<Selected> again = Select(one_case, HangDeadline());
+  absl::StatusOr<Selected> again = Select(one_case, HangGuardDeadline());
   ASSERT_TRUE(again.ok()) << "room was made: " << again.status();
   EXPECT_TRUE(again->status.ok()) << again->status;
   absl::StatusOr<uint32_t> last = receive_value(*a.task_end);
