@@ -48,6 +48,14 @@ constexpr unsigned kRegisterSendMsgRing = 31;
 
 constexpr uint64_t kWakeTag = 1;
 
+// Posts a completion tagged kWakeTag into the ring `ring_fd` without a
+// ring of the caller's (IORING_REGISTER_SEND_MSG_RING); false if refused.
+bool SendMsgRingWithoutRing(int ring_fd) {
+  io_uring_sqe sqe{};
+  io_uring_prep_msg_ring(&sqe, ring_fd, 0, kWakeTag, 0);
+  return syscall(__NR_io_uring_register, -1, kRegisterSendMsgRing, &sqe, 1) >= 0;
+}
+
 struct Side {
   io_uring ring{};
   int event_fd = -1;
@@ -95,12 +103,9 @@ void WakePeer(Side& self, Side& peer, Method method) {
       io_uring_submit(&self.ring);
       break;
     }
-    case Method::kSyncMsgRing: {
-      io_uring_sqe sqe{};
-      io_uring_prep_msg_ring(&sqe, peer.ring.ring_fd, 0, kWakeTag, 0);
-      (void)syscall(__NR_io_uring_register, -1, kRegisterSendMsgRing, &sqe, 1);
+    case Method::kSyncMsgRing:
+      (void)SendMsgRingWithoutRing(peer.ring.ring_fd);
       break;
-    }
     case Method::kNop: {
       std::lock_guard<std::mutex> lock(peer.submit_mu);
       io_uring_sqe* sqe = io_uring_get_sqe(&peer.ring);
@@ -142,9 +147,7 @@ void SleepUntilWoken(Side& self, Method method) {
 bool SyncMsgRingWorks() {
   io_uring ring{};
   if (io_uring_queue_init(4, &ring, 0) < 0) return false;
-  io_uring_sqe sqe{};
-  io_uring_prep_msg_ring(&sqe, ring.ring_fd, 0, kWakeTag, 0);
-  const bool sent = syscall(__NR_io_uring_register, -1, kRegisterSendMsgRing, &sqe, 1) >= 0;
+  const bool sent = SendMsgRingWithoutRing(ring.ring_fd);
   io_uring_cqe* cqe = nullptr;
   const bool arrived = sent && io_uring_peek_cqe(&ring, &cqe) == 0 && cqe->user_data == kWakeTag;
   io_uring_queue_exit(&ring);
