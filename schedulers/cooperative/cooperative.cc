@@ -359,7 +359,14 @@ class CooperativeScheduler final : public Scheduler {
 
   CoTask* PopReady() {
     CoTask* task = ready_.Pop();
-    if (task != nullptr && woken_in_front_ > 0) --woken_in_front_;
+    // A count above zero means `task` was one of them (it is not null).
+    if (woken_in_front_ > 0) [[unlikely]] {
+      if (--woken_in_front_ > 0) {
+        // The next task slept until a deadline, long enough for its stack
+        // to leave the cache: start loading it while this one runs.
+        ready_.head->slot->context.PrefetchResume();
+      }
+    }
     return task;
   }
 

@@ -108,6 +108,14 @@ class FiberContext {
 
   ContextSwitchKind kind() const { return kind_; }
 
+  // Starts loading the top of a suspended fiber's stack into the cache, so
+  // that a later Switch to it does not wait for memory.
+  void PrefetchResume() const {
+    const char* top = static_cast<const char*>(saved_);
+    __builtin_prefetch(top);
+    __builtin_prefetch(top + 64);
+  }
+
  private:
   static void Start(void* self);
   static void Jump(FiberContext& from, FiberContext& to, bool from_is_finished);
