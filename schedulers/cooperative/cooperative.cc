@@ -359,11 +359,11 @@ class CooperativeScheduler final : public Scheduler {
 
   CoTask* PopReady() {
     CoTask* task = ready_.Pop();
-    // A count above zero means `task` was one of them (it is not null).
+    // A count above zero means `task` was a deadline-woken one (not null).
     if (woken_in_front_ > 0) [[unlikely]] {
       if (--woken_in_front_ > 0) {
-        // The next task slept until a deadline, long enough for its stack
-        // to leave the cache: start loading it while this one runs.
+        // The next task waited for a deadline, likely long enough for its
+        // stack to leave the cache: start loading it while this one runs.
         ready_.head->slot->context.PrefetchResume();
       }
     }
@@ -423,7 +423,8 @@ class CooperativeScheduler final : public Scheduler {
           timers_.empty() && woken_.empty() && stackless_.empty()) {
         return;  // nobody else could run
       }
-      // Only the loop can have more: let it look (it runs this task next).
+      // Only the loop can have more: let it look (this task runs again
+      // after what it finds).
       PushReady(self);
       SetCurrent(nullptr);
       FiberContext::Switch(self->slot->context, *loop_context_);
@@ -915,7 +916,9 @@ class CooperativeScheduler final : public Scheduler {
   // ready queue (see ExpireTimers).
   TaskQueue woken_;
   // How many of the ready queue's first tasks ExpireTimers put there, and
-  // the last of them (valid while the count is not zero).
+  // the last of them (valid while the count is not zero). The count never
+  // exceeds the queue's length, and each of those tasks has a slot (it
+  // suspended to wait): PopReady reads the next one's context.
   size_t woken_in_front_ = 0;
   CoTask* woken_front_tail_ = nullptr;
   // Metrics. The loop thread writes the owned ones; other threads spawn and
